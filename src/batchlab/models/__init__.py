@@ -1,0 +1,28 @@
+"""Models: each an ordinary nn.Module, and a `Stack` of independent copies for lock-step training."""
+from __future__ import annotations
+
+from torch import nn
+
+from .cnn import CNN
+from .init import INITS, init_module
+from .linear import LinearRegression
+from .mlp import ACTIVATIONS, MLP
+from .stack import Stack, init_params
+
+MODELS = ("mlp", "cnn", "cnn-bn", "linear")
+
+
+def build_model(name: str, *, input_dim: int = 784, num_outputs: int = 10,
+                widths: tuple[int, ...] = (1024, 1024), activation: str = "relu", bias: bool = True) -> nn.Module:
+    """An uninitialised-by-us template of the named architecture (init comes from `init_module`)."""
+    if name == "mlp":
+        return MLP((input_dim, *widths, num_outputs), activation)
+    if name in ("cnn", "cnn-bn"):
+        return CNN(batchnorm=name == "cnn-bn", num_classes=num_outputs)
+    if name == "linear":
+        return LinearRegression(input_dim, num_outputs, bias=bias)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+__all__ = ["MLP", "CNN", "LinearRegression", "Stack", "build_model", "init_module", "init_params",
+           "MODELS", "INITS", "ACTIVATIONS"]

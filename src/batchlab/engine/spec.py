@@ -1,0 +1,126 @@
+"""RunSpec: a frozen, validated, serialisable description of one training run.
+
+A RunSpec is plain data (spec 07): it can be hashed, stored, sent to another machine. Its `key` is
+a content hash of the fields that differ from their defaults, so adding a new option with a default
+that keeps the old behaviour does not change the keys of runs already in a store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("float32", "tf32", "bf16", "float64")
+
+
+class LRSchedule(BaseModel):
+    """Learning-rate multiplier as a function of the (fractional) epoch.
+
+    - `constant`: 1.
+    - `step`: gamma ** (number of milestones <= epoch); gamma > 1 raises the lr (schedule-switch e).
+    - `warmup`: linear from `warmup_start` to 1 over `warmup_epochs`, then 1 (Goyal et al. 2017).
+    - `cosine`: optional linear warmup, then 0.5 (1 + cos(pi t)) decay to `final_factor`
+      (Loshchilov & Hutter 2017), t the fraction of post-warmup training done.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["constant", "step", "warmup", "cosine"] = "constant"
+    milestones: tuple[float, ...] = ()
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_start: float = Field(0.0, ge=0)
+    final_factor: float = Field(0.0, ge=0)
+
+
+class RunSpec(BaseModel):
+    """One training trajectory (spec 06 contract). Every hyperparameter is visible here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # data
+    dataset: Literal["mnist", "fashion-mnist", "regression"] = "mnist"
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    normalize: bool = True
+    # model
+    model: Literal["mlp", "cnn", "cnn-bn", "linear"] = "mlp"
+    widths: tuple[int, ...] = (1024, 1024)
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    init: Literal["glorot", "torch", "kaiming"] = "glorot"
+    # optimizer
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    lr_schedule: LRSchedule = LRSchedule()
+    # batches and epochs
+    batch_size: int = Field(64, ge=1)
+    batch_switch: tuple[tuple[int, int], ...] = ()  # (epoch, batch_size): from that epoch on
+    epochs: int = Field(30, ge=0)
+    drop_last: bool = False
+    loss_reduction: Literal["mean", "sum"] = "mean"
+    precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
+    # randomness
+    seed: int = Field(0, ge=0)
+    data_seed: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunSpec":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        if any(w < 1 for w in self.widths):
+            raise ValueError("widths must be positive")
+        for b in self.betas:
+            if not 0 <= b < 1:
+                raise ValueError("betas must lie in [0, 1)")
+        last = 0
+        for epoch, bs in self.batch_switch:
+            if epoch <= last or epoch >= max(self.epochs, 1) or bs < 1:
+                raise ValueError("batch_switch must be increasing (epoch, batch_size) pairs inside 1..epochs-1")
+            last = epoch
+        if self.optimizer == "sgd" and self.betas != (0.9, 0.999):
+            raise ValueError("betas apply to adam/adamw only")
+        return self
+
+    # --- derived values -------------------------------------------------------------------------
+    @property
+    def order_seed(self) -> int:
+        """Seed of the data order; the init seed unless set apart."""
+        return self.seed if self.data_seed is None else self.data_seed
+
+    def batch_size_at(self, epoch: int) -> int:
+        bs = self.batch_size
+        for start, b in self.batch_switch:
+            if epoch >= start:
+                bs = b
+        return bs
+
+    def as_dict(self) -> dict:
+        """The fields that differ from their defaults (what the key hashes), JSON-ready."""
+        return json.loads(self.model_dump_json(exclude_defaults=True))
+
+    def full_dict(self) -> dict:
+        return json.loads(self.model_dump_json())
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# Fields a group's runs must share so that they can step in lock-step (spec 06): everything
+# except seeds and the optimizer's hyperparameters, which live in per-run tensors.
+PER_RUN_FIELDS = frozenset({"seed", "data_seed", "optimizer", "lr", "momentum", "nesterov",
+                            "weight_decay", "betas", "eps", "lr_schedule"})
+
+
+def group_key(spec: RunSpec) -> str:
+    shared = {k: v for k, v in spec.full_dict().items() if k not in PER_RUN_FIELDS}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,217 @@
+"""The lock-step loop: a group of independent runs trained together on one device (spec 06).
+
+Each step: gather every run's batch on the device by index, one batched forward and backward
+(torch.func vmap over stacked parameters), per-run loss check (divergence mask), functional
+optimizer update with the per-run lr read from a precomputed device table. No host
+synchronisation happens inside an epoch; metrics are read back once per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..datasets import Dataset
+from ..models import Stack, build_model
+from ..probes import evaluate, geometry, per_run_loss
+from .data import compute_dtype, data_order, load_for
+from .optim import StackedOptimizer
+from .schedules import epoch_plan, lr_table
+from .spec import RunSpec, group_key
+
+
+@dataclass
+class RunResult:
+    """What one run produced: status, per-epoch metrics, timing (and final parameters if asked)."""
+
+    spec: RunSpec
+    status: str  # "finished" | "diverged"
+    diverged_step: int | None
+    metrics: list[dict]  # one dict per evaluation: epoch, step, and metric name -> value
+    wall_s: float  # wall time of the group chunk this run trained in
+    group_size: int
+    steps: int
+    params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+EpochCallback = Callable[[int, int], None]  # (runs in chunk, epochs done in this call) -> None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return device
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device):
+    """TF32 off unless asked (results are for science); bf16 autocast for the forward pass."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: float = 0.6) -> int:
+    """How many runs of this kind fit in device memory at once (the engine chunks groups by it)."""
+    base = build_model(spec.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1,
+                       widths=spec.widths, activation=spec.activation)
+    n_params = sum(p.numel() for p in base.parameters())
+    width = max([data.input_dim, *spec.widths]) * (64 if spec.model.startswith("cnn") else 1)
+    bytes_per = 8 if spec.precision == "float64" else 4
+    max_batch = max(spec.batch_size_at(e) for e in range(max(spec.epochs, 1)))
+    # params, init copy, grads, two optimizer buffers, update temporaries; activations of a step
+    per_run = bytes_per * (7 * n_params + 6 * min(max_batch, data.n_train) * width * (len(spec.widths) + 2))
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, int(free * fraction // per_run))
+
+
+class GroupTrainer:
+    """One chunk of a group: stacked parameters, optimizer state and the loop over its steps."""
+
+    def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device):
+        self.specs, self.data, self.device = specs, data, device
+        head = specs[0]
+        self.precision, self.task, self.reduction = head.precision, data.task, head.loss_reduction
+        self.dtype = compute_dtype(head.precision)
+        base = build_model(head.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1,
+                           widths=head.widths, activation=head.activation)
+        self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
+        self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
+        for p in self.stack.params.values():
+            p.requires_grad_(True)
+        self.optimizer = StackedOptimizer(specs, self.stack.params)
+        self.plan = epoch_plan(head, data.n_train)
+        lrs = np.stack([lr_table(s, data.n_train) for s in specs], axis=1)  # [steps, R]
+        self.lrs = torch.tensor(lrs, device=device, dtype=self.dtype)
+        r = len(specs)
+        self.alive = torch.ones(r, dtype=torch.bool, device=device)
+        self.diverged_step = torch.full((r,), -1, dtype=torch.long, device=device)
+        self.step_t = torch.zeros((), dtype=torch.long, device=device)  # global step, on device
+        self.offset = torch.zeros((), dtype=torch.long, device=device)  # position in the epoch's order
+        self.perm = None
+
+    # --- one training step: everything is a device tensor, so the step can be graph-captured ---
+    def train_step(self, batch_size: int) -> None:
+        cols = self.offset + torch.arange(batch_size, device=self.device)
+        idx = self.perm.index_select(1, cols)  # [R, b]: each run's own batch
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        with precision_mode(self.precision, self.device):
+            out = self.stack.forward(x)
+        losses = per_run_loss(out, y, self.task, self.reduction)
+        finite = torch.isfinite(losses)
+        self.diverged_step.copy_(torch.where(self.alive & ~finite, self.step_t, self.diverged_step))
+        self.alive &= finite
+        names = list(self.stack.params)
+        grads = torch.autograd.grad(losses.sum(), [self.stack.params[n] for n in names])
+        self.optimizer.step(self.stack.params, dict(zip(names, grads)), self.lrs[self.step_t], self.alive)
+        self.step_t += 1
+        self.offset += batch_size
+
+    def start_epoch(self, epoch: int) -> None:
+        n = self.data.n_train
+        order = torch.stack([data_order(s.order_seed, epoch, n) for s in self.specs])
+        self.perm = order.to(self.device)
+        self.offset.zero_()
+
+    @torch.no_grad()
+    def measure(self) -> dict[str, torch.Tensor]:
+        """Full train and test loss/accuracy, distances and cosines, for every run."""
+        def fwd(xc):
+            with precision_mode(self.precision, self.device):
+                return self.stack.forward(xc, shared_input=True, train=False)
+
+        r, d = len(self.specs), self.data
+        values = {f"train_{k}": v for k, v in evaluate(fwd, d.x_train, d.y_train, r, self.task).items()}
+        values |= {f"test_{k}": v for k, v in evaluate(fwd, d.x_test, d.y_test, r, self.task).items()}
+        values |= geometry(self.stack.params, self.init)
+        return values
+
+    def freeze_nonfinite(self) -> None:
+        """Catch parameters that overflowed without a non-finite loss yet (checked once an epoch)."""
+        ok = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1) for p in self.stack.params.values()]).all(0)
+        newly = self.alive & ~ok
+        self.diverged_step.copy_(torch.where(newly, self.step_t - 1, self.diverged_step))
+        self.alive &= ok
+
+    def run(self, on_epoch: EpochCallback | None = None, keep_params: bool = False) -> list[RunResult]:
+        t0 = time.perf_counter()
+        records: list[dict] = []
+        records.append({"epoch": 0, "step": 0, **self.measure()})
+        step = 0
+        for epoch, (batch_size, steps) in enumerate(self.plan):
+            self.start_epoch(epoch)
+            for k in range(steps):  # the last batch of an epoch may be smaller (unless drop_last)
+                self.train_step(min(batch_size, self.data.n_train - k * batch_size))
+            step += steps
+            self.freeze_nonfinite()
+            records.append({"epoch": epoch + 1, "step": step, **self.measure()})
+            if on_epoch:
+                on_epoch(len(self.specs), 1)
+        wall = time.perf_counter() - t0
+        return self._results(records, step, wall, keep_params)
+
+    def _results(self, records, steps, wall, keep_params) -> list[RunResult]:
+        host = [{k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]
+        diverged = self.diverged_step.cpu().tolist()
+        results = []
+        for r, spec in enumerate(self.specs):
+            metrics = [{k: (v[r] if isinstance(v, list) else v) for k, v in rec.items()} for rec in host]
+            for m in metrics:
+                for k, v in m.items():
+                    if isinstance(v, float) and not math.isfinite(v):
+                        m[k] = None
+            params = {k: v[r].detach().cpu().clone() for k, v in self.stack.params.items()} if keep_params else None
+            results.append(RunResult(spec, "diverged" if diverged[r] >= 0 else "finished",
+                                     diverged[r] if diverged[r] >= 0 else None, metrics, wall,
+                                     len(self.specs), steps, params))
+        return results
+
+
+def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
+                max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None) -> list[RunResult]:
+    """Train runs that share a group key in lock-step, chunked to fit memory; results in input order."""
+    if not specs:
+        return []
+    keys = {group_key(s) for s in specs}
+    if len(keys) != 1:
+        raise ValueError("train_group: runs differ in fields that must be shared (model, data, batch schedule, ...)")
+    device = resolve_device(device)
+    data = load_for(specs[0], device, data_dir)
+    chunk = min(max_runs or len(specs), runs_that_fit(specs[0], data, device))
+    results: list[RunResult] = []
+    start = 0
+    while start < len(specs):
+        part = specs[start:start + chunk]
+        try:
+            results += GroupTrainer(part, data, device).run(on_epoch, keep_params)
+        except torch.cuda.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
+            torch.cuda.empty_cache()
+            continue
+        start += len(part)
+    return results

@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class UsageError(Exception):
+    """Bad input from the user (unknown study or key, invalid value, unwritable directory...)."""

@@ -1,0 +1,61 @@
+"""T independent copies of one architecture as stacked tensors, run with torch.func.
+
+Parameters and buffers live in dicts of tensors with a leading run dimension [R, ...]; the forward
+pass is `vmap(functional_call(base, ...))`, so one batched kernel serves every run (the
+model-ensembling recipe of torch.func). Each copy is initialised from its own seed.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .init import init_module
+
+
+def init_params(base: nn.Module, init: str, seed: int) -> dict[str, torch.Tensor]:
+    """Parameters of one copy of `base`, initialised from `seed` alone (on the CPU, float64-free)."""
+    module = copy.deepcopy(base).to("cpu", torch.float32)
+    init_module(module, init, torch.Generator().manual_seed(int(seed)))
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+class Stack:
+    """A stack of R copies of `base`: `params[name]` and `buffers[name]` are [R, ...] tensors."""
+
+    def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
+        self.base = base
+        self.params = params
+        self.buffers = buffers
+
+    @classmethod
+    def from_seeds(cls, base: nn.Module, init: str, seeds: list[int], device, dtype) -> "Stack":
+        per_run = [init_params(base, init, s) for s in seeds]
+        params = {k: torch.stack([p[k] for p in per_run]).to(device, dtype) for k in per_run[0]}
+        buffers = {
+            k: torch.stack([b.detach().clone() for _ in seeds]).to(device, dtype if b.is_floating_point() else b.dtype)
+            for k, b in base.named_buffers()
+        }
+        base = copy.deepcopy(base).to("meta")  # the stack owns the tensors; base is only a template
+        return cls(base, params, buffers)
+
+    @property
+    def n_runs(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def forward(self, x: torch.Tensor, *, shared_input: bool = False, train: bool = True) -> torch.Tensor:
+        """Logits [R, B, ...] for inputs x [R, B, ...] (or [B, ...] given to every run when shared_input)."""
+        self.base.train(train)
+
+        def one(params, buffers, xb):
+            return functional_call(self.base, (params, buffers), (xb,))
+
+        return vmap(one, in_dims=(0, 0, None if shared_input else 0))(self.params, self.buffers, x)
+
+    def module(self, r: int) -> nn.Module:
+        """Run r as an ordinary nn.Module (a copy), for inspection or a reference loop."""
+        m = copy.deepcopy(self.base).to_empty(device=next(iter(self.params.values())).device)
+        m.load_state_dict({**{k: v[r] for k, v in self.params.items()}, **{k: v[r] for k, v in self.buffers.items()}})
+        return m

@@ -1,0 +1,134 @@
+"""What every study shares: the reference setup as a config, profiles, and reading results.
+
+A study declares (config -> RunSpecs), the engine executes, and the analysis reads only stored
+results through `Results` (spec 07: studies know nothing about SQL).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..claims import Claim
+from ..engine import RunSpec
+from ..report.html import Table
+
+
+class StudyConfig(BaseModel):
+    """The reference setup of spec 02; each study adds its own fields. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "mnist"
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    normalize: bool = True
+    model: str = "mlp"
+    widths: tuple[int, ...] = (1024, 1024)
+    activation: str = "relu"
+    init: str = "glorot"
+    loss_reduction: str = "mean"
+    drop_last: bool = False
+    precision: str = "float32"
+    seeds: int = Field(3, ge=1, le=100)
+
+    SETUP_FIELDS: ClassVar[tuple[str, ...]] = (
+        "dataset", "train_subset", "test_subset", "normalize", "model", "widths", "activation", "init",
+        "loss_reduction", "drop_last", "precision")
+
+    def run(self, seed: int, **fields: Any) -> RunSpec:
+        """A RunSpec of the reference setup with this config's choices and the given overrides."""
+        setup = {k: getattr(self, k) for k in self.SETUP_FIELDS}
+        return RunSpec(**(setup | {"seed": seed} | fields))
+
+    def seeded(self, **fields: Any) -> list[RunSpec]:
+        """One RunSpec per seed (0 .. seeds-1) of the same configuration."""
+        return [self.run(seed, **fields) for seed in range(self.seeds)]
+
+
+@dataclass
+class FigureSpec:
+    """A matplotlib figure a study made, its file stem and caption (saved by the runner)."""
+
+    name: str
+    figure: Any
+    caption: str
+
+
+@dataclass
+class StudyOutput:
+    figures: list[FigureSpec] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+
+
+class Study:
+    """A study declares its config, profiles, plan and analysis; the runner does the rest."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[StudyConfig]]
+    profiles: ClassVar[dict[str, dict[str, Any]]]  # profile -> config overrides ("full" = spec protocol)
+
+    def config(self, profile: str = "quick", overrides: dict[str, Any] | None = None) -> StudyConfig:
+        if profile not in self.profiles:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(self.profiles)}")
+        return self.Config(**(self.profiles[profile] | (overrides or {})))
+
+    def plan(self, cfg: StudyConfig) -> list[RunSpec]:
+        raise NotImplementedError
+
+    def analyze(self, cfg: StudyConfig, results: "Results") -> StudyOutput:
+        raise NotImplementedError
+
+
+class Results:
+    """Read-only view of stored runs, looked up by RunSpec; metrics as numpy arrays."""
+
+    def __init__(self, records: dict):
+        self.records = records  # key -> store.RunRecord
+
+    def has(self, spec: RunSpec) -> bool:
+        return spec.key in self.records
+
+    def all_present(self, specs: list[RunSpec]) -> bool:
+        return all(self.has(s) for s in specs)
+
+    def status(self, spec: RunSpec) -> str:
+        return self.records[spec.key].status
+
+    def series(self, spec: RunSpec, name: str) -> np.ndarray:
+        """The metric at every evaluation (epoch 0, 1, ...); NaN where missing or non-finite."""
+        return np.array([np.nan if m.get(name) is None else m[name] for m in self.records[spec.key].metrics])
+
+    def epochs(self, spec: RunSpec) -> np.ndarray:
+        return np.array([m["epoch"] for m in self.records[spec.key].metrics])
+
+    def steps(self, spec: RunSpec) -> np.ndarray:
+        return np.array([m["step"] for m in self.records[spec.key].metrics])
+
+    def final(self, spec: RunSpec, name: str) -> float:
+        return float(self.series(spec, name)[-1])
+
+    def finals(self, specs: list[RunSpec], name: str) -> np.ndarray:
+        """The final value of a metric for each of `specs` (usually the seeds of one configuration)."""
+        return np.array([self.final(s, name) for s in specs if self.has(s)])
+
+    def curves(self, specs: list[RunSpec], name: str) -> np.ndarray:
+        """[seeds, evaluations] matrix of a metric over the present runs among `specs`."""
+        rows = [self.series(s, name) for s in specs if self.has(s)]
+        return np.vstack(rows) if rows else np.zeros((0, 0))
+
+    def wall_s(self, specs: list[RunSpec]) -> float:
+        return float(sum(self.records[s.key].wall_s / self.records[s.key].group_size for s in specs if self.has(s)))
+
+
+def mean_std(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof=1; zero for a single seed)."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis] if values.size else 0
+    std = np.nanstd(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(np.nanmean(values, axis=axis))
+    return np.nanmean(values, axis=axis), std

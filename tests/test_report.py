@@ -1,0 +1,371 @@
+"""Tests for batchlab.report: figures (PNG + SVG, atomic), the study report, the index and CSV tables."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from batchlab.claims import Claim, inconclusive
+from batchlab.report import (
+    PALETTE,
+    FigureRef,
+    Table,
+    apply_style,
+    band,
+    bars,
+    heatmap,
+    new_figure,
+    save_figure,
+    write_csv,
+    write_index,
+    write_study_report,
+)
+from batchlab.report.html import atomic_write_text, format_duration, format_value
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _no_temp_files(directory: Path) -> bool:
+    return not [p for p in directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def _open_figures() -> int:
+    import matplotlib.pyplot as plt
+
+    return len(plt.get_fignums())
+
+
+# ------------------------------------------------------------------ figures
+
+
+def test_apply_style_is_idempotent_and_uses_agg():
+    apply_style()
+    first = dict(matplotlib.rcParams)
+    apply_style()
+    assert dict(matplotlib.rcParams) == first
+    assert matplotlib.get_backend().lower() == "agg"
+    assert not matplotlib.rcParams["axes.spines.top"] and not matplotlib.rcParams["axes.spines.right"]
+    assert len(PALETTE) >= 6 and all(re.fullmatch(r"#[0-9A-Fa-f]{6}", c) for c in PALETTE)
+
+
+def test_new_figure_shapes_and_sizes():
+    fig, ax = new_figure()
+    assert hasattr(ax, "plot")
+    assert tuple(fig.get_size_inches()) == pytest.approx((4.0, 3.0))
+    fig2, axes = new_figure(ncols=3, nrows=2)
+    assert axes.shape == (2, 3)
+    assert tuple(fig2.get_size_inches()) == pytest.approx((12.0, 6.0))
+    fig3, axes3 = new_figure(ncols=2, width=9, height=3.5)
+    assert len(axes3) == 2
+    assert tuple(fig3.get_size_inches()) == pytest.approx((9.0, 3.5))
+    import matplotlib.pyplot as plt
+
+    for f in (fig, fig2, fig3):
+        plt.close(f)
+
+
+def test_save_figure_writes_png_and_svg_atomically(tmp_path):
+    before = _open_figures()
+    fig, ax = new_figure()
+    x = np.arange(20)
+    band(ax, x, np.sin(x / 3), 0.1 + 0.05 * np.cos(x), label="run")
+    ax.legend()
+    out_dir = tmp_path / "nested" / "figures"
+    paths = save_figure(fig, out_dir, "curve")
+    assert set(paths) == {"png", "svg"}
+    assert paths["png"] == out_dir / "curve.png" and paths["svg"] == out_dir / "curve.svg"
+    png = paths["png"].read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    svg = paths["svg"].read_text()
+    assert "<svg" in svg and len(svg) > 1000
+    assert _no_temp_files(out_dir)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["curve.png", "curve.svg"]
+    assert _open_figures() == before  # save_figure closed the figure
+
+
+def test_save_figure_overwrites_and_is_deterministic(tmp_path):
+    def make():
+        fig, ax = new_figure()
+        ax.plot([0, 1, 2], [1, 0, 1])
+        return save_figure(fig, tmp_path, "same")
+
+    first = {k: p.read_bytes() for k, p in make().items()}
+    second = {k: p.read_bytes() for k, p in make().items()}
+    assert first == second
+    assert _no_temp_files(tmp_path)
+
+
+def test_band_without_std_draws_only_a_line():
+    fig, ax = new_figure()
+    line = band(ax, [0, 1, 2], [1.0, 2.0, 3.0], None, label="a")
+    band(ax, [0, 1, 2], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], label="b", linestyle="--")
+    band(ax, [0, 1, 2], [1.0, 2.0, 3.0], [0.1, 0.2, 0.3], label="c", color=PALETTE[2])
+    assert line.get_label() == "a"
+    assert len(ax.lines) == 3
+    assert len(ax.collections) == 1  # only "c" has a band
+    assert matplotlib.colors.same_color(ax.collections[0].get_facecolor()[0][:3], PALETTE[2])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_band_tolerates_nan_from_diverged_runs(tmp_path):
+    fig, ax = new_figure()
+    mean = np.array([1.0, 0.5, np.nan, np.nan])
+    band(ax, np.arange(4), mean, np.array([0.1, 0.1, np.nan, np.nan]))
+    save_figure(fig, tmp_path, "nan_band")
+    assert (tmp_path / "nan_band.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_heatmap_with_nan_and_cell_text(tmp_path):
+    fig, ax = new_figure(width=5, height=3.5)
+    values = np.array([[0.9, np.nan, 0.7], [0.95, 0.85, np.nan]])
+    text = [["0.90\n±0.01", "x", "0.70"], ["0.95", "0.85", "y"]]
+    heatmap(ax, values, ["B=16", "B=64"], ["0.01", "0.1", "1"], cell_text=text, colorbar_label="accuracy")
+    shown = [t.get_text() for t in ax.texts]
+    assert shown.count("—") == 2  # NaN cells say "—" whatever cell_text says
+    assert "0.90\n±0.01" in shown and "x" not in shown
+    paths = save_figure(fig, tmp_path, "heat")
+    assert paths["png"].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_heatmap_all_nan_and_default_text(tmp_path):
+    fig, axes = new_figure(ncols=2)
+    heatmap(axes[0], np.full((2, 2), np.nan), ["a", "b"], ["c", "d"])
+    heatmap(axes[1], np.array([[1.0, 2.0], [3.0, 4.0]]), ["a", "b"], ["c", "d"], cmap="magma")
+    assert [t.get_text() for t in axes[0].texts] == ["—"] * 4
+    assert [t.get_text() for t in axes[1].texts] == ["1", "2", "3", "4"]
+    save_figure(fig, tmp_path, "heat2")
+    with pytest.raises(ValueError):
+        fig, ax = new_figure()
+        try:
+            heatmap(ax, np.zeros((2, 2)), ["a"], ["c", "d"])
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+
+def test_bars_grouped_with_errors(tmp_path):
+    fig, ax = new_figure()
+    containers = bars(
+        ax,
+        {"SGD": [0.9, 0.92, 0.95], "Adam": [0.93, 0.94, 0.96]},
+        ["64", "256", "1024"],
+        errors={"SGD": [0.01, 0.01, 0.02]},
+    )
+    assert set(containers) == {"SGD", "Adam"}
+    assert len(ax.patches) == 6
+    assert ax.get_legend() is not None
+    save_figure(fig, tmp_path, "bars")
+    assert (tmp_path / "bars.svg").stat().st_size > 0
+
+
+# ------------------------------------------------------------------ HTML
+
+
+@pytest.fixture()
+def sample(tmp_path):
+    figs = []
+    for i in range(2):
+        fig, ax = new_figure()
+        band(ax, np.arange(10), np.arange(10) ** 0.5 + i, np.full(10, 0.2))
+        p = save_figure(fig, tmp_path / "figures", f"fig{i}")
+        figs.append(FigureRef(p["png"], f"Caption number {i} & more"))
+    claims = [
+        Claim(
+            "C1",
+            "Big batches generalise worse <script>alert('x')</script>",
+            "Keskar et al. 2017",
+            "gap > 0.01",
+            "supported",
+            {"gap": 0.0123456789, "n_seeds": 3, "note": "ok"},
+            "The gap exceeds the threshold.",
+        ),
+        Claim("C2", "Linear scaling holds", "Goyal et al. 2017", "|delta| < 0.005", "not supported", {"delta": -0.02}, "Too large."),
+        inconclusive("C3", "Adam beats SGD at large B", "Zhang 2019", "slope > 0", "Not enough runs."),
+    ]
+    tables = [
+        Table("final", [{"batch_size": 64, "acc": 0.912345678, "name": "<b>x</b>"}, {"batch_size": 256, "acc": float("nan"), "name": "y"}], "Final accuracy."),
+        Table("empty", []),
+    ]
+    meta = {
+        "config": {"lrs": [0.1, 0.3], "model": {"kind": "mlp", "widths": [64, 64]}, "path": Path("/x")},
+        "profile": "quick",
+        "seeds": [0, 1, 2],
+        "device": "cpu",
+        "versions": {"torch": "2.13.0", "numpy": "2.0"},
+        "git_commit": "abc1234",
+        "wall_s": 83.2,
+    }
+    return tmp_path, figs, tables, claims, meta
+
+
+def _write_sample(sample):
+    tmp_path, figs, tables, claims, meta = sample
+    out = tmp_path / "study" / "report.html"
+    path = write_study_report(
+        out,
+        study="dyn",
+        title="Batch-size dynamics",
+        description="How accuracy evolves with batch size.",
+        meta=meta,
+        figures=figs,
+        tables=tables,
+        claims=claims,
+    )
+    assert path == out
+    return out.read_text(encoding="utf-8")
+
+
+def test_study_report_contents(sample):
+    html = _write_sample(sample)
+    _, figs, tables, claims, meta = sample
+    assert html.startswith("<!DOCTYPE html>")
+    assert "Batch-size dynamics" in html and "How accuracy evolves with batch size." in html
+    # claims: each id, verdict and badge class
+    for c in claims:
+        assert c.id in html
+        assert c.verdict in html
+    assert 'class="badge supported"' in html
+    assert 'class="badge not-supported"' in html
+    assert 'class="badge inconclusive"' in html
+    assert "gap</span> = <span class=\"v\">0.01235" in html  # 4 significant digits
+    assert "-0.02" in html
+    # figures: one embedded PNG per figure, with caption in a figcaption
+    assert html.count('src="data:image/png;base64,') == len(figs)
+    assert html.count("<figcaption>") == len(figs)
+    assert "Caption number 0 &amp; more" in html
+    # tables: values formatted, NaN shown, HTML escaped
+    assert "0.9123" in html and "0.912345678" not in html
+    assert "NaN" in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "Final accuracy." in html
+    # meta
+    assert "quick" in html and "abc1234" in html and "2.13.0" in html
+    assert "<details>" in html and "&#34;widths&#34;: [64, 64]" in html
+    assert "1 min 23 s" in html
+
+
+def test_study_report_escapes_html_in_claims(sample):
+    html = _write_sample(sample)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(" in html
+
+
+def test_study_report_is_self_contained(sample):
+    html = _write_sample(sample)
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", html, flags=re.I)
+    assert refs, "expected at least the embedded images"
+    assert not [r for r in refs if r.lower().startswith(("http://", "https://", "//"))]
+    assert "http://" not in html and "https://" not in html
+    assert "<link" not in html.lower() and "@import" not in html
+    assert "<style>" in html
+
+
+def test_study_report_missing_figure_is_shown_not_fatal(tmp_path):
+    out = write_study_report(
+        tmp_path / "r.html",
+        study="s",
+        title="t",
+        description="",
+        meta={},
+        figures=[FigureRef(tmp_path / "nope.png", "gone")],
+        tables=[],
+        claims=[],
+    )
+    html = out.read_text()
+    assert "could not be read" in html and "nope.png" in html
+
+
+def test_study_report_write_is_atomic(sample):
+    tmp_path = sample[0]
+    _write_sample(sample)
+    _write_sample(sample)  # overwrite in place
+    assert _no_temp_files(tmp_path / "study")
+    assert [p.name for p in (tmp_path / "study").iterdir()] == ["report.html"]
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("batchlab.report.html.os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_write_index_links_studies(tmp_path, sample):
+    claims = sample[3]
+    studies = [
+        {"name": "equivalence", "title": "Equivalence", "href": "equivalence/report.html", "wall_s": 12.5, "n_runs": 4},
+        {"name": "dynamics", "title": "Dynamics", "href": "dynamics/report.html", "wall_s": 4000.0, "n_runs": 40},
+    ]
+    out = write_index(
+        tmp_path / "index.html",
+        title="Reproduction",
+        meta={"profile": "quick", "device": "cpu"},
+        studies=studies,
+        claims=claims,
+        total_wall_s=4012.5,
+    )
+    html = out.read_text()
+    for s in studies:
+        assert f'href="{s["href"]}"' in html
+        assert s["title"] in html
+    for c in claims:
+        assert c.id in html
+    assert "1 h 06 min" in html  # total wall time
+    assert "<script>" not in html
+    assert html.index('id="claims"') < html.index('id="studies"')  # claims table at the top
+    assert _no_temp_files(tmp_path)
+
+
+def test_write_csv_round_trip(tmp_path):
+    rows = [
+        {"batch_size": 64, "lr": 0.1, "acc": 0.912345678901, "opt": "sgd, momentum"},
+        {"batch_size": 256, "lr": 0.4, "acc": float("nan"), "opt": 'adam "w"'},
+        {"batch_size": 1024, "lr": 1.6, "acc": np.float64(0.5), "opt": "lamb", "extra": True},
+    ]
+    path = write_csv(tmp_path / "tables" / "final.csv", rows)
+    assert path.exists()
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        back = list(reader)
+        assert reader.fieldnames == ["batch_size", "lr", "acc", "opt", "extra"]
+    assert [int(r["batch_size"]) for r in back] == [64, 256, 1024]
+    assert float(back[0]["acc"]) == 0.912345678901  # full precision
+    assert math.isnan(float(back[1]["acc"]))
+    assert float(back[2]["acc"]) == 0.5
+    assert back[0]["opt"] == "sgd, momentum" and back[1]["opt"] == 'adam "w"'
+    assert back[0]["extra"] == "" and back[2]["extra"] == "True"
+    assert _no_temp_files(tmp_path / "tables")
+
+
+def test_write_csv_empty(tmp_path):
+    path = write_csv(tmp_path / "e.csv", [])
+    assert path.read_text() == ""
+
+
+def test_format_helpers():
+    assert format_value(0.0123456) == "0.01235"
+    assert format_value(123456.7) == "1.235e+05"
+    assert format_value(3) == "3"
+    assert format_value(np.int64(7)) == "7"
+    assert format_value(np.float32(0.5)) == "0.5"
+    assert format_value(float("nan")) == "NaN"
+    assert format_value(True) == "True"
+    assert format_value(None) == "—"
+    assert format_duration(5.25) == "5.2 s" or format_duration(5.25) == "5.3 s"
+    assert format_duration(83.2) == "1 min 23 s"
+    assert format_duration(7200) == "2 h 00 min"
