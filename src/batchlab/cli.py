@@ -1,7 +1,9 @@
 """The `batchlab` command: list, run, report, reproduce.
 
-Bad input (an unknown study or key, an invalid value, an unwritable --out) prints one line on
-stderr and exits with code 2, before anything is written.
+Bad input (an unknown study, profile or key, an invalid value, an unwritable --out, a missing
+device, a report with no results) prints one line on stderr and exits with code 2, before anything
+is written. Interrupting (Ctrl-C) exits with 130; every finished run is already in the store and the
+same command resumes.
 """
 from __future__ import annotations
 
@@ -14,50 +16,128 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .datasets import DataError
 from .errors import UsageError
+from .runner import Monitor
+
+try:  # typer >= 0.2x vendors click; older typer uses click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="batchlab: how batch size, learning rate and optimizer shape training.")
-console = Console(stderr=True)
-out_console = Console()
+console = Console(stderr=True)  # progress and notes
+out_console = Console()  # results
 
 OUT = typer.Option(Path("batchlab-results"), "--out", help="Results directory (SQLite store, figures, reports).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the spec's protocol, for a GPU)")
 
-
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
 
 
-class TrainingProgress:
-    """A rich progress bar over run-epochs of one study: runs, epochs and time left."""
+def error(message: str) -> None:
+    """One line on stderr, never wrapped, no markup interpretation."""
+    text = " ".join(str(message).split())
+    label = "\x1b[1;31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
+    sys.stderr.write(f"{label} {text}\n")
+    sys.stderr.flush()
 
-    def __init__(self):
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("run-epochs"), TimeElapsedColumn(), TextColumn("left"),
-                                 TimeRemainingColumn(), console=console, transient=False)
+
+def note(message: str) -> None:
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+class TrainingProgress(Monitor):
+    """Progress of one study's training: runs saved, run-epochs done, elapsed and time left.
+
+    On a terminal, a live rich progress bar. Elsewhere (CI logs, pipes) a live bar would either
+    spam or print nothing until the end, so it writes a plain line at the start, at each quarter of
+    the run-epochs, and at the end.
+    """
+
+    def __init__(self, live: bool | None = None):
+        self.live = console.is_terminal and not console.is_dumb_terminal if live is None else live
+        self.progress: Progress | None = None
         self.task = None
+        self.study, self.total, self.done, self.runs, self.saved_runs = "", 0, 0, 0, 0
+        self.t0 = time.perf_counter()
+        self.next_quarter = 1
 
-    def start(self, study: str, n_runs: int, run_epochs: int) -> None:
-        self.task = self.progress.add_task(f"{study} ({n_runs} runs)", total=max(run_epochs, 1))
-        if run_epochs == 0:
-            self.progress.update(self.task, completed=1, description=f"{study} ({n_runs} runs, all in the store)")
+    def start(self, study: str, runs: int, pending: int, run_epochs: int) -> None:
+        self.study, self.total, self.runs = study, run_epochs, pending
+        self.t0 = time.perf_counter()
+        if pending == 0:
+            note(f"{study}: all {runs} runs are in the store, nothing to train")
+            return
+        reused = f", {runs - pending} already in the store" if runs > pending else ""
+        if not self.live:
+            note(f"{study}: training {pending} runs ({run_epochs} run-epochs){reused}")
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"), MofNCompleteColumn(),
+            TextColumn("run-epochs"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task(study, total=max(run_epochs, 1), saved=0, runs=pending)
 
     def epoch(self, runs: int, epochs: int) -> None:
-        self.progress.advance(self.task, runs * epochs)
+        self.done += runs * epochs
+        if self.progress is not None:
+            self.progress.advance(self.task, runs * epochs)
+        elif not self.live and self.total:
+            quarter = 4 * self.done // self.total
+            if quarter >= self.next_quarter and quarter < 4:
+                self.next_quarter = quarter + 1
+                elapsed = time.perf_counter() - self.t0
+                left = elapsed * (self.total - self.done) / max(self.done, 1)
+                note(f"  {25 * quarter}% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs "
+                     f"saved), {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+
+    def saved(self, runs: int) -> None:
+        self.saved_runs += runs
+        if self.progress is not None:
+            self.progress.update(self.task, saved=self.saved_runs)
+
+    def finish(self) -> None:
+        self.close()
+        if not self.live and self.runs:
+            note(f"  100% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs saved) "
+                 f"in {_clock(time.perf_counter() - self.t0)}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
-def _run_one(name: str, profile: str, sets: list[str], device: str, out: Path):
-    from .runner import parse_sets, run_study
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def print_claims(claims) -> None:
+    for claim in claims:
+        line = Text("  ")
+        line.append(claim.id, style="bold")
+        line.append(" ")
+        line.append(f"[{claim.verdict}]", style=VERDICT_STYLE.get(claim.verdict, ""))
+        line.append(f" {claim.statement}")
+        out_console.print(line, soft_wrap=True, highlight=False)
+
+
+def _train(prep):
+    from .runner import execute
 
     bar = TrainingProgress()
-    with bar.progress:
-        return run_study(name, profile=profile, overrides=parse_sets(sets), device=device, out=out,
-                         progress=bar.start, on_epoch=bar.epoch)
+    try:
+        return execute(prep, bar)
+    finally:
+        bar.close()
 
 
 @app.command("list")
@@ -77,12 +157,14 @@ def run(study: str = typer.Argument(..., help="Study name (see `batchlab list`).
         set_: list[str] = typer.Option([], "--set", help="Override a config key: --set batch_sizes=64,256 --set lr=0.1"),
         device: str = DEVICE, out: Path = OUT) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
-    result = _run_one(study, profile, set_, device, out)
+    from .runner import parse_sets, prepare
+
+    prep = prepare(study, profile=profile, overrides=parse_sets(set_), device=device, out=out)
+    result = _train(prep)
     out_console.print(f"{study}: trained {result.trained} runs, reused {result.reused} from the store, "
-                      f"{result.wall_s:.1f} s")
-    for claim in result.output.claims:
-        out_console.print(f"  {claim.id} [{claim.verdict}] {claim.statement}", highlight=False, markup=False)
-    out_console.print(f"report: {result.report}")
+                      f"{result.wall_s:.1f} s", highlight=False, markup=False, soft_wrap=True)
+    print_claims(result.output.claims)
+    out_console.print(f"report: {result.report}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -92,57 +174,71 @@ def report(study: str = typer.Argument(..., help="Study name."), out: Path = OUT
     from .runner import write_report
 
     path, output = write_report(study, out, profile=profile)
-    for claim in output.claims:
-        out_console.print(f"  {claim.id} [{claim.verdict}] {claim.statement}", highlight=False, markup=False)
-    out_console.print(f"report: {path}")
+    print_claims(output.claims)
+    out_console.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
-def reproduce(profile: str = PROFILE, device: str = DEVICE, out: Path = OUT) -> None:
+def reproduce(profile: Optional[str] = typer.Option(
+                  None, "--profile", help="quick | full (default: full on a GPU, quick on a CPU)"),
+              device: str = DEVICE, out: Path = OUT) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
+    from .env import environment
     from .report.html import write_index
-    from .runner import check_writable
+    from .runner import check_device, prepare
     from .studies import REGISTRY
 
-    check_writable(out)
+    if profile is None:
+        profile = "full" if check_device(device).type == "cuda" else "quick"
+    # validate every study before training any, so bad input stops us before anything is written
+    preps = [prepare(name, profile=profile, device=device, out=out) for name in REGISTRY]
     t0 = time.perf_counter()
     studies, claims = [], []
-    for name in REGISTRY:
-        result = _run_one(name, profile, [], device, out)
-        studies.append({"name": name, "title": REGISTRY[name].title, "href": f"{name}/report.html",
+    for prep in preps:
+        result = _train(prep)
+        studies.append({"name": prep.name, "title": prep.study.title, "href": f"{prep.name}/report.html",
                         "wall_s": result.wall_s, "n_runs": result.trained + result.reused})
         claims += result.output.claims
     total = time.perf_counter() - t0
-    from .engine import resolve_device
-    from .env import environment
-
-    env = environment(resolve_device(device))
+    env = environment(check_device(device))
     index = write_index(out / "index.html", title=f"batchlab reproduction ({profile})",
                         meta={"profile": profile, "device": env["device"], "torch": env["torch"],
                               "git_commit": env["git_commit"]},
                         studies=studies, claims=claims, total_wall_s=total)
-    for claim in claims:
-        out_console.print(f"  {claim.id} [{claim.verdict}] {claim.statement}", highlight=False, markup=False)
-    out_console.print(f"reproduced {len(studies)} studies in {total:.1f} s: {index}")
+    print_claims(claims)
+    out_console.print(f"reproduced {len(studies)} studies in {total:.1f} s: {index}",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
-def main() -> None:
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code; never exits."""
     try:
-        app(standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name="batchlab")
     except (UsageError, DataError) as e:
-        fail(str(e))
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
+        error(str(e))
+        return 2
+    except NoArgsIsHelpError as e:
+        e.show()
+        return 2
+    except ClickException as e:  # the parser's own errors: missing argument, unknown option...
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        error(f"{e.format_message()}{hint}")
+        return getattr(e, "exit_code", 2) or 2
     except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click's own usage errors (missing argument, bad option)
-        import click
+        error("aborted")
+        return 1
+    except typer.Exit as e:
+        rv = e.exit_code
+    except KeyboardInterrupt:
+        rv = 130
+    if rv == 130:  # typer turns Ctrl-C into Exit(130)
+        error("interrupted; every finished run is in the store: run the same command again to resume")
+    return rv if isinstance(rv, int) else 0
 
-        if isinstance(e, click.ClickException):
-            console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, markup=False)
-            sys.exit(2)
-        raise
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_cli(argv))
 
 
 if __name__ == "__main__":

@@ -11,20 +11,47 @@ import torch
 from . import __version__
 
 
-@functools.lru_cache(maxsize=None)
-def git_commit() -> str | None:
+def _git(*args: str, cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    """The commit of batchlab's own source checkout ("+dirty" if it has uncommitted changes).
+
+    None for an installed package, even one that sits inside some other git repository (a virtual
+    environment inside a user's project must not record the project's commit as batchlab's).
+    """
+    package = Path(__file__).resolve().parent
+    top = _git("rev-parse", "--show-toplevel", cwd=package)
+    if not top or package not in (Path(top).resolve() / "src" / "batchlab", Path(top).resolve() / "batchlab"):
+        return None
+    commit = _git("rev-parse", "--short=12", "HEAD", cwd=package)
+    if not commit:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=package)
+    return commit + ("+dirty" if dirty else "")
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def environment(device: torch.device) -> dict:

@@ -29,7 +29,7 @@ def _col(values, ref: torch.Tensor) -> torch.Tensor:
 class StackedOptimizer:
     """Optimizer state and update for a group of runs; the group may mix optimizer kinds."""
 
-    def __init__(self, specs: list[RunSpec], params: dict[str, torch.Tensor]):
+    def __init__(self, specs: list[RunSpec], params: dict[str, torch.Tensor], fused: bool = False):
         ref = next(iter(params.values()))
         self.families: dict[str, torch.Tensor | None] = {}
         kinds = [FAMILY[s.optimizer] for s in specs]
@@ -55,24 +55,35 @@ class StackedOptimizer:
                 st["v"] = torch.zeros_like(p)
             self.state[name] = st
         self.t = torch.zeros((), device=ref.device, dtype=ref.dtype)  # Adam's step count, on device
+        # fused: torch.compile turns each parameter's update (decay, momentum, mask, step) into one
+        # kernel that reads p and g once, instead of a chain of elementwise kernels (CUDA only).
+        self._update_all = self._update_family
+        if fused and len(self.families) == 1:
+            self._update_all = torch.compile(self._update_family, dynamic=False, fullgraph=True)
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
              lr: torch.Tensor, alive: torch.Tensor) -> None:
         """Update `params` in place. lr: [R] for this step; alive: [R] bool."""
         self.t += 1
-        for fam, idx in self.families.items():
+        if len(self.families) == 1:
+            (fam,) = self.families
+            return self._update_all(fam, list(params.values()), [grads[n] for n in params],
+                                    [self.state[n] for n in params], self._hp(lr, alive, None))
+        for fam, idx in self.families.items():  # a mixed group: each family on its runs' slice
             update = self._sgd if fam == "sgd" else self._adam
             for name, p in params.items():
                 st = self.state[name]
-                if idx is None:
-                    update(p, grads[name], st, self._hp(lr, alive, None), p.dim())
-                else:  # a mixed group: update this family's runs on their own slice
-                    sub_p, sub_st = p.index_select(0, idx), {k: v.index_select(0, idx) for k, v in st.items()}
-                    update(sub_p, grads[name].index_select(0, idx), sub_st, self._hp(lr, alive, idx), p.dim())
-                    p.index_copy_(0, idx, sub_p)
-                    for k, v in sub_st.items():
-                        st[k].index_copy_(0, idx, v)
+                sub_p, sub_st = p.index_select(0, idx), {k: v.index_select(0, idx) for k, v in st.items()}
+                update(sub_p, grads[name].index_select(0, idx), sub_st, self._hp(lr, alive, idx), p.dim())
+                p.index_copy_(0, idx, sub_p)
+                for k, v in sub_st.items():
+                    st[k].index_copy_(0, idx, v)
+
+    def _update_family(self, fam, params, grads, states, hp):
+        update = self._sgd if fam == "sgd" else self._adam
+        for p, g, st in zip(params, grads, states):
+            update(p, g, st, hp, p.dim())
 
     def _hp(self, lr, alive, idx):
         names = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps")

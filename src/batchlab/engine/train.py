@@ -91,8 +91,14 @@ def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: 
 class GroupTrainer:
     """One chunk of a group: stacked parameters, optimizer state and the loop over its steps."""
 
-    def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device):
+    def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device, graphs: bool = True,
+                 fused: bool = True):
         self.specs, self.data, self.device = specs, data, device
+        # CUDA graphs: each batch shape's whole step is captured once and replayed (spec 06, P2)
+        self.use_graphs = graphs and device.type == "cuda"
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.eager_steps: dict[int, int] = {}
+        self.pool = None
         head = specs[0]
         self.precision, self.task, self.reduction = head.precision, data.task, head.loss_reduction
         self.dtype = compute_dtype(head.precision)
@@ -102,7 +108,7 @@ class GroupTrainer:
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
         for p in self.stack.params.values():
             p.requires_grad_(True)
-        self.optimizer = StackedOptimizer(specs, self.stack.params)
+        self.optimizer = StackedOptimizer(specs, self.stack.params, fused=fused and device.type == "cuda")
         self.plan = epoch_plan(head, data.n_train)
         lrs = np.stack([lr_table(s, data.n_train) for s in specs], axis=1)  # [steps, R]
         self.lrs = torch.tensor(lrs, device=device, dtype=self.dtype)
@@ -111,7 +117,7 @@ class GroupTrainer:
         self.diverged_step = torch.full((r,), -1, dtype=torch.long, device=device)
         self.step_t = torch.zeros((), dtype=torch.long, device=device)  # global step, on device
         self.offset = torch.zeros((), dtype=torch.long, device=device)  # position in the epoch's order
-        self.perm = None
+        self.perm = torch.empty((r, data.n_train), dtype=torch.long, device=device)  # static: graphs read it
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
@@ -126,15 +132,52 @@ class GroupTrainer:
         self.alive &= finite
         names = list(self.stack.params)
         grads = torch.autograd.grad(losses.sum(), [self.stack.params[n] for n in names])
-        self.optimizer.step(self.stack.params, dict(zip(names, grads)), self.lrs[self.step_t], self.alive)
+        lr = self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
+        self.optimizer.step(self.stack.params, dict(zip(names, grads)), lr, self.alive)
         self.step_t += 1
         self.offset += batch_size
+
+    def step(self, batch_size: int) -> None:
+        """One step, eager or as the replay of a captured CUDA graph of `train_step`.
+
+        The first steps of each batch shape run eagerly on a side stream (the warm-up CUDA graph
+        capture needs); they are real training steps. Capture records without executing, so the
+        captured step is then replayed once for the current step.
+        """
+        if not self.use_graphs:
+            return self.train_step(batch_size)
+        graph = self.graphs.get(batch_size)
+        if graph is None:
+            done = self.eager_steps.get(batch_size, 0)
+            if done < 3:
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    self.train_step(batch_size)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                self.eager_steps[batch_size] = done + 1
+                return None
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                self.train_step(batch_size)
+            self.pool = graph.pool()
+            self.graphs[batch_size] = graph
+        graph.replay()
+        return None
 
     def start_epoch(self, epoch: int) -> None:
         n = self.data.n_train
         order = torch.stack([data_order(s.order_seed, epoch, n) for s in self.specs])
-        self.perm = order.to(self.device)
+        self.perm.copy_(order)
         self.offset.zero_()
+
+    def train_epoch(self, epoch: int) -> int:
+        """All steps of one epoch (the last batch may be smaller, unless drop_last); returns steps."""
+        batch_size, steps = self.plan[epoch]
+        self.start_epoch(epoch)
+        for k in range(steps):
+            self.step(min(batch_size, self.data.n_train - k * batch_size))
+        return steps
 
     @torch.no_grad()
     def measure(self) -> dict[str, torch.Tensor]:
@@ -161,11 +204,8 @@ class GroupTrainer:
         records: list[dict] = []
         records.append({"epoch": 0, "step": 0, **self.measure()})
         step = 0
-        for epoch, (batch_size, steps) in enumerate(self.plan):
-            self.start_epoch(epoch)
-            for k in range(steps):  # the last batch of an epoch may be smaller (unless drop_last)
-                self.train_step(min(batch_size, self.data.n_train - k * batch_size))
-            step += steps
+        for epoch in range(len(self.plan)):
+            step += self.train_epoch(epoch)
             self.freeze_nonfinite()
             records.append({"epoch": epoch + 1, "step": step, **self.measure()})
             if on_epoch:
@@ -191,7 +231,8 @@ class GroupTrainer:
 
 
 def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
-                max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None) -> list[RunResult]:
+                max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None,
+                graphs: bool = True) -> list[RunResult]:
     """Train runs that share a group key in lock-step, chunked to fit memory; results in input order."""
     if not specs:
         return []
@@ -206,7 +247,7 @@ def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on
     while start < len(specs):
         part = specs[start:start + chunk]
         try:
-            results += GroupTrainer(part, data, device).run(on_epoch, keep_params)
+            results += GroupTrainer(part, data, device, graphs).run(on_epoch, keep_params)
         except torch.cuda.OutOfMemoryError:
             if chunk == 1:
                 raise

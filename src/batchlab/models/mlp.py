@@ -13,6 +13,7 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(fan_in, fan_out))
@@ -22,3 +23,27 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.net(x.flatten(-(x.dim() - 1)) if x.dim() > 2 else x)
+
+
+def stacked_mlp_forward(params: dict, x, activation: str = "relu", n_layers: int | None = None):
+    """Forward of R stacked MLPs with batched matmuls, the same math as vmap over `MLP.forward`.
+
+    params: `net.{2i}.weight` [R, out, in] and `net.{2i}.bias` [R, out]; x: [R, B, in] (each run
+    its own batch) or [B, in] (one batch shared by every run, as in evaluation). One `baddbmm` per
+    layer fuses the bias into the matmul, which is why this path beats vmap on the GPU.
+    """
+    import torch
+
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+           "gelu": torch.nn.functional.gelu}[activation]
+    n_layers = n_layers or sum(1 for k in params if k.endswith(".weight"))
+    h = x
+    for i in range(n_layers):
+        w, b = params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"]
+        if h.dim() == 2:  # shared input: broadcast the batch against every run's weights
+            h = torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
+        else:
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if i < n_layers - 1:
+            h = act(h)
+    return h

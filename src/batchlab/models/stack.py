@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .init import init_module
+from .mlp import MLP, stacked_mlp_forward
 
 
 def init_params(base: nn.Module, init: str, seed: int) -> dict[str, torch.Tensor]:
@@ -48,6 +49,8 @@ class Stack:
     def forward(self, x: torch.Tensor, *, shared_input: bool = False, train: bool = True) -> torch.Tensor:
         """Logits [R, B, ...] for inputs x [R, B, ...] (or [B, ...] given to every run when shared_input)."""
         self.base.train(train)
+        if isinstance(self.base, MLP):  # the direct batched-matmul path (same math, fewer kernels)
+            return stacked_mlp_forward(self.params, x, self.base.activation)
 
         def one(params, buffers, xb):
             return functional_call(self.base, (params, buffers), (xb,))

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS studies (
 """
 
 DB_NAME = "batchlab.sqlite"
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -62,30 +63,57 @@ class RunRecord:
     group_size: int
     env: dict
     metrics: list[dict]  # one dict per evaluation, sorted by epoch: epoch, step, name -> value
+    finished_at: str = ""
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _clean(value):
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+def _clean(value) -> float | None:
+    """A metric value as a float; NaN/inf (and None) become NULL. Accepts numpy and 0-d torch scalars."""
+    if value is None:
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
 
 
 class Store:
-    """SQLite store in `root/batchlab.sqlite` (WAL mode)."""
+    """SQLite store in `root/batchlab.sqlite` (WAL mode). Creates `root` and the file if needed."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, timeout: float = 30.0):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / DB_NAME
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        self.db = sqlite3.connect(self.path, timeout=timeout)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses no committed run
+            self.db.execute("PRAGMA foreign_keys=ON")
+            with self.db:
+                self.db.executescript(SCHEMA)
+                if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self.db.close()
+            raise
+
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        """Whether `root` holds a store (without creating anything)."""
+        return (Path(root) / DB_NAME).is_file()
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def journal_mode(self) -> str:
+        return self.db.execute("PRAGMA journal_mode").fetchone()[0]
 
     @contextmanager
     def transaction(self):
@@ -111,8 +139,8 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM runs WHERE key = ?", (key,))
             db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (key, json.dumps(config, sort_keys=True), seed, status, diverged_step, steps, wall_s,
-                        group_size, json.dumps(env, sort_keys=True), _now()))
+                       (key, json.dumps(config, sort_keys=True), int(seed), status, diverged_step, int(steps),
+                        float(wall_s), int(group_size), json.dumps(env, sort_keys=True, default=str), _now()))
             db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
 
     def runs(self, keys) -> dict[str, RunRecord]:
@@ -129,11 +157,15 @@ class Store:
             for row in self.db.execute(f"SELECT * FROM runs WHERE key IN ({marks})", part):
                 key = row[0]
                 out[key] = RunRecord(key, json.loads(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
-                                     json.loads(row[8]), list(per_key.get(key, {}).values()))
+                                     json.loads(row[8]), list(per_key.get(key, {}).values()), row[9])
         return out
 
     def count_runs(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def finished_at(self) -> dict[str, str]:
+        """key -> when the run was written, for every run in the store."""
+        return dict(self.db.execute("SELECT key, finished_at FROM runs"))
 
     # --- studies ----------------------------------------------------------------------------------
     def save_study(self, *, name: str, profile: str, config: dict, run_keys: list[str], wall_s: float,
@@ -149,7 +181,9 @@ class Store:
         args: tuple = (name,)
         if profile:
             sql, args = sql + " AND profile = ?", (name, profile)
-        row = self.db.execute(sql + " ORDER BY updated_at DESC LIMIT 1", args).fetchone()
+        # INSERT OR REPLACE gives a replaced row a new rowid, so the largest rowid is the latest
+        # record (updated_at has a one-second resolution and cannot break ties).
+        row = self.db.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
         if row is None:
             return None
         return {"name": row[0], "profile": row[1], "config": json.loads(row[2]), "run_keys": json.loads(row[3]),

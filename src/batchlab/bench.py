@@ -1,0 +1,192 @@
+"""`batchlab bench`: the engine against the textbook loop on the same work, and against the floor.
+
+Everything runs in one process on one device (spec 06): the device's float32 matmul rate and memory
+bandwidth are measured first (not taken from a datasheet), then each workload is timed for the
+naive baseline (an nn.Module, torch.optim.SGD, a DataLoader over a TensorDataset, one run after
+another) and for the engine (stacked runs, whole step in a CUDA graph, fused update).
+
+Floors: FLOP time = 6 x params x examples / measured rate (forward 2, backward 4 FLOPs per weight
+per example); byte time = the weight traffic a step cannot avoid / measured bandwidth: forward
+reads W, backward reads W and writes dW, the update reads W and dW and writes W: 6 x 4 bytes per
+weight per run-step (float32), plus the batch itself.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .engine import RunSpec
+from .engine.data import load_for
+from .engine.train import GroupTrainer
+from .env import environment
+from .models import build_model, init_module
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Best wall time of `repeat` calls of fn, synchronised."""
+    best = math.inf
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_ceilings(device: torch.device) -> dict:
+    """Measured float32 matmul rate (TF32 off) and memory bandwidth (copy: bytes read + written)."""
+    n = 8192 if device.type == "cuda" else 1024
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    reps = 10 if device.type == "cuda" else 3
+    t = timed(lambda: [a @ b for _ in range(reps)], device, 3) / reps
+    torch.backends.cuda.matmul.allow_tf32 = old
+    flops = 2 * n ** 3 / t
+    size = (1 << 28) if device.type == "cuda" else (1 << 24)  # floats: 1 GiB on the GPU
+    src = torch.empty(size, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    t = timed(lambda: [dst.copy_(src) for _ in range(reps)], device, 3) / reps
+    return {"fp32_flops_per_s": flops, "bandwidth_bytes_per_s": 2 * size * 4 / t}
+
+
+def reference_spec(batch_size: int, **kw) -> RunSpec:
+    return RunSpec(batch_size=batch_size, epochs=1, **kw)
+
+
+def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
+    """Seconds per step of the textbook loop: nn.Module + torch.optim.SGD + DataLoader (CPU data)."""
+    data = load_for(spec, torch.device("cpu"))
+    model = build_model("mlp", widths=spec.widths)
+    init_module(model, spec.init, torch.Generator().manual_seed(spec.seed))
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True)
+
+    def loop(n):
+        it = iter(loader)
+        for _ in range(n):
+            try:
+                x, y = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x, y = next(it)
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    loop(min(20, steps))  # warm-up
+    return timed(lambda: loop(steps), device) / steps
+
+
+def engine_steps_time(specs: list[RunSpec], device: torch.device, steps: int, graphs: bool = True,
+                      fused: bool = True) -> float:
+    """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
+    trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=graphs, fused=fused)
+    bs = specs[0].batch_size
+    per_epoch = trainer.data.n_train // bs
+    trainer.start_epoch(0)
+
+    def loop(n):
+        done = 0
+        while done < n:
+            k = min(n - done, per_epoch)
+            trainer.offset.zero_()
+            for _ in range(k):
+                trainer.step(bs)
+            done += k
+
+    loop(min(10, steps))  # warm-up, graph capture
+    return timed(lambda: loop(steps), device) / steps
+
+
+def floors(n_params: int, examples_per_run_step: int, runs: int, ceilings: dict) -> dict:
+    """FLOP time and byte time of one lock-step step of `runs` runs."""
+    flop = 6 * n_params * examples_per_run_step * runs / ceilings["fp32_flops_per_s"]
+    byte = (6 * 4 * n_params + 4 * 785 * examples_per_run_step) * runs / ceilings["bandwidth_bytes_per_s"]
+    return {"flop_s": flop, "byte_s": byte, "floor_s": max(flop, byte), "bound": "FLOPs" if flop > byte else "bytes"}
+
+
+def workload(name: str, target_s: float | None, unit: str, naive_s: float, engine_s: float, floor: dict,
+             scale: float, note: str = "") -> dict:
+    """One row: times per `unit` (scaled from measured per-step times by `scale` steps)."""
+    row = {"workload": name, "unit": unit, "naive_s": naive_s * scale, "engine_s": engine_s * scale,
+           "speedup": naive_s / engine_s, "floor_s": floor["floor_s"] * scale, "flop_s": floor["flop_s"] * scale,
+           "byte_s": floor["byte_s"] * scale, "bound": floor["bound"],
+           "fraction_of_floor": floor["floor_s"] / engine_s, "target_s": target_s, "note": note}
+    row["meets_target"] = None if target_s is None else bool(row["engine_s"] <= target_s)
+    return row
+
+
+def run_bench(device: torch.device, quick: bool = False, progress=print) -> dict:
+    """P1 (32 runs, batch 64, one epoch), P2 (batch 2 per-step latency) and the 1-run reference."""
+    ceilings = measure_ceilings(device)
+    progress(f"ceilings: {ceilings['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s float32, "
+             f"{ceilings['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
+    widths = (1024, 1024) if not quick else (256, 256)
+    n_params = sum(p.numel() for p in build_model("mlp", widths=widths).parameters())
+    steps = 300 if device.type == "cuda" else 20
+    rows = []
+    n_train = 60_000
+    extra = {} if not quick else {"widths": widths, "train_subset": 10_000}
+    if quick:
+        n_train = 10_000
+
+    base64 = reference_spec(64, **extra)
+    naive64 = naive_steps_time(base64, device, steps)
+    epoch_steps = math.ceil(n_train / 64)
+    for runs, target in ((1, None), (32, 0.6)):
+        specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), **extra) for s in range(runs)]
+        eng = engine_steps_time(specs, device, steps)
+        name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch"
+        rows.append(workload(name, target if not quick else None, "epoch", naive64 * runs, eng,
+                             floors(n_params, 64, runs, ceilings), epoch_steps,
+                             "naive = one run after another; times from a sample of steps x steps per epoch"))
+        progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s, engine {rows[-1]['engine_s']:.3f} s")
+    base2 = reference_spec(2, **extra)
+    naive2 = naive_steps_time(base2, device, steps * 3)
+    eng2 = engine_steps_time([base2], device, steps * 10)
+    rows.append(workload("P2 mlp batch 2, 1 run, per step", 100e-6 if not quick else None, "step", naive2, eng2,
+                         floors(n_params, 2, 1, ceilings), 1))
+    progress(f"P2: naive {naive2 * 1e6:.0f} us/step, engine {eng2 * 1e6:.0f} us/step")
+    # the same step without CUDA graphs / fusion: what each trick is worth
+    ablation = {}
+    if device.type == "cuda":
+        specs32 = [reference_spec(64, seed=s, **extra) for s in range(32)]
+        ablation["32 runs batch 64, eager step, unfused update (s/step)"] = engine_steps_time(specs32, device, steps, False, False)
+        ablation["32 runs batch 64, graph, unfused update (s/step)"] = engine_steps_time(specs32, device, steps, True, False)
+        ablation["32 runs batch 64, graph, fused update (s/step)"] = engine_steps_time(specs32, device, steps, True, True)
+        ablation["1 run batch 2, eager step (s/step)"] = engine_steps_time([base2], device, steps, False, False)
+    env = environment(device)
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": env["device"],
+            "torch": env["torch"], "cuda": env["cuda"], "python": platform.python_version(),
+            "git_commit": env["git_commit"], "quick": quick, "ceilings": ceilings, "n_params": n_params,
+            "workloads": rows, "ablation": ablation}
+
+
+def save(result: dict, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = "".join(c if c.isalnum() else "-" for c in result["device"].split("(")[0].strip().lower())
+    path = directory / f"bench-{tag}-{result['date'][:10]}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)
+    return path
