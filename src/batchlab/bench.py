@@ -98,7 +98,7 @@ def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
 
 
 def engine_steps_time(specs: list[RunSpec], device: torch.device, steps: int, graphs: bool = True,
-                      fused: bool = True) -> float:
+                      fused: bool | None = None) -> float:
     """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
     trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=graphs, fused=fused)
     bs = specs[0].batch_size
@@ -190,3 +190,51 @@ def save(result: dict, directory: Path) -> Path:
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(path)
     return path
+
+
+START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def performance_table(directory: Path) -> str:
+    """Markdown table of the latest recorded bench result per device (generated, never typed)."""
+    latest: dict[str, dict] = {}
+    for path in sorted(directory.glob("bench-*.json")):
+        result = json.loads(path.read_text())
+        if result.get("quick"):
+            continue
+        if result["device"] not in latest or result["date"] > latest[result["device"]]["date"]:
+            latest[result["device"]] = result | {"file": path.name}
+    lines = ["| device | workload | naive | engine | speed-up | floor (bound) | fraction of floor | target |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for device, result in latest.items():
+        for w in result["workloads"]:
+            target = "—" if w["target_s"] is None else (
+                f"≤ {_fmt_time(w['target_s'])} {'met' if w['meets_target'] else 'missed'}")
+            lines.append(f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
+                         f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
+                         f"| {w["fraction_of_floor"]:.0%} | {target} |")
+    sources = ", ".join(f"`benchmarks/results/{r['file']}` ({r['date'][:10]}, torch {r['torch']})" for r in latest.values())
+    return "\n".join(lines) + (f"\n\nFrom {sources}." if sources else "\n\nNo GPU result recorded yet.")
+
+
+def update_readme(readme: Path, directory: Path) -> bool:
+    """Replace the text between the perf-table markers of the README; True if it changed."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{performance_table(directory)}\n{END}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text

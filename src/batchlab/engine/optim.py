@@ -29,7 +29,7 @@ def _col(values, ref: torch.Tensor) -> torch.Tensor:
 class StackedOptimizer:
     """Optimizer state and update for a group of runs; the group may mix optimizer kinds."""
 
-    def __init__(self, specs: list[RunSpec], params: dict[str, torch.Tensor], fused: bool = False):
+    def __init__(self, specs: list[RunSpec], params: dict[str, torch.Tensor]):
         ref = next(iter(params.values()))
         self.families: dict[str, torch.Tensor | None] = {}
         kinds = [FAMILY[s.optimizer] for s in specs]
@@ -55,11 +55,6 @@ class StackedOptimizer:
                 st["v"] = torch.zeros_like(p)
             self.state[name] = st
         self.t = torch.zeros((), device=ref.device, dtype=ref.dtype)  # Adam's step count, on device
-        # fused: torch.compile turns each parameter's update (decay, momentum, mask, step) into one
-        # kernel that reads p and g once, instead of a chain of elementwise kernels (CUDA only).
-        self._update_all = self._update_family
-        if fused and len(self.families) == 1:
-            self._update_all = torch.compile(self._update_family, dynamic=False, fullgraph=True)
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
@@ -68,7 +63,7 @@ class StackedOptimizer:
         self.t += 1
         if len(self.families) == 1:
             (fam,) = self.families
-            return self._update_all(fam, list(params.values()), [grads[n] for n in params],
+            return self._update_family(fam, list(params.values()), [grads[n] for n in params],
                                     [self.state[n] for n in params], self._hp(lr, alive, None))
         for fam, idx in self.families.items():  # a mixed group: each family on its runs' slice
             update = self._sgd if fam == "sgd" else self._adam

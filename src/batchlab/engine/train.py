@@ -92,7 +92,7 @@ class GroupTrainer:
     """One chunk of a group: stacked parameters, optimizer state and the loop over its steps."""
 
     def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device, graphs: bool = True,
-                 fused: bool = True):
+                 fused: bool | None = None):
         self.specs, self.data, self.device = specs, data, device
         # CUDA graphs: each batch shape's whole step is captured once and replayed (spec 06, P2)
         self.use_graphs = graphs and device.type == "cuda"
@@ -108,7 +108,7 @@ class GroupTrainer:
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
         for p in self.stack.params.values():
             p.requires_grad_(True)
-        self.optimizer = StackedOptimizer(specs, self.stack.params, fused=fused and device.type == "cuda")
+        self.optimizer = StackedOptimizer(specs, self.stack.params)
         self.plan = epoch_plan(head, data.n_train)
         lrs = np.stack([lr_table(s, data.n_train) for s in specs], axis=1)  # [steps, R]
         self.lrs = torch.tensor(lrs, device=device, dtype=self.dtype)
@@ -118,22 +118,36 @@ class GroupTrainer:
         self.step_t = torch.zeros((), dtype=torch.long, device=device)  # global step, on device
         self.offset = torch.zeros((), dtype=torch.long, device=device)  # position in the epoch's order
         self.perm = torch.empty((r, data.n_train), dtype=torch.long, device=device)  # static: graphs read it
+        self.arange = torch.arange(data.n_train, device=device)
+        # fused: torch.compile merges the loss and the per-step bookkeeping + optimizer update into a
+        # few generated kernels (each weight read once per update instead of once per elementwise op).
+        self.loss_fn, self.finish_step = self._loss, self._finish_step
+        if fused or (fused is None and device.type == "cuda"):  # None: on CUDA, where it pays
+            self.loss_fn = torch.compile(self._loss, dynamic=False)
+            self.finish_step = torch.compile(self._finish_step, dynamic=False)
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
-        cols = self.offset + torch.arange(batch_size, device=self.device)
-        idx = self.perm.index_select(1, cols)  # [R, b]: each run's own batch
+        idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
+        losses = self.loss_fn(idx)
+        names = list(self.stack.params)
+        grads = torch.autograd.grad(losses.sum(), [self.stack.params[n] for n in names])
+        self.finish_step(losses.detach(), dict(zip(names, grads)), batch_size)
+
+    def _loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """Per-run loss of each run's batch, gathered on the device."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         with precision_mode(self.precision, self.device):
             out = self.stack.forward(x)
-        losses = per_run_loss(out, y, self.task, self.reduction)
+        return per_run_loss(out, y, self.task, self.reduction)
+
+    def _finish_step(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Divergence mask, this step's lr from the table, the update, the counters."""
         finite = torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(self.alive & ~finite, self.step_t, self.diverged_step))
         self.alive &= finite
-        names = list(self.stack.params)
-        grads = torch.autograd.grad(losses.sum(), [self.stack.params[n] for n in names])
         lr = self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
-        self.optimizer.step(self.stack.params, dict(zip(names, grads)), lr, self.alive)
+        self.optimizer.step(self.stack.params, grads, lr, self.alive)
         self.step_t += 1
         self.offset += batch_size
 

@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   install into .venv, then run the quick profile of every study
+#   make test        install into .venv, then run the test suite (pytest)
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+OUT ?= batchlab-results
+BIN = $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@# The CPU wheel of torch 2.13.0 lies on disk on the project's machines; elsewhere pip fetches
+	@# any torch>=2.4 (bring your CUDA build for a GPU: install it into .venv before `make`).
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.4"
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+reproduce: $(BIN)/.installed
+	$(BIN)/batchlab reproduce --profile $(PROFILE) --out $(OUT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests
+
+.PHONY: install reproduce test
