@@ -222,7 +222,7 @@ def performance_table(directory: Path) -> str:
                 f"≤ {_fmt_time(w['target_s'])} {'met' if w['meets_target'] else 'missed'}")
             lines.append(f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
                          f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
-                         f"| {w["fraction_of_floor"]:.0%} | {target} |")
+                         f"| {w['fraction_of_floor']:.0%} | {target} |")
     sources = ", ".join(f"`benchmarks/results/{r['file']}` ({r['date'][:10]}, torch {r['torch']})" for r in latest.values())
     return "\n".join(lines) + (f"\n\nFrom {sources}." if sources else "\n\nNo GPU result recorded yet.")
 

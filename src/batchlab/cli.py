@@ -1,4 +1,4 @@
-"""The `batchlab` command: list, run, report, reproduce.
+"""The `batchlab` command: list, run, report, reproduce, bench.
 
 Bad input (an unknown study, profile or key, an invalid value, an unwritable --out, a missing
 device, a report with no results) prints one line on stderr and exits with code 2, before anything
@@ -208,6 +208,21 @@ def reproduce(profile: Optional[str] = typer.Option(
     print_claims(claims)
     out_console.print(f"reproduced {len(studies)} studies in {total:.1f} s: {index}",
                       highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def bench(device: str = DEVICE,
+          quick: bool = typer.Option(False, "--quick", help="A smaller model and data subset (minutes on a CPU)."),
+          out: Path = typer.Option(Path("batchlab-results") / "bench", "--out", help="Where the JSON result goes.")) -> None:
+    """Time the engine against a naive PyTorch loop and the device's floor (spec 06)."""
+    from .runner import check_device, check_writable
+
+    dev = check_device(device)
+    check_writable(out)
+    from .bench import run_bench, save
+
+    result = run_bench(dev, quick=quick, progress=note)
+    out_console.print(f"bench: {save(result, out)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def run_cli(argv: list[str] | None = None) -> int:

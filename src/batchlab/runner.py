@@ -105,16 +105,19 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _validation_message(e: pydantic.ValidationError, where: str) -> str:
+def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str, Any] | None = None) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
-    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, pydantic.BaseModel)) \
-        else ""
+    value = err.get("input")
+    if given and len(err["loc"]) == 1 and err["loc"][0] in given:
+        value = given[err["loc"][0]]  # what the user typed, not its coerced form
+    got = f" (got {value!r})" if "input" in err and not isinstance(value, (dict, pydantic.BaseModel)) else ""
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    msg = _one_line(err["msg"]).removeprefix("Value error, ")
     if where == "config":
-        return f"invalid value for {loc or 'the config'}: {err['msg']}{got}{more}"
+        return f"invalid value for {loc}: {msg}{got}{more}" if loc else f"invalid config: {msg}{more}"
     # the study's config validated but a run it plans does not: name the run's field
-    return f"invalid config: a planned run has an invalid {loc or 'combination'}: {err['msg']}{got}{more}"
+    return f"invalid config: a planned run has an invalid {loc or 'combination'}: {msg}{got}{more}"
 
 
 def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[RunSpec]]:
@@ -130,7 +133,7 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
     try:
         cfg = study.config(profile, coerce_overrides(study.Config, overrides))
     except pydantic.ValidationError as e:
-        raise UsageError(_validation_message(e, "config")) from None
+        raise UsageError(_validation_message(e, "config", overrides)) from None
     try:
         specs = study.plan(cfg)
     except pydantic.ValidationError as e:
@@ -254,11 +257,13 @@ def execute(prep: Prepared, monitor: Monitor | None = None) -> StudyRun:
         pending = [s for s in prep.specs if s.key not in done]
         monitor.start(prep.name, len(prep.specs), len(pending), sum(s.epochs for s in pending))
         env = environment(prep.device)
-        for group in partition(pending):
-            results = train_group(group, device=prep.device, on_epoch=monitor.epoch)
+        def save_chunk(results: list[RunResult]) -> None:
             for result in results:
                 save_result(store, result, env)
             monitor.saved(len(results))
+
+        for group in partition(pending):
+            train_group(group, device=prep.device, on_epoch=monitor.epoch, on_chunk=save_chunk)
         monitor.finish()
         wall = time.perf_counter() - t0
         meta = {"profile": prep.profile, "device": env["device"], "torch": env["torch"],

@@ -45,6 +45,7 @@ class RunResult:
 
 
 EpochCallback = Callable[[int, int], None]  # (runs in chunk, epochs done in this call) -> None
+ChunkCallback = Callable[[list["RunResult"]], None]  # the results of a chunk, as soon as it is done
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -246,8 +247,12 @@ class GroupTrainer:
 
 def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
                 max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None,
-                graphs: bool = True) -> list[RunResult]:
-    """Train runs that share a group key in lock-step, chunked to fit memory; results in input order."""
+                graphs: bool = True, on_chunk: ChunkCallback | None = None) -> list[RunResult]:
+    """Train runs that share a group key in lock-step, chunked to fit memory; results in input order.
+
+    `on_chunk` receives each chunk's results as soon as they exist (the runner stores them then, so
+    an interrupted group keeps its finished chunks).
+    """
     if not specs:
         return []
     keys = {group_key(s) for s in specs}
@@ -261,12 +266,15 @@ def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on
     while start < len(specs):
         part = specs[start:start + chunk]
         try:
-            results += GroupTrainer(part, data, device, graphs).run(on_epoch, keep_params)
+            done = GroupTrainer(part, data, device, graphs).run(on_epoch, keep_params)
         except torch.cuda.OutOfMemoryError:
             if chunk == 1:
                 raise
             chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
             torch.cuda.empty_cache()
             continue
+        if on_chunk:
+            on_chunk(done)
+        results += done
         start += len(part)
     return results

@@ -6,7 +6,7 @@ results through `Results` (spec 07: studies know nothing about SQL).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,17 +21,17 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = "mnist"
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
     train_subset: int | None = Field(None, ge=1)
     test_subset: int | None = Field(None, ge=1)
     normalize: bool = True
-    model: str = "mlp"
-    widths: tuple[int, ...] = (1024, 1024)
-    activation: str = "relu"
-    init: str = "glorot"
-    loss_reduction: str = "mean"
+    model: Literal["mlp", "cnn", "cnn-bn"] = "mlp"
+    widths: tuple[Annotated[int, Field(ge=1)], ...] = (1024, 1024)
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    init: Literal["glorot", "torch", "kaiming"] = "glorot"
+    loss_reduction: Literal["mean", "sum"] = "mean"
     drop_last: bool = False
-    precision: str = "float32"
+    precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     seeds: int = Field(3, ge=1, le=100)
 
     SETUP_FIELDS: ClassVar[tuple[str, ...]] = (

@@ -1,0 +1,276 @@
+"""The `batchlab` command: one-line errors with exit code 2 that write nothing, resuming runs,
+`report` without training, progress output, and `reproduce`.
+
+Most cases call the real entry point in-process (`cli.run_cli`, what `main` exits with); a few run
+`python -m batchlab` in a subprocess to check the real process: exit code, stderr, files.
+"""
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from batchlab import cli, runner
+from batchlab.store import DB_NAME, Store
+from batchlab.studies import REGISTRY
+
+STUDY = "batch-size-sweep"
+TINY = ["--set", "epochs=2", "--set", "train_subset=1000", "--set", "test_subset=200", "--set", "widths=16"]
+CLAIM_LINE = re.compile(r"^  (\S+) \[(supported|not supported|inconclusive)\] (.+)$")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny workloads: one thread is as fast, and far faster on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli_run(capsys, *args):
+    code = cli.run_cli([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def subprocess_cli(*args, **env):
+    full_env = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "60"} | env
+    return subprocess.run([sys.executable, "-m", "batchlab", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code == 2, (code, out, err)
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def finished_at(out):
+    db = sqlite3.connect(out / DB_NAME)
+    try:
+        return dict(db.execute("SELECT key, finished_at FROM runs"))
+    finally:
+        db.close()
+
+
+# --- bad input: one line, exit 2, nothing written -----------------------------------------------------
+BAD_RUNS = [
+    (["--set", "batch_size=0"], ["unknown key 'batch_size'", "did you mean 'batch_sizes'", "valid keys:", "lr"]),
+    (["--set", "nope=1"], ["unknown key 'nope'", "valid keys:"]),
+    (["--set", "batch_sizes=0"], ["invalid value for batch_sizes"]),
+    (["--set", "batch_sizes=64,0"], ["invalid", "batch_size"]),
+    (["--set", "lr=abc"], ["invalid value for lr", "'abc'"]),
+    (["--set", "lr=-1"], ["invalid value for lr", "greater than 0"]),
+    (["--set", "lr"], ["expected key=value"]),
+    (["--set", "train_subset=1000000"], ["train subset"]),
+    (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),
+    (["--device", "gpu"], ["--device gpu"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
+def test_bad_run_input(capsys, tmp_path, args, fragments):
+    out = tmp_path / "res"
+    assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, *args, "--out", out), *fragments)
+    assert not out.exists()
+
+
+def test_unknown_study(capsys, tmp_path):
+    assert_one_line_error(*cli_run(capsys, "run", "nope", "--out", tmp_path / "res"), "unknown study 'nope'", STUDY)
+    assert_one_line_error(*cli_run(capsys, "report", "nope", "--out", tmp_path / "res"), "unknown study 'nope'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_cuda(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "res"
+    assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, "--device", "cuda", "--out", out),
+                          "--device cuda", "no CUDA device")
+    assert_one_line_error(*cli_run(capsys, "reproduce", "--device", "cuda", "--out", out), "no CUDA device")
+    assert not out.exists()
+
+
+def test_unwritable_out(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, "--out", afile / "res"), "not a directory")
+    assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, "--out", afile), "not a directory")
+    assert_one_line_error(*cli_run(capsys, "reproduce", "--out", afile / "res"), "not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and afile.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_out(capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, "--out", ro / "res"), "not writable")
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_out_where_nothing_can_be_created(capsys):
+    code, out, err = cli_run(capsys, "run", STUDY, *TINY, "--out", "/proc/self/batchlab-res")
+    assert_one_line_error(code, out, err)
+
+
+def test_report_without_results(capsys, tmp_path):
+    out = tmp_path / "res"
+    assert_one_line_error(*cli_run(capsys, "report", STUDY, "--out", out), "no results in")
+    assert not out.exists()
+    Store(out).close()  # a results directory whose store lacks this study
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert_one_line_error(*cli_run(capsys, "report", STUDY, "--out", out), "has no recorded results")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_parser_errors(capsys, tmp_path):
+    assert_one_line_error(*cli_run(capsys, "run"), "Missing argument")
+    assert_one_line_error(*cli_run(capsys, "run", STUDY, "--bogus", "--out", tmp_path / "res"), "--bogus")
+    assert_one_line_error(*cli_run(capsys, "reproduce", "--profile", "huge", "--out", tmp_path / "res"),
+                          "unknown profile 'huge'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_is_one_unwrapped_line_in_a_real_process(tmp_path):
+    """A long message in a narrow terminal (COLUMNS=60): still one line, exit code 2, no files."""
+    out = tmp_path / "res"
+    proc = subprocess_cli("run", STUDY, "--set", "batch_size=0", "--out", out)
+    assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, "unknown key 'batch_size'", "epochs")
+    assert len(proc.stderr.strip()) > 60
+    assert not out.exists()
+
+
+# --- running, resuming, reporting ---------------------------------------------------------------------
+def test_quick_profile_rerun_and_report(tmp_path):
+    """`run --profile quick` trains; the same command again trains nothing; `report` recomputes."""
+    out = tmp_path / "res"
+    args = ["run", STUDY, "--profile", "quick", *TINY, "--set", "batch_sizes=64,256", "--device", "cpu",
+            "--out", out]
+    first = subprocess_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "trained 4 runs, reused 0 from the store" in first.stdout
+    # progress on a pipe: a handful of plain lines, no carriage returns or escape codes
+    assert "\r" not in first.stderr and "\x1b" not in first.stderr
+    progress = first.stderr.splitlines()
+    assert 2 <= len(progress) <= 6, first.stderr
+    assert progress[0] == f"{STUDY}: training 4 runs (8 run-epochs)"
+    assert progress[-1].startswith("  100% (8/8 run-epochs, 4/4 runs saved)")
+    # the summary: every claim on one line, with its verdict, not wrapped at COLUMNS
+    claims = [m for m in map(CLAIM_LINE.match, first.stdout.splitlines()) if m]
+    assert [m[1] for m in claims] == ["D1"]
+    assert claims[0][3] == "At fixed lr and epochs, a larger batch gives lower final test accuracy."
+    assert first.stdout.splitlines()[-1] == f"report: {out / STUDY / 'report.html'}"
+    rows = finished_at(out)
+    assert len(rows) == 4
+
+    again = subprocess_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "trained 0 runs, reused 4 from the store" in again.stdout
+    assert again.stderr.strip() == f"{STUDY}: all 4 runs are in the store, nothing to train"
+    assert finished_at(out) == rows
+
+    report = out / STUDY / "report.html"
+    report.unlink()
+    rep = subprocess_cli("report", STUDY, "--out", out)
+    assert rep.returncode == 0, rep.stderr
+    assert report.is_file() and "D1" in report.read_text()
+    assert [m[1] for m in map(CLAIM_LINE.match, rep.stdout.splitlines()) if m] == ["D1"]
+    assert finished_at(out) == rows  # no training
+
+
+def test_partial_plan_through_the_cli(capsys, tmp_path):
+    out = tmp_path / "res"
+    code, stdout, _ = cli_run(capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256", "--device", "cpu",
+                              "--out", out)
+    assert code == 0 and "trained 4 runs, reused 0" in stdout
+    before = finished_at(out)
+    code, stdout, _ = cli_run(capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256,1024", "--device", "cpu",
+                              "--out", out)
+    assert code == 0 and "trained 2 runs, reused 4 from the store" in stdout
+    after = finished_at(out)
+    assert len(after) == 6 and {k: after[k] for k in before} == before
+
+
+def test_interrupt_exits_130_and_resumes(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "res"
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train_group", interrupt)
+    code, stdout, err = cli_run(capsys, "run", STUDY, *TINY, "--device", "cpu", "--out", out)
+    assert code == 130 and stdout == ""
+    assert "Traceback" not in err and "run the same command again to resume" in err.splitlines()[-1]
+
+
+def test_progress_without_a_terminal_does_not_spam(capsys):
+    bar = cli.TrainingProgress(live=False)
+    bar.start(STUDY, runs=40, pending=32, run_epochs=32 * 30)
+    for _ in range(30):
+        bar.epoch(32, 1)
+        bar.saved(1)
+    bar.finish()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"{STUDY}: training 32 runs (960 run-epochs), 8 already in the store"
+    assert [ln.split("%")[0].strip() for ln in lines[1:]] == ["25", "50", "75", "100"]
+    assert all("left" in ln for ln in lines[1:4])
+
+
+def test_list(capsys):
+    code, out, _ = cli_run(capsys, "list")
+    assert code == 0 and all(name in out for name in REGISTRY)
+    code, out, _ = cli_run(capsys, "--help")
+    assert code == 0 and "reproduce" in out
+
+
+# --- reproduce ----------------------------------------------------------------------------------------
+def tiny_profiles(monkeypatch):
+    """Every registered study's quick profile, on a sliver of MNIST with a 16-unit MLP."""
+    for study in REGISTRY.values():
+        small = {k: v for k, v in {"train_subset": 1000, "test_subset": 200, "widths": (16,)}.items()
+                 if k in study.Config.model_fields}
+        quick = study.profiles["quick"] | small
+        if "epochs" in study.Config.model_fields:
+            try:
+                study.plan(study.Config(**(quick | {"epochs": 2})))
+                quick["epochs"] = 2
+            except ValueError:  # this study needs more epochs (e.g. for a fit over them)
+                pass
+        monkeypatch.setattr(study, "profiles", study.profiles | {"quick": quick})
+
+
+def test_reproduce(capsys, tmp_path, monkeypatch):
+    tiny_profiles(monkeypatch)
+    out = tmp_path / "res"
+    code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)
+    assert code == 0, err
+    index = out / "index.html"
+    assert stdout.splitlines()[-1].startswith(f"reproduced {len(REGISTRY)} studies in ")
+    assert stdout.splitlines()[-1].endswith(str(index))
+    html = index.read_text()
+    for name in REGISTRY:
+        assert (out / name / "report.html").is_file()
+        assert f'href="{name}/report.html"' in html
+    ids = [m[1] for m in map(CLAIM_LINE.match, stdout.splitlines()) if m]
+    assert len(ids) >= len(REGISTRY) and len(set(ids)) == len(ids)
+    for claim_id in ids:
+        assert re.search(rf">\s*{re.escape(claim_id)}\s*<", html), claim_id
+    # resuming: a second reproduce trains nothing
+    before = finished_at(out)
+    code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)
+    assert code == 0 and finished_at(out) == before
+    assert err.count("nothing to train") == len(REGISTRY)

@@ -1,0 +1,133 @@
+"""The SQLite store: round trips, NULL for non-finite metrics, replacement, study records, WAL."""
+
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+
+from batchlab.store import DB_NAME, Store
+
+CONFIG = {"batch_size": 64, "lr": 0.1, "widths": [32, 32], "lr_schedule": {"kind": "constant"}}
+ENV = {"device": "cpu (test)", "torch": "x.y", "cuda": None, "git_commit": None}
+
+
+def metrics(n=3, **override):
+    rows = [{"epoch": e, "step": 10 * e, "train_acc": 0.1 * e, "test_loss": 2.0 - 0.1 * e} for e in range(n)]
+    for e, values in override.items():
+        rows[int(e[1:])].update(values)
+    return rows
+
+
+def save(store, key="k1", **kw):
+    args = dict(key=key, config=CONFIG, seed=3, status="finished", diverged_step=None, steps=20, wall_s=1.5,
+                group_size=4, env=ENV, metrics=metrics())
+    store.save_run(**(args | kw))
+
+
+def test_round_trip(tmp_path):
+    with Store(tmp_path / "res") as store:
+        save(store)
+    assert (tmp_path / "res" / DB_NAME).is_file()
+    with Store(tmp_path / "res") as store:  # a fresh connection reads what the first wrote
+        rec = store.runs(["k1", "absent"])
+    assert list(rec) == ["k1"]
+    r = rec["k1"]
+    assert r.config == CONFIG and r.env == ENV
+    assert (r.seed, r.status, r.diverged_step, r.steps, r.wall_s, r.group_size) == (3, "finished", None, 20, 1.5, 4)
+    assert r.metrics == metrics()
+    assert [m["epoch"] for m in r.metrics] == [0, 1, 2]
+    assert r.finished_at
+
+
+def test_nonfinite_metrics_are_null(tmp_path):
+    rows = metrics(e1={"train_acc": float("nan"), "test_loss": float("inf")},
+                   e2={"train_acc": np.float32("nan"), "test_loss": None})
+    with Store(tmp_path) as store:
+        save(store, status="diverged", diverged_step=12, metrics=rows)
+        raw = store.db.execute("SELECT epoch, name, value FROM metrics WHERE epoch > 0 ORDER BY epoch, name").fetchall()
+        r = store.runs(["k1"])["k1"]
+    assert raw == [(1, "test_loss", None), (1, "train_acc", None), (2, "test_loss", None), (2, "train_acc", None)]
+    assert (r.status, r.diverged_step) == ("diverged", 12)
+    assert r.metrics[1]["train_acc"] is None and r.metrics[2]["test_loss"] is None
+    assert r.metrics[0]["train_acc"] == 0.0 and math.isclose(r.metrics[0]["test_loss"], 2.0)
+
+
+def test_done(tmp_path):
+    with Store(tmp_path) as store:
+        assert store.done([]) == set()
+        assert store.done(["a", "b"]) == set()
+        save(store, "a")
+        save(store, "c", status="diverged", diverged_step=1)
+        assert store.done(["a", "b", "c"]) == {"a", "c"}
+        assert store.done(iter(["a"])) == {"a"}  # any iterable
+        keys = [f"x{i}" for i in range(1200)] + ["a"]  # more than one IN (...) chunk
+        assert store.done(keys) == {"a"}
+        assert store.count_runs() == 2
+
+
+def test_replacing_a_run_replaces_its_metrics(tmp_path):
+    with Store(tmp_path) as store:
+        save(store, metrics=metrics(5))
+        save(store, seed=4, metrics=metrics(2), wall_s=9.0)
+        r = store.runs(["k1"])["k1"]
+        n_metric_rows = store.db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+        assert store.count_runs() == 1
+    assert (r.seed, r.wall_s, len(r.metrics)) == (4, 9.0, 2)
+    assert n_metric_rows == 2 * 2  # two epochs x two metrics: the old five epochs are gone
+
+
+def test_a_failed_write_leaves_no_trace(tmp_path):
+    """A run is one transaction: if its metrics cannot be written, the run row is rolled back too."""
+    bad = metrics() + [{"epoch": 0, "step": 0, "train_acc": 0.5}]  # duplicate (key, epoch, name)
+    with Store(tmp_path) as store:
+        with pytest.raises(sqlite3.IntegrityError):
+            save(store, metrics=bad)
+        assert store.count_runs() == 0
+        assert store.db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 0
+        save(store)  # the store is still usable
+        assert store.done(["k1"]) == {"k1"}
+
+
+def test_study_records(tmp_path):
+    with Store(tmp_path) as store:
+        assert store.study("s") is None
+        store.save_study(name="s", profile="quick", config={"lr": 0.1, "widths": [32]}, run_keys=["a", "b"],
+                         wall_s=2.0, meta={"device": "cpu"})
+        store.save_study(name="s", profile="full", config={"lr": 0.2}, run_keys=["c"], wall_s=3.0, meta={})
+        store.save_study(name="other", profile="quick", config={}, run_keys=[], wall_s=0.0, meta={})
+        latest = store.study("s")  # both written within one second: the latest write still wins
+        assert (latest["profile"], latest["config"], latest["run_keys"]) == ("full", {"lr": 0.2}, ["c"])
+        quick = store.study("s", "quick")
+        assert quick["config"] == {"lr": 0.1, "widths": [32]} and quick["meta"] == {"device": "cpu"}
+        assert quick["wall_s"] == 2.0 and quick["updated_at"]
+        store.save_study(name="s", profile="quick", config={"lr": 0.3}, run_keys=[], wall_s=1.0, meta={})
+        assert store.study("s")["config"] == {"lr": 0.3}  # re-recording quick makes it the latest
+        assert store.study("s", "missing") is None
+        assert store.db.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 3
+
+
+def test_wal_mode_and_foreign_keys(tmp_path):
+    with Store(tmp_path) as store:
+        assert store.journal_mode() == "wal"
+        assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    db = sqlite3.connect(tmp_path / DB_NAME)  # WAL is a property of the file, not of the connection
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_two_connections(tmp_path):
+    """A reader sees a run as soon as the writer's transaction commits (resume from another process)."""
+    with Store(tmp_path) as writer, Store(tmp_path) as reader:
+        assert reader.done(["k1"]) == set()
+        save(writer)
+        assert reader.done(["k1"]) == {"k1"}
+        assert reader.finished_at() == writer.finished_at()
+
+
+def test_exists_creates_nothing(tmp_path):
+    assert not Store.exists(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+    Store(tmp_path / "nope").close()
+    assert Store.exists(tmp_path / "nope")
