@@ -34,11 +34,15 @@ def test_cuda_matches_cpu():
     assert rel_diff(gpu.params, cpu.params) < 1e-4
 
 
-def test_group_independence_on_cuda():
-    target = RunSpec(**SMALL, seed=5, lr=0.03)
+@pytest.mark.parametrize("precision,subset,tol", [("float64", 2000, 1e-10), ("float32", 64, 1e-6)])
+def test_group_independence_on_cuda(precision, subset, tol):
+    """No leak between runs. In float32 cuBLAS picks other kernels for another group size, and
+    SGD amplifies their rounding differences over many steps, so float32 is checked after two steps (one epoch of 64 examples, twice)."""
+    small = SMALL | {"train_subset": subset, "precision": precision}
+    target = RunSpec(**small, seed=5, lr=0.03)
     (alone,) = train_group([target], device="cuda", keep_params=True)
-    grouped = train_group([RunSpec(**SMALL, seed=s) for s in range(7)] + [target], device="cuda", keep_params=True)
-    assert rel_diff(grouped[-1].params, alone.params) < 1e-6
+    grouped = train_group([RunSpec(**small, seed=s) for s in range(7)] + [target], device="cuda", keep_params=True)
+    assert rel_diff(grouped[-1].params, alone.params) < tol
 
 
 def test_rerun_is_bitwise_identical_on_cuda():

@@ -58,18 +58,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @contextlib.contextmanager
-def precision_mode(precision: str, device: torch.device):
-    """TF32 off unless asked (results are for science); bf16 autocast for the forward pass."""
+def tf32_mode(precision: str):
+    """TF32 matmuls off unless asked (results are for science); held over forward, backward and update."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def autocast_mode(precision: str, device: torch.device):
+    """bf16 mixed precision for the forward pass (the loss is computed in float32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: float = 0.6) -> int:
@@ -124,8 +127,8 @@ class GroupTrainer:
         # few generated kernels (each weight read once per update instead of once per elementwise op).
         self.loss_fn, self.finish_step = self._loss, self._finish_step
         if fused or (fused is None and device.type == "cuda"):  # None: on CUDA, where it pays
-            self.loss_fn = torch.compile(self._loss, dynamic=False)
-            self.finish_step = torch.compile(self._finish_step, dynamic=False)
+            self.loss_fn = torch.compile(self._loss)
+            self.finish_step = torch.compile(self._finish_step)
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
@@ -138,7 +141,7 @@ class GroupTrainer:
     def _loss(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-run loss of each run's batch, gathered on the device."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
-        with precision_mode(self.precision, self.device):
+        with autocast_mode(self.precision, self.device):
             out = self.stack.forward(x)
         return per_run_loss(out, y, self.task, self.reduction)
 
@@ -153,6 +156,10 @@ class GroupTrainer:
         self.offset += batch_size
 
     def step(self, batch_size: int) -> None:
+        with tf32_mode(self.precision):
+            self._step(batch_size)
+
+    def _step(self, batch_size: int) -> None:
         """One step, eager or as the replay of a captured CUDA graph of `train_step`.
 
         The first steps of each batch shape run eagerly on a side stream (the warm-up CUDA graph
@@ -198,12 +205,13 @@ class GroupTrainer:
     def measure(self) -> dict[str, torch.Tensor]:
         """Full train and test loss/accuracy, distances and cosines, for every run."""
         def fwd(xc):
-            with precision_mode(self.precision, self.device):
+            with autocast_mode(self.precision, self.device):
                 return self.stack.forward(xc, shared_input=True, train=False)
 
         r, d = len(self.specs), self.data
-        values = {f"train_{k}": v for k, v in evaluate(fwd, d.x_train, d.y_train, r, self.task).items()}
-        values |= {f"test_{k}": v for k, v in evaluate(fwd, d.x_test, d.y_test, r, self.task).items()}
+        with tf32_mode(self.precision):
+            values = {f"train_{k}": v for k, v in evaluate(fwd, d.x_train, d.y_train, r, self.task).items()}
+            values |= {f"test_{k}": v for k, v in evaluate(fwd, d.x_test, d.y_test, r, self.task).items()}
         values |= geometry(self.stack.params, self.init)
         return values
 

@@ -29,21 +29,26 @@ def stacked_mlp_forward(params: dict, x, activation: str = "relu", n_layers: int
     """Forward of R stacked MLPs with batched matmuls, the same math as vmap over `MLP.forward`.
 
     params: `net.{2i}.weight` [R, out, in] and `net.{2i}.bias` [R, out]; x: [R, B, in] (each run
-    its own batch) or [B, in] (one batch shared by every run, as in evaluation). One `baddbmm` per
-    layer fuses the bias into the matmul, which is why this path beats vmap on the GPU.
+    its own batch) or [B, in] (one batch shared by every run, as in evaluation).
+
+    Activations are kept feature-major, z = W h + b with h [R, in, B]: then the weight gradient
+    dW = dz h^T comes out of the backward matmul already in W's [R, out, in] layout, so the
+    optimizer's elementwise update reads W and dW with the same, coalesced strides (with batch-major
+    h W^T the gradient is a transposed view and the update ran at half speed on an H100).
+    `baddbmm` fuses the bias into the matmul.
     """
     import torch
 
     act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
            "gelu": torch.nn.functional.gelu}[activation]
     n_layers = n_layers or sum(1 for k in params if k.endswith(".weight"))
-    h = x
+    h = x.transpose(-1, -2)  # [R, in, B], or [in, B] when shared
     for i in range(n_layers):
         w, b = params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"]
-        if h.dim() == 2:  # shared input: broadcast the batch against every run's weights
-            h = torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
+        if h.dim() == 2:  # shared input: every run's weights against the same batch
+            h = torch.matmul(w, h) + b.unsqueeze(2)
         else:
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(2), w, h)
         if i < n_layers - 1:
             h = act(h)
-    return h
+    return h.transpose(-1, -2)
