@@ -118,6 +118,53 @@ def engine_steps_time(specs: list[RunSpec], device: torch.device, steps: int, gr
     return timed(lambda: loop(steps), device) / steps
 
 
+def naive_eval_time(spec: RunSpec, device: torch.device) -> float:
+    """Seconds of the textbook per-epoch evaluation: full train and test sets through a DataLoader."""
+    data = load_for(spec, torch.device("cpu"))
+    model = build_model("mlp", widths=spec.widths).to(device)
+
+    @torch.no_grad()
+    def evaluate():
+        for x_all, y_all in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+            correct = 0
+            for x, y in DataLoader(TensorDataset(x_all, y_all), batch_size=1000):
+                correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+
+    evaluate()
+    return timed(evaluate, device)
+
+
+def p6_from_store(results_dir: Path, device: torch.device, progress=print) -> dict:
+    """P6: the engine's recorded time for every run in a results store vs the naive loop's time
+    for the same runs, extrapolated from measured naive step times at each batch size."""
+    from .engine.schedules import epoch_plan
+    from .store import Store
+
+    with Store(results_dir) as store:
+        records = store.runs(r[0] for r in store.db.execute("SELECT key FROM runs"))
+    specs = {k: RunSpec(**r.config) for k, r in records.items()}
+    steps_by_bs: dict[int, int] = {}
+    epochs = 0
+    for spec in specs.values():
+        for bs, steps in epoch_plan(spec, 60_000 if spec.train_subset is None else spec.train_subset):
+            steps_by_bs[bs] = steps_by_bs.get(bs, 0) + steps
+        epochs += spec.epochs + 1
+    head = next(iter(specs.values()))
+    per_step = {bs: naive_steps_time(head.model_copy(update={"batch_size": bs, "epochs": 1}), device,
+                                     1000 if bs < 16 else 200) for bs in sorted(steps_by_bs)}
+    eval_s = naive_eval_time(head, device)
+    naive = sum(per_step[bs] * n for bs, n in steps_by_bs.items()) + eval_s * epochs
+    engine = sum(r.wall_s / r.group_size for r in records.values())
+    progress(f"P6: {len(specs)} runs, naive {naive:.0f} s (extrapolated), engine {engine:.0f} s")
+    return {"workload": f"P6 every run of the stored studies ({len(specs)} runs, 3 seeds)", "unit": "all runs",
+            "naive_s": naive, "engine_s": engine, "speedup": naive / engine, "target_speedup": 30.0,
+            "meets_target": bool(naive / engine >= 30), "naive_step_s": per_step, "naive_eval_s": eval_s,
+            "steps_by_batch_size": steps_by_bs, "evaluations": epochs,
+            "note": ("naive time extrapolated: measured seconds per step at each batch size (a sample of "
+                     "200-1000 steps) x the runs' steps, plus a measured full evaluation x evaluations; "
+                     "engine time = the recorded wall time of every group (evaluation and compilation included)")}
+
+
 def floors(n_params: int, examples_per_run_step: int, runs: int, ceilings: dict) -> dict:
     """FLOP time and byte time of one lock-step step of `runs` runs."""
     flop = 6 * n_params * examples_per_run_step * runs / ceilings["fp32_flops_per_s"]
@@ -136,7 +183,7 @@ def workload(name: str, target_s: float | None, unit: str, naive_s: float, engin
     return row
 
 
-def run_bench(device: torch.device, quick: bool = False, progress=print) -> dict:
+def run_bench(device: torch.device, quick: bool = False, progress=print, studies_dir: Path | None = None) -> dict:
     """P1 (32 runs, batch 64, one epoch), P2 (batch 2 per-step latency) and the 1-run reference."""
     ceilings = measure_ceilings(device)
     progress(f"ceilings: {ceilings['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s float32, "
@@ -175,8 +222,9 @@ def run_bench(device: torch.device, quick: bool = False, progress=print) -> dict
         ablation["32 runs batch 64, graph, unfused update (s/step)"] = engine_steps_time(specs32, device, steps, True, False)
         ablation["32 runs batch 64, graph, fused update (s/step)"] = engine_steps_time(specs32, device, steps, True, True)
         ablation["1 run batch 2, eager step (s/step)"] = engine_steps_time([base2], device, steps, False, False)
+    p6 = p6_from_store(studies_dir, device, progress) if studies_dir else None
     env = environment(device)
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": env["device"],
+    return {"p6": p6, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": env["device"],
             "torch": env["torch"], "cuda": env["cuda"], "python": platform.python_version(),
             "git_commit": env["git_commit"], "quick": quick, "ceilings": ceilings, "n_params": n_params,
             "workloads": rows, "ablation": ablation}
@@ -223,6 +271,11 @@ def performance_table(directory: Path) -> str:
             lines.append(f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
                          f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
                          f"| {w['fraction_of_floor']:.0%} | {target} |")
+        p6 = result.get("p6")
+        if p6:
+            lines.append(f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) "
+                         f"| {_fmt_time(p6['engine_s'])} | {p6['speedup']:.1f}x | — | — "
+                         f"| ≥ 30x {'met' if p6['meets_target'] else 'missed'} |")
     sources = ", ".join(f"`benchmarks/results/{r['file']}` ({r['date'][:10]}, torch {r['torch']})" for r in latest.values())
     return "\n".join(lines) + (f"\n\nFrom {sources}." if sources else "\n\nNo GPU result recorded yet.")
 

@@ -213,16 +213,24 @@ def reproduce(profile: Optional[str] = typer.Option(
 @app.command()
 def bench(device: str = DEVICE,
           quick: bool = typer.Option(False, "--quick", help="A smaller model and data subset (minutes on a CPU)."),
-          out: Path = typer.Option(Path("batchlab-results") / "bench", "--out", help="Where the JSON result goes.")) -> None:
+          out: Path = typer.Option(Path("benchmarks") / "results", "--out", help="Where the JSON result goes."),
+          studies: Optional[Path] = typer.Option(
+              None, "--studies", help="A results directory of full-profile studies: also time P6 against them."),
+          table: bool = typer.Option(False, "--table", help="Only regenerate the README performance table."),
+          readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table is updated.")) -> None:
     """Time the engine against a naive PyTorch loop and the device's floor (spec 06)."""
+    from .bench import run_bench, save, update_readme
     from .runner import check_device, check_writable
 
-    dev = check_device(device)
-    check_writable(out)
-    from .bench import run_bench, save
-
-    result = run_bench(dev, quick=quick, progress=note)
-    out_console.print(f"bench: {save(result, out)}", highlight=False, markup=False, soft_wrap=True)
+    if not table:
+        dev = check_device(device)
+        check_writable(out)
+        if studies is not None and not (studies / "batchlab.sqlite").exists():
+            raise UsageError(f"--studies {studies}: no batchlab.sqlite there")
+        result = run_bench(dev, quick=quick, progress=note, studies_dir=studies)
+        out_console.print(f"bench: {save(result, out)}", highlight=False, markup=False, soft_wrap=True)
+    if readme.exists() and update_readme(readme, out):
+        out_console.print(f"updated the performance table in {readme}", highlight=False, markup=False)
 
 
 def run_cli(argv: list[str] | None = None) -> int:
