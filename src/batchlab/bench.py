@@ -200,10 +200,14 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     base64 = reference_spec(64, **extra)
     naive64 = naive_steps_time(base64, device, steps)
     epoch_steps = math.ceil(n_train / 64)
-    for runs, target in ((1, None), (32, 0.6)):
-        specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), **extra) for s in range(runs)]
+    variants = [(1, None, "float32"), (32, 0.6, "float32")]
+    if device.type == "cuda":
+        variants.append((32, None, "tf32"))  # the same work with TF32 matmuls (an option, not the default)
+    for runs, target, precision in variants:
+        specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
         eng = engine_steps_time(specs, device, steps)
-        name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch"
+        name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch" + (
+            f" ({precision})" if precision != "float32" else "")
         rows.append(workload(name, target if not quick else None, "epoch", naive64 * runs, eng,
                              floors(n_params, 64, runs, ceilings), epoch_steps,
                              "naive = one run after another; times from a sample of steps x steps per epoch"))

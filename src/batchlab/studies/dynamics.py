@@ -30,7 +30,7 @@ from .common import FigureSpec, Results, Study, StudyConfig, StudyOutput, mean_s
 # `quick`: a faithful miniature for a 2-core CPU: a 10k/2k MNIST subset, a 256-wide MLP, 2 seeds,
 # and QUICK_EPOCHS epochs wherever the spec says 30 (every other epoch count is scaled with it).
 QUICK_SETUP = {"train_subset": 10_000, "test_subset": 2_000, "widths": (256, 256), "seeds": 2}
-QUICK_EPOCHS = 4
+QUICK_EPOCHS = 5
 SPEC_EPOCHS = 30
 
 SHEN_2018 = "K. Shen, 'Effect of batch size on training dynamics' (Mini Distill, 2018)"
@@ -127,10 +127,6 @@ def final_table(results: Results, groups: dict[str, list], name: str, caption: s
     return Table(name, rows, caption)
 
 
-def _figure(name: str, fig, caption: str) -> FigureSpec:
-    return FigureSpec(name, fig, caption)
-
-
 # ------------------------------------------------------------------------------------------------
 # claim rules: pure functions of small arrays (fractions for accuracies, evidence in pp)
 
@@ -155,6 +151,8 @@ def _nonfinite(samples: Mapping[str, np.ndarray]) -> int:
 def _welch_p(a: np.ndarray, b: np.ndarray) -> float | str:
     if len(a) < 2 or len(b) < 2:
         return "n/a (needs 2 seeds each)"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return "n/a (no spread)"
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return p if np.isfinite(p) else "n/a (no spread)"
 
@@ -190,11 +188,11 @@ def rule_d2(acc_small, acc_large_high_lr, acc_large=None, *, tol_pp: float = 0.5
     if n := _nonfinite(samples):
         evidence["diverged runs left out"] = n
     if ok:
-        why = f"the raised lr brings batch 1024 to {gap:+.2f} pp of batch 64, within {tol_pp:g} pp"
+        why = f"{labels[1]} ends {gap:+.2f} pp from {labels[0]}, within ±{tol_pp:g} pp"
     elif gap > 0:
-        why = f"the raised lr overshoots: batch 1024 ends {gap:+.2f} pp above batch 64, outside ±{tol_pp:g} pp"
+        why = f"the raised lr overshoots: {labels[1]} ends {gap:+.2f} pp above {labels[0]}, outside ±{tol_pp:g} pp"
     else:
-        why = f"batch 1024 at the raised lr stays {-gap:.2f} pp below batch 64, more than {tol_pp:g} pp"
+        why = f"{labels[1]} stays {-gap:.2f} pp below {labels[0]}, more than {tol_pp:g} pp"
     return Claim(*D2, rule, "supported" if ok else "not supported", evidence, why)
 
 
@@ -203,7 +201,10 @@ D3 = ("D3", "A large batch does not get the model stuck: switching to a small ba
       SHEN_2018)
 
 
-def rule_d3(acc_a, acc_b, acc_c, acc_d, acc_e, *, tol_pp: float = 0.5) -> Claim:
+D3_TOL_PP = 0.5
+
+
+def rule_d3(acc_a, acc_b, acc_c, acc_d, acc_e, *, tol_pp: float = D3_TOL_PP) -> Claim:
     """D3: schedules (c), (d), (e) end within tol_pp of (a); the control (b) does not.
 
     (a) small batch; (b) large batch twice as long; (c) large batch 1 epoch, then small; (d) large
@@ -260,15 +261,15 @@ def rule_d4(w, acc, batch_sizes: Sequence[int], lrs: Sequence[float], *, thresho
     ok_cells = np.isfinite(w) & np.isfinite(acc)
     if ok_cells.sum() < min_cells:
         return inconclusive(*D4, rule, f"only {int(ok_cells.sum())} grid cells have finished runs")
-    rho, p = stats.spearmanr(w[ok_cells], acc[ok_cells])
-    rho, p = float(rho), float(p)
+    if np.ptp(w[ok_cells]) == 0 or np.ptp(acc[ok_cells]) == 0:
+        return inconclusive(*D4, rule, "W or test accuracy is the same in every cell: there is no ranking to correlate")
+    rho, p = (float(v) for v in stats.spearmanr(w[ok_cells], acc[ok_cells]))
     evidence: dict = {"cells": int(ok_cells.sum()), "Spearman rho(W, test accuracy)": rho, "Spearman p": p}
-    if not np.isfinite(rho):
-        return Claim(*D4, rule, "inconclusive", evidence, "W or accuracy is constant over the grid: no ranking")
     bs_grid = np.repeat(np.asarray(batch_sizes, dtype=float)[:, None], len(lrs), 1)
     lr_grid = np.repeat(np.asarray(lrs, dtype=float)[None, :], len(batch_sizes), 0)
-    evidence["Spearman rho(W, batch size)"] = float(stats.spearmanr(bs_grid[ok_cells], w[ok_cells])[0])
-    evidence["Spearman rho(W, lr)"] = float(stats.spearmanr(lr_grid[ok_cells], w[ok_cells])[0])
+    for name, grid in (("batch size", bs_grid), ("lr", lr_grid)):
+        if np.ptp(grid[ok_cells]) > 0:
+            evidence[f"Spearman rho(W, {name})"] = float(stats.spearmanr(grid[ok_cells], w[ok_cells])[0])
     b_order, lr_order = np.argsort(batch_sizes), np.argsort(lrs)
     shrink = [bool(np.all(np.diff(w[b_order, j]) < 0)) for j in range(len(lrs)) if np.isfinite(w[:, j]).all()]
     grow = [bool(np.all(np.diff(w[i, lr_order]) > 0)) for i in range(len(batch_sizes)) if np.isfinite(w[i]).all()]
@@ -344,13 +345,14 @@ def linear_r2(x, y) -> float:
 
 
 def rule_d6(sgd_steps, sgd_w, adam_epochs, adam_w, *, fit_start: float, fit_end: float | None = None,
-            concave_fraction: float = 0.8, r2_min: float = 0.95) -> Claim:
+            concave_fraction: float = 0.8, r2_min: float = 0.95, sgd_epochs=None) -> Claim:
     """D6: the SGD curve W(step) is concave, the Adam curve W(epoch) is linear over [fit_start, fit_end].
 
     `sgd_w` / `adam_w` are W at every evaluation, [seeds, evaluations] (or 1-D), including epoch 0;
     the seed mean is tested. Concave: at least `concave_fraction` of the second divided differences
     of W vs step are negative (W(0) = 0, so a concave curve is sublinear). Linear: R^2 of a
     least-squares line through Adam's W vs epoch, epochs fit_start..fit_end, exceeds `r2_min`.
+    `sgd_epochs` (optional) adds SGD's R^2 over the same window to the evidence, for contrast.
     """
     end = "the last epoch" if fit_end is None else f"{fit_end:g}"
     rule = (f"SGD: >= {concave_fraction:.0%} of the second differences of mean W vs step are negative (concave); "
@@ -375,12 +377,20 @@ def rule_d6(sgd_steps, sgd_w, adam_epochs, adam_w, *, fit_start: float, fit_end:
         "Adam power-law exponent (W ~ epochs^a)": power_law_exponent(adam_x, adam_mean),
         "Adam fit window (epochs)": f"{adam_x[window][0]:g}..{adam_x[window][-1]:g}",
     }
+    if sgd_epochs is not None and len(sgd_epochs) == len(sgd_mean):
+        sgd_e = np.asarray(sgd_epochs, dtype=float)
+        in_window = (sgd_e >= fit_start) & (sgd_e <= (np.inf if fit_end is None else fit_end))
+        evidence["SGD linear-fit R^2 (Adam's window)"] = linear_r2(sgd_e[in_window], sgd_mean[in_window])
     if not np.isfinite(r2):
         return Claim(*D6, rule, "inconclusive", evidence, "Adam's W is constant or non-finite in the fit window")
     concave, linear = frac >= concave_fraction, r2 > r2_min
     ok = concave and linear
     why = (f"SGD curve {'is' if concave else 'is not'} concave ({frac:.0%} of second differences negative); "
            f"Adam's linear fit has R^2 = {r2:.3f} ({'>' if linear else '<='} {r2_min:g})")
+    sgd_r2 = evidence.get("SGD linear-fit R^2 (Adam's window)", float("nan"))
+    if np.isfinite(sgd_r2) and sgd_r2 > r2_min:
+        why += (f"; note that a line fits SGD's W over the same window about as well (R^2 = {sgd_r2:.3f}), so this "
+                "window is too short to tell the two shapes apart by R^2 alone")
     return Claim(*D6, rule, "supported" if ok else "not supported", evidence, why)
 
 
@@ -414,8 +424,12 @@ D8 = ("D8", "SGD mostly rotates the weights on the sphere of their initial norm 
             "small angle of its init); Adam moves every layer far from its initial direction.", SHEN_2018)
 
 
+D8_SGD_COS_MIN, D8_ADAM_COS_MAX = 0.85, 0.5
+
+
 def rule_d8(norm0_sgd, normT_sgd, cos_sgd: Mapping[str, Sequence[float]], cos_adam: Mapping[str, Sequence[float]],
-            *, norm_tol: float = 0.10, sgd_cos_min: float = 0.85, adam_cos_max: float = 0.5) -> Claim:
+            *, norm_tol: float = 0.10, sgd_cos_min: float = D8_SGD_COS_MIN,
+            adam_cos_max: float = D8_ADAM_COS_MAX) -> Claim:
     """D8: SGD's mean ||w_T|| within norm_tol of mean ||w_0||, every SGD layer's mean cosine > sgd_cos_min,
     and every Adam layer's mean cosine < adam_cos_max. `cos_*` map layer name -> the seeds' final cosines."""
     rule = (f"SGD: |mean ||w_T|| / mean ||w_0|| - 1| <= {norm_tol:.0%} and every per-layer cosine to init > "
@@ -562,17 +576,13 @@ class LRCompensation(Study):
         groups = self.groups(cfg)
         labels = list(groups)
         fig = accuracy_curves(results, groups, f"Raising the lr of batch {cfg.large_batch} (SGD, {cfg.epochs} epochs)")
-        fig_steps = accuracy_curves(results, groups, "The same runs vs optimizer steps", x="step")
-        for ax in fig_steps.axes[:2]:
-            ax.set_xscale("log")
         small, large, comp = (results.finals(groups[k], "test_acc") for k in labels)
         claim = rule_d2(small, comp, large, labels=(labels[0], labels[2], labels[1]))
         return StudyOutput(
-            figures=[_figure("accuracy_vs_epoch", fig, "Train (left) and test (right) accuracy vs epoch; line = mean "
-                                                       "over seeds, band = ±1 std."),
-                     _figure("accuracy_vs_step", fig_steps, "The same curves vs optimizer step (log scale): the "
-                                                            "large batch takes 16x fewer steps per epoch.")],
-            tables=[final_table(results, groups, "final", "Final values after the last epoch (mean and std over seeds)")],
+            figures=[FigureSpec("accuracy_vs_epoch", fig, "Train (left) and test (right) accuracy vs epoch; "
+                                                          "line = mean over seeds, band = ±1 std.")],
+            tables=[final_table(results, groups, "final",
+                                "Final values after the last epoch (mean and std over seeds)")],
             claims=[claim],
         )
 
@@ -583,13 +593,12 @@ class LRCompensation(Study):
 
 @dataclass(frozen=True)
 class Schedule:
-    """One of the five schedules: its runs, total epochs and the epoch at which it changes (if it does)."""
+    """One of the five schedules: its label, runs and total epochs. Each changes (if it does) exactly where its
+    last `cfg.epochs` epochs begin, so aligning the schedules on their ends aligns the switches too."""
 
-    key: str
     label: str
     specs: list
     epochs: int
-    switch: int | None
 
 
 class ScheduleSwitchConfig(PairConfig):
@@ -611,45 +620,47 @@ class ScheduleSwitch(Study):
         e, s, big, k = cfg.epochs, cfg.small_batch, cfg.large_batch, cfg.first_switch
         raised = LRSchedule(kind="step", milestones=(float(e),), gamma=cfg.lr_factor)
         return [
-            Schedule("a", f"(a) batch {s}, {e} ep", cfg.sgd(s), e, None),
-            Schedule("b", f"(b) batch {big}, {2 * e} ep", cfg.sgd(big, epochs=2 * e), 2 * e, None),
-            Schedule("c", f"(c) batch {big} {k} ep → {s} {e} ep",
-                     cfg.sgd(big, epochs=k + e, batch_switch=((k, s),)), k + e, k),
-            Schedule("d", f"(d) batch {big} {e} ep → {s} {e} ep",
-                     cfg.sgd(big, epochs=2 * e, batch_switch=((e, s),)), 2 * e, e),
-            Schedule("e", f"(e) batch {big}, {2 * e} ep, lr ×{cfg.lr_factor:g} from ep {e + 1}",
-                     cfg.sgd(big, epochs=2 * e, lr_schedule=raised), 2 * e, e),
+            Schedule(f"(a) batch {s}, {e} ep", cfg.sgd(s), e),
+            Schedule(f"(b) batch {big}, {2 * e} ep", cfg.sgd(big, epochs=2 * e), 2 * e),
+            Schedule(f"(c) batch {big} {k} ep → {s} {e} ep",
+                     cfg.sgd(big, epochs=k + e, batch_switch=((k, s),)), k + e),
+            Schedule(f"(d) batch {big} {e} ep → {s} {e} ep",
+                     cfg.sgd(big, epochs=2 * e, batch_switch=((e, s),)), 2 * e),
+            Schedule(f"(e) batch {big}, {2 * e} ep, lr ×{cfg.lr_factor:g} from ep {e + 1}",
+                     cfg.sgd(big, epochs=2 * e, lr_schedule=raised), 2 * e),
         ]
 
     def plan(self, cfg: ScheduleSwitchConfig) -> list:
         return [s for sch in self.schedules(cfg) for s in sch.specs]
 
-    def figure(self, cfg: ScheduleSwitchConfig, results: Results, schedules: list[Schedule]):
+    def figure(self, cfg: ScheduleSwitchConfig, results: Results, schedules: list[Schedule], tol_pp: float):
         """Curves aligned on the last `epochs` epochs of each schedule (x = 0 where that window starts)."""
         e = cfg.epochs
-        fig, axes = new_figure(ncols=3, width=13, height=3.6)
+        fig, axes = new_figure(ncols=3, width=13, height=3.8)
         for i, sch in enumerate(schedules):
-            shift = -(sch.epochs - e)
-            for ax, metric, scale in zip(axes, ("train_loss", "train_acc", "test_acc"), (1, 100, 100)):
-                plot_curve(ax, results, sch.specs, metric, scale=scale, shift=shift, label=sch.label,
-                           color=PALETTE[i % len(PALETTE)])
-        for ax, ylabel in zip(axes, ("train loss", "train accuracy (%)", "test accuracy (%)")):
+            style = dict(shift=-(sch.epochs - e), scale=100, label=sch.label, color=PALETTE[i % len(PALETTE)])
+            for ax, metric in zip(axes, ("train_acc", "test_acc", "test_acc")):
+                plot_curve(ax, results, sch.specs, metric, **style)
+        for ax, title in zip(axes, ("train accuracy", "test accuracy", f"test accuracy, last {e} epochs (zoom)")):
             ax.axvspan(-e, 0, color="#000000", alpha=0.04, linewidth=0)
             ax.axvline(0, color="#555555", linestyle="--", linewidth=1)
             ax.set_xlim(-e, e)
-            ax.set_xlabel(f"epoch relative to the last {e} (switch of c, d, e at 0)")
-            ax.set_ylabel(ylabel)
-            ax.set_title(ylabel.split(" (")[0])
-        axes[0].set_yscale("log")
-        # zoom the accuracy panels on the window, where the claim is decided
-        for ax, metric in zip(axes[1:], ("train_acc", "test_acc")):
-            lows = [100 * np.nanmin(c[1][c[0] >= sch.epochs - e]) for sch in schedules
-                    if (c := mean_curve(results, sch.specs, metric)) is not None]
-            highs = [100 * np.nanmax(c[1]) for sch in schedules if (c := mean_curve(results, sch.specs, metric))]
-            if lows and np.isfinite(lows).all():
-                ax.set_ylim(min(lows) - 1, min(100.0, max(highs) + 0.5))
-        axes[2].legend(frameon=False, fontsize=7.5, loc="lower right")
-        fig.suptitle(f"Schedules aligned on their last {e} epochs (grey: what came before; dashed: the switch)")
+            ax.set(xlabel=f"epoch, aligned on the last {e}", ylabel=f"{title.split(',')[0]} (%)", title=title)
+        # the zoom: the last epochs only, with the D3 band of +-tol_pp around (a)'s final accuracy
+        zoom = axes[2]
+        zoom.set_xlim(0.5, e + 0.25)
+        finals = [100 * finite(results.finals(sch.specs, "test_acc")).mean() for sch in schedules
+                  if finite(results.finals(sch.specs, "test_acc")).size]
+        ref = finite(results.finals(schedules[0].specs, "test_acc"))
+        if ref.size:
+            zoom.axhspan(100 * ref.mean() - tol_pp, 100 * ref.mean() + tol_pp, color=PALETTE[0], alpha=0.12,
+                         linewidth=0, label=f"(a) ± {tol_pp:g} pp")
+        if finals:
+            lo = [100 * np.nanmin(c[1][c[0] >= sch.epochs - e + 1]) for sch in schedules
+                  if (c := mean_curve(results, sch.specs, "test_acc")) is not None]
+            zoom.set_ylim(max(min(lo), min(finals) - 5) - 0.5, max(finals) + 1)
+        zoom.legend(frameon=False, fontsize=7.5, loc="lower right")
+        fig.suptitle(f"Five schedules aligned on their last {e} epochs")
         return fig
 
     def analyze(self, cfg: ScheduleSwitchConfig, results: Results) -> StudyOutput:
@@ -657,13 +668,15 @@ class ScheduleSwitch(Study):
         groups = {sch.label: sch.specs for sch in schedules}
         accs = [results.finals(sch.specs, "test_acc") for sch in schedules]
         return StudyOutput(
-            figures=[_figure("last_epochs", self.figure(cfg, results, schedules),
-                             f"Train loss, train and test accuracy of each schedule, aligned so that its last "
-                             f"{cfg.epochs} epochs lie in [0, {cfg.epochs}]; the dashed line marks where (c), (d) "
-                             f"switch to batch {cfg.small_batch} and (e) raises the lr; the shaded part is the "
-                             "schedule's earlier training (for (a) there is none). Line = mean, band = ±1 std.")],
+            figures=[FigureSpec("last_epochs", self.figure(cfg, results, schedules, D3_TOL_PP),
+                                f"Train and test accuracy of each schedule, aligned so that its last {cfg.epochs} "
+                                f"epochs lie in [0, {cfg.epochs}]; the dashed line marks where (c), (d) switch to "
+                                f"batch {cfg.small_batch} and (e) raises the lr; the shaded part is the schedule's "
+                                "earlier training (for (a) there is none). Right: the last epochs enlarged, with the "
+                                f"±{D3_TOL_PP:g} pp band around (a)'s final test accuracy that D3 tests. Line = mean, "
+                                "band = ±1 std.")],
             tables=[final_table(results, groups, "final", "Final values of each schedule (mean and std over seeds)")],
-            claims=[rule_d3(*accs)],
+            claims=[rule_d3(*accs, tol_pp=D3_TOL_PP)],
         )
 
 
@@ -718,7 +731,7 @@ class DistanceGrid(Study):
                 for i in range(len(cfg.batch_sizes))]
         heatmap(ax_h, w, [f"batch {x}" for x in cfg.batch_sizes], [f"lr {x:g}" for x in cfg.lrs], cell_text=text,
                 colorbar_label="W = ||w_T - w_0||")
-        ax_h.set_title(f"W, B and test accuracy after {cfg.epochs} epochs")
+        ax_h.set_title(f"W, B and test accuracy after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
         markers = "osD^v<>"
         for j, lr in enumerate(cfg.lrs):
             for i, bs in enumerate(cfg.batch_sizes):
@@ -736,7 +749,7 @@ class DistanceGrid(Study):
 
     def distance_figure(self, cfg: DistanceGridConfig, results: Results, trio: dict[str, list]):
         fig, axes = new_figure(ncols=3, width=13, height=3.6)
-        for i, (label, specs) in enumerate(trio.items()):
+        for i, (label, specs) in reversed(list(enumerate(trio.items()))):
             style = dict(label=label, color=PALETTE[i % len(PALETTE)], linestyle="--" if i == 2 else "-")
             plot_curve(axes[0], results, specs, "dist_init_w", x="epoch", **style)
             plot_curve(axes[1], results, specs, "dist_init_w", x="step", **style)
@@ -749,9 +762,10 @@ class DistanceGrid(Study):
         axes[0].set(xlabel="epoch", title="distance from init vs epoch")
         axes[1].set(xlabel="step", title="distance from init vs step")
         axes[2].set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy vs step")
-        axes[2].legend(frameon=False, fontsize=8, loc="lower right")
-        fig.suptitle(f"SGD, lr {cfg.lr:g}: batch {cfg.large_batch} needs {cfg.large_batch // cfg.small_batch}x the "
-                     f"epochs to travel as far as batch {cfg.small_batch}")
+        handles, labels = axes[2].get_legend_handles_labels()
+        axes[2].legend(handles[::-1], labels[::-1], frameon=False, fontsize=8, loc="lower right")
+        fig.suptitle(f"SGD, lr {cfg.lr:g}: batch {cfg.small_batch} and {cfg.large_batch} for {cfg.epochs} epochs, "
+                     f"and batch {cfg.large_batch} for {cfg.long_epochs} (as many steps as batch {cfg.small_batch})")
         return fig
 
     def analyze(self, cfg: DistanceGridConfig, results: Results) -> StudyOutput:
@@ -767,14 +781,14 @@ class DistanceGrid(Study):
                      steps_long=int(results.steps(long_runs[0])[-1]) if long_runs else None)
         metrics = (*CURVE_METRICS, "norm_w", "norm_b")
         return StudyOutput(
-            figures=[_figure("distance_grid", self.grid_figure(cfg, w, b, acc),
-                             "Left: per cell, W (colour), B and test accuracy (mean over seeds) after "
-                             f"{cfg.epochs} epochs of SGD. Right: test accuracy vs W, one point per cell."),
-                     _figure("distance_vs_epoch_and_step", self.distance_figure(cfg, results, trio),
-                             f"Distance from init vs epoch (left) and vs step (middle), and test accuracy vs step "
-                             f"(right) for batch {cfg.small_batch} and {cfg.large_batch} at lr {cfg.lr:g}, and "
-                             f"batch {cfg.large_batch} for {cfg.long_epochs} epochs (dashed). Dotted: W of batch "
-                             f"{cfg.small_batch} at the end. Line = mean, band = ±1 std.")],
+            figures=[FigureSpec("distance_grid", self.grid_figure(cfg, w, b, acc),
+                                "Left: per cell, W (colour), B and test accuracy (mean over seeds) after "
+                                f"{cfg.epochs} epochs of SGD. Right: test accuracy vs W, one point per cell."),
+                     FigureSpec("distance_vs_epoch_and_step", self.distance_figure(cfg, results, trio),
+                                f"Distance from init vs epoch (left) and vs step (middle), and test accuracy vs step "
+                                f"(right) for batch {cfg.small_batch} and {cfg.large_batch} at lr {cfg.lr:g}, and "
+                                f"batch {cfg.large_batch} for {cfg.long_epochs} epochs (dashed). Dotted: W of batch "
+                                f"{cfg.small_batch} at the end. Line = mean, band = ±1 std.")],
             tables=[final_table(results, cells, "grid", "Per grid cell: final W, B, accuracy and loss (mean and std "
                                                         "over seeds)", metrics, info),
                     final_table(results, trio, "long_run", f"Batch {cfg.large_batch} trained {cfg.long_epochs} epochs "
@@ -823,26 +837,36 @@ class AdamVsSGD(Study):
         return [s for specs in self.groups(cfg).values() for s in specs]
 
     def distance_figure(self, cfg: AdamVsSGDConfig, results: Results, groups: dict[str, list]):
-        fig, axes = new_figure(ncols=3, width=13, height=3.6)
+        fig, axes = new_figure(ncols=3, width=13, height=3.8)
         for i, (label, specs) in enumerate(groups.items()):
             color = PALETTE[i]
-            plot_curve(axes[0], results, specs, "dist_init_w", label=f"{label} W", color=color)
-            plot_curve(axes[0], results, specs, "dist_init_b", label=f"{label} B", color=color, linestyle=":")
+            for metric, ls in (("dist_init_w", "-"), ("dist_init_b", ":")):
+                curve = mean_curve(results, specs, metric, x="step")
+                if curve is not None:  # log-log: W(0) = 0 is left out; a power law is a straight line
+                    xs, mean, std = curve
+                    band(axes[0], xs[1:], mean[1:], std[1:], label=f"{label} {'W' if ls == '-' else 'B'}",
+                         color=color, linestyle=ls)
             curve = mean_curve(results, specs, "dist_init_w")
             if curve is not None and np.isfinite(curve[1][-1]) and curve[1][-1] > 0:
                 xs, mean, std = curve
-                band(axes[1], xs / xs[-1], mean / mean[-1], std / mean[-1], label=label, color=color)
+                band(axes[1], xs, mean / mean[-1], std / mean[-1], label=label, color=color)
+                window = xs >= cfg.fit_start
+                if window.sum() >= 2:
+                    fit = stats.linregress(xs[window], mean[window] / mean[-1])
+                    axes[1].plot(xs[window], fit.intercept + fit.slope * xs[window], color=color, linestyle="--",
+                                 linewidth=1, label=f"{label} linear fit, R² = {fit.rvalue ** 2:.3f}")
             plot_curve(axes[2], results, specs, "norm_w", label=label, color=color)
-        axes[1].plot([0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1, label="linear growth")
-        axes[1].axvspan(cfg.fit_start / cfg.epochs, 1, color="#000000", alpha=0.05, linewidth=0)
+        axes[1].axvspan(cfg.fit_start, cfg.epochs, color="#000000", alpha=0.05, linewidth=0)
         n0 = initial(results, groups["SGD"], "norm_w")
         if n0.size:
             axes[2].axhline(n0.mean(), color="#555555", linestyle=":", linewidth=1, label="||w_0||")
-        axes[0].set(yscale="log", xlabel="epoch", ylabel="distance from init", title="W and B (log scale)")
-        axes[1].set(xlabel="fraction of training", ylabel="W / final W", title="shape of W(t)")
-        axes[2].set(yscale="log", xlabel="epoch", ylabel="||w_t||", title="distance from origin")
+        axes[0].set(xscale="log", yscale="log", xlabel="step", ylabel="distance from init",
+                    title="W and B vs step (log-log)")
+        axes[1].set(xlabel="epoch", ylabel="W / final W",
+                    title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})")
+        axes[2].set(xlabel="epoch", ylabel="||w_t||", title="distance from origin")
         for ax in axes:
-            ax.legend(frameon=False, fontsize=8)
+            ax.legend(frameon=False, fontsize=7.5)
         fig.suptitle(f"Batch {cfg.batch_size}: SGD (lr {cfg.lr:g}) vs Adam (lr {cfg.adam_lr:g})")
         return fig
 
@@ -850,18 +874,20 @@ class AdamVsSGD(Study):
         return {name: results.finals(specs, name) for name in layer_names(results, specs)}
 
     def cosine_figure(self, cos: dict[str, dict[str, np.ndarray]]):
-        fig, ax = new_figure()
-        layers = sorted({k for c in cos.values() for k in c})
+        fig, ax = new_figure(width=5, height=3.4)
+        layers = list(dict.fromkeys(k for c in cos.values() for k in c))  # layer order, as recorded
         heights = {opt: [float(np.mean(c[k])) if k in c and c[k].size else np.nan for k in layers]
                    for opt, c in cos.items()}
         errors = {opt: [mean_std(c[k])[1] if k in c and c[k].size else 0.0 for k in layers] for opt, c in cos.items()}
         bars(ax, heights, [f"layer {i + 1}\n({k.removeprefix('cos_init:')})" for i, k in enumerate(layers)],
              errors=errors)
-        for y, text in ((0.85, "0.85 (D8, SGD)"), (0.5, "0.5 (D8, Adam)")):
-            ax.axhline(y, color="#555555", linestyle=":", linewidth=1)
-            ax.annotate(text, (ax.get_xlim()[1], y), ha="right", va="bottom", fontsize=7.5, color="#555555")
-        ax.set(ylim=(min(0.0, *[h for v in heights.values() for h in v if np.isfinite(h)]) - 0.05, 1.05),
-               ylabel="cos(w_T, w_0)", title="per-layer cosine to init")
+        ax.axhline(D8_SGD_COS_MIN, color=PALETTE[0], linestyle=":", linewidth=1.2,
+                   label=f"D8: SGD > {D8_SGD_COS_MIN:g}")
+        ax.axhline(D8_ADAM_COS_MAX, color=PALETTE[1], linestyle=":", linewidth=1.2,
+                   label=f"D8: Adam < {D8_ADAM_COS_MAX:g}")
+        lowest = min([0.0, *[h for v in heights.values() for h in v if np.isfinite(h)]])
+        ax.set(ylim=(lowest - 0.05, 1.35), ylabel="cos(w_T, w_0)", title="per-layer cosine to init")
+        ax.legend(frameon=False, ncol=2, fontsize=8, loc="upper center")
         return fig
 
     def analyze(self, cfg: AdamVsSGDConfig, results: Results) -> StudyOutput:
@@ -871,7 +897,8 @@ class AdamVsSGD(Study):
         sgd_runs, adam_runs = present(results, sgd), present(results, adam)
         d6 = rule_d6(results.steps(sgd_runs[0]) if sgd_runs else [], results.curves(sgd, "dist_init_w"),
                      results.epochs(adam_runs[0]) if adam_runs else [], results.curves(adam, "dist_init_w"),
-                     fit_start=cfg.fit_start, fit_end=cfg.epochs)
+                     fit_start=cfg.fit_start, fit_end=cfg.epochs,
+                     sgd_epochs=results.epochs(sgd_runs[0]) if sgd_runs else None)
         d7 = rule_d7(results.finals(sgd, "dist_init_w"), results.finals(adam, "dist_init_w"),
                      results.finals(sgd, "test_acc"), results.finals(adam, "test_acc"))
         d8 = rule_d8(initial(results, sgd, "norm_w"), results.finals(sgd, "norm_w"), cos["SGD"], cos["Adam"])
@@ -883,15 +910,16 @@ class AdamVsSGD(Study):
             mean, std = mean_std(initial(results, specs, "norm_w"))
             row["norm_w at init mean"], row["norm_w at init std"] = float(mean), float(std)
         return StudyOutput(
-            figures=[_figure("distance_from_init", self.distance_figure(cfg, results, groups),
-                             "Left: W (solid) and B (dotted) vs epoch, log scale. Middle: W divided by its final "
-                             "value vs fraction of training; dashed = linear growth, shaded = Adam's linear-fit "
-                             "window (D6). Right: ||w_t|| vs epoch, dotted = ||w_0||. Line = mean, band = ±1 std."),
-                     _figure("per_layer_cosine", self.cosine_figure(cos),
-                             "Cosine between each weight matrix and its initial value after training (mean ± std "
-                             "over seeds); dotted: the D8 thresholds."),
-                     _figure("accuracy_vs_epoch", accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
-                             "Train (left) and test (right) accuracy vs epoch; line = mean, band = ±1 std.")],
+            figures=[FigureSpec("distance_from_init", self.distance_figure(cfg, results, groups),
+                                "Left: W (solid) and B (dotted) vs step on log-log axes, where W ~ steps^a is a "
+                                "straight line of slope a. Middle: W divided by its final value vs epoch, with least-"
+                                "squares lines over the shaded window that D6 fits. Right: distance from the origin "
+                                "||w_t|| vs epoch, dotted = ||w_0||. Line = mean, band = ±1 std."),
+                     FigureSpec("per_layer_cosine", self.cosine_figure(cos),
+                                "Cosine between each weight matrix and its initial value after training (mean ± std "
+                                "over seeds); dotted: the D8 thresholds."),
+                     FigureSpec("accuracy_vs_epoch", accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
+                                "Train (left) and test (right) accuracy vs epoch; line = mean, band = ±1 std.")],
             tables=[table],
             claims=[d6, d7, d8],
         )
