@@ -8,11 +8,11 @@ export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "${1:-bench}" = bench ]; then
-  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | grep -E "^E  .*assert|passed|failed" | head -20
-  python3 benchmarks/profile_step.py > $OUT/profile.txt 2>&1; grep -A1 "===" $OUT/profile.txt
+  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | tail -5
+  python3 benchmarks/profile_step.py > $OUT/profile.txt 2>&1; grep -A22 "===" $OUT/profile.txt | cut -c1-70,150-175
   python3 -m batchlab bench --device cuda --out $OUT 2>&1 | grep -v Warn | tail -12
 else
-  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | grep -E "^E  .*assert|passed|failed" | head -20
+  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | tail -5
   python3 -m batchlab reproduce --profile full --device cuda --out /tmp/res 2>&1 | tee $OUT/reproduce.log | tail -40
   python3 - <<'PY' 2>&1 | grep -v Warn
 import json, os, torch

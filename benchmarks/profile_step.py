@@ -32,6 +32,5 @@ def profile_step(runs: int, batch_size: int, precision: str = "float32", steps: 
 
 
 if __name__ == "__main__":
-    profile_step(32, 64)
-    profile_step(1, 2)
-    profile_step(32, 64, "tf32")
+    for runs, batch_size in ((32, 64), (1, 2), (3, 2)):
+        profile_step(runs, batch_size)
