@@ -12,7 +12,13 @@ if [ "${1:-bench}" = bench ]; then
   python3 benchmarks/profile_step.py > $OUT/profile.txt 2>&1; grep -A22 "===" $OUT/profile.txt | cut -c1-70,150-175
   python3 -m batchlab bench --device cuda --out $OUT 2>&1 | grep -v Warn | tail -12
 else
-  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | tail -5
+  python3 benchmarks/small_batch.py 2>&1 | grep -v -i warn | tee $OUT/small_batch.txt
+  # keep the multiply-sum layers only if they won at 3 runs (what the batch-2 group of the studies is)
+  best=$(python3 -c "
+import re; t={int(m[0]): float(m[1]) for m in re.findall(r'matvec_max_batch=(\d+) runs=3 batch 2: ([\d.]+)', open('$OUT/small_batch.txt').read())}
+print(min(t, key=t.get) if t else 4)")
+  export BATCHLAB_MATVEC_MAX_BATCH=$best; echo "BATCHLAB_MATVEC_MAX_BATCH=$best"
+  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | tail -3
   python3 -m batchlab reproduce --profile full --device cuda --out /tmp/res 2>&1 | tee $OUT/reproduce.log | tail -40
   python3 - <<'PY' 2>&1 | grep -v Warn
 import json, os, torch

@@ -20,6 +20,14 @@ def test_stacked_mlp_forward_equals_vmap_of_the_module():
     torch.testing.assert_close(stack.forward(x[0], shared_input=True), shared, rtol=1e-13, atol=1e-13)
 
 
+def test_matvec_layers_equal_the_matmul_layers():
+    stack = Stack.from_seeds(build_model("mlp", widths=(32, 16)), "glorot", [0, 1], "cpu", torch.float64)
+    x = torch.randn(2, 3, 784, dtype=torch.float64)
+    plain = stack.forward(x)
+    stack.matvec_max_batch = 4
+    torch.testing.assert_close(stack.forward(x), plain, rtol=1e-12, atol=1e-12)
+
+
 def test_compiled_step_matches_the_plain_step():
     specs = [RunSpec(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=1, seed=s,
                      lr=0.05 * (s + 1), momentum=0.9) for s in range(3)]

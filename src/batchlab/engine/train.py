@@ -26,6 +26,10 @@ from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
 
 
+# Batches up to this size use the compiled multiply-sum layers of `stacked_mlp_forward` (CUDA).
+MATVEC_MAX_BATCH = int(os.environ.get("BATCHLAB_MATVEC_MAX_BATCH", "4"))
+
+
 @dataclass
 class RunResult:
     """What one run produced: status, per-epoch metrics, timing (and final parameters if asked)."""
@@ -129,6 +133,7 @@ class GroupTrainer:
         if fused or (fused is None and device.type == "cuda"):  # None: on CUDA, where it pays
             self.loss_fn = torch.compile(self._loss)
             self.finish_step = torch.compile(self._finish_step)
+            self.stack.matvec_max_batch = MATVEC_MAX_BATCH
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:

@@ -28,6 +28,7 @@ class Stack:
 
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
         self.base = base
+        self.matvec_max_batch = 0  # see stacked_mlp_forward; the engine raises it when it compiles
         self.params = params
         self.buffers = buffers
 
@@ -50,7 +51,8 @@ class Stack:
         """Logits [R, B, ...] for inputs x [R, B, ...] (or [B, ...] given to every run when shared_input)."""
         self.base.train(train)
         if isinstance(self.base, MLP):  # the direct batched-matmul path (same math, fewer kernels)
-            return stacked_mlp_forward(self.params, x, self.base.activation)
+            return stacked_mlp_forward(self.params, x, self.base.activation,
+                                       matvec_max_batch=self.matvec_max_batch)
 
         def one(params, buffers, xb):
             return functional_call(self.base, (params, buffers), (xb,))
