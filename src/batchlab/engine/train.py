@@ -26,7 +26,9 @@ from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
 
 
-# Batches up to this size use the compiled multiply-sum layers of `stacked_mlp_forward` (CUDA).
+# Batches up to this size use the compiled multiply-sum layers of `stacked_mlp_forward` when a
+# group has several runs (H100, batch 2: 3 runs 158 us/step vs 210 with cuBLAS; 1 run 109 vs 98.5,
+# so a single run keeps cuBLAS; benchmarks/small_batch.py measures it).
 MATVEC_MAX_BATCH = int(os.environ.get("BATCHLAB_MATVEC_MAX_BATCH", "4"))
 
 
@@ -133,7 +135,7 @@ class GroupTrainer:
         if fused or (fused is None and device.type == "cuda"):  # None: on CUDA, where it pays
             self.loss_fn = torch.compile(self._loss)
             self.finish_step = torch.compile(self._finish_step)
-            self.stack.matvec_max_batch = MATVEC_MAX_BATCH
+            self.stack.matvec_max_batch = MATVEC_MAX_BATCH if len(specs) > 1 else 0
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
