@@ -23,13 +23,7 @@ TINY = ["--set", "epochs=2", "--set", "train_subset=1000", "--set", "test_subset
 CLAIM_LINE = re.compile(r"^  (\S+) \[(supported|not supported|inconclusive)\] (.+)$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny workloads: one thread is as fast, and far faster on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli_run(capsys, *args):

@@ -15,15 +15,7 @@ STUDY = "batch-size-sweep"
 TINY = {"epochs": 2, "train_subset": 1000, "test_subset": 200, "widths": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny workloads: one thread is as fast, and far faster on a CPU shared with other jobs."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- parsing and validation (no training) ---------------------------------------------------------------
