@@ -1,0 +1,83 @@
+"""Schedules, geometry probes and precision options against direct formulas."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab.engine import LRSchedule, RunSpec, train_group
+from batchlab.engine.schedules import epoch_plan, lr_factor, lr_table
+from batchlab.probes import geometry
+
+
+def test_step_schedule_multiplies_at_each_milestone():
+    s = LRSchedule(kind="step", milestones=(10, 20), gamma=0.1)
+    assert [lr_factor(s, e, 30) for e in (0, 9.99, 10, 19, 20, 29)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_is_linear_then_flat():
+    s = LRSchedule(kind="warmup", warmup_epochs=5, warmup_start=0.2)
+    assert lr_factor(s, 0, 30) == pytest.approx(0.2)
+    assert lr_factor(s, 2.5, 30) == pytest.approx(0.6)
+    assert lr_factor(s, 5, 30) == lr_factor(s, 29, 30) == 1
+
+
+def test_cosine_after_warmup():
+    s = LRSchedule(kind="cosine", warmup_epochs=2, final_factor=0.1)
+    assert lr_factor(s, 1, 12) == pytest.approx(0.5)
+    assert lr_factor(s, 2, 12) == pytest.approx(1.0)
+    assert lr_factor(s, 7, 12) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(s, 12, 12) == pytest.approx(0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 500), bs=st.integers(1, 300), epochs=st.integers(1, 4), drop=st.booleans(),
+       switch=st.integers(1, 64))
+def test_lr_table_has_one_entry_per_step(n, bs, epochs, drop, switch):
+    spec = RunSpec(batch_size=bs, epochs=epochs, drop_last=drop,
+                   batch_switch=((epochs - 1, switch),) if epochs > 1 else ())
+    plan = epoch_plan(spec, n)
+    for (b, steps) in plan:
+        assert steps == (n // b if drop else math.ceil(n / b))
+    assert len(lr_table(spec, n)) == sum(s for _, s in plan)
+
+
+def test_geometry_against_direct_formulas():
+    g = torch.Generator().manual_seed(0)
+    init = {"a.weight": torch.randn(2, 4, 3, generator=g), "a.bias": torch.randn(2, 4, generator=g),
+            "b.weight": torch.randn(2, 1, 4, generator=g), "b.bias": torch.randn(2, 1, generator=g)}
+    now = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in init.items()}
+    out = geometry(now, init)
+    for r in range(2):
+        w_now = torch.cat([now["a.weight"][r].flatten(), now["b.weight"][r].flatten()]).double()
+        w_0 = torch.cat([init["a.weight"][r].flatten(), init["b.weight"][r].flatten()]).double()
+        b_now = torch.cat([now["a.bias"][r], now["b.bias"][r]]).double()
+        b_0 = torch.cat([init["a.bias"][r], init["b.bias"][r]]).double()
+        assert out["dist_init_w"][r] == pytest.approx(float((w_now - w_0).norm()))
+        assert out["dist_init_b"][r] == pytest.approx(float((b_now - b_0).norm()))
+        assert out["norm_w"][r] == pytest.approx(float(w_now.norm()))
+        assert out["norm_b"][r] == pytest.approx(float(b_now.norm()))
+        a, a0 = now["a.weight"][r].flatten().double(), init["a.weight"][r].flatten().double()
+        assert out["cos_init:a"][r] == pytest.approx(float(a @ a0 / (a.norm() * a0.norm())))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "float64"])
+def test_precision_options_train(precision):
+    spec = RunSpec(train_subset=512, test_subset=128, widths=(32,), batch_size=32, epochs=2, lr=0.1,
+                   precision=precision)
+    (res,) = train_group([spec], device="cpu")
+    losses = [m["train_loss"] for m in res.metrics]
+    assert res.status == "finished" and losses[-1] < 0.7 * losses[0]
+    assert np.isfinite(losses).all()
+
+
+def test_init_norms_of_the_reference_setup():
+    """Spec 02: Glorot init gives a total weight norm of about 44, PyTorch's default about 26."""
+    for init, expected in (("glorot", 44), ("torch", 26)):
+        (res,) = train_group([RunSpec(init=init, epochs=0, train_subset=64, test_subset=64)], device="cpu")
+        assert res.metrics[0]["norm_w"] == pytest.approx(expected, rel=0.03)
+        assert res.metrics[0]["dist_init_w"] == 0
