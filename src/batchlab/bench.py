@@ -103,6 +103,8 @@ def engine_steps_time(specs: list[RunSpec], device: torch.device, steps: int, gr
     trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=graphs, fused=fused)
     bs = specs[0].batch_size
     per_epoch = trainer.data.n_train // bs
+    if steps + 10 > len(trainer.lrs):
+        raise ValueError(f"{steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
     trainer.start_epoch(0)
 
     def loop(n):
