@@ -295,3 +295,10 @@ def test_d8_no_cosines_is_inconclusive():
 
 def test_d8_missing_norms_is_inconclusive():
     check(rule_d8(a(), a(), cos(0.99, 0.98, 0.95), cos(0.2, 0.3, 0.4)), "inconclusive", "D8")
+
+
+def test_monotone_decrease_needs_two_configurations():
+    from batchlab.studies.dynamics import monotone_decrease_claim
+
+    claim = monotone_decrease_claim("D1", "s", "src", [64], [np.array([0.9, 0.91])], "test accuracy")
+    assert claim.verdict == "inconclusive"

@@ -466,6 +466,8 @@ def monotone_decrease_claim(id: str, statement: str, source: str, labels: list, 
     """Mean decreases along `labels`, each step larger than 2 seed standard deviations (spec 02 D1)."""
     rule = (f"mean final {what} decreases monotonically over {' < '.join(map(str, labels))}, and each "
             "decrease exceeds 2 standard deviations (ddof=1) of the seeds of either neighbour")
+    if len(labels) < 2:
+        return inconclusive(id, statement, source, rule, "needs at least 2 configurations to compare")
     if any(len(s) < 2 for s in samples):
         return inconclusive(id, statement, source, rule, "needs at least 2 seeds per configuration")
     evidence: dict = {}
@@ -522,7 +524,9 @@ class BatchSizeSweep(Study):
     def claim_d1(self, cfg: BatchSizeSweepConfig, results: Results) -> Claim:
         statement = "At fixed lr and epochs, a larger batch gives lower final test accuracy."
         source = "Keskar et al. 2017 (large-batch training); Hoffer et al. 2017"
-        sizes = [b for b in (64, 256, 1024) if b in cfg.batch_sizes] or sorted(cfg.batch_sizes)[:3]
+        sizes = [b for b in (64, 256, 1024) if b in cfg.batch_sizes]  # the spec's rule, where present
+        if len(sizes) < 2:
+            sizes = sorted(cfg.batch_sizes)
         samples = [results.finals(cfg.seeded(batch_size=b, lr=cfg.lr, epochs=cfg.epochs), "test_acc") for b in sizes]
         return monotone_decrease_claim("D1", statement, source, sizes, samples, "test accuracy")
 
