@@ -268,3 +268,34 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)
     assert code == 0 and finished_at(out) == before
     assert err.count("nothing to train") == len(REGISTRY)
+
+
+SHARED_FASHION = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "fashion-mnist")
+
+
+def test_data_dir_missing_fashion_mnist_is_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_OFFLINE", "1")
+    monkeypatch.delenv("BATCHLAB_DATA", raising=False)  # --data-dir sets it; restored after the test
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("batchlab.datasets.registry.SYSTEM_DATA_DIR", tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code, o, e = cli_run(capsys, "run", STUDY, *TINY, "--set", "dataset=fashion-mnist", "--data-dir", str(empty),
+                         "--out", str(out))
+    assert_one_line_error(code, o, e, "train-images-idx3-ubyte.gz", "--data-dir")
+    assert not out.exists()
+    code, o, e = cli_run(capsys, "run", STUDY, "--data-dir", str(tmp_path / "no-such-dir"), "--out", str(out))
+    assert_one_line_error(code, o, e, "--data-dir", "not a directory")
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_FASHION), reason="needs ../shared/datasets/fashion-mnist")
+def test_data_dir_finds_fashion_mnist(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_OFFLINE", "1")
+    monkeypatch.delenv("BATCHLAB_DATA", raising=False)
+    code, o, e = cli_run(capsys, "run", STUDY, *TINY, "--set", "dataset=fashion-mnist",
+                         "--data-dir", SHARED_FASHION, "--out", str(tmp_path))
+    assert code == 0, e
+    with Store(tmp_path) as store:
+        configs = [r.config for r in store.runs(k for (k,) in store.db.execute("SELECT key FROM runs")).values()]
+    assert configs and all(c["dataset"] == "fashion-mnist" for c in configs)

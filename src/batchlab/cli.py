@@ -7,6 +7,7 @@ same command resumes.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ out_console = Console()  # results
 
 OUT = typer.Option(Path("batchlab-results"), "--out", help="Results directory (SQLite store, figures, reports).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+DATA_DIR = typer.Option(None, "--data-dir", help="Where to look first for dataset files (like $BATCHLAB_DATA).")
 PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the spec's protocol, for a GPU)")
 
 VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
@@ -140,6 +142,14 @@ def _train(prep):
         bar.close()
 
 
+def use_data_dir(data_dir: Optional[Path]) -> None:
+    """--data-dir is searched first, as $BATCHLAB_DATA is (datasets.registry's search path)."""
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise UsageError(f"--data-dir {data_dir}: not a directory")
+        os.environ["BATCHLAB_DATA"] = str(data_dir)
+
+
 @app.command("list")
 def list_studies() -> None:
     """List the studies and their profiles."""
@@ -155,10 +165,11 @@ def list_studies() -> None:
 def run(study: str = typer.Argument(..., help="Study name (see `batchlab list`)."),
         profile: str = PROFILE,
         set_: list[str] = typer.Option([], "--set", help="Override a config key: --set batch_sizes=64,256 --set lr=0.1"),
-        device: str = DEVICE, out: Path = OUT) -> None:
+        device: str = DEVICE, out: Path = OUT, data_dir: Optional[Path] = DATA_DIR) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
     from .runner import parse_sets, prepare
 
+    use_data_dir(data_dir)
     prep = prepare(study, profile=profile, overrides=parse_sets(set_), device=device, out=out)
     result = _train(prep)
     out_console.print(f"{study}: trained {result.trained} runs, reused {result.reused} from the store, "
@@ -181,8 +192,9 @@ def report(study: str = typer.Argument(..., help="Study name."), out: Path = OUT
 @app.command()
 def reproduce(profile: Optional[str] = typer.Option(
                   None, "--profile", help="quick | full (default: full on a GPU, quick on a CPU)"),
-              device: str = DEVICE, out: Path = OUT) -> None:
+              device: str = DEVICE, out: Path = OUT, data_dir: Optional[Path] = DATA_DIR) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
+    use_data_dir(data_dir)
     from .env import environment
     from .report.html import write_index
     from .runner import check_device, prepare
