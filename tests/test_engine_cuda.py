@@ -59,3 +59,13 @@ def test_divergence_inside_a_captured_graph():
     assert [r.status for r in res] == ["finished", "diverged"]
     (solo,) = train_group(specs[:1], device="cuda", keep_params=True)
     assert rel_diff(res[0].params, solo.params) < 1e-6
+
+
+def test_tiny_batch_multiply_sum_layers_match_the_plain_path():
+    """Batch 2 with several runs takes the compiled multiply-sum layers (stacked_mlp_forward)."""
+    small = SMALL | {"train_subset": 200, "batch_size": 2, "epochs": 1}
+    specs = [RunSpec(**small, seed=s, lr=0.02) for s in range(3)]
+    plain = train_group(specs, device="cuda", keep_params=True, graphs=False)
+    fast = train_group(specs, device="cuda", keep_params=True)
+    for a, b in zip(fast, plain):
+        assert rel_diff(a.params, b.params) < 1e-4
