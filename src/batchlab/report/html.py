@@ -386,25 +386,13 @@ def render_study_report(
     )
 
 
-def write_study_report(
-    path: Path,
-    *,
-    study: str,
-    title: str,
-    description: str,
-    meta: dict,
-    figures: list[FigureRef],
-    tables: list[Table],
-    claims: list[Claim],
-) -> Path:
+def write_study_report(path: Path, **fields) -> Path:
     """Write one self-contained HTML report for a study (figures embedded, CSS inline), atomically.
 
-    Sections: title and description, what was run (``meta``), claims table, figures, tables.
+    `fields` are those of :func:`render_study_report` (study, title, description, meta, figures,
+    tables, claims). Sections: title and description, what was run, claims, figures, tables.
     """
-    html = render_study_report(
-        study=study, title=title, description=description, meta=meta, figures=figures, tables=tables, claims=claims
-    )
-    return atomic_write_text(Path(path), html)
+    return atomic_write_text(Path(path), render_study_report(**fields))
 
 
 def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Claim], total_wall_s: float) -> str:
