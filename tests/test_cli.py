@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from batchlab import cli, runner
+from batchlab import cli, executor, runner
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
@@ -205,7 +205,7 @@ def test_interrupt_exits_130_and_resumes(capsys, tmp_path, monkeypatch):
     def interrupt(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "train_group", interrupt)
+    monkeypatch.setattr(executor, "train_group", interrupt)
     code, stdout, err = cli_run(capsys, "run", STUDY, *TINY, "--device", "cpu", "--out", out)
     assert code == 130 and stdout == ""
     assert "Traceback" not in err and "run the same command again to resume" in err.splitlines()[-1]

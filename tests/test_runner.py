@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from batchlab import runner
+from batchlab import executor, runner
 from batchlab.errors import UsageError
 from batchlab.runner import check_writable, make_config, parse_sets, parse_value, run_study, write_report
 from batchlab.store import Store
@@ -164,7 +164,7 @@ def test_partial_plan_trains_only_missing_runs(tmp_path):
 def test_interrupted_study_resumes(tmp_path, monkeypatch):
     """Ctrl-C after the first group: its runs are in the store, the rerun trains only the rest."""
     out = tmp_path / "res"
-    real = runner.train_group
+    real = executor.train_group
     calls = []
 
     def interrupted(group, **kw):
@@ -173,7 +173,7 @@ def test_interrupted_study_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(group, **kw)
 
-    monkeypatch.setattr(runner, "train_group", interrupted)
+    monkeypatch.setattr(executor, "train_group", interrupted)
     overrides = TINY | {"batch_sizes": [64, 256]}
     with pytest.raises(KeyboardInterrupt):
         run_study(STUDY, overrides=overrides, device="cpu", out=out)
@@ -181,7 +181,7 @@ def test_interrupted_study_resumes(tmp_path, monkeypatch):
         assert store.count_runs() == 2  # the first group (batch 64, 2 seeds) was saved
         assert store.study(STUDY) is None
     assert not (out / STUDY / "report.html").exists()
-    monkeypatch.setattr(runner, "train_group", real)
+    monkeypatch.setattr(executor, "train_group", real)
     resumed = run_study(STUDY, overrides=overrides, device="cpu", out=out)
     assert (resumed.trained, resumed.reused) == (2, 2)
 
@@ -195,7 +195,7 @@ def test_rerun_and_report_do_not_train(tmp_path, monkeypatch):
     def no_training(*a, **kw):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(runner, "train_group", no_training)
+    monkeypatch.setattr(executor, "train_group", no_training)
     again = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256]}, device="cpu", out=out)
     assert (again.trained, again.reused) == (0, 4)
     report = out / STUDY / "report.html"

@@ -7,7 +7,6 @@ same command resumes.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -105,6 +104,27 @@ class TrainingProgress(Monitor):
         if self.progress is not None:
             self.progress.update(self.task, saved=self.saved_runs)
 
+    def tasks(self, pending: int) -> None:
+        self.tasks_total, self.tasks_done = pending, 0
+        self.t_tasks = time.perf_counter()
+        if not self.live:
+            note(f"{self.study}: computing {pending} tasks")
+            return
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("tasks"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task(self.study, total=pending)
+
+    def task_done(self) -> None:
+        self.tasks_done += 1
+        if self.progress is not None:
+            self.progress.advance(self.task, 1)
+            if self.tasks_done == self.tasks_total:
+                self.close()
+        elif self.tasks_done == self.tasks_total:
+            note(f"  {self.tasks_done}/{self.tasks_total} tasks in {_clock(time.perf_counter() - self.t_tasks)}")
+
     def finish(self) -> None:
         self.close()
         if not self.live and self.runs:
@@ -142,12 +162,11 @@ def _train(prep):
         bar.close()
 
 
-def use_data_dir(data_dir: Optional[Path]) -> None:
-    """--data-dir is searched first, as $BATCHLAB_DATA is (datasets.registry's search path)."""
-    if data_dir is not None:
-        if not data_dir.is_dir():
-            raise UsageError(f"--data-dir {data_dir}: not a directory")
-        os.environ["BATCHLAB_DATA"] = str(data_dir)
+def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
+    """--data-dir is searched first (before $BATCHLAB_DATA); it is passed explicitly to every work unit."""
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir}: not a directory")
+    return None if data_dir is None else str(data_dir)
 
 
 @app.command("list")
@@ -169,8 +188,8 @@ def run(study: str = typer.Argument(..., help="Study name (see `batchlab list`).
     """Run a study (skipping runs already in the store) and write its report."""
     from .runner import parse_sets, prepare
 
-    use_data_dir(data_dir)
-    prep = prepare(study, profile=profile, overrides=parse_sets(set_), device=device, out=out)
+    prep = prepare(study, profile=profile, overrides=parse_sets(set_), device=device, out=out,
+                   data_dir=use_data_dir(data_dir))
     result = _train(prep)
     out_console.print(f"{study}: trained {result.trained} runs, reused {result.reused} from the store, "
                       f"{result.wall_s:.1f} s", highlight=False, markup=False, soft_wrap=True)
@@ -194,7 +213,7 @@ def reproduce(profile: Optional[str] = typer.Option(
                   None, "--profile", help="quick | full (default: full on a GPU, quick on a CPU)"),
               device: str = DEVICE, out: Path = OUT, data_dir: Optional[Path] = DATA_DIR) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
-    use_data_dir(data_dir)
+    data_dir = use_data_dir(data_dir)
     from .env import environment
     from .report.html import write_index
     from .runner import check_device, prepare
@@ -203,7 +222,7 @@ def reproduce(profile: Optional[str] = typer.Option(
     if profile is None:
         profile = "full" if check_device(device).type == "cuda" else "quick"
     # validate every study before training any, so bad input stops us before anything is written
-    preps = [prepare(name, profile=profile, device=device, out=out) for name in REGISTRY]
+    preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in REGISTRY]
     t0 = time.perf_counter()
     studies, claims = [], []
     for prep in preps:

@@ -1,9 +1,12 @@
-"""From a study name to a report: config -> plan -> skip finished -> group -> train -> store -> report.
+"""The driver: config -> plan -> skip what the store has -> group -> execute -> store -> report.
 
 `run_study` is what `batchlab run` does. It is two steps: `prepare` checks everything the user gave
 (study, profile, `--set` keys and values, device, output directory, data) and writes nothing;
-`execute` trains what the store lacks and writes the report. `write_report` is where
-`batchlab report` starts (it recomputes tables, figures and claims from the store without training).
+`execute` computes what the store lacks and writes the report. A plan holds training runs and
+tasks; runs are trained first (also runs that are only needed for a task's checkpoint), then the
+tasks, each starting from its checkpoint read back from the store. The driver alone writes the
+store, one transaction per finished unit. `write_report` is where `batchlab report` starts (it
+recomputes tables, figures and claims from the store without computing anything).
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from typing import Any
 import pydantic
 import torch
 
-from .engine import RunResult, RunSpec, partition, resolve_device, train_group
-from .env import environment
+from .engine import RunResult, RunSpec, partition, resolve_device
+from .engine.spec import TaskSpec, Unit
 from .errors import UsageError
+from .executor import LocalExecutor, TaskUnit, TrainUnit
+from .tasks import TaskResult, validate_task
 from .report.figures import save_figure
 from .report.html import FigureRef, write_csv, write_study_report
 from .store import Store
@@ -53,6 +58,12 @@ class Monitor:
 
     def saved(self, runs: int) -> None:
         """`runs` more runs were written to the store."""
+
+    def tasks(self, pending: int) -> None:
+        """`pending` tasks are to be computed (after the runs)."""
+
+    def task_done(self) -> None:
+        """One more task was computed and written to the store."""
 
     def finish(self) -> None:
         """Training is over (the report is written next)."""
@@ -120,7 +131,7 @@ def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str
     return f"invalid config: a planned run has an invalid {loc or 'combination'}: {msg}{got}{more}"
 
 
-def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[RunSpec]]:
+def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[Unit]]:
     """The validated study config and its plan; any problem becomes one clear line (UsageError)."""
     if profile not in study.profiles:
         raise UsageError(f"unknown profile {profile!r} for {study.name}; choose one of {', '.join(study.profiles)}")
@@ -140,6 +151,14 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
         raise UsageError(_validation_message(e, "plan")) from None
     except ValueError as e:
         raise UsageError(f"invalid config: {_one_line(e)}") from None
+    for spec in specs:
+        if isinstance(spec, TaskSpec):
+            try:
+                validate_task(spec)
+            except pydantic.ValidationError as e:
+                raise UsageError(_validation_message(e, "plan")) from None
+            except ValueError as e:
+                raise UsageError(f"invalid config: {_one_line(e)}") from None
     return cfg, specs
 
 
@@ -202,16 +221,20 @@ def _done_in(out: Path, keys: list[str]) -> set[str]:
         raise UsageError(f"cannot read the store in {out}: {_one_line(e)}") from None
 
 
-def check_data(specs: list[RunSpec], device: torch.device) -> None:
+def check_data(specs: list[Unit], device: torch.device, data_dir: str | None = None) -> None:
     """Load (and cache) the data the pending runs need, so a data problem stops us before any write."""
     from .engine.data import load_for
 
     seen = set()
     for spec in specs:
+        if isinstance(spec, TaskSpec):
+            if spec.start is None:
+                continue
+            spec = spec.start.run
         what = (spec.dataset, spec.train_subset, spec.test_subset, spec.normalize, spec.model, spec.precision)
         if what not in seen:
             seen.add(what)
-            load_for(spec, device)  # raises DataError with a one-line message
+            load_for(spec, device, data_dir)  # raises DataError with a one-line message
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -222,9 +245,10 @@ class Prepared:
     study: Study
     profile: str
     config: StudyConfig
-    specs: list[RunSpec]  # unique by key, plan order
+    specs: list[Unit]  # runs and tasks, unique by key, plan order
     out: Path
     device: torch.device
+    data_dir: str | None = None
 
     @property
     def name(self) -> str:
@@ -233,61 +257,135 @@ class Prepared:
 
 def prepare(name: str, *, profile: str = "quick", overrides: dict[str, Any] | None = None,
             device: str | torch.device = "auto", out: str | Path = "batchlab-results",
-            check_data_now: bool = True) -> Prepared:
+            check_data_now: bool = True, data_dir: str | Path | None = None) -> Prepared:
     """Validate everything about a study execution; raise UsageError (or DataError), write nothing."""
     study = lookup(name)
     cfg, specs = make_config(study, profile, overrides or {})
     out = Path(out)
     check_writable(out)
     dev = check_device(device)
+    data_dir = None if data_dir is None else str(data_dir)
     unique = list({s.key: s for s in specs}.values())
     if check_data_now:
         done = _done_in(out, [s.key for s in unique])
-        check_data([s for s in unique if s.key not in done], dev)
-    return Prepared(study, profile, cfg, unique, out, dev)
+        check_data([s for s in unique if s.key not in done], dev, data_dir)
+    return Prepared(study, profile, cfg, unique, out, dev, data_dir)
 
 
-def execute(prep: Prepared, monitor: Monitor | None = None) -> StudyRun:
-    """Train whatever the plan lacks in the store (one transaction per run), then write the report."""
+@dataclass
+class WorkPlan:
+    """What the store lacks: runs to train (with the checkpoints to keep), and tasks to compute."""
+
+    runs: list[RunSpec]
+    checkpoints: dict[str, set[int]]  # run key -> epochs whose weights a pending task needs
+    tasks: list[TaskSpec]
+    rerun_for_checkpoints: set[str]  # runs in the store, trained again only for a missing checkpoint
+
+
+def work_plan(store: Store, units: list[Unit]) -> WorkPlan:
+    """Runs before the tasks that need their checkpoints; nothing that the store already has."""
+    runs = {u.key: u for u in units if isinstance(u, RunSpec)}
+    tasks = [u for u in units if isinstance(u, TaskSpec)]
+    for t in tasks:
+        if t.start is not None:
+            runs.setdefault(t.start.run.key, t.start.run)
+    done = store.done([*runs, *(t.key for t in tasks)])
+    pending_tasks = [t for t in tasks if t.key not in done]
+    checkpoints: dict[str, set[int]] = {}
+    for t in pending_tasks:
+        if t.start is not None:
+            checkpoints.setdefault(t.start.run.key, set()).add(t.start.epoch)
+    rerun = set()
+    for key, epochs in list(checkpoints.items()):
+        if key in done:
+            missing = epochs - store.checkpoint_epochs(key)
+            if missing:
+                checkpoints[key] = missing
+                rerun.add(key)
+            else:
+                del checkpoints[key]
+    pending_runs = [r for k, r in runs.items() if k not in done or k in rerun]
+    return WorkPlan(pending_runs, checkpoints, pending_tasks, rerun)
+
+
+def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecutor | None = None) -> StudyRun:
+    """Compute whatever the plan lacks in the store (one transaction per unit), then write the report."""
     monitor = monitor or Monitor()
+    executor = executor or LocalExecutor()
     t0 = time.perf_counter()
     store = open_store(prep.out)
     try:
-        done = store.done(s.key for s in prep.specs)
-        pending = [s for s in prep.specs if s.key not in done]
-        monitor.start(prep.name, len(prep.specs), len(pending), sum(s.epochs for s in pending))
-        env = environment(prep.device)
+        plan = work_plan(store, prep.specs)
+        planned_runs = [s for s in prep.specs if isinstance(s, RunSpec)]
+        monitor.start(prep.name, len(planned_runs), len(plan.runs), sum(s.epochs for s in plan.runs))
+        env: dict = {}
+
         def save_chunk(results: list[RunResult]) -> None:
             for result in results:
-                save_result(store, result, env)
+                env.update(result.env)
+                save_result(store, result, rerun=result.key in plan.rerun_for_checkpoints)
             monitor.saved(len(results))
 
-        for group in partition(pending):
-            train_group(group, device=prep.device, on_epoch=monitor.epoch, on_chunk=save_chunk)
+        units = [TrainUnit(tuple(group), {s.key: tuple(sorted(plan.checkpoints.get(s.key, ()))) for s in group})
+                 for group in partition(plan.runs)]
+        for _ in executor.map(units, prep.device, prep.data_dir, on_epoch=monitor.epoch, on_chunk=save_chunk):
+            pass
         monitor.finish()
+        if plan.tasks:
+            monitor.tasks(len(plan.tasks))
+            task_units = (TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch))
+                          for t in plan.tasks)
+            for _, result in executor.map(task_units, prep.device, prep.data_dir):
+                env.update(result.env)
+                save_task(store, result)
+                monitor.task_done()
         wall = time.perf_counter() - t0
+        trained = len(plan.runs) + len(plan.tasks)
+        env = env or _environment(prep.device)
         meta = {"profile": prep.profile, "device": env["device"], "torch": env["torch"],
-                "git_commit": env["git_commit"], "trained_runs": len(pending),
-                "reused_runs": len(prep.specs) - len(pending)}
+                "git_commit": env["git_commit"], "trained_runs": len(plan.runs), "computed_tasks": len(plan.tasks),
+                "reused_units": len(prep.specs) - trained}
         store.save_study(name=prep.name, profile=prep.profile, config=prep.config.model_dump(mode="json"),
                          run_keys=[s.key for s in prep.specs], wall_s=wall, meta=meta)
         report, output = write_report(prep.name, prep.out, profile=prep.profile, store=store)
     finally:
         store.close()
-    return StudyRun(prep.name, prep.profile, report, wall, len(pending), len(prep.specs) - len(pending), output)
+    return StudyRun(prep.name, prep.profile, report, wall, trained, max(len(prep.specs) - trained, 0), output)
+
+
+def _environment(device: torch.device) -> dict:
+    from .env import environment
+
+    return environment(device)
 
 
 def run_study(name: str, *, profile: str = "quick", overrides: dict[str, Any] | None = None,
               device: str = "auto", out: str | Path = "batchlab-results",
-              monitor: Monitor | None = None) -> StudyRun:
-    """Train whatever the study's plan lacks in the store, then write its report."""
-    return execute(prepare(name, profile=profile, overrides=overrides, device=device, out=out), monitor)
+              monitor: Monitor | None = None, data_dir: str | Path | None = None) -> StudyRun:
+    """Compute whatever the study's plan lacks in the store, then write its report."""
+    return execute(prepare(name, profile=profile, overrides=overrides, device=device, out=out, data_dir=data_dir),
+                   monitor)
 
 
-def save_result(store: Store, result: RunResult, env: dict) -> None:
+def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None:
+    """A training run and the checkpoints it was asked to keep, in one transaction. A run trained again
+    only for a missing checkpoint adds that checkpoint and leaves its stored row as it was."""
+    arrays = {(name, epoch): a for epoch, ckpt in result.checkpoints.items() for name, a in ckpt.items()}
+    if rerun:
+        store.save_artifacts(result.key, arrays)
+        return
     store.save_run(key=result.key, config=result.spec.full_dict(), seed=result.spec.seed, status=result.status,
                    diverged_step=result.diverged_step, steps=result.steps, wall_s=result.wall_s,
-                   group_size=result.group_size, env=env, metrics=result.metrics)
+                   group_size=result.group_size, env=result.env, metrics=result.metrics, arrays=arrays)
+
+
+def save_task(store: Store, result: TaskResult) -> None:
+    """A task's scalars (as metrics at step 0) and arrays, in one transaction."""
+    metrics = [{"epoch": 0, "step": 0, **result.scalars}] if result.scalars else []
+    store.save_run(key=result.key, config=result.spec.full_dict(), seed=result.spec.seed, status=result.status,
+                   diverged_step=None, steps=0, wall_s=result.wall_s, group_size=1, env=result.env, metrics=metrics,
+                   kind=f"task:{result.spec.kind}", error=result.error,
+                   arrays={(name, -1): a for name, a in result.arrays.items()})
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -318,7 +416,7 @@ def write_report(name: str, out: str | Path, *, profile: str | None = None,
         except ValueError as e:  # pydantic.ValidationError included: the study changed since the run
             raise UsageError(f"the recorded config of {name} in {out} is no longer valid "
                              f"({_one_line(e)}); run the study again") from None
-        results = Results(store.runs(s.key for s in specs))
+        results = Results(store.runs(s.key for s in specs), store.load_array)
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
         output = study.analyze(cfg, results)

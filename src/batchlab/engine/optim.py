@@ -1,8 +1,11 @@
-"""Functional optimizers over stacked parameters [R, ...], each run with its own hyperparameters.
+"""Functional optimizers over stacked parameters [R, ...]: a registry of per-tensor update rules.
 
-Per-run hyperparameters are tensors with a leading run dimension, so one kernel updates every run
-of a group. The update formulas follow torch.optim exactly (same operation order), which the tests
-check to 1e-12 in float64:
+Like optax, an optimizer is a small rule applied to one parameter tensor at a time: `init` makes
+its state, `update` changes the parameter in place. Here every tensor carries a leading run
+dimension and every hyperparameter is a per-run tensor, so one kernel updates all runs of a group;
+a rule also receives the parameter's name, so a layer-wise rule (LARS, LAMB) can tell weights
+from biases and norm parameters. The formulas follow torch.optim exactly (same operation order),
+which the tests check to 1e-12 in float64:
 
 - SGD (Robbins & Monro 1951) with L2 weight decay, heavy-ball momentum (Polyak 1964) and Nesterov
   momentum as formulated by Sutskever et al. (2013) / torch.optim.SGD:
@@ -15,11 +18,85 @@ A run whose `alive` flag is False is frozen: its parameters are left exactly as 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .spec import RunSpec
 
+# per-run hyperparameters every rule may read, each a [R] tensor (besides lr and alive, per step)
+HYPERPARAMETERS = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps")
+
+
+@dataclass
+class RuleOptions:
+    """What a rule may skip for a whole group: a term whose hyperparameter is 0 in every run."""
+
+    momentum: bool
+    weight_decay: bool
+
+
+class UpdateRule:
+    """One optimizer family: its state per parameter tensor and its in-place update."""
+
+    def init(self, name: str, p: torch.Tensor, opts: RuleOptions) -> dict[str, torch.Tensor]:
+        return {}
+
+    def update(self, name: str, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
+               hp: dict[str, torch.Tensor], t: torch.Tensor, opts: RuleOptions) -> None:
+        raise NotImplementedError
+
+
+def per_run(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A [R] hyperparameter shaped to broadcast against a [R, ...] tensor of `dim` dimensions."""
+    return x.view(-1, *([1] * (dim - 1)))
+
+
+class SGD(UpdateRule):
+    def init(self, name, p, opts):
+        return {"buf": torch.zeros_like(p)} if opts.momentum else {}
+
+    def update(self, name, p, g, state, hp, t, opts):
+        v = lambda k: per_run(hp[k], p.dim())  # noqa: E731
+        if opts.weight_decay:
+            g = g + v("wd") * p
+        if opts.momentum:
+            buf = state["buf"]
+            buf.mul_(v("momentum")).add_(g)
+            g = torch.where(v("nesterov"), g + v("momentum") * buf, buf)
+        p.sub_(torch.where(v("alive"), v("lr") * g, 0))
+
+
+class Adam(UpdateRule):
+    """Adam, and AdamW where a run's `decoupled` flag is 1."""
+
+    def init(self, name, p, opts):
+        return {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+
+    def update(self, name, p, g, state, hp, t, opts):
+        v = lambda k: per_run(hp[k], p.dim())  # noqa: E731
+        lr = v("lr") * v("alive")
+        if opts.weight_decay:
+            p.mul_(1 - lr * v("wd") * v("decoupled"))
+            g = g + (v("wd") * (1 - v("decoupled"))) * p
+        b1, b2 = v("beta1"), v("beta2")
+        state["m"].lerp_(g, 1 - b1)
+        state["v"].mul_(b2).addcmul_(g, g * (1 - b2))
+        bc1 = 1 - b1**t
+        bc2_sqrt = (1 - b2**t).sqrt()
+        denom = (state["v"].sqrt() / bc2_sqrt).add_(v("eps"))
+        p.sub_(torch.where(v("alive"), (lr / bc1) * state["m"] / denom, 0))
+
+
+# optimizer name (RunSpec.optimizer) -> the rule that updates it; runs of one rule share kernels
+RULES: dict[str, UpdateRule] = {"sgd": SGD(), "adam": Adam(), "adamw": Adam()}
 FAMILY = {"sgd": "sgd", "adam": "adam", "adamw": "adam"}
+
+
+def register_rule(optimizer: str, rule: UpdateRule, family: str | None = None) -> None:
+    """Add an optimizer: `RunSpec.optimizer == optimizer` runs are updated by `rule`."""
+    RULES[optimizer] = rule
+    FAMILY[optimizer] = family or optimizer
 
 
 def _col(values, ref: torch.Tensor) -> torch.Tensor:
@@ -33,82 +110,51 @@ class StackedOptimizer:
         ref = next(iter(params.values()))
         self.families: dict[str, torch.Tensor | None] = {}
         kinds = [FAMILY[s.optimizer] for s in specs]
+        self.rules = {FAMILY[s.optimizer]: RULES[s.optimizer] for s in specs}
         for fam in dict.fromkeys(kinds):
             idx = [i for i, k in enumerate(kinds) if k == fam]
             self.families[fam] = None if len(idx) == len(specs) else torch.tensor(idx, device=ref.device)
-        self.wd = _col([s.weight_decay for s in specs], ref)
-        self.momentum = _col([s.momentum for s in specs], ref)
-        self.nesterov = torch.tensor([s.nesterov for s in specs], device=ref.device)
-        self.decoupled = _col([float(s.optimizer == "adamw") for s in specs], ref)
-        self.beta1 = _col([s.betas[0] for s in specs], ref)
-        self.beta2 = _col([s.betas[1] for s in specs], ref)
-        self.eps = _col([s.eps for s in specs], ref)
-        self.use_momentum = any(s.momentum > 0 for s in specs if FAMILY[s.optimizer] == "sgd")
-        self.use_wd = any(s.weight_decay > 0 for s in specs)
+        self.hp = {
+            "wd": _col([s.weight_decay for s in specs], ref),
+            "momentum": _col([s.momentum for s in specs], ref),
+            "nesterov": torch.tensor([s.nesterov for s in specs], device=ref.device),
+            "decoupled": _col([float(s.optimizer == "adamw") for s in specs], ref),
+            "beta1": _col([s.betas[0] for s in specs], ref),
+            "beta2": _col([s.betas[1] for s in specs], ref),
+            "eps": _col([s.eps for s in specs], ref),
+        }
+        self.opts = {
+            fam: RuleOptions(
+                momentum=any(s.momentum > 0 for s, k in zip(specs, kinds) if k == fam),
+                weight_decay=any(s.weight_decay > 0 for s in specs),
+            )
+            for fam in self.families
+        }
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         for name, p in params.items():
-            st = {}
-            if "sgd" in self.families and self.use_momentum:
-                st["buf"] = torch.zeros_like(p)
-            if "adam" in self.families:
-                st["m"] = torch.zeros_like(p)
-                st["v"] = torch.zeros_like(p)
+            st: dict[str, torch.Tensor] = {}
+            for fam, rule in self.rules.items():  # a mixed group keeps each family's state for all runs
+                st |= rule.init(name, p, self.opts[fam])
             self.state[name] = st
-        self.t = torch.zeros((), device=ref.device, dtype=ref.dtype)  # Adam's step count, on device
+        self.t = torch.zeros((), device=ref.device, dtype=ref.dtype)  # the step count, on the device
 
     @torch.no_grad()
-    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-             lr: torch.Tensor, alive: torch.Tensor) -> None:
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor,
+             alive: torch.Tensor) -> None:
         """Update `params` in place. lr: [R] for this step; alive: [R] bool."""
         self.t += 1
-        if len(self.families) == 1:
-            (fam,) = self.families
-            return self._update_family(fam, list(params.values()), [grads[n] for n in params],
-                                    [self.state[n] for n in params], self._hp(lr, alive, None))
-        for fam, idx in self.families.items():  # a mixed group: each family on its runs' slice
-            update = self._sgd if fam == "sgd" else self._adam
-            for name, p in params.items():
+        hp = self.hp | {"lr": lr, "alive": alive}
+        for fam, idx in self.families.items():
+            rule, opts = self.rules[fam], self.opts[fam]
+            if idx is None:  # every run of the group has this rule: update the stacked tensors directly
+                for name, p in params.items():
+                    rule.update(name, p, grads[name], self.state[name], hp, self.t, opts)
+                continue
+            sub_hp = {k: v.index_select(0, idx) for k, v in hp.items()}
+            for name, p in params.items():  # a mixed group: each family on its runs' slice
                 st = self.state[name]
                 sub_p, sub_st = p.index_select(0, idx), {k: v.index_select(0, idx) for k, v in st.items()}
-                update(sub_p, grads[name].index_select(0, idx), sub_st, self._hp(lr, alive, idx), p.dim())
+                rule.update(name, sub_p, grads[name].index_select(0, idx), sub_st, sub_hp, self.t, opts)
                 p.index_copy_(0, idx, sub_p)
                 for k, v in sub_st.items():
                     st[k].index_copy_(0, idx, v)
-
-    def _update_family(self, fam, params, grads, states, hp):
-        update = self._sgd if fam == "sgd" else self._adam
-        for p, g, st in zip(params, grads, states):
-            update(p, g, st, hp, p.dim())
-
-    def _hp(self, lr, alive, idx):
-        names = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps")
-        hp = {n: getattr(self, n) for n in names} | {"lr": lr, "alive": alive}
-        return hp if idx is None else {k: v.index_select(0, idx) for k, v in hp.items()}
-
-    @staticmethod
-    def _view(x: torch.Tensor, dim: int) -> torch.Tensor:
-        return x.view(-1, *([1] * (dim - 1)))
-
-    def _sgd(self, p, g, st, hp, dim):
-        v = lambda k: self._view(hp[k], dim)  # noqa: E731
-        if self.use_wd:
-            g = g + v("wd") * p
-        if self.use_momentum:
-            buf = st["buf"]
-            buf.mul_(v("momentum")).add_(g)
-            g = torch.where(v("nesterov"), g + v("momentum") * buf, buf)
-        p.sub_(torch.where(v("alive"), v("lr") * g, 0))
-
-    def _adam(self, p, g, st, hp, dim):
-        v = lambda k: self._view(hp[k], dim)  # noqa: E731
-        lr = v("lr") * v("alive")
-        if self.use_wd:
-            p.mul_(1 - lr * v("wd") * v("decoupled"))
-            g = g + (v("wd") * (1 - v("decoupled"))) * p
-        b1, b2 = v("beta1"), v("beta2")
-        st["m"].lerp_(g, 1 - b1)
-        st["v"].mul_(b2).addcmul_(g, g * (1 - b2))
-        bc1 = 1 - b1 ** self.t
-        bc2_sqrt = (1 - b2 ** self.t).sqrt()
-        denom = (st["v"].sqrt() / bc2_sqrt).add_(v("eps"))
-        p.sub_(torch.where(v("alive"), (lr / bc1) * st["m"] / denom, 0))

@@ -1,14 +1,15 @@
-"""RunSpec: a frozen, validated, serialisable description of one training run.
+"""Work units as plain data: a RunSpec (one training run) and a TaskSpec (a computation at fixed weights).
 
-A RunSpec is plain data (spec 07): it can be hashed, stored, sent to another machine. Its `key` is
-a content hash of the fields that differ from their defaults, so adding a new option with a default
-that keeps the old behaviour does not change the keys of runs already in a store.
+Both are frozen, validated and serialisable: they can be hashed, stored and sent to another
+process or machine, which is what makes caching, resuming and a distributed executor possible. A
+`key` is a content hash of the fields that differ from their defaults, so adding a new option with
+a default that keeps the old behaviour does not change the keys of units already in a store.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,7 +38,11 @@ class LRSchedule(BaseModel):
 
 
 class RunSpec(BaseModel):
-    """One training trajectory (spec 06 contract). Every hyperparameter is visible here."""
+    """One training trajectory: model, seeds, optimizer, schedules, precision, what to measure and when.
+
+    Every hyperparameter is visible here; two studies that need the same run build equal specs,
+    hence equal keys, and the run is trained once.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,11 +70,18 @@ class RunSpec(BaseModel):
     batch_switch: tuple[tuple[int, int], ...] = ()  # (epoch, batch_size): from that epoch on
     epochs: int = Field(30, ge=0)
     drop_last: bool = False
+    # gradient accumulation: each step's batch is computed as micro-batches of this size and their
+    # gradients combined before one update (equal to the direct batch up to rounding, without BatchNorm)
+    micro_batch: int | None = Field(None, ge=1)
     loss_reduction: Literal["mean", "sum"] = "mean"
     precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     # randomness
     seed: int = Field(0, ge=0)
     data_seed: int | None = Field(None, ge=0)
+    # measurement: which probes run (see batchlab.probes.PROBES) and how often: after every epoch
+    # (eval_every=0), or every eval_every steps and at the end; probes=() measures nothing
+    probes: tuple[str, ...] = ("metrics", "geometry")
+    eval_every: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "RunSpec":
@@ -87,6 +99,10 @@ class RunSpec(BaseModel):
             last = epoch
         if self.optimizer == "sgd" and self.betas != (0.9, 0.999):
             raise ValueError("betas apply to adam/adamw only")
+        if self.micro_batch is not None:
+            sizes = {self.batch_size} | {b for _, b in self.batch_switch}
+            if any(b % self.micro_batch for b in sizes):
+                raise ValueError(f"micro_batch {self.micro_batch} must divide every batch size ({sorted(sizes)})")
         return self
 
     # --- derived values -------------------------------------------------------------------------
@@ -115,8 +131,8 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-# Fields a group's runs must share so that they can step in lock-step (spec 06): everything
-# except seeds and the optimizer's hyperparameters, which live in per-run tensors.
+# Fields a group's runs must share so that they can step in lock-step: everything except seeds and
+# the optimizer's hyperparameters, which live in per-run tensors.
 PER_RUN_FIELDS = frozenset({"seed", "data_seed", "optimizer", "lr", "momentum", "nesterov",
                             "weight_decay", "betas", "eps", "lr_schedule"})
 
@@ -124,3 +140,49 @@ PER_RUN_FIELDS = frozenset({"seed", "data_seed", "optimizer", "lr", "momentum", 
 def group_key(spec: RunSpec) -> str:
     shared = {k: v for k, v in spec.full_dict().items() if k not in PER_RUN_FIELDS}
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Checkpoint(BaseModel):
+    """The weights of `run` after `epoch` epochs (0: its initialisation), as a task's starting point."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run: RunSpec
+    epoch: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _inside(self) -> "Checkpoint":
+        if self.epoch > self.run.epochs:
+            raise ValueError(f"checkpoint epoch {self.epoch} is after the run's last epoch ({self.run.epochs})")
+        return self
+
+
+class TaskSpec(BaseModel):
+    """A computation at fixed weights: a registered `kind` (batchlab.tasks.TASKS), its arguments, a seed,
+    and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
+    arrays and scalars. The runner trains the checkpoint's run first when the store lacks it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0)
+    start: Checkpoint | None = None
+
+    def as_dict(self) -> dict:
+        return json.loads(self.model_dump_json(exclude_defaults=True))
+
+    def full_dict(self) -> dict:
+        return json.loads(self.model_dump_json())
+
+    @property
+    def key(self) -> str:
+        # the start is named by its run's key, so a task's key follows the run's own key rules
+        body = {"unit": "task", "kind": self.kind, "args": self.args, "seed": self.seed}
+        if self.start is not None:
+            body["start"] = {"run": self.start.run.key, "epoch": self.start.epoch}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+Unit = RunSpec | TaskSpec

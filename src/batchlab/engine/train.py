@@ -1,9 +1,12 @@
-"""The lock-step loop: a group of independent runs trained together on one device (spec 06).
+"""The lock-step loop: a group of independent runs trained together on one device.
 
 Each step: gather every run's batch on the device by index, one batched forward and backward
 (torch.func vmap over stacked parameters), per-run loss check (divergence mask), functional
 optimizer update with the per-run lr read from a precomputed device table. No host
-synchronisation happens inside an epoch; metrics are read back once per epoch.
+synchronisation happens inside an epoch; the probes' values are read back at each evaluation.
+
+A run's result does not depend on its group: its init and its data order come from its own seed
+(or from a given checkpoint and a given index sequence), and every kernel treats runs separately.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ import torch
 
 from ..datasets import Dataset
 from ..models import Stack, build_model
-from ..probes import evaluate, geometry, per_run_loss
+from ..probes import ProbeContext, run_probes
 from .data import compute_dtype, data_order, load_for
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
+from .step import accumulate_grads, batch_losses
 
 
 # Batches up to this size use the compiled multiply-sum layers of `stacked_mlp_forward` when a
@@ -34,7 +38,7 @@ MATVEC_MAX_BATCH = int(os.environ.get("BATCHLAB_MATVEC_MAX_BATCH", "4"))
 
 @dataclass
 class RunResult:
-    """What one run produced: status, per-epoch metrics, timing (and final parameters if asked)."""
+    """What one run produced: status, metrics at each evaluation, timing, and the weights if asked."""
 
     spec: RunSpec
     status: str  # "finished" | "diverged"
@@ -44,6 +48,10 @@ class RunResult:
     group_size: int
     steps: int
     params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    buffers: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # e.g. BatchNorm running stats
+    # epoch -> the run's weights after that epoch (0: at init), as "param:<name>"/"buffer:<name>" arrays
+    checkpoints: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    env: dict = field(default_factory=dict)  # where it was computed (set by the executor)
 
     @property
     def key(self) -> str:
@@ -99,10 +107,17 @@ def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: 
 
 
 class GroupTrainer:
-    """One chunk of a group: stacked parameters, optimizer state and the loop over its steps."""
+    """One chunk of a group: stacked parameters, optimizer state and the loop over its steps.
+
+    `start` (optional) gives the runs' initial weights instead of their seeds' init: {"param:<name>":
+    [R, ...], "buffer:<name>": [R, ...]}. `orders` (optional) gives each run its own example order
+    instead of `data_order(seed, epoch)`: per run None, an index array [n_train] used every epoch, or
+    [epochs, n_train], one row per epoch.
+    """
 
     def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device, graphs: bool = True,
-                 fused: bool | None = None):
+                 fused: bool | None = None, start: dict[str, np.ndarray] | None = None,
+                 orders: list | None = None):
         self.specs, self.data, self.device = specs, data, device
         # CUDA graphs: each batch shape's whole step is captured once and replayed (spec 06, P2)
         self.use_graphs = graphs and device.type == "cuda"
@@ -114,7 +129,14 @@ class GroupTrainer:
         self.dtype = compute_dtype(head.precision)
         base = build_model(head.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1,
                            widths=head.widths, activation=head.activation)
-        self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
+        if start is None:
+            self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
+        else:
+            self.stack = Stack.from_params(
+                base, {k.removeprefix("param:"): torch.as_tensor(v) for k, v in start.items() if k.startswith("param:")},
+                {k.removeprefix("buffer:"): torch.as_tensor(v) for k, v in start.items() if k.startswith("buffer:")},
+                device, self.dtype)
+        self.orders = self._check_orders(orders, len(specs), data.n_train, len(epoch_plan(head, data.n_train)))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
         for p in self.stack.params.values():
             p.requires_grad_(True)
@@ -129,6 +151,8 @@ class GroupTrainer:
         self.offset = torch.zeros((), dtype=torch.long, device=device)  # position in the epoch's order
         self.perm = torch.empty((r, data.n_train), dtype=torch.long, device=device)  # static: graphs read it
         self.arange = torch.arange(data.n_train, device=device)
+        self.micro_batch = head.micro_batch
+        self.probes, self.eval_every = head.probes, head.eval_every
         # fused: torch.compile merges the loss and the per-step bookkeeping + optimizer update into a
         # few generated kernels (each weight read once per update instead of once per elementwise op).
         self.loss_fn, self.finish_step = self._loss, self._finish_step
@@ -137,20 +161,39 @@ class GroupTrainer:
             self.finish_step = torch.compile(self._finish_step)
             self.stack.matvec_max_batch = MATVEC_MAX_BATCH if len(specs) > 1 else 0
 
+    @staticmethod
+    def _check_orders(orders, runs: int, n: int, epochs: int) -> list | None:
+        if orders is None:
+            return None
+        if len(orders) != runs:
+            raise ValueError(f"orders: one entry per run expected ({runs}), got {len(orders)}")
+        out = []
+        for r, order in enumerate(orders):
+            if order is None:
+                out.append(None)
+                continue
+            o = torch.as_tensor(np.asarray(order), dtype=torch.long)
+            if o.dim() == 1:
+                o = o.unsqueeze(0).expand(epochs, -1)
+            if o.dim() != 2 or o.shape[1] != n or o.shape[0] < epochs:
+                raise ValueError(f"orders[{r}]: expected [{n}] or [{epochs}, {n}] example indices, got {list(o.shape)}")
+            if o.numel() and (int(o.min()) < 0 or int(o.max()) >= n):
+                raise ValueError(f"orders[{r}]: example indices must lie in 0..{n - 1}")
+            out.append(o)
+        return out
+
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
         idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
-        losses = self.loss_fn(idx)
-        names = list(self.stack.params)
-        grads = torch.autograd.grad(losses.sum(), [self.stack.params[n] for n in names])
-        self.finish_step(losses.detach(), dict(zip(names, grads)), batch_size)
+        losses, grads = accumulate_grads(self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch,
+                                         reduction=self.reduction)
+        self.finish_step(losses, grads, batch_size)
 
     def _loss(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-run loss of each run's batch, gathered on the device."""
-        x, y = self.data.x_train[idx], self.data.y_train[idx]
-        with autocast_mode(self.precision, self.device):
-            out = self.stack.forward(x)
-        return per_run_loss(out, y, self.task, self.reduction)
+        autocast = torch.autocast(self.device.type, torch.bfloat16) if self.precision == "bf16" else None
+        return batch_losses(self.stack, self.data.x_train[idx], self.data.y_train[idx], task=self.task,
+                            reduction=self.reduction, autocast=autocast)
 
     def _finish_step(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
         """Divergence mask, this step's lr from the table, the update, the counters."""
@@ -196,31 +239,45 @@ class GroupTrainer:
 
     def start_epoch(self, epoch: int) -> None:
         n = self.data.n_train
-        order = torch.stack([data_order(s.order_seed, epoch, n) for s in self.specs])
+        given = self.orders or [None] * len(self.specs)
+        order = torch.stack([data_order(s.order_seed, epoch, n) if o is None else o[epoch]
+                             for s, o in zip(self.specs, given)])
         self.perm.copy_(order)
         self.offset.zero_()
 
-    def train_epoch(self, epoch: int) -> int:
-        """All steps of one epoch (the last batch may be smaller, unless drop_last); returns steps."""
+    def train_epoch(self, epoch: int, step0: int = 0, on_step: Callable[[int, float], None] | None = None) -> int:
+        """All steps of one epoch (the last batch may be smaller, unless drop_last); returns steps.
+
+        `on_step(global_step, fractional_epoch)` is called after each step (the host's own counter:
+        no device synchronisation).
+        """
         batch_size, steps = self.plan[epoch]
         self.start_epoch(epoch)
         for k in range(steps):
             self.step(min(batch_size, self.data.n_train - k * batch_size))
+            if on_step is not None:
+                on_step(step0 + k + 1, epoch + (k + 1) / steps)
         return steps
 
     @torch.no_grad()
     def measure(self) -> dict[str, torch.Tensor]:
-        """Full train and test loss/accuracy, distances and cosines, for every run."""
+        """The runs' probes (by default: train and test loss/accuracy, distances and cosines), per run."""
+        if not self.probes:
+            return {}
+
         def fwd(xc):
             with autocast_mode(self.precision, self.device):
-                return self.stack.forward(xc, shared_input=True, train=False)
+                return self.stack.forward(xc, shared_input=True, bn_mode="eval")
 
-        r, d = len(self.specs), self.data
+        ctx = ProbeContext(self.stack.params, self.init, self.data, fwd, len(self.specs))
         with tf32_mode(self.precision):
-            values = {f"train_{k}": v for k, v in evaluate(fwd, d.x_train, d.y_train, r, self.task).items()}
-            values |= {f"test_{k}": v for k, v in evaluate(fwd, d.x_test, d.y_test, r, self.task).items()}
-        values |= geometry(self.stack.params, self.init)
-        return values
+            return run_probes(self.probes, ctx)
+
+    def snapshot(self) -> list[dict[str, np.ndarray]]:
+        """Every run's current weights and buffers as host arrays (a checkpoint)."""
+        host = {f"param:{k}": v.detach().cpu().numpy() for k, v in self.stack.params.items()}
+        host |= {f"buffer:{k}": v.detach().cpu().numpy() for k, v in self.stack.buffers.items()}
+        return [{k: v[r].copy() for k, v in host.items()} for r in range(len(self.specs))]
 
     def freeze_nonfinite(self) -> None:
         """Catch parameters that overflowed without a non-finite loss yet (checked once an epoch)."""
@@ -229,19 +286,40 @@ class GroupTrainer:
         self.diverged_step.copy_(torch.where(newly, self.step_t - 1, self.diverged_step))
         self.alive &= ok
 
-    def run(self, on_epoch: EpochCallback | None = None, keep_params: bool = False) -> list[RunResult]:
+    def run(self, on_epoch: EpochCallback | None = None, keep_params: bool = False,
+            checkpoints: set[int] | frozenset[int] = frozenset()) -> list[RunResult]:
+        """Train every epoch, evaluating at the runs' cadence; keep the weights at `checkpoints` epochs."""
         t0 = time.perf_counter()
         records: list[dict] = []
-        records.append({"epoch": 0, "step": 0, **self.measure()})
+        saved: dict[int, list[dict[str, np.ndarray]]] = {}
+
+        def record(step: int, epoch: float) -> None:
+            if self.probes and (not records or records[-1]["step"] != step):
+                records.append({"epoch": epoch, "step": step, **self.measure()})
+
+        def every_n_steps(step: int, epoch: float) -> None:
+            if step % self.eval_every == 0:
+                record(step, epoch)
+
+        record(0, 0)
+        if 0 in checkpoints:
+            saved[0] = self.snapshot()
         step = 0
         for epoch in range(len(self.plan)):
-            step += self.train_epoch(epoch)
+            step += self.train_epoch(epoch, step, every_n_steps if self.eval_every else None)
             self.freeze_nonfinite()
-            records.append({"epoch": epoch + 1, "step": step, **self.measure()})
+            if not self.eval_every or epoch == len(self.plan) - 1:
+                record(step, epoch + 1)
+            if epoch + 1 in checkpoints:
+                saved[epoch + 1] = self.snapshot()
             if on_epoch:
                 on_epoch(len(self.specs), 1)
         wall = time.perf_counter() - t0
-        return self._results(records, step, wall, keep_params)
+        results = self._results(records, step, wall, keep_params)
+        for e, per_run in saved.items():
+            for result, arrays in zip(results, per_run):
+                result.checkpoints[e] = arrays
+        return results
 
     def _results(self, records, steps, wall, keep_params) -> list[RunResult]:
         host = [{k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]
@@ -254,19 +332,25 @@ class GroupTrainer:
                     if isinstance(v, float) and not math.isfinite(v):
                         m[k] = None
             params = {k: v[r].detach().cpu().clone() for k, v in self.stack.params.items()} if keep_params else None
+            buffers = {k: v[r].detach().cpu().clone() for k, v in self.stack.buffers.items()} if keep_params else None
             results.append(RunResult(spec, "diverged" if diverged[r] >= 0 else "finished",
                                      diverged[r] if diverged[r] >= 0 else None, metrics, wall,
-                                     len(self.specs), steps, params))
+                                     len(self.specs), steps, params, buffers))
         return results
 
 
 def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
                 max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None,
-                graphs: bool = True, on_chunk: ChunkCallback | None = None) -> list[RunResult]:
+                graphs: bool = True, on_chunk: ChunkCallback | None = None,
+                fused: bool | None = None, checkpoints: set[int] | frozenset[int] = frozenset(),
+                start: dict[str, np.ndarray] | None = None, orders: list | None = None) -> list[RunResult]:
     """Train runs that share a group key in lock-step, chunked to fit memory; results in input order.
 
     `on_chunk` receives each chunk's results as soon as they exist (the runner stores them then, so
-    an interrupted group keeps its finished chunks).
+    an interrupted group keeps its finished chunks). `graphs=False, fused=False` is the plain eager
+    path (cuBLAS matmuls, one kernel per elementwise op); `fused=None` compiles on CUDA only.
+    `checkpoints`: epochs after which every run's weights are kept (0: the init). `start` and
+    `orders`: given initial weights ([R, ...] arrays) and example orders, as for GroupTrainer.
     """
     if not specs:
         return []
@@ -277,11 +361,14 @@ def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on
     data = load_for(specs[0], device, data_dir)
     chunk = min(max_runs or len(specs), runs_that_fit(specs[0], data, device))
     results: list[RunResult] = []
-    start = 0
-    while start < len(specs):
-        part = specs[start:start + chunk]
+    begin = 0
+    while begin < len(specs):
+        part = specs[begin:begin + chunk]
+        part_start = None if start is None else {k: np.asarray(v)[begin:begin + chunk] for k, v in start.items()}
+        part_orders = None if orders is None else orders[begin:begin + chunk]
         try:
-            done = GroupTrainer(part, data, device, graphs).run(on_epoch, keep_params)
+            trainer = GroupTrainer(part, data, device, graphs, fused, part_start, part_orders)
+            done = trainer.run(on_epoch, keep_params, checkpoints)
         except torch.cuda.OutOfMemoryError:
             if chunk == 1:
                 raise
@@ -291,5 +378,5 @@ def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on
         if on_chunk:
             on_chunk(done)
         results += done
-        start += len(part)
+        begin += len(part)
     return results

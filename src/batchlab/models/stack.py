@@ -34,12 +34,23 @@ class Stack:
 
     @classmethod
     def from_seeds(cls, base: nn.Module, init: str, seeds: list[int], device, dtype) -> "Stack":
+        """R copies, each initialised from its own seed (what training runs start from)."""
         per_run = [init_params(base, init, s) for s in seeds]
-        params = {k: torch.stack([p[k] for p in per_run]).to(device, dtype) for k in per_run[0]}
-        buffers = {
-            k: torch.stack([b.detach().clone() for _ in seeds]).to(device, dtype if b.is_floating_point() else b.dtype)
-            for k, b in base.named_buffers()
-        }
+        params = {k: torch.stack([p[k] for p in per_run]) for k in per_run[0]}
+        buffers = {k: torch.stack([b.detach().clone() for _ in seeds]) for k, b in base.named_buffers()}
+        return cls.from_params(base, params, buffers, device, dtype)
+
+    @classmethod
+    def from_params(cls, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None,
+                    device, dtype) -> "Stack":
+        """A stack of given weights: `params[name]` (and `buffers`) already [R, ...] (a checkpoint, or one
+        set of weights repeated R times to step each copy on its own examples)."""
+        params = {k: torch.as_tensor(v).to(device, dtype).clone() for k, v in params.items()}
+        if buffers is None:  # fresh buffers (BatchNorm: mean 0, variance 1, no batches tracked)
+            r = next(iter(params.values())).shape[0]
+            buffers = {k: torch.stack([b.detach().clone() for _ in range(r)]) for k, b in base.named_buffers()}
+        buffers = {k: torch.as_tensor(v).to(device, dtype if torch.as_tensor(v).is_floating_point() else None).clone()
+                   for k, v in buffers.items()}
         base = copy.deepcopy(base).to("meta")  # the stack owns the tensors; base is only a template
         return cls(base, params, buffers)
 
@@ -47,9 +58,15 @@ class Stack:
     def n_runs(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
-    def forward(self, x: torch.Tensor, *, shared_input: bool = False, train: bool = True) -> torch.Tensor:
-        """Logits [R, B, ...] for inputs x [R, B, ...] (or [B, ...] given to every run when shared_input)."""
-        self.base.train(train)
+    def forward(self, x: torch.Tensor, *, shared_input: bool = False, bn_mode: str = "train") -> torch.Tensor:
+        """Logits [R, B, ...] for inputs x [R, B, ...] (or [B, ...] given to every run when shared_input).
+
+        bn_mode: "train" normalises BatchNorm layers by the batch's statistics and updates the running
+        statistics in `buffers`; "eval" uses the running statistics and leaves them unchanged.
+        """
+        if bn_mode not in ("train", "eval"):
+            raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+        self.base.train(bn_mode == "train")
         if isinstance(self.base, MLP):  # the direct batched-matmul path (same math, fewer kernels)
             return stacked_mlp_forward(self.params, x, self.base.activation,
                                        matvec_max_batch=self.matvec_max_batch)

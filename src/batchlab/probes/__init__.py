@@ -1,5 +1,65 @@
-"""Probes: what is measured during and after training, as functions of stacked parameters."""
+"""Probes: what is measured during training or at fixed weights, as functions of stacked parameters.
+
+A probe is a small plug-in: `PROBES[name](ctx)` returns a dict of metric name -> [R] tensor (one
+value per run). A run names the probes it wants (`RunSpec.probes`) and how often they run
+(`RunSpec.eval_every`: after every epoch, or every N steps); the engine calls them at that cadence.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
 from .geometry import geometry, is_weight
 from .metrics import evaluate, per_run_loss
 
-__all__ = ["geometry", "is_weight", "evaluate", "per_run_loss"]
+
+@dataclass
+class ProbeContext:
+    """What a probe may look at: the stacked weights, their initial values, the data, and a forward
+    pass in evaluation mode (`forward(x_chunk) -> [R, chunk, out]`, one chunk shared by every run)."""
+
+    params: dict[str, torch.Tensor]
+    init: dict[str, torch.Tensor]
+    data: Any  # batchlab.datasets.Dataset
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    n_runs: int
+
+
+Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
+
+
+def metrics_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Loss and accuracy over the whole training and test splits (train_loss, train_acc, test_...)."""
+    d = ctx.data
+    values = {f"train_{k}": v for k, v in evaluate(ctx.forward, d.x_train, d.y_train, ctx.n_runs, d.task).items()}
+    return values | {f"test_{k}": v for k, v in evaluate(ctx.forward, d.x_test, d.y_test, ctx.n_runs, d.task).items()}
+
+
+def geometry_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Distance and per-layer cosine to the initialisation, and distance from the origin."""
+    return geometry(ctx.params, ctx.init)
+
+
+PROBES: dict[str, Probe] = {"metrics": metrics_probe, "geometry": geometry_probe}
+
+
+def register_probe(name: str, probe: Probe) -> None:
+    PROBES[name] = probe
+
+
+def run_probes(names, ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Every named probe's values, merged (later probes cannot overwrite earlier names)."""
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name not in PROBES:
+            raise ValueError(f"unknown probe {name!r}; known probes: {', '.join(PROBES)}")
+        for k, v in PROBES[name](ctx).items():
+            out.setdefault(k, v)
+    return out
+
+
+__all__ = ["PROBES", "ProbeContext", "register_probe", "run_probes", "geometry", "is_weight", "evaluate",
+           "per_run_loss"]

@@ -1,4 +1,4 @@
-"""The store: SQLite rows of runs and their per-epoch metrics; studies resume from it."""
-from .sqlite import DB_NAME, RunRecord, Store
+"""The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
+from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreVersionError
 
-__all__ = ["Store", "RunRecord", "DB_NAME"]
+__all__ = ["Store", "RunRecord", "ArtifactRef", "DB_NAME", "SCHEMA_VERSION", "StoreVersionError"]

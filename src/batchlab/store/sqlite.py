@@ -1,39 +1,65 @@
-"""The result store: one SQLite file per results directory (spec 05/07).
+"""The result store: one SQLite file per results directory, and content-addressed array files beside it.
 
-Raw measurements only: every finished run's config, key, seed, environment, status, timings and
-per-epoch metrics. Analyses and figures are recomputed from these rows. A run is written in one
-transaction when it finishes, so an interrupted study resumes by skipping the keys found here.
+Raw measurements only: every finished unit of work (a training run or a task) with its config,
+key, seed, environment, status and timings; metrics keyed by step (several evaluations per epoch
+are possible); and arrays (a task's results, a run's checkpoints) as artifacts. Analyses and
+figures are recomputed from these rows. A unit is written in one transaction when it finishes, so
+an interrupted study resumes by skipping the keys found here.
+
+Arrays live in files, not BLOBs: `artifacts/<aa>/<sha256>.npy` beside the database, named by the
+SHA-256 of their bytes and written atomically (temporary file, fsync, rename) *before* the
+transaction that references them commits. So a row never points at a partial file; a crash between
+the two leaves at most an unreferenced file, which is harmless; equal arrays are stored once; the
+SQLite file (and its write-ahead log) stays small however large the checkpoints are; and any tool
+that reads .npy can open them. The cost: a store is a folder, not a single file.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import os
 import sqlite3
+import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
-    config TEXT NOT NULL,        -- the RunSpec, all fields, JSON
+    config TEXT NOT NULL,        -- the RunSpec or TaskSpec, all fields, JSON
     seed INTEGER NOT NULL,
-    status TEXT NOT NULL,        -- finished | diverged
+    status TEXT NOT NULL,        -- finished | diverged | error (a task's named, expected failure)
     diverged_step INTEGER,
     steps INTEGER NOT NULL,
-    wall_s REAL NOT NULL,        -- wall time of the group chunk the run trained in
+    wall_s REAL NOT NULL,        -- wall time of the group chunk the run trained in (a task: its own)
     group_size INTEGER NOT NULL,
     env TEXT NOT NULL,           -- device, torch version, ... JSON
-    finished_at TEXT NOT NULL
+    finished_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'train',  -- 'train', or 'task:<kind>'
+    error TEXT                   -- status 'error': what happened, in words
 );
 CREATE TABLE IF NOT EXISTS metrics (
     key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    epoch INTEGER NOT NULL,
+    epoch REAL NOT NULL,         -- fractional when evaluated inside an epoch
     step INTEGER NOT NULL,
     name TEXT NOT NULL,
     value REAL,                  -- NULL where the value was NaN/inf (a diverged run)
-    PRIMARY KEY (key, epoch, name)
+    PRIMARY KEY (key, step, name)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
+    name TEXT NOT NULL,          -- a task's array name, or 'param:<tensor>' / 'buffer:<tensor>' of a checkpoint
+    epoch INTEGER NOT NULL,      -- checkpoints: the epoch after which the weights were taken; arrays: -1
+    sha256 TEXT NOT NULL,        -- the file artifacts/<sha256[:2]>/<sha256>.npy
+    dtype TEXT NOT NULL,
+    shape TEXT NOT NULL,         -- JSON list
+    PRIMARY KEY (key, name, epoch)
 );
 CREATE TABLE IF NOT EXISTS studies (
     name TEXT NOT NULL,
@@ -47,8 +73,40 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 """
 
+# v1 (the first release): metrics keyed by (key, epoch, name), no unit kinds, no artifacts.
+MIGRATE_V1 = """
+ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train';
+ALTER TABLE runs ADD COLUMN error TEXT;
+CREATE TABLE metrics_v2 (
+    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
+    epoch REAL NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (key, step, name)
+);
+INSERT INTO metrics_v2 (key, epoch, step, name, value) SELECT key, epoch, step, name, value FROM metrics;
+DROP TABLE metrics;
+ALTER TABLE metrics_v2 RENAME TO metrics;
+"""
+
 DB_NAME = "batchlab.sqlite"
-SCHEMA_VERSION = 1
+ARTIFACT_DIR = "artifacts"
+SCHEMA_VERSION = 2
+CHECKPOINT_EPOCHLESS = -1  # the epoch column of a task's arrays
+
+
+class StoreVersionError(Exception):
+    """The store was written by a newer batchlab (a schema this version does not know)."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    name: str
+    epoch: int
+    sha256: str
+    dtype: str
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -62,8 +120,11 @@ class RunRecord:
     wall_s: float
     group_size: int
     env: dict
-    metrics: list[dict]  # one dict per evaluation, sorted by epoch: epoch, step, name -> value
+    metrics: list[dict]  # one dict per evaluation, sorted by step: epoch, step, name -> value
     finished_at: str = ""
+    kind: str = "train"
+    error: str | None = None
+    artifacts: tuple[ArtifactRef, ...] = field(default=(), repr=False)
 
 
 def _now() -> str:
@@ -78,8 +139,19 @@ def _clean(value) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _epoch(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
 class Store:
-    """SQLite store in `root/batchlab.sqlite` (WAL mode). Creates `root` and the file if needed."""
+    """SQLite store in `root/batchlab.sqlite` (WAL mode). Creates `root` and the file if needed; a store of
+    an older schema is migrated in place, in one transaction; one of a newer schema is refused."""
 
     def __init__(self, root: str | Path, *, timeout: float = 30.0):
         self.root = Path(root)
@@ -90,13 +162,23 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses no committed run
             self.db.execute("PRAGMA foreign_keys=ON")
-            with self.db:
-                self.db.executescript(SCHEMA)
-                if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._create_or_migrate()
         except BaseException:
             self.db.close()
             raise
+
+    def _create_or_migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(f"{self.path} has schema version {version}, newer than this batchlab's "
+                                    f"{SCHEMA_VERSION}: upgrade batchlab to read it")
+        if version == 1:
+            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_V1} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            return
+        with self.db:
+            self.db.executescript(SCHEMA)
+            if version == 0:
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @staticmethod
     def exists(root: str | Path) -> bool:
@@ -115,14 +197,78 @@ class Store:
     def journal_mode(self) -> str:
         return self.db.execute("PRAGMA journal_mode").fetchone()[0]
 
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
     @contextmanager
     def transaction(self):
         with self.db:  # commits on success, rolls back on error
             yield self.db
 
-    # --- runs -------------------------------------------------------------------------------------
+    # --- arrays -----------------------------------------------------------------------------------
+    def artifact_path(self, sha256: str) -> Path:
+        return self.root / ARTIFACT_DIR / sha256[:2] / f"{sha256}.npy"
+
+    def put_array(self, array: np.ndarray) -> ArtifactRef:
+        """Write an array's file (atomically, once per content) and return its reference (no row yet)."""
+        array = np.asarray(array)
+        data = npy_bytes(array)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.artifact_path(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:8]}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return ArtifactRef("", CHECKPOINT_EPOCHLESS, sha, str(array.dtype), tuple(array.shape))
+
+    def load_array(self, ref: ArtifactRef) -> np.ndarray:
+        path = self.artifact_path(ref.sha256)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise OSError(f"artifact {ref.name!r} of the store in {self.root} is missing or unreadable "
+                          f"({path.name}): {e}") from None
+
+    def _artifact_rows(self, key: str, arrays: dict[tuple[str, int], np.ndarray]) -> list[tuple]:
+        rows = []
+        for (name, epoch), array in arrays.items():
+            ref = self.put_array(array)
+            rows.append((key, name, int(epoch), ref.sha256, ref.dtype, json.dumps(list(ref.shape))))
+        return rows
+
+    def save_artifacts(self, key: str, arrays: dict[tuple[str, int], np.ndarray]) -> None:
+        """Add (name, epoch) -> array artifacts to a stored unit (e.g. a checkpoint asked for later)."""
+        rows = self._artifact_rows(key, arrays)
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?)", rows)
+
+    def artifacts(self, key: str) -> tuple[ArtifactRef, ...]:
+        rows = self.db.execute("SELECT name, epoch, sha256, dtype, shape FROM artifacts WHERE key = ? "
+                               "ORDER BY epoch, name", (key,))
+        return tuple(ArtifactRef(n, e, h, d, tuple(json.loads(sh))) for n, e, h, d, sh in rows)
+
+    def checkpoint_epochs(self, key: str) -> set[int]:
+        rows = self.db.execute("SELECT DISTINCT epoch FROM artifacts WHERE key = ? AND name LIKE 'param:%'", (key,))
+        return {r[0] for r in rows}
+
+    def checkpoint(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
+        """A run's weights after `epoch` epochs ({"param:<name>": array, "buffer:<name>": array}), if stored."""
+        refs = [r for r in self.artifacts(key) if r.epoch == epoch and r.name.split(":", 1)[0] in ("param", "buffer")]
+        if not refs:
+            return None
+        return {r.name: self.load_array(r) for r in refs}
+
+    # --- runs and tasks ---------------------------------------------------------------------------
     def done(self, keys) -> set[str]:
-        """The keys among `keys` whose runs are finished (or diverged) in this store."""
+        """The keys among `keys` whose units are stored (finished, diverged, or a named error)."""
         keys = list(keys)
         found: set[str] = set()
         for i in range(0, len(keys), 500):
@@ -132,19 +278,27 @@ class Store:
         return found
 
     def save_run(self, *, key: str, config: dict, seed: int, status: str, diverged_step: int | None, steps: int,
-                 wall_s: float, group_size: int, env: dict, metrics: list[dict]) -> None:
-        """Write one run and all its metrics in a single transaction (replacing an older copy)."""
+                 wall_s: float, group_size: int, env: dict, metrics: list[dict], kind: str = "train",
+                 error: str | None = None, arrays: dict[tuple[str, int], np.ndarray] | None = None) -> None:
+        """Write one unit, its metrics and its arrays in a single transaction (replacing an older copy).
+
+        The arrays' files are written first; only the transaction makes them part of the unit.
+        """
         rows = [(key, m["epoch"], m["step"], name, _clean(v))
                 for m in metrics for name, v in m.items() if name not in ("epoch", "step")]
+        artifact_rows = self._artifact_rows(key, arrays or {})
         with self.transaction() as db:
             db.execute("DELETE FROM runs WHERE key = ?", (key,))
-            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO runs (key, config, seed, status, diverged_step, steps, wall_s, group_size, env, "
+                       "finished_at, kind, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (key, json.dumps(config, sort_keys=True), int(seed), status, diverged_step, int(steps),
-                        float(wall_s), int(group_size), json.dumps(env, sort_keys=True, default=str), _now()))
+                        float(wall_s), int(group_size), json.dumps(env, sort_keys=True, default=str), _now(), kind,
+                        error))
             db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO artifacts VALUES (?,?,?,?,?,?)", artifact_rows)
 
     def runs(self, keys) -> dict[str, RunRecord]:
-        """The stored runs among `keys`, with their metrics."""
+        """The stored units among `keys`, with their metrics and artifact references."""
         keys = list(dict.fromkeys(keys))
         out: dict[str, RunRecord] = {}
         for i in range(0, len(keys), 500):
@@ -152,19 +306,27 @@ class Store:
             marks = ",".join("?" * len(part))
             per_key: dict[str, dict[int, dict]] = {}
             for key, epoch, step, name, value in self.db.execute(
-                    f"SELECT key, epoch, step, name, value FROM metrics WHERE key IN ({marks}) ORDER BY key, epoch", part):
-                per_key.setdefault(key, {}).setdefault(epoch, {"epoch": epoch, "step": step})[name] = value
-            for row in self.db.execute(f"SELECT * FROM runs WHERE key IN ({marks})", part):
+                    f"SELECT key, epoch, step, name, value FROM metrics WHERE key IN ({marks}) ORDER BY key, step", part):
+                per_key.setdefault(key, {}).setdefault(step, {"epoch": _epoch(epoch), "step": step})[name] = value
+            arts: dict[str, list[ArtifactRef]] = {}
+            for key, n, e, h, d, sh in self.db.execute(
+                    f"SELECT key, name, epoch, sha256, dtype, shape FROM artifacts WHERE key IN ({marks}) "
+                    "ORDER BY key, epoch, name", part):
+                arts.setdefault(key, []).append(ArtifactRef(n, e, h, d, tuple(json.loads(sh))))
+            for row in self.db.execute(
+                    "SELECT key, config, seed, status, diverged_step, steps, wall_s, group_size, env, finished_at, "
+                    f"kind, error FROM runs WHERE key IN ({marks})", part):
                 key = row[0]
                 out[key] = RunRecord(key, json.loads(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
-                                     json.loads(row[8]), list(per_key.get(key, {}).values()), row[9])
+                                     json.loads(row[8]), list(per_key.get(key, {}).values()), row[9], row[10],
+                                     row[11], tuple(arts.get(key, ())))
         return out
 
     def count_runs(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def finished_at(self) -> dict[str, str]:
-        """key -> when the run was written, for every run in the store."""
+        """key -> when the unit was written, for every unit in the store."""
         return dict(self.db.execute("SELECT key, finished_at FROM runs"))
 
     # --- studies ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ results through `Results` (spec 07: studies know nothing about SQL).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..claims import Claim
 from ..engine import RunSpec
+from ..engine.spec import TaskSpec
 from ..report.html import Table
 
 
@@ -78,7 +80,8 @@ class Study:
             raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(self.profiles)}")
         return self.Config(**(self.profiles[profile] | (overrides or {})))
 
-    def plan(self, cfg: StudyConfig) -> list[RunSpec]:
+    def plan(self, cfg: StudyConfig) -> list[RunSpec | TaskSpec]:
+        """The work units: training runs and tasks (plain data; the runner computes what the store lacks)."""
         raise NotImplementedError
 
     def analyze(self, cfg: StudyConfig, results: "Results") -> StudyOutput:
@@ -86,10 +89,47 @@ class Study:
 
 
 class Results:
-    """Read-only view of stored runs, looked up by RunSpec; metrics as numpy arrays."""
+    """Read-only view of stored units (runs and tasks), looked up by their spec; metrics as numpy arrays,
+    a task's arrays and a run's checkpoints loaded from the store's files on demand."""
 
-    def __init__(self, records: dict):
+    def __init__(self, records: dict, load_array: Callable[[Any], np.ndarray] | None = None):
         self.records = records  # key -> store.RunRecord
+        self._load = load_array
+
+    # --- tasks ------------------------------------------------------------------------------------
+    def error(self, spec) -> str | None:
+        """A task's named error (status `error`), or None."""
+        return self.records[spec.key].error
+
+    def scalar(self, spec, name: str) -> float:
+        """A task's scalar result (NaN if absent or non-finite)."""
+        metrics = self.records[spec.key].metrics
+        value = metrics[0].get(name) if metrics else None
+        return float("nan") if value is None else float(value)
+
+    def scalars(self, spec) -> dict[str, float]:
+        metrics = self.records[spec.key].metrics
+        return {k: (float("nan") if v is None else float(v)) for k, v in (metrics[0] if metrics else {}).items()
+                if k not in ("epoch", "step")}
+
+    def array(self, spec, name: str, epoch: int = -1) -> np.ndarray:
+        """A stored array of a unit (a task's result; with `epoch`, a run's checkpoint tensor)."""
+        for ref in self.records[spec.key].artifacts:
+            if ref.name == name and ref.epoch == epoch:
+                if self._load is None:
+                    raise RuntimeError("these results were read without access to the store's arrays")
+                return self._load(ref)
+        raise KeyError(f"{spec.key} has no array {name!r}" + ("" if epoch < 0 else f" at epoch {epoch}"))
+
+    def array_names(self, spec) -> list[str]:
+        return [ref.name for ref in self.records[spec.key].artifacts if ref.epoch < 0]
+
+    def checkpoint(self, spec, epoch: int) -> dict[str, np.ndarray]:
+        """A run's weights after `epoch` epochs: {"param:<name>": array, "buffer:<name>": array}."""
+        return {ref.name: self.array(spec, ref.name, epoch) for ref in self.records[spec.key].artifacts
+                if ref.epoch == epoch}
+
+    # --- runs -------------------------------------------------------------------------------------
 
     def has(self, spec: RunSpec) -> bool:
         return spec.key in self.records

@@ -1,0 +1,114 @@
+"""The pure pieces of a training step, shared by training runs and by tasks at fixed weights.
+
+- `batch_losses`: each run's loss on its own batch, for a stack of R runs.
+- `accumulate_grads`: loss and gradients of every run, optionally over micro-batches (gradient
+  accumulation): with a mean loss, the batch gradient is sum_k (b_k / b) grad(mean loss of micro-batch
+  k), equal to the direct gradient up to rounding when nothing couples the examples (no BatchNorm).
+- `per_example_grads` and `per_example_sq_norms`: one gradient per example, by vectorisation. The
+  examples are treated as runs of a stack whose every copy holds the same weights and sees one
+  example, so the per-example backward pass is the same batched code that trains groups of runs;
+  done in chunks so that memory stays bounded.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..models import Stack
+from ..probes import per_run_loss
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]  # a batch slice [R, b] (indices or inputs) -> losses [R]
+
+
+def batch_losses(stack: Stack, x: torch.Tensor, y: torch.Tensor, *, task: str = "classification",
+                 reduction: str = "mean", bn_mode: str = "train",
+                 autocast: torch.autocast | None = None) -> torch.Tensor:
+    """Loss of each run on its own batch: x [R, b, ...], y [R, b] -> [R]."""
+    if autocast is None:
+        out = stack.forward(x, bn_mode=bn_mode)
+    else:
+        with autocast:
+            out = stack.forward(x, bn_mode=bn_mode)
+    return per_run_loss(out, y, task, reduction)
+
+
+def accumulate_grads(loss_fn: LossFn, batch: torch.Tensor, params: dict[str, torch.Tensor], *,
+                     micro_batch: int | None = None, reduction: str = "mean"
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-run losses [R] and the gradient of each run's loss with respect to its own parameters.
+
+    `batch` is [R, b, ...] (what `loss_fn` takes: indices or inputs); its dimension 1 is split into
+    micro-batches of `micro_batch` examples when given. Runs are independent, so the gradient of the
+    sum of the runs' losses is every run's own gradient.
+    """
+    names = list(params)
+    b = batch.shape[1]
+    if micro_batch is None or micro_batch >= b:
+        losses = loss_fn(batch)
+        grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
+        return losses.detach(), dict(zip(names, grads))
+    total_loss, total = None, None
+    for start in range(0, b, micro_batch):
+        part = batch[:, start:start + micro_batch]
+        weight = part.shape[1] / b if reduction == "mean" else 1.0
+        losses = loss_fn(part) * weight
+        grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
+        if total is None:
+            total_loss, total = losses.detach(), list(grads)
+        else:
+            total_loss = total_loss + losses.detach()
+            total = [t + g for t, g in zip(total, grads)]
+    return total_loss, dict(zip(names, total))
+
+
+def repeat_params(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
+    """One set of weights (unstacked) as R identical stacked copies [R, ...]."""
+    return {k: v.detach().unsqueeze(0).expand(r, *v.shape).clone() for k, v in params.items()}
+
+
+def single_example_stack(base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None,
+                         n: int) -> Stack:
+    """n copies of one model's weights (and buffers), ready to take one example each."""
+    ref = next(iter(params.values()))
+    stack = Stack.from_params(base, repeat_params(params, n),
+                              None if buffers is None else repeat_params(buffers, n), ref.device, ref.dtype)
+    for p in stack.params.values():
+        p.requires_grad_(True)
+    return stack
+
+
+def per_example_grads(base: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                      task: str = "classification", buffers: dict[str, torch.Tensor] | None = None,
+                      bn_mode: str = "eval", chunk_size: int = 64) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The gradient of the loss of each example at the given weights: {name: [N, ...]} and losses [N].
+
+    `params` and `buffers` are one model's (unstacked). `bn_mode="eval"` uses BatchNorm's running
+    statistics; `"train"` normalises each example by its own statistics, which BatchNorm1d cannot do
+    (one value per channel: PyTorch raises ValueError).
+    """
+    grads: dict[str, list[torch.Tensor]] = {k: [] for k in params}
+    losses = []
+    for start in range(0, x.shape[0], chunk_size):
+        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        stack = single_example_stack(base, params, buffers, xc.shape[0])
+        loss, g = accumulate_grads(
+            lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), task=task, bn_mode=bn_mode),
+            xc.unsqueeze(1), stack.params)
+        losses.append(loss)
+        for k, v in g.items():
+            grads[k].append(v)
+    return {k: torch.cat(v) for k, v in grads.items()}, torch.cat(losses)
+
+
+def per_example_sq_norms(base: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                         task: str = "classification", buffers: dict[str, torch.Tensor] | None = None,
+                         chunk_size: int = 64) -> torch.Tensor:
+    """||g_i||^2 of every example's gradient (all parameters together), [N], keeping one chunk at a time."""
+    out = []
+    for start in range(0, x.shape[0], chunk_size):
+        g, _ = per_example_grads(base, params, x[start:start + chunk_size], y[start:start + chunk_size], task=task,
+                                 buffers=buffers, chunk_size=chunk_size)
+        out.append(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
+    return torch.cat(out)

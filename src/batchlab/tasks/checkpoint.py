@@ -1,0 +1,46 @@
+"""Tasks at a training run's checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine.data import compute_dtype, load_for
+from ..engine.step import per_example_grads
+from ..models import build_model
+from . import TaskContext, TaskOutput, register_task
+
+
+class GradientNormsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    examples: int = Field(256, ge=1, description="How many training examples (drawn without replacement by the seed).")
+    chunk_size: int = Field(64, ge=1, description="Examples per vectorised chunk (bounds memory).")
+
+
+@register_task("gradient-norms", GradientNormsArgs)
+def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
+    """Per-example gradient norms at a checkpoint: ||g_i||^2 for each example and ||mean_i g_i||^2.
+
+    The two estimate E||g||^2 = ||G||^2 + tr(Sigma) and ||G||^2 (+ tr(Sigma)/n), the ingredients of the
+    gradient noise scale B_simple = tr(Sigma) / ||G||^2 (McCandlish et al. 2018).
+    """
+    run = ctx.spec.start.run
+    data = load_for(run, ctx.device, ctx.data_dir)
+    params, buffers = ctx.start_params()
+    dtype = compute_dtype(run.precision)
+    params = {k: v.to(dtype) for k, v in params.items()}
+    buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
+    base = build_model(run.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1, widths=run.widths,
+                       activation=run.activation)
+    g = torch.Generator().manual_seed(ctx.spec.seed)
+    idx = torch.randperm(data.n_train, generator=g)[: min(args.examples, data.n_train)].to(ctx.device)
+    grads, losses = per_example_grads(base, params, data.x_train[idx], data.y_train[idx], task=data.task,
+                                      buffers=buffers or None, chunk_size=args.chunk_size)
+    sq = sum(v.flatten(1).double().pow(2).sum(1) for v in grads.values())
+    mean_sq = sum(v.double().mean(0).pow(2).sum() for v in grads.values())
+    return TaskOutput(
+        scalars={"mean_sq_norm": float(sq.mean()), "sq_norm_of_mean": float(mean_sq),
+                 "mean_loss": float(losses.double().mean()), "examples": float(idx.numel())},
+        arrays={"sq_norms": sq.cpu().numpy(), "examples": idx.cpu().numpy().astype(np.int64)},
+    )
