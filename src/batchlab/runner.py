@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -30,8 +31,8 @@ from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .tasks import TaskResult, validate_task
 from .report.figures import save_figure
-from .report.html import FigureRef, write_csv, write_study_report
-from .store import Store
+from .report.html import FigureRef, atomic_write_text, write_csv, write_study_report
+from .store import Store, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput
 
@@ -199,6 +200,8 @@ def open_store(out: Path) -> Store:
     """The store in `out` (created if needed), with file-system errors as one line."""
     try:
         return Store(out)
+    except StoreVersionError as e:
+        raise UsageError(_one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
         raise UsageError(f"cannot open the store in {out}: {_one_line(e)}") from None
 
@@ -217,6 +220,8 @@ def _done_in(out: Path, keys: list[str]) -> set[str]:
     try:
         with Store(out) as store:
             return store.done(keys)
+    except StoreVersionError as e:
+        raise UsageError(_one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
         raise UsageError(f"cannot read the store in {out}: {_one_line(e)}") from None
 
@@ -437,7 +442,28 @@ def write_report(name: str, out: str | Path, *, profile: str | None = None,
         "git_commit": env.get("git_commit"), "training wall time (s)": round(results.wall_s(specs), 2),
         "runs": len(results.records), "config": cfg.model_dump(mode="json"),
     }
+    write_claims_json(study_dir / "claims.json", study=name, profile=record["profile"], claims=output.claims,
+                      meta={k: meta[k] for k in ("device", "git_commit", "library versions")})
     report = write_study_report(study_dir / "report.html", study=name, title=study.title,
                                 description=study.description, meta=meta, figures=figures,
                                 tables=output.tables, claims=output.claims)
     return report, output
+
+
+def write_claims_json(path: Path, *, study: str, profile: str, claims: list, meta: dict) -> Path:
+    """The claims as data beside report.html: id, statement, source, rule, verdict, why and evidence."""
+    doc = {"study": study, "profile": profile, **meta, "claims": [c.to_dict() for c in claims]}
+    return atomic_write_text(path, json.dumps(_plain(doc), indent=1, allow_nan=False) + "\n")
+
+
+def _plain(value):
+    """JSON-ready: numpy scalars become numbers, NaN and infinities null (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
