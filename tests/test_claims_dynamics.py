@@ -1,4 +1,4 @@
-"""The verdict rules of spec 02's claims D1-D8 on small synthetic inputs whose right verdict is known.
+"""The verdict rules of claims D1-D8 on small synthetic inputs whose right verdict is known.
 
 Every rule is a pure function of final values (fractions for accuracies) or curves, so no training
 happens here.

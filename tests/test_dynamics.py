@@ -64,7 +64,7 @@ def test_full_profiles_are_the_spec_protocol():
     assert grid.long_epochs == 480
     assert cfgs["lr-compensation"].raised_lr == 0.1
     assert cfgs["adam-vs-sgd"].fit_start == 5
-    # schedule-switch (a)-(e) with the spec's epoch counts
+    # schedule-switch (a)-(e) with the protocol's epoch counts
     schedules = REGISTRY["schedule-switch"].schedules(cfgs["schedule-switch"])
     assert [s.epochs for s in schedules] == [30, 60, 31, 60, 60]
     c, d, e = (s.specs[0] for s in schedules[2:])

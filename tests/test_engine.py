@@ -1,4 +1,4 @@
-"""The engine against slow, obvious references (spec 06 correctness tests), on the CPU."""
+"""The engine against slow, obvious references, on the CPU."""
 from __future__ import annotations
 
 import pytest
@@ -66,7 +66,7 @@ def test_engine_matches_torch_optim(name, precision, tol):
 
 
 def test_mixed_group_matches_solo_runs():
-    """Optimizer kind, lr and hyperparameters may differ inside one group (spec 06)."""
+    """Optimizer kind, lr and hyperparameters may differ inside one group."""
     specs = [RunSpec(**SMALL, **kw, seed=i) for i, kw in enumerate(OPTIMIZERS.values())]
     together = train_group(specs, device="cpu", keep_params=True)
     for spec, res in zip(specs, together):

@@ -1,6 +1,6 @@
 """`batchlab bench`: the engine against the textbook loop on the same work, and against the floor.
 
-Everything runs in one process on one device (spec 06): the device's float32 matmul rate and memory
+Everything runs in one process on one device: the device's float32 matmul rate and memory
 bandwidth are measured first (not taken from a datasheet), then each workload is timed for the
 naive baseline (an nn.Module, torch.optim.SGD, a DataLoader over a TensorDataset, one run after
 another) and for the engine (stacked runs, whole step in a CUDA graph, fused update).

@@ -1,6 +1,7 @@
 """A claim from the literature and the verdict our own measurements give it.
 
-Verdicts are always computed from stored results by a stated rule (spec README): never hard-coded.
+Verdicts are always computed from stored results by a stated rule: never hard-coded, never tuned
+until it passes.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ VERDICTS: tuple[str, ...] = ("supported", "not supported", "inconclusive")
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of the claims table (spec 05)."""
+    """One row of the claims table: the statement, its source, the rule, the verdict and its numbers."""
 
     id: str
     statement: str

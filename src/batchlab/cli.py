@@ -35,7 +35,7 @@ out_console = Console()  # results
 OUT = typer.Option(Path("batchlab-results"), "--out", help="Results directory (SQLite store, figures, reports).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 DATA_DIR = typer.Option(None, "--data-dir", help="Where to look first for dataset files (like $BATCHLAB_DATA).")
-PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the spec's protocol, for a GPU)")
+PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the published protocol, for a GPU)")
 
 VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
 
@@ -249,7 +249,7 @@ def bench(device: str = DEVICE,
               None, "--studies", help="A results directory of full-profile studies: also time P6 against them."),
           table: bool = typer.Option(False, "--table", help="Only regenerate the README performance table."),
           readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table is updated.")) -> None:
-    """Time the engine against a naive PyTorch loop and the device's floor (spec 06)."""
+    """Time the engine against a naive PyTorch loop and the device's floor."""
     from .bench import run_bench, save, update_readme
     from .runner import check_device, check_writable
 

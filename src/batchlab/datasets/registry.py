@@ -96,7 +96,7 @@ def load_dataset(
     `data_dir` is searched first for data sets not shipped with the package (fashion-mnist).
     Subsets keep the first k examples of a split (the files are already shuffled).
     `seed`, `n`, `d`, `noise` describe the regression problem (see `regression_problem`);
-    `bias` is the study's model setting and does not change the data, which per spec 04 has no
+    `bias` is the study's model setting and does not change the data, which by design has no
     true intercept.
     """
     if name == "regression":

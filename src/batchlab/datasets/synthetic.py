@@ -1,4 +1,5 @@
-"""Synthetic linear regression for the gradient-descent-variants study (spec 04)."""
+"""Synthetic linear regression for the gradient-descent-variants studies: a convex
+problem whose optimum and curvature are known in closed form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learning-rate and batch-size schedules as pure functions of the step (spec 06).
+"""Learning-rate and batch-size schedules as pure functions of the step.
 
 The engine precomputes the whole table of per-run learning rates before training, so inside the
 step loop the lr is read from device memory by the step counter: no host work per step, and the

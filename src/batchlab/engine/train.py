@@ -119,7 +119,7 @@ class GroupTrainer:
                  fused: bool | None = None, start: dict[str, np.ndarray] | None = None,
                  orders: list | None = None):
         self.specs, self.data, self.device = specs, data, device
-        # CUDA graphs: each batch shape's whole step is captured once and replayed (spec 06, P2)
+        # CUDA graphs: each batch shape's whole step is captured once and replayed: per-step launch overhead goes
         self.use_graphs = graphs and device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.eager_steps: dict[int, int] = {}

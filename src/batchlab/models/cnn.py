@@ -1,4 +1,4 @@
-"""The small MNIST CNN of spec 01, with or without BatchNorm.
+"""The small MNIST CNN of the equivalence studies, with or without BatchNorm.
 
 Conv(1->32, 3x3, pad 1)-ReLU-MaxPool(2)-Conv(32->64, 3x3, pad 1)-ReLU-MaxPool(2)-Flatten-
 Linear(3136->128)-ReLU-Linear(128->10); `batchnorm=True` adds BatchNorm2d(32), BatchNorm2d(64) and

@@ -1,7 +1,7 @@
 """Weight-initialisation schemes, each drawing from an explicit generator.
 
 An explicit `torch.Generator` per run (never the global RNG) is what makes a run's init independent
-of which other runs share its group (spec 06).
+of which other runs share its group.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def init_layer(layer: nn.Module, scheme: str, generator: torch.Generator) -> Non
     """Initialise one Linear/Conv layer in place.
 
     - `glorot`: Xavier-uniform weights, zero biases (Glorot & Bengio 2010); the reference setup of
-      spec 02 (total weight norm about 44 for the 784-1024-1024-10 MLP).
+      batch-size studies (total weight norm about 44 for the 784-1024-1024-10 MLP).
     - `torch`: PyTorch's default Linear/Conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
       (kaiming_uniform with a=sqrt(5)) and biases.
     - `kaiming`: He-normal weights for ReLU, std = sqrt(2 / fan_in), zero biases (He et al. 2015).

@@ -1,4 +1,4 @@
-"""Linear regression y = Xw + b (spec 01/04)."""
+"""Linear regression y = Xw + b: a convex model whose gradient statistics are known in closed form."""
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,4 @@
-"""Multi-layer perceptron, the reference model of spec 02 (784-1024-1024-10, ReLU)."""
+"""Multi-layer perceptron, the reference model of the batch-size studies (784-1024-1024-10, ReLU)."""
 from __future__ import annotations
 
 from torch import nn

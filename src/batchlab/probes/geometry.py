@@ -1,4 +1,5 @@
-"""Where the weights went: distance and angle to the initialisation and to the origin (spec 02).
+"""Where the weights went: distance and angle to the initialisation and to the origin
+(Hoffer et al. 2017; Shen 2018).
 
 W = ||w_T - w_0|| over all weight matrices together, B the same over all biases (and other 1-D
 parameters such as BatchNorm scales); per-layer cosine = cos(w_T^l, w_0^l) for each weight matrix.

@@ -9,7 +9,7 @@ def per_run_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str, reduct
     """Loss of each run: outputs [R, B, C], targets [R, B] (or [R, B, 1] for regression) -> [R].
 
     Classification: cross-entropy (log-softmax + NLL). Regression: squared error. `mean` averages
-    over the batch, `sum` adds (spec 02 option).
+    over the batch, `sum` adds (then the gradient, and so the step, grows with the batch).
     """
     r, b = outputs.shape[:2]
     if outputs.dtype in (torch.float16, torch.bfloat16):  # mixed precision: the loss in float32
