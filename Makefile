@@ -23,4 +23,10 @@ reproduce: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests
 
-.PHONY: install reproduce test
+# one formatter and line length for the repository (ruff, 120 columns; see pyproject.toml)
+format: $(BIN)/.installed
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix --select I src tests benchmarks
+
+.PHONY: install reproduce test format
