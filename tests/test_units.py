@@ -279,3 +279,14 @@ def test_a_store_from_a_newer_schema_is_refused_in_one_line(tmp_path, capsys):
     code = run_cli(["report", "batch-size-sweep", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "newer than this batchlab" in err
+
+
+def test_cheap_mlp_per_example_norms_equal_the_norms_of_per_example_grads():
+    from batchlab.engine.step import per_example_sq_norms
+
+    base = build_model("mlp", widths=(8, 6), activation="tanh").double()
+    params = {k: v.double() for k, v in init_params(base, "glorot", 1).items()}
+    x, y = torch.randn(7, 784, dtype=torch.float64), torch.tensor([0, 3, 9, 3, 1, 2, 2])
+    grads, _ = per_example_grads(base, params, x, y)
+    brute = sum(v.flatten(1).pow(2).sum(1) for v in grads.values())
+    torch.testing.assert_close(per_example_sq_norms(base, params, x, y, chunk_size=3), brute, rtol=1e-12, atol=0)

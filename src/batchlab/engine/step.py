@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..models import Stack
+from ..models import MLP, Stack
 from ..probes import per_run_loss
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # a batch slice [R, b] (indices or inputs) -> losses [R]
@@ -104,11 +104,44 @@ def per_example_grads(base: nn.Module, params: dict[str, torch.Tensor], x: torch
 
 def per_example_sq_norms(base: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                          task: str = "classification", buffers: dict[str, torch.Tensor] | None = None,
-                         chunk_size: int = 64) -> torch.Tensor:
-    """||g_i||^2 of every example's gradient (all parameters together), [N], keeping one chunk at a time."""
+                         chunk_size: int = 256) -> torch.Tensor:
+    """||g_i||^2 of every example's gradient (all parameters together), [N], one chunk at a time.
+
+    For an MLP no per-example gradient is formed: a linear layer z = W a + b has the per-example
+    gradient dW_i = delta_i a_i^T, whose squared norm is ||delta_i||^2 ||a_i||^2 (Goodfellow 2015,
+    "Efficient per-example gradient computations"), and db_i = delta_i. So one ordinary backward
+    pass to the pre-activations gives every norm, with memory O(N x width) instead of O(N x params).
+    Other models take the general per-example path.
+    """
     out = []
     for start in range(0, x.shape[0], chunk_size):
-        g, _ = per_example_grads(base, params, x[start:start + chunk_size], y[start:start + chunk_size], task=task,
-                                 buffers=buffers, chunk_size=chunk_size)
-        out.append(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
+        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        if isinstance(base, MLP):
+            out.append(_mlp_sq_norms(base, params, xc, yc, task))
+        else:
+            g, _ = per_example_grads(base, params, xc, yc, task=task, buffers=buffers, chunk_size=chunk_size)
+            out.append(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
     return torch.cat(out)
+
+
+def _mlp_sq_norms(base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  task: str) -> torch.Tensor:
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+           "gelu": torch.nn.functional.gelu}[base.activation]
+    n_layers = sum(1 for k in params if k.endswith(".weight"))
+    h = x.flatten(1)
+    inputs, pre = [], []
+    for i in range(n_layers):
+        w = params[f"net.{2 * i}.weight"].detach().requires_grad_(True)  # puts z in the graph
+        z = torch.addmm(params[f"net.{2 * i}.bias"].detach(), h, w.t())
+        inputs.append(h.detach())
+        pre.append(z)
+        h = act(z) if i < n_layers - 1 else z
+    # the sum of the examples' own losses: its gradient at z_i is example i's delta
+    loss = per_run_loss(h.unsqueeze(0), y.unsqueeze(0), task, "sum").sum()
+    deltas = torch.autograd.grad(loss, pre)
+    sq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for a, d in zip(inputs, deltas):
+        d2 = d.pow(2).sum(1)
+        sq += d2 * a.pow(2).sum(1) + d2  # weight, then bias
+    return sq.detach()
