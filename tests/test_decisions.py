@@ -1,0 +1,116 @@
+"""Statistical decisions on synthetic samples whose right answer is known."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from batchlab.analysis.decisions import (
+    bootstrap_exponent,
+    difference,
+    equivalent,
+    fit_exponent,
+    higher,
+    holm,
+    lower,
+    monotone,
+    ratio_within,
+    seeds_needed,
+)
+
+
+def test_paired_difference_equals_scipy_ttest_rel():
+    a = np.array([0.90, 0.92, 0.95, 0.91])
+    b = a - np.array([0.01, 0.012, 0.008, 0.011])
+    r = difference(a, b)
+    assert r["test"] == "paired t" and r["estimate"] == pytest.approx(-0.01025)
+    t = stats.ttest_rel(b, a)
+    assert r["estimate"] / r["se"] == pytest.approx(t.statistic)
+
+
+def test_unpaired_difference_equals_scipy_welch():
+    a, b = np.array([1.0, 1.2, 0.9]), np.array([1.5, 1.4, 1.9, 1.6])
+    r = difference(a, b)
+    assert r["test"] == "Welch t" and r["n"] == (3, 4)
+    t = stats.ttest_ind(b, a, equal_var=False)
+    assert r["estimate"] / r["se"] == pytest.approx(t.statistic)
+    lo, hi = r["ci"]
+    ci = t.confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high))
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.001, "supported"), (0.02, "not supported"), (0.005, "inconclusive")])
+def test_equivalence_three_outcomes(shift, verdict):
+    rng = np.random.default_rng(0)
+    a = 0.95 + rng.normal(0, 0.001, 10)
+    b = a + shift + rng.normal(0, 0.0005, 10)
+    d = equivalent(a, b, margin=0.005)
+    assert d.verdict == verdict, d.why
+    assert d.estimate == pytest.approx(np.mean(b - a))
+
+
+def test_equivalence_with_wide_spread_is_inconclusive_and_says_how_many_seeds():
+    """The case the old point-estimate rule got wrong: 3 seeds of sd 0.8 pp and a -0.3 pp mean gap."""
+    a = np.array([0.950, 0.958, 0.942])
+    b = np.array([0.944, 0.959, 0.938])
+    d = equivalent(a, b, margin=0.005, paired=False)
+    assert d.verdict == "inconclusive" and "seeds per arm" in d.why
+
+
+def test_equivalence_needs_two_seeds():
+    assert equivalent([0.9], [0.9], margin=0.005).verdict == "inconclusive"
+
+
+@pytest.mark.parametrize("gap, verdict", [(-0.02, "supported"), (0.02, "not supported"), (-0.0005, "inconclusive")])
+def test_lower_three_outcomes(gap, verdict):
+    rng = np.random.default_rng(1)
+    a = 0.9 + rng.normal(0, 0.002, 6)
+    b = a + gap + rng.normal(0, 0.002, 6)
+    assert lower(a, b).verdict == verdict
+
+
+def test_lower_by_a_margin_needs_more_than_the_margin():
+    a = np.array([0.97, 0.971, 0.969, 0.97])
+    b = a - 0.006 + np.array([0.0, 0.0002, -0.0002, 0.0001])
+    assert lower(a, b, by=0.005).verdict == "supported"
+    assert lower(a, b, by=0.007).verdict == "not supported"
+
+
+def test_higher_mirrors_lower():
+    a, b = np.array([1.0, 1.1, 0.9, 1.05]), np.array([2.0, 2.2, 1.9, 2.1])
+    d = higher(a, b)
+    assert d.verdict == "supported" and d.estimate == pytest.approx(np.mean(b - a))
+
+
+def test_ratio_three_outcomes():
+    a = np.array([10.0, 11.0, 9.5, 10.2])
+    assert ratio_within(a, a * np.array([1.0, 1.01, 0.99, 1.0]), 0.85, 1.15).verdict == "supported"
+    assert ratio_within(a, a * np.array([2.0, 2.02, 1.98, 2.0]), 0.85, 1.15).verdict == "not supported"
+    assert ratio_within(a, a * np.array([1.1, 1.3, 0.95, 1.2]), 0.85, 1.15).verdict == "inconclusive"
+
+
+def test_holm_matches_its_definition():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert max(holm([0.6, 0.7, 0.9])) == 1.0
+
+
+def test_monotone_decrease():
+    base = np.array([0.0, 0.001, -0.001, 0.0005])
+    steps = [0.98 + base, 0.97 + base, 0.95 + base]
+    verdict, decisions, adjusted = monotone(steps)
+    assert verdict == "supported" and len(decisions) == 2 and all(p < 0.05 for p in adjusted)
+    assert monotone([0.98 + base, 0.99 + base])[0] == "not supported"
+    assert monotone([0.98 + base, 0.98 + base[::-1]])[0] == "inconclusive"
+
+
+def test_exponent_of_a_power_law_and_its_bootstrap():
+    x = np.arange(1, 31, dtype=float)
+    assert fit_exponent(x, 3 * x**0.5) == pytest.approx(0.5)
+    curves = np.stack([c * x ** a for c, a in [(1, 0.3), (2, 0.32), (1.5, 0.34)]])
+    boot = bootstrap_exponent(x, curves)
+    assert boot["mean"] == pytest.approx(0.32) and boot["ci"][0] >= 0.3 - 1e-9 and boot["ci"][1] <= 0.34 + 1e-9
+
+
+def test_seeds_needed_grows_with_spread():
+    assert seeds_needed(0.01, 0.005) > seeds_needed(0.005, 0.005) >= 2
+    assert seeds_needed(0.01, 0.0) is None
