@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -37,6 +38,23 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+@functools.lru_cache(maxsize=None)
+def source_hash() -> str:
+    """SHA-256 (12 hex digits) of batchlab's own Python source, file names and contents in order: which code
+    produced a result when there is no git checkout (an installed package)."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def code_version() -> str:
+    """The git commit of a source checkout, else the package version and the hash of its source."""
+    return git_commit() or f"{__version__}+src.{source_hash()}"
+
+
 def cpu_name() -> str:
     """The CPU model (from /proc/cpuinfo on Linux), else what `platform` knows."""
     try:
@@ -66,5 +84,7 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "batchlab": __version__,
         "git_commit": git_commit(),
+        "code_version": code_version(),
+        "source_hash": source_hash(),
         "platform": platform.platform(),
     }

@@ -348,7 +348,8 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
         trained = len(plan.runs) + len(plan.tasks)
         env = env or _environment(prep.device)
         meta = {"profile": prep.profile, "device": env["device"], "torch": env["torch"],
-                "git_commit": env["git_commit"], "trained_runs": len(plan.runs), "computed_tasks": len(plan.tasks),
+                "git_commit": env["git_commit"], "code_version": env.get("code_version"),
+                "trained_runs": len(plan.runs), "computed_tasks": len(plan.tasks),
                 "reused_units": len(prep.specs) - trained}
         store.save_study(name=prep.name, profile=prep.profile, config=prep.config.model_dump(mode="json"),
                          run_keys=[s.key for s in prep.specs], wall_s=wall, meta=meta)
@@ -439,11 +440,11 @@ def write_report(name: str, out: str | Path, *, profile: str | None = None,
     meta = {
         "profile": record["profile"], "seeds": getattr(cfg, "seeds", None), "device": env.get("device"),
         "library versions": {k: env.get(k) for k in ("torch", "cuda", "numpy", "python", "batchlab")},
-        "git_commit": env.get("git_commit"), "training wall time (s)": round(results.wall_s(specs), 2),
+        "git_commit": env.get("git_commit"), "code_version": env.get("code_version"), "training wall time (s)": round(results.wall_s(specs), 2),
         "runs": len(results.records), "config": cfg.model_dump(mode="json"),
     }
     write_claims_json(study_dir / "claims.json", study=name, profile=record["profile"], claims=output.claims,
-                      meta={k: meta[k] for k in ("device", "git_commit", "library versions")})
+                      meta={k: meta[k] for k in ("device", "git_commit", "code_version", "library versions")})
     report = write_study_report(study_dir / "report.html", study=name, title=study.title,
                                 description=study.description, meta=meta, figures=figures,
                                 tables=output.tables, claims=output.claims)
