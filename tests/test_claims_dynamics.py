@@ -16,6 +16,7 @@ from batchlab.studies.dynamics import (
     linear_r2,
     monotone_decrease_claim,
     power_law_exponent,
+    rule_d1,
     rule_d2,
     rule_d3,
     rule_d4,
@@ -61,6 +62,15 @@ def test_d1_overlapping_seeds_not_supported():
 def test_d1_single_seed_inconclusive():
     samples = [a(0.95), a(0.93), a(0.90)]
     check(monotone_decrease_claim("D1", "s", "src", [64, 256, 1024], samples, "test accuracy"), "inconclusive", "D1")
+
+
+def test_d1_a_diverged_seed_is_inconclusive_and_names_its_batch_size():
+    clear_decrease = [a(0.95, 0.951, 0.952), a(0.93, 0.931, 0.932), a(0.90, 0.902, 0.901)]
+    assert rule_d1([64, 256, 1024], clear_decrease).verdict == "supported"
+    diverged = [a(0.95, 0.951, 0.952), a(0.93, 0.931, 0.932), a(0.90, NAN, 0.901)]
+    claim = check(rule_d1([64, 256, 1024], diverged), "inconclusive", "D1")
+    assert "diverged" in claim.why and "batch 1024 (1 of 3 seeds)" in claim.why, claim.why
+    assert "batch 64" not in claim.why and "batch 256" not in claim.why, claim.why
 
 
 # ------------------------------------------------------------------------------------------ D2

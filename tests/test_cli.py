@@ -231,6 +231,26 @@ def test_list(capsys):
     assert code == 0 and "reproduce" in out
 
 
+def test_list_study_shows_its_config_keys_with_help(capsys):
+    code = cli.run_cli(["list", STUDY])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", err
+    study = REGISTRY[STUDY]
+    assert study.title in out and "profiles: quick" in out and "full" in out
+    lines = out.splitlines()
+    row = next(line for line in lines if line.startswith("batch_sizes "))
+    assert row.split() == ["batch_sizes", "list", "of", "int", "64,256,1024", "64,256,1024"], row
+    assert lines[lines.index(row) + 1].strip() == study.Config.model_fields["batch_sizes"].description
+    epochs = next(line for line in lines if line.startswith("epochs "))
+    assert epochs.split()[-2:] == ["30", "5"], epochs  # default, then the quick profile's value
+    assert "SGD learning rate, the same for every batch size." in out
+    assert "Independent runs (seeds 0..N-1) per configuration." in out  # a field every study shares
+
+
+def test_list_unknown_study_is_one_line_exit_2(capsys):
+    assert_one_line_error(*cli_run(capsys, "list", "nope"), "unknown study 'nope'", STUDY)
+
+
 # --- reproduce ----------------------------------------------------------------------------------------
 def tiny_profiles(monkeypatch):
     """Every registered study's quick profile, on a sliver of MNIST with a 16-unit MLP."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -170,14 +172,99 @@ def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
 
 
 @app.command("list")
-def list_studies() -> None:
-    """List the studies and their profiles."""
+def list_studies(study: Optional[str] = typer.Argument(
+        None, help="A study: show its description, profiles and config keys (what `run --set` accepts).")) -> None:
+    """List the studies and their profiles; with a study name, describe that study and its config keys."""
     from .studies import REGISTRY
 
+    if study is not None:
+        describe_study(study)
+        return
     table = Table("study", "title", "profiles", title="batchlab studies")
-    for name, study in REGISTRY.items():
-        table.add_row(name, study.title, ", ".join(study.profiles))
+    for name, entry in REGISTRY.items():
+        table.add_row(name, entry.title, ", ".join(entry.profiles))
     out_console.print(table)
+
+
+def describe_study(name: str) -> None:
+    """A study's title, description, profiles, and a table of its config keys: type, default, quick value, help.
+
+    One line per key (key, type, default, quick-profile value; a quick value that differs from the default
+    in bold) and its help text indented below it, so that the table stays readable in an 80-column terminal.
+    """
+    from rich.padding import Padding
+
+    from .runner import lookup
+
+    study = lookup(name)
+    quick = study.config("quick") if "quick" in study.profiles else None
+    out_console.print(Text(f"{study.name}: {study.title}", style="bold"), highlight=False)
+    out_console.print(study.description, highlight=False, markup=False)
+    out_console.print(f"profiles: {'; '.join(_profile_summary(study, p) for p in study.profiles)}",
+                      highlight=False, markup=False)
+    header = ("key", "type", "default", *(["quick"] if quick is not None else []))
+    rows = []
+    for key, field in study.Config.model_fields.items():
+        cells = [key, _type_name(field.annotation), _set_value(field.get_default(call_default_factory=True))]
+        if quick is not None:
+            cells.append(_set_value(getattr(quick, key)))
+        rows.append((cells, field.description or ""))
+    widths = [max(len(c[i]) for c in [header, *(cells for cells, _ in rows)]) for i in range(len(header))]
+
+    def line(cells, styles) -> Text:
+        text = Text()
+        for i, (cell, width, style) in enumerate(zip(cells, widths, styles)):
+            text.append(cell if i == len(cells) - 1 else cell.ljust(width + 2), style=style)
+        return text
+
+    out_console.print()
+    out_console.print(line(header, ["bold"] * len(header)), highlight=False)
+    for cells, help_text in rows:
+        styles = ["bold", "", "", *(["bold" if cells[-1] != cells[2] else ""] if quick is not None else [])]
+        out_console.print(line(cells, styles), highlight=False, overflow="ignore", crop=False)
+        if help_text:
+            out_console.print(Padding(Text(help_text, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
+    out_console.print()
+    out_console.print(f"change a key: batchlab run {study.name} --set key=value (a list: --set key=a,b)",
+                      highlight=False, markup=False)
+
+
+def _profile_summary(study, profile: str) -> str:
+    overrides = study.profiles[profile]
+    if profile == "quick":
+        return "quick (the default of `run`; its values are in the quick column)"
+    if not overrides:
+        return f"{profile} (the defaults)"
+    return f"{profile} (the defaults, with {', '.join(f'{k}={_set_value(v)}' for k, v in overrides.items())})"
+
+
+def _set_value(value) -> str:
+    """A config value as it is written after `--set key=`."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(_set_value(v) for v in value)
+    return str(value)
+
+
+def _type_name(annotation) -> str:
+    """A field's type in words: 'int', 'int or none', 'list of int', 'mnist | fashion-mnist', 'float,float'."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (tuple, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return ",".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "none"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 @app.command()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
 from ..claims import Claim
 from ..engine import RunSpec
 from ..engine.spec import TaskSpec
@@ -23,18 +24,27 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
-    normalize: bool = True
-    model: Literal["mlp", "cnn", "cnn-bn"] = "mlp"
-    widths: tuple[Annotated[int, Field(ge=1)], ...] = (1024, 1024)
-    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
-    init: Literal["glorot", "torch", "kaiming"] = "glorot"
-    loss_reduction: Literal["mean", "sum"] = "mean"
-    drop_last: bool = False
-    precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
-    seeds: int = Field(3, ge=1, le=100)
+    dataset: Literal["mnist", "fashion-mnist"] = Field("mnist", description="Dataset to train and evaluate on.")
+    train_subset: int | None = Field(
+        None, ge=1, description="Train on the first N training examples only (None: the whole training set).")
+    test_subset: int | None = Field(
+        None, ge=1, description="Evaluate on the first N test examples only (None: the whole test set).")
+    normalize: bool = Field(
+        True, description="Standardise the pixels: (x - mean) / std with the dataset's usual constants.")
+    model: Literal["mlp", "cnn", "cnn-bn"] = Field(
+        "mlp", description="Network: a fully connected MLP, a small CNN, or that CNN with batch norm.")
+    widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (1024, 1024), description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024).")
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field(
+        "relu", description="Nonlinearity after every hidden layer.")
+    init: Literal["glorot", "torch", "kaiming"] = Field(
+        "glorot", description="Weight initialisation: Glorot uniform, PyTorch's default, or Kaiming (He).")
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="Cross-entropy over a batch: averaged, or summed (the gradient grows with the batch).")
+    drop_last: bool = Field(False, description="Drop the last, smaller batch of each epoch.")
+    precision: Literal["float32", "tf32", "bf16", "float64"] = Field(
+        "float32", description="float32; tf32 matmuls (on NVIDIA GPUs only); bf16 forward pass; or float64.")
+    seeds: int = Field(3, ge=1, le=100, description="Independent runs (seeds 0..N-1) per configuration.")
 
     SETUP_FIELDS: ClassVar[tuple[str, ...]] = (
         "dataset", "train_subset", "test_subset", "normalize", "model", "widths", "activation", "init",
@@ -73,7 +83,7 @@ class Study:
     title: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[StudyConfig]]
-    profiles: ClassVar[dict[str, dict[str, Any]]]  # profile -> config overrides ("full" = spec protocol)
+    profiles: ClassVar[dict[str, dict[str, Any]]]  # profile -> config overrides ("full" = the published protocol)
 
     def config(self, profile: str = "quick", overrides: dict[str, Any] | None = None) -> StudyConfig:
         if profile not in self.profiles:
@@ -164,11 +174,3 @@ class Results:
 
     def wall_s(self, specs: list[RunSpec]) -> float:
         return float(sum(self.records[s.key].wall_s / self.records[s.key].group_size for s in specs if self.has(s)))
-
-
-def mean_std(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation (ddof=1; zero for a single seed)."""
-    values = np.asarray(values, dtype=float)
-    n = values.shape[axis] if values.size else 0
-    std = np.nanstd(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(np.nanmean(values, axis=axis))
-    return np.nanmean(values, axis=axis), std
