@@ -1,4 +1,7 @@
-"""The fast path (batched-matmul MLP forward, compiled loss and update) computes what the plain path does."""
+"""The fast path (batched-matmul MLP forward, compiled loss and update) computes what the plain path does.
+
+The plain path is `graphs=False, fused=False`: eager, uncompiled, no multiply-sum layers.
+"""
 from __future__ import annotations
 
 import torch
@@ -32,8 +35,10 @@ def test_compiled_step_matches_the_plain_step():
     specs = [RunSpec(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=1, seed=s,
                      lr=0.05 * (s + 1), momentum=0.9) for s in range(3)]
     data = load_for(specs[0], torch.device("cpu"))
-    plain = GroupTrainer(specs, data, torch.device("cpu"), fused=False).run(keep_params=True)
-    fused = GroupTrainer(specs, data, torch.device("cpu"), fused=True).run(keep_params=True)
+    plain_trainer = GroupTrainer(specs, data, torch.device("cpu"), graphs=False, fused=False)
+    assert plain_trainer.loss_fn == plain_trainer._loss and plain_trainer.stack.matvec_max_batch == 0
+    plain = plain_trainer.run(keep_params=True)
+    fused = GroupTrainer(specs, data, torch.device("cpu"), graphs=False, fused=True).run(keep_params=True)
     for a, b in zip(fused, plain):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-5, atol=1e-6)
