@@ -40,13 +40,16 @@ class Decision:
     def evidence(self, prefix: str = "", scale: float = 1.0, unit: str = "") -> dict:
         """The numbers as claim evidence (estimate and CI scaled, e.g. 100 for percentage points)."""
         u = f" ({unit})" if unit else ""
-        return {
+        out = {
             f"{prefix}estimate{u}": self.estimate * scale,
             f"{prefix}CI{u}": f"[{self.ci[0] * scale:.4g}, {self.ci[1] * scale:.4g}]",
             f"{prefix}p": self.p,
             f"{prefix}test": self.test,
             f"{prefix}seeds": "/".join(map(str, self.n)),
         }
+        if not math.isfinite(self.p):  # a CI-only decision (ratio) or too few seeds: no p to show
+            del out[f"{prefix}p"]
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)

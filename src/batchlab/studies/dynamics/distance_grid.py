@@ -135,5 +135,6 @@ class DistanceGrid(Study):
                                                         "over seeds)", metrics, info),
                     final_table(results, trio, "long_run", f"Batch {cfg.large_batch} trained {cfg.long_epochs} epochs "
                                                            "against the references", metrics)],
-            claims=[rule_d4(w, acc, cfg.batch_sizes, cfg.lrs), d5],
+            claims=[rule_d4([[results.finals(self.cell(cfg, bs, lr), "dist_init_w") for lr in cfg.lrs]
+                             for bs in cfg.batch_sizes], acc, cfg.batch_sizes, cfg.lrs), d5],
         )
