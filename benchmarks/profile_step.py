@@ -1,7 +1,6 @@
 """Kernel-level profile of one engine step on CUDA (where the time of P1 and P2 goes)."""
-from __future__ import annotations
 
-import sys
+from __future__ import annotations
 
 import torch
 from torch.profiler import ProfilerActivity, profile

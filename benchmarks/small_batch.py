@@ -1,4 +1,5 @@
 """Per-step time at batch 2 with and without the multiply-sum layers (see stacked_mlp_forward)."""
+
 import torch
 
 from batchlab.bench import engine_steps_time, reference_spec

@@ -1,4 +1,5 @@
 """The bench's arithmetic and the README table it generates (timings themselves live in results)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,11 @@ def test_readme_table_is_generated_from_recorded_results(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     row = workload("P1 demo", 0.6, "epoch", 2e-3, 1e-3, floors(1_000_000, 64, 32, CEIL), 938)
-    (results / "bench-gpu-2026-01-01.json").write_text(json.dumps(
-        {"date": "2026-01-01T00:00:00", "device": "Some GPU", "torch": "2.x", "quick": False, "workloads": [row]}))
+    (results / "bench-gpu-2026-01-01.json").write_text(
+        json.dumps(
+            {"date": "2026-01-01T00:00:00", "device": "Some GPU", "torch": "2.x", "quick": False, "workloads": [row]}
+        )
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
     assert update_readme(readme, results)

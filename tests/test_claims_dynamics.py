@@ -4,6 +4,7 @@ Every rule is a pure function of the seeds' final values (fractions for accuraci
 their curves, so no training happens here. Each rule is shown supported, not supported, and
 inconclusive when the seeds cannot decide.
 """
+
 from __future__ import annotations
 
 import math
@@ -185,8 +186,11 @@ def test_d4_constant_accuracy_is_inconclusive():
 
 def test_d5_long_run_reaches_the_distance_and_the_accuracy():
     w64 = a(100.0, 102.0, 98.0, 101.0)
-    c = check(rule_d5(w64, 0.98 + SEED_NOISE, 0.99 * w64, 0.9795 + SEED_NOISE, steps_small=28140, steps_long=28160),
-              "supported", "D5")
+    c = check(
+        rule_d5(w64, 0.98 + SEED_NOISE, 0.99 * w64, 0.9795 + SEED_NOISE, steps_small=28140, steps_long=28160),
+        "supported",
+        "D5",
+    )
     assert c.evidence["W ratio long / 64: estimate"] == pytest.approx(0.99)
     assert c.evidence["steps long run"] == 28160
 
@@ -214,14 +218,17 @@ STEPS = 938 * EPOCHS
 def seeds(curve, exponents=(0.0, 0.0, 0.0)):
     """One curve per seed, each bent by t^e (so the seeds' fitted exponents differ by e)."""
     t = np.maximum(EPOCHS, 1.0)
-    return np.vstack([curve * t ** e for e in exponents])
+    return np.vstack([curve * t**e for e in exponents])
 
 
 def test_d6_sqrt_sgd_and_linear_adam_is_supported():
     sgd = seeds(0.05 * np.sqrt(STEPS), (0.0, 0.01, -0.01))
     adam = seeds(3.0 * STEPS / 938, (0.0, 0.01, -0.01))
-    c = check(rule_d6(STEPS, sgd, STEPS, adam, fit_start=5, fit_end=30, sgd_epochs=EPOCHS, adam_epochs=EPOCHS),
-              "supported", "D6")
+    c = check(
+        rule_d6(STEPS, sgd, STEPS, adam, fit_start=5, fit_end=30, sgd_epochs=EPOCHS, adam_epochs=EPOCHS),
+        "supported",
+        "D6",
+    )
     assert c.evidence["SGD exponent a (mean over seeds)"] == pytest.approx(0.5, abs=1e-9)
     assert c.evidence["Adam exponent a (mean over seeds)"] == pytest.approx(1.0, abs=1e-9)
 
@@ -229,20 +236,45 @@ def test_d6_sqrt_sgd_and_linear_adam_is_supported():
 def test_d6_adam_growing_like_sqrt_is_not_supported_even_though_a_line_fits_it():
     sgd = seeds(0.05 * STEPS**0.3, (0.0, 0.01, -0.01))
     adam = seeds(2.0 * STEPS**0.37, (0.0, 0.01, -0.01))
-    c = check(rule_d6(STEPS, sgd, STEPS, adam, fit_start=5, fit_end=30, sgd_epochs=EPOCHS, adam_epochs=EPOCHS),
-              "not supported", "D6")
+    c = check(
+        rule_d6(STEPS, sgd, STEPS, adam, fit_start=5, fit_end=30, sgd_epochs=EPOCHS, adam_epochs=EPOCHS),
+        "not supported",
+        "D6",
+    )
     assert c.evidence["Adam linear-fit R^2 in the window (evidence only)"] > 0.95
     assert "R^2 alone cannot decide" in c.why
 
 
 def test_d6_one_seed_each_is_inconclusive():
-    check(rule_d6(STEPS, seeds(np.sqrt(STEPS))[:1], STEPS, seeds(STEPS)[:1], fit_start=5, sgd_epochs=EPOCHS,
-                  adam_epochs=EPOCHS), "inconclusive", "D6")
+    check(
+        rule_d6(
+            STEPS,
+            seeds(np.sqrt(STEPS))[:1],
+            STEPS,
+            seeds(STEPS)[:1],
+            fit_start=5,
+            sgd_epochs=EPOCHS,
+            adam_epochs=EPOCHS,
+        ),
+        "inconclusive",
+        "D6",
+    )
 
 
 def test_d6_too_few_points_is_inconclusive():
-    check(rule_d6(STEPS[:3], seeds(np.sqrt(STEPS))[:, :3], STEPS[:3], seeds(STEPS)[:, :3], fit_start=5,
-                  sgd_epochs=EPOCHS[:3], adam_epochs=EPOCHS[:3]), "inconclusive", "D6")
+    check(
+        rule_d6(
+            STEPS[:3],
+            seeds(np.sqrt(STEPS))[:, :3],
+            STEPS[:3],
+            seeds(STEPS)[:, :3],
+            fit_start=5,
+            sgd_epochs=EPOCHS[:3],
+            adam_epochs=EPOCHS[:3],
+        ),
+        "inconclusive",
+        "D6",
+    )
 
 
 def test_d6_missing_runs_is_inconclusive():
@@ -252,8 +284,8 @@ def test_d6_missing_runs_is_inconclusive():
 def test_curve_shape_helpers():
     x = np.arange(1.0, 20.0)
     assert concavity(x, np.sqrt(x)) == (1.0, 17)
-    assert concavity(x, x ** 2)[0] == 0.0
-    assert power_law_exponent(x, 3 * x ** 0.7) == pytest.approx(0.7)
+    assert concavity(x, x**2)[0] == 0.0
+    assert power_law_exponent(x, 3 * x**0.7) == pytest.approx(0.7)
     assert linear_r2(x, 2 * x + 1) == pytest.approx(1.0)
     assert math.isnan(linear_r2(x, np.ones_like(x)))
 
@@ -262,19 +294,26 @@ def test_curve_shape_helpers():
 
 
 def test_d7_adam_far_and_significantly_worse_is_supported():
-    c = check(rule_d7(a(2.0, 2.2, 2.1), a(40.0, 44.0, 43.0), 0.97 + SEED_NOISE[:3], 0.96 + SEED_NOISE[:3]),
-              "supported", "D7")
+    c = check(
+        rule_d7(a(2.0, 2.2, 2.1), a(40.0, 44.0, 43.0), 0.97 + SEED_NOISE[:3], 0.96 + SEED_NOISE[:3]), "supported", "D7"
+    )
     assert c.evidence["W ratio Adam / SGD, smallest pair"] == pytest.approx(20.0)
 
 
 def test_d7_one_seed_pair_not_far_enough_is_not_supported():
-    check(rule_d7(a(2.0, 2.0, 2.0), a(40.0, 19.0, 40.0), 0.97 + SEED_NOISE[:3], 0.96 + SEED_NOISE[:3]),
-          "not supported", "D7")
+    check(
+        rule_d7(a(2.0, 2.0, 2.0), a(40.0, 19.0, 40.0), 0.97 + SEED_NOISE[:3], 0.96 + SEED_NOISE[:3]),
+        "not supported",
+        "D7",
+    )
 
 
 def test_d7_adam_not_worse_is_not_supported_and_undecided_accuracy_inconclusive():
-    check(rule_d7(a(2.0, 2.0, 2.0), a(40.0, 40.0, 40.0), 0.96 + SEED_NOISE[:3], 0.97 + SEED_NOISE[:3]),
-          "not supported", "D7")
+    check(
+        rule_d7(a(2.0, 2.0, 2.0), a(40.0, 40.0, 40.0), 0.96 + SEED_NOISE[:3], 0.97 + SEED_NOISE[:3]),
+        "not supported",
+        "D7",
+    )
     check(rule_d7(a(2.0, 2.0), a(40.0, 40.0), a(0.97, 0.96), a(0.965, 0.968)), "inconclusive", "D7")
     check(rule_d7(a(2.0, 2.0), a(), a(0.97, 0.97), a()), "inconclusive", "D7")
 
@@ -303,8 +342,7 @@ def test_d8_one_sgd_layer_turns_too_far():
 
 
 def test_d8_one_adam_layer_stays_close():
-    c = check(rule_d8(a(44.0, 44.0), a(44.0, 44.0), cos(0.99, 0.98, 0.95), cos(0.2, 0.3, 0.6)), "not supported",
-              "D8")
+    c = check(rule_d8(a(44.0, 44.0), a(44.0, 44.0), cos(0.99, 0.98, 0.95), cos(0.2, 0.3, 0.6)), "not supported", "D8")
     assert "highest Adam layer cosine 0.600" in c.why
 
 

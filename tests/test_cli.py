@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from batchlab import cli, executor, runner
+from batchlab import cli, executor
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
@@ -34,8 +34,9 @@ def cli_run(capsys, *args):
 
 def subprocess_cli(*args, **env):
     full_env = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "60"} | env
-    return subprocess.run([sys.executable, "-m", "batchlab", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "batchlab", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def assert_one_line_error(code, out, err, *fragments):
@@ -88,8 +89,9 @@ def test_unknown_study(capsys, tmp_path):
 def test_no_cuda(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "res"
-    assert_one_line_error(*cli_run(capsys, "run", STUDY, *TINY, "--device", "cuda", "--out", out),
-                          "--device cuda", "no CUDA device")
+    assert_one_line_error(
+        *cli_run(capsys, "run", STUDY, *TINY, "--device", "cuda", "--out", out), "--device cuda", "no CUDA device"
+    )
     assert_one_line_error(*cli_run(capsys, "reproduce", "--device", "cuda", "--out", out), "no CUDA device")
     assert not out.exists()
 
@@ -134,8 +136,9 @@ def test_report_without_results(capsys, tmp_path):
 def test_parser_errors(capsys, tmp_path):
     assert_one_line_error(*cli_run(capsys, "run"), "Missing argument")
     assert_one_line_error(*cli_run(capsys, "run", STUDY, "--bogus", "--out", tmp_path / "res"), "--bogus")
-    assert_one_line_error(*cli_run(capsys, "reproduce", "--profile", "huge", "--out", tmp_path / "res"),
-                          "unknown profile 'huge'")
+    assert_one_line_error(
+        *cli_run(capsys, "reproduce", "--profile", "huge", "--out", tmp_path / "res"), "unknown profile 'huge'"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -152,8 +155,7 @@ def test_error_is_one_unwrapped_line_in_a_real_process(tmp_path):
 def test_quick_profile_rerun_and_report(tmp_path):
     """`run --profile quick` trains; the same command again trains nothing; `report` recomputes."""
     out = tmp_path / "res"
-    args = ["run", STUDY, "--profile", "quick", *TINY, "--set", "batch_sizes=64,256", "--device", "cpu",
-            "--out", out]
+    args = ["run", STUDY, "--profile", "quick", *TINY, "--set", "batch_sizes=64,256", "--device", "cpu", "--out", out]
     first = subprocess_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "trained 4 runs, reused 0 from the store" in first.stdout
@@ -188,12 +190,14 @@ def test_quick_profile_rerun_and_report(tmp_path):
 
 def test_partial_plan_through_the_cli(capsys, tmp_path):
     out = tmp_path / "res"
-    code, stdout, _ = cli_run(capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256", "--device", "cpu",
-                              "--out", out)
+    code, stdout, _ = cli_run(
+        capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256", "--device", "cpu", "--out", out
+    )
     assert code == 0 and "trained 4 runs, reused 0" in stdout
     before = finished_at(out)
-    code, stdout, _ = cli_run(capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256,1024", "--device", "cpu",
-                              "--out", out)
+    code, stdout, _ = cli_run(
+        capsys, "run", STUDY, *TINY, "--set", "batch_sizes=64,256,1024", "--device", "cpu", "--out", out
+    )
     assert code == 0 and "trained 2 runs, reused 4 from the store" in stdout
     after = finished_at(out)
     assert len(after) == 6 and {k: after[k] for k in before} == before
@@ -255,8 +259,11 @@ def test_list_unknown_study_is_one_line_exit_2(capsys):
 def tiny_profiles(monkeypatch):
     """Every registered study's quick profile, on a sliver of MNIST with a 16-unit MLP."""
     for study in REGISTRY.values():
-        small = {k: v for k, v in {"train_subset": 1000, "test_subset": 200, "widths": (16,)}.items()
-                 if k in study.Config.model_fields}
+        small = {
+            k: v
+            for k, v in {"train_subset": 1000, "test_subset": 200, "widths": (16,)}.items()
+            if k in study.Config.model_fields
+        }
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
             try:
@@ -301,8 +308,9 @@ def test_data_dir_missing_fashion_mnist_is_one_line_and_writes_nothing(capsys, t
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    code, o, e = cli_run(capsys, "run", STUDY, *TINY, "--set", "dataset=fashion-mnist", "--data-dir", str(empty),
-                         "--out", str(out))
+    code, o, e = cli_run(
+        capsys, "run", STUDY, *TINY, "--set", "dataset=fashion-mnist", "--data-dir", str(empty), "--out", str(out)
+    )
     assert_one_line_error(code, o, e, "train-images-idx3-ubyte.gz", "--data-dir")
     assert not out.exists()
     code, o, e = cli_run(capsys, "run", STUDY, "--data-dir", str(tmp_path / "no-such-dir"), "--out", str(out))
@@ -313,8 +321,18 @@ def test_data_dir_missing_fashion_mnist_is_one_line_and_writes_nothing(capsys, t
 def test_data_dir_finds_fashion_mnist(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_OFFLINE", "1")
     monkeypatch.delenv("BATCHLAB_DATA", raising=False)
-    code, o, e = cli_run(capsys, "run", STUDY, *TINY, "--set", "dataset=fashion-mnist",
-                         "--data-dir", SHARED_FASHION, "--out", str(tmp_path))
+    code, o, e = cli_run(
+        capsys,
+        "run",
+        STUDY,
+        *TINY,
+        "--set",
+        "dataset=fashion-mnist",
+        "--data-dir",
+        SHARED_FASHION,
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, e
     with Store(tmp_path) as store:
         configs = [r.config for r in store.runs(k for (k,) in store.db.execute("SELECT key FROM runs")).values()]

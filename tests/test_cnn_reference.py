@@ -6,6 +6,7 @@ initialises run `seed`, `torch.optim` (SGD with momentum, Adam), the same batche
 optimizers in one group (a stack of two copies under vmap), so this also checks that BatchNorm's
 running statistics are updated per run under vmap and that evaluation uses them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,10 +20,13 @@ from batchlab.engine.data import load_for
 from batchlab.models import build_model, init_module
 
 # 64 examples at batch 16: 4 steps an epoch, 2 epochs (the second checks the per-epoch data order).
-SMALL = dict(train_subset=64, test_subset=32, batch_size=16, epochs=2, init="torch",
-             precision="float64", probes=("metrics",))
-OPTIMIZERS = [dict(optimizer="sgd", lr=0.05, momentum=0.9, seed=1),
-              dict(optimizer="adam", lr=1e-3, betas=(0.8, 0.99), eps=1e-4, seed=2)]
+SMALL = dict(
+    train_subset=64, test_subset=32, batch_size=16, epochs=2, init="torch", precision="float64", probes=("metrics",)
+)
+OPTIMIZERS = [
+    dict(optimizer="sgd", lr=0.05, momentum=0.9, seed=1),
+    dict(optimizer="adam", lr=1e-3, betas=(0.8, 0.99), eps=1e-4, seed=2),
+]
 # Adam's eps: in cnn-bn a bias just before a BatchNorm has a zero gradient in exact arithmetic (the
 # batch mean takes it out), so what is computed is rounding noise (~1e-14) that differs between two
 # correct implementations, and Adam steps by lr * g / eps while |g| << eps. With eps = 1e-7 that puts
@@ -45,7 +49,7 @@ def reference_run(spec: RunSpec) -> torch.nn.Module:
     for epoch in range(spec.epochs):
         order = data_order(spec.order_seed, epoch, n)
         for start in range(0, n, spec.batch_size):
-            idx = order[start:start + spec.batch_size]
+            idx = order[start : start + spec.batch_size]
             opt.zero_grad()
             F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
             opt.step()

@@ -11,8 +11,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from batchlab.datasets import DATASETS, DataError, load_dataset, load_idx_dir, regression_problem
-from batchlab.datasets import registry
+from batchlab.datasets import DATASETS, DataError, load_dataset, load_idx_dir, registry, regression_problem
 from batchlab.datasets.idx import FILENAMES, parse_idx
 
 MNIST_DIR = Path(registry.__file__).parent / "data" / "mnist"
@@ -89,9 +88,7 @@ def test_subsets_are_prefixes(mnist):
     assert torch.equal(small.y_test, mnist.y_test[:100])
 
 
-@pytest.mark.parametrize(
-    "subset", [{"train_subset": 0}, {"train_subset": 60001}, {"test_subset": -1}]
-)
+@pytest.mark.parametrize("subset", [{"train_subset": 0}, {"train_subset": 60001}, {"test_subset": -1}])
 def test_bad_subset(subset):
     with pytest.raises(DataError, match="subset must be between 1 and"):
         load_dataset("mnist", **subset)

@@ -106,7 +106,7 @@ def test_monotone_decrease():
 def test_exponent_of_a_power_law_and_its_bootstrap():
     x = np.arange(1, 31, dtype=float)
     assert fit_exponent(x, 3 * x**0.5) == pytest.approx(0.5)
-    curves = np.stack([c * x ** a for c, a in [(1, 0.3), (2, 0.32), (1.5, 0.34)]])
+    curves = np.stack([c * x**a for c, a in [(1, 0.3), (2, 0.32), (1.5, 0.34)]])
     boot = bootstrap_exponent(x, curves)
     assert boot["mean"] == pytest.approx(0.32) and boot["ci"][0] >= 0.3 - 1e-9 and boot["ci"][1] <= 0.34 + 1e-9
 

@@ -3,6 +3,7 @@
 The studies share one results directory (module-scoped), in the order a reader would run them, so
 that the runs they share are trained once: the later studies must report them as reused.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,11 +18,19 @@ from batchlab.studies.dynamics import QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS
 
 NEW = ["lr-compensation", "schedule-switch", "distance-grid", "adam-vs-sgd"]
 FAMILY = ["batch-size-sweep", *NEW]
-CLAIMS = {"batch-size-sweep": ["D1"], "lr-compensation": ["D2"], "schedule-switch": ["D3"],
-          "distance-grid": ["D4", "D5"], "adam-vs-sgd": ["D6", "D7", "D8"]}
-FIGURES = {"lr-compensation": ["accuracy_vs_epoch"], "schedule-switch": ["last_epochs"],
-           "distance-grid": ["distance_grid", "distance_vs_epoch_and_step"],
-           "adam-vs-sgd": ["distance_from_init", "per_layer_cosine", "accuracy_vs_epoch"]}
+CLAIMS = {
+    "batch-size-sweep": ["D1"],
+    "lr-compensation": ["D2"],
+    "schedule-switch": ["D3"],
+    "distance-grid": ["D4", "D5"],
+    "adam-vs-sgd": ["D6", "D7", "D8"],
+}
+FIGURES = {
+    "lr-compensation": ["accuracy_vs_epoch"],
+    "schedule-switch": ["last_epochs"],
+    "distance-grid": ["distance_grid", "distance_vs_epoch_and_step"],
+    "adam-vs-sgd": ["distance_from_init", "per_layer_cosine", "accuracy_vs_epoch"],
+}
 E = QUICK_EPOCHS
 N_TRAIN = QUICK_SETUP["train_subset"]
 
@@ -45,8 +54,9 @@ def test_registered():
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_setup_is_the_same_in_every_study_of_a_profile(profile):
-    setups = {name: {k: getattr(REGISTRY[name].config(profile), k) for k in StudyConfig.SETUP_FIELDS}
-              for name in FAMILY}
+    setups = {
+        name: {k: getattr(REGISTRY[name].config(profile), k) for k in StudyConfig.SETUP_FIELDS} for name in FAMILY
+    }
     first = next(iter(setups.values()))
     assert all(s == first for s in setups.values())
     seeds = {REGISTRY[name].config(profile).seeds for name in FAMILY}
@@ -199,5 +209,6 @@ def test_report_recomputes_the_same_claims_from_the_store(runs):
     out, done = runs
     for name in NEW:
         _, output = write_report(name, out, profile="quick")
-        assert [(c.id, c.verdict, c.evidence) for c in output.claims] == \
-            [(c.id, c.verdict, c.evidence) for c in done[name].output.claims]
+        assert [(c.id, c.verdict, c.evidence) for c in output.claims] == [
+            (c.id, c.verdict, c.evidence) for c in done[name].output.claims
+        ]

@@ -1,4 +1,5 @@
 """The engine against slow, obvious references, on the CPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,10 +42,9 @@ def reference_run(spec: RunSpec) -> dict[str, torch.Tensor]:
         order = data_order(spec.order_seed, epoch, n)
         bs = spec.batch_size_at(epoch)
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             opt.zero_grad()
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx],
-                                   reduction=spec.loss_reduction)
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx], reduction=spec.loss_reduction)
             loss.backward()
             opt.step()
     return {k: v.detach() for k, v in model.named_parameters()}
@@ -124,9 +124,18 @@ def test_sum_reduction_is_mean_with_lr_times_batch():
 
 
 def test_batch_switch_and_lr_schedule_follow_the_reference():
-    spec = RunSpec(train_subset=320, test_subset=100, widths=(16,), batch_size=64, epochs=3,
-                   batch_switch=((1, 32),), lr=0.05, momentum=0.9, precision="float64",
-                   lr_schedule=LRSchedule(kind="step", milestones=(2,), gamma=10.0))
+    spec = RunSpec(
+        train_subset=320,
+        test_subset=100,
+        widths=(16,),
+        batch_size=64,
+        epochs=3,
+        batch_switch=((1, 32),),
+        lr=0.05,
+        momentum=0.9,
+        precision="float64",
+        lr_schedule=LRSchedule(kind="step", milestones=(2,), gamma=10.0),
+    )
     (res,) = train_group([spec], device="cpu", keep_params=True)
     assert res.steps == 5 + 10 + 10
     assert [m["step"] for m in res.metrics] == [0, 5, 15, 25]
@@ -142,7 +151,7 @@ def test_batch_switch_and_lr_schedule_follow_the_reference():
             g["lr"] = 0.05 * (10 if epoch >= 2 else 1)
         order, bs = data_order(0, epoch, 320), spec.batch_size_at(epoch)
         for start in range(0, 320, bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             opt.zero_grad()
             F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
             opt.step()
@@ -159,8 +168,20 @@ def test_last_partial_batch_is_kept_or_dropped():
 @pytest.mark.parametrize("model", ["cnn", "cnn-bn"])
 def test_cnn_group_matches_solo(model):
     """Stacked convolutions and BatchNorm statistics stay per run (float64: rounding can't hide a leak)."""
-    specs = [RunSpec(model=model, init="torch", train_subset=64, test_subset=32, batch_size=16, epochs=1,
-                     seed=s, lr=0.05, precision="float64") for s in range(2)]
+    specs = [
+        RunSpec(
+            model=model,
+            init="torch",
+            train_subset=64,
+            test_subset=32,
+            batch_size=16,
+            epochs=1,
+            seed=s,
+            lr=0.05,
+            precision="float64",
+        )
+        for s in range(2)
+    ]
     together = train_group(specs, device="cpu", keep_params=True)
     (solo,) = train_group(specs[1:], device="cpu", keep_params=True)
     assert rel_diff(together[1].params, solo.params) < 1e-12

@@ -4,6 +4,7 @@
 matmuls and no multiply-sum layers (those are switched on only when fused). Note that `train_group`'s
 default `fused=None` compiles on CUDA, so `graphs=False` alone is not the plain path.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -58,8 +59,10 @@ def assert_same_runs(fast: list, plain: list) -> None:
         assert last_a["test_acc"] == pytest.approx(last_b["test_acc"], abs=1e-12)
 
 
-@pytest.mark.parametrize("opt", [dict(lr=0.05), dict(lr=0.05, momentum=0.9, nesterov=True),
-                                 dict(optimizer="adamw", lr=1e-3, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "opt",
+    [dict(lr=0.05), dict(lr=0.05, momentum=0.9, nesterov=True), dict(optimizer="adamw", lr=1e-3, weight_decay=0.1)],
+)
 def test_graph_and_fused_update_match_the_plain_path(opt):
     """Compiled loss and update, replayed CUDA graphs vs eager unfused kernels: the same math."""
     specs = [RunSpec(**SMALL, seed=s, precision="float64", **opt) for s in range(4)]

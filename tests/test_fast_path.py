@@ -2,6 +2,7 @@
 
 The plain path is `graphs=False, fused=False`: eager, uncompiled, no multiply-sum layers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,19 @@ def test_matvec_layers_equal_the_matmul_layers():
 
 
 def test_compiled_step_matches_the_plain_step():
-    specs = [RunSpec(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=1, seed=s,
-                     lr=0.05 * (s + 1), momentum=0.9) for s in range(3)]
+    specs = [
+        RunSpec(
+            train_subset=256,
+            test_subset=64,
+            widths=(16,),
+            batch_size=32,
+            epochs=1,
+            seed=s,
+            lr=0.05 * (s + 1),
+            momentum=0.9,
+        )
+        for s in range(3)
+    ]
     data = load_for(specs[0], torch.device("cpu"))
     plain_trainer = GroupTrainer(specs, data, torch.device("cpu"), graphs=False, fused=False)
     assert plain_trainer.loss_fn == plain_trainer._loss and plain_trainer.stack.matvec_max_batch == 0

@@ -1,4 +1,5 @@
 """Tests for batchlab.report: figures (PNG + SVG, atomic), the study report, the index and CSV tables."""
+
 from __future__ import annotations
 
 import csv
@@ -187,11 +188,26 @@ def sample(tmp_path):
             {"gap": 0.0123456789, "n_seeds": 3, "note": "ok"},
             "The gap exceeds the threshold.",
         ),
-        Claim("C2", "Linear scaling holds", "Goyal et al. 2017", "|delta| < 0.005", "not supported", {"delta": -0.02}, "Too large."),
+        Claim(
+            "C2",
+            "Linear scaling holds",
+            "Goyal et al. 2017",
+            "|delta| < 0.005",
+            "not supported",
+            {"delta": -0.02},
+            "Too large.",
+        ),
         inconclusive("C3", "Adam beats SGD at large B", "Zhang 2019", "slope > 0", "Not enough runs."),
     ]
     tables = [
-        Table("final", [{"batch_size": 64, "acc": 0.912345678, "name": "<b>x</b>"}, {"batch_size": 256, "acc": float("nan"), "name": "y"}], "Final accuracy."),
+        Table(
+            "final",
+            [
+                {"batch_size": 64, "acc": 0.912345678, "name": "<b>x</b>"},
+                {"batch_size": 256, "acc": float("nan"), "name": "y"},
+            ],
+            "Final accuracy.",
+        ),
         Table("empty", []),
     ]
     meta = {
@@ -235,7 +251,7 @@ def test_study_report_contents(sample):
     assert 'class="badge supported"' in html
     assert 'class="badge not-supported"' in html
     assert 'class="badge inconclusive"' in html
-    assert "gap</span> = <span class=\"v\">0.01235" in html  # 4 significant digits
+    assert 'gap</span> = <span class="v">0.01235' in html  # 4 significant digits
     assert "-0.02" in html
     # figures: one embedded PNG per figure, with caption in a figcaption
     assert html.count('src="data:image/png;base64,') == len(figs)

@@ -19,50 +19,76 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- parsing and validation (no training) ---------------------------------------------------------------
-@pytest.mark.parametrize("raw, value", [
-    ("0.1", 0.1), ("3", 3), ("1e-3", 1e-3), ("true", True), ("null", None), ("None", None),
-    ("64,256", [64, 256]), ("64, 256 ,1024", [64, 256, 1024]), ("[64,256]", [64, 256]), ("sgd", "sgd"),
-    ("sgd,adam", ["sgd", "adam"]), ("abc", "abc"), ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        ("0.1", 0.1),
+        ("3", 3),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("null", None),
+        ("None", None),
+        ("64,256", [64, 256]),
+        ("64, 256 ,1024", [64, 256, 1024]),
+        ("[64,256]", [64, 256]),
+        ("sgd", "sgd"),
+        ("sgd,adam", ["sgd", "adam"]),
+        ("abc", "abc"),
+        ("", ""),
+    ],
+)
 def test_parse_value(raw, value):
     assert parse_value(raw) == value
 
 
 def test_parse_sets():
     assert parse_sets(["lr=0.1", " epochs = 3 ", "widths=64,64", "dataset=a=b"]) == {
-        "lr": 0.1, "epochs": 3, "widths": [64, 64], "dataset": "a=b"}
+        "lr": 0.1,
+        "epochs": 3,
+        "widths": [64, 64],
+        "dataset": "a=b",
+    }
     for bad in ["lr", "=3"]:
         with pytest.raises(UsageError, match="expected key=value"):
             parse_sets([bad])
 
 
-@pytest.mark.parametrize("sets, key, value", [
-    (["widths=32"], "widths", (32,)),
-    (["widths=64,64"], "widths", (64, 64)),
-    (["widths=[16, 8]"], "widths", (16, 8)),
-    (["batch_sizes=64,256"], "batch_sizes", (64, 256)),
-    (["train_subset=null"], "train_subset", None),
-    (["lr=.5"], "lr", 0.5),
-])
+@pytest.mark.parametrize(
+    "sets, key, value",
+    [
+        (["widths=32"], "widths", (32,)),
+        (["widths=64,64"], "widths", (64, 64)),
+        (["widths=[16, 8]"], "widths", (16, 8)),
+        (["batch_sizes=64,256"], "batch_sizes", (64, 256)),
+        (["train_subset=null"], "train_subset", None),
+        (["lr=.5"], "lr", 0.5),
+    ],
+)
 def test_make_config_parses_values(sets, key, value):
     cfg, specs = make_config(get_study(STUDY), "quick", parse_sets(sets))
     assert getattr(cfg, key) == value
     assert specs
 
 
-@pytest.mark.parametrize("sets, match", [
-    (["batch_size=0"], r"unknown key 'batch_size' for study batch-size-sweep \(did you mean 'batch_sizes'\?\); "
-                       r"valid keys: .*batch_sizes"),
-    (["nope=1"], r"unknown key 'nope' .*valid keys: "),
-    (["batch_sizes=0"], r"invalid value for batch_sizes: .*\(got 0\)"),
-    (["batch_sizes=0,64"], r"invalid config: a planned run has an invalid batch_size: .*\(got 0\)"),
-    (["lr=abc"], r"invalid value for lr: .*\(got 'abc'\)"),
-    (["lr=-1"], r"invalid value for lr: .*greater than 0 \(got -1\)"),
-    (["lr=NaN"], r"invalid value for lr"),
-    (["lr=0.1,0.2"], r"invalid value for lr"),
-    (["epochs=0"], r"invalid value for epochs"),
-    (["widths=0"], r"widths"),
-])
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        (
+            ["batch_size=0"],
+            r"unknown key 'batch_size' for study batch-size-sweep \(did you mean 'batch_sizes'\?\); "
+            r"valid keys: .*batch_sizes",
+        ),
+        (["nope=1"], r"unknown key 'nope' .*valid keys: "),
+        (["batch_sizes=0"], r"invalid value for batch_sizes: .*\(got 0\)"),
+        (["batch_sizes=0,64"], r"invalid config: a planned run has an invalid batch_size: .*\(got 0\)"),
+        (["lr=abc"], r"invalid value for lr: .*\(got 'abc'\)"),
+        (["lr=-1"], r"invalid value for lr: .*greater than 0 \(got -1\)"),
+        (["lr=NaN"], r"invalid value for lr"),
+        (["lr=0.1,0.2"], r"invalid value for lr"),
+        (["epochs=0"], r"invalid value for epochs"),
+        (["widths=0"], r"widths"),
+    ],
+)
 def test_make_config_rejects(sets, match):
     with pytest.raises(UsageError, match=match) as e:
         make_config(get_study(STUDY), "quick", parse_sets(sets))
@@ -147,8 +173,7 @@ def test_partial_plan_trains_only_missing_runs(tmp_path):
     with Store(out) as store:
         before = store.finished_at()
     monitor = Counting()
-    second = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256, 1024]}, device="cpu", out=out,
-                       monitor=monitor)
+    second = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256, 1024]}, device="cpu", out=out, monitor=monitor)
     assert (second.trained, second.reused) == (2, 4)
     assert monitor.started == (STUDY, 6, 2, 2 * TINY["epochs"])
     assert monitor.run_epochs == 2 * TINY["epochs"] and monitor.saved_runs == 2 and monitor.finished

@@ -1,4 +1,5 @@
 """Schedules, geometry probes and precision options against direct formulas."""
+
 from __future__ import annotations
 
 import math
@@ -35,21 +36,31 @@ def test_cosine_after_warmup():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 500), bs=st.integers(1, 300), epochs=st.integers(1, 4), drop=st.booleans(),
-       switch=st.integers(1, 64))
+@given(
+    n=st.integers(1, 500),
+    bs=st.integers(1, 300),
+    epochs=st.integers(1, 4),
+    drop=st.booleans(),
+    switch=st.integers(1, 64),
+)
 def test_lr_table_has_one_entry_per_step(n, bs, epochs, drop, switch):
-    spec = RunSpec(batch_size=bs, epochs=epochs, drop_last=drop,
-                   batch_switch=((epochs - 1, switch),) if epochs > 1 else ())
+    spec = RunSpec(
+        batch_size=bs, epochs=epochs, drop_last=drop, batch_switch=((epochs - 1, switch),) if epochs > 1 else ()
+    )
     plan = epoch_plan(spec, n)
-    for (b, steps) in plan:
+    for b, steps in plan:
         assert steps == (n // b if drop else math.ceil(n / b))
     assert len(lr_table(spec, n)) == sum(s for _, s in plan)
 
 
 def test_geometry_against_direct_formulas():
     g = torch.Generator().manual_seed(0)
-    init = {"a.weight": torch.randn(2, 4, 3, generator=g), "a.bias": torch.randn(2, 4, generator=g),
-            "b.weight": torch.randn(2, 1, 4, generator=g), "b.bias": torch.randn(2, 1, generator=g)}
+    init = {
+        "a.weight": torch.randn(2, 4, 3, generator=g),
+        "a.bias": torch.randn(2, 4, generator=g),
+        "b.weight": torch.randn(2, 1, 4, generator=g),
+        "b.bias": torch.randn(2, 1, generator=g),
+    }
     now = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in init.items()}
     out = geometry(now, init)
     for r in range(2):
@@ -67,8 +78,9 @@ def test_geometry_against_direct_formulas():
 
 @pytest.mark.parametrize("precision", ["bf16", "float64"])
 def test_precision_options_train(precision):
-    spec = RunSpec(train_subset=512, test_subset=128, widths=(32,), batch_size=32, epochs=2, lr=0.1,
-                   precision=precision)
+    spec = RunSpec(
+        train_subset=512, test_subset=128, widths=(32,), batch_size=32, epochs=2, lr=0.1, precision=precision
+    )
     (res,) = train_group([spec], device="cpu")
     losses = [m["train_loss"] for m in res.metrics]
     assert res.status == "finished" and losses[-1] < 0.7 * losses[0]

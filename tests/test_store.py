@@ -20,8 +20,18 @@ def metrics(n=3, **override):
 
 
 def save(store, key="k1", **kw):
-    args = dict(key=key, config=CONFIG, seed=3, status="finished", diverged_step=None, steps=20, wall_s=1.5,
-                group_size=4, env=ENV, metrics=metrics())
+    args = dict(
+        key=key,
+        config=CONFIG,
+        seed=3,
+        status="finished",
+        diverged_step=None,
+        steps=20,
+        wall_s=1.5,
+        group_size=4,
+        env=ENV,
+        metrics=metrics(),
+    )
     store.save_run(**(args | kw))
 
 
@@ -41,8 +51,10 @@ def test_round_trip(tmp_path):
 
 
 def test_nonfinite_metrics_are_null(tmp_path):
-    rows = metrics(e1={"train_acc": float("nan"), "test_loss": float("inf")},
-                   e2={"train_acc": np.float32("nan"), "test_loss": None})
+    rows = metrics(
+        e1={"train_acc": float("nan"), "test_loss": float("inf")},
+        e2={"train_acc": np.float32("nan"), "test_loss": None},
+    )
     with Store(tmp_path) as store:
         save(store, status="diverged", diverged_step=12, metrics=rows)
         raw = store.db.execute("SELECT epoch, name, value FROM metrics WHERE epoch > 0 ORDER BY epoch, name").fetchall()
@@ -92,8 +104,14 @@ def test_a_failed_write_leaves_no_trace(tmp_path):
 def test_study_records(tmp_path):
     with Store(tmp_path) as store:
         assert store.study("s") is None
-        store.save_study(name="s", profile="quick", config={"lr": 0.1, "widths": [32]}, run_keys=["a", "b"],
-                         wall_s=2.0, meta={"device": "cpu"})
+        store.save_study(
+            name="s",
+            profile="quick",
+            config={"lr": 0.1, "widths": [32]},
+            run_keys=["a", "b"],
+            wall_s=2.0,
+            meta={"device": "cpu"},
+        )
         store.save_study(name="s", profile="full", config={"lr": 0.2}, run_keys=["c"], wall_s=3.0, meta={})
         store.save_study(name="other", profile="quick", config={}, run_keys=[], wall_s=0.0, meta={})
         latest = store.study("s")  # both written within one second: the latest write still wins

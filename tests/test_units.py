@@ -30,17 +30,22 @@ COMMITTED = Path(__file__).parent.parent / "benchmarks" / "results" / "spec02-fu
 # --- specs -----------------------------------------------------------------------------------------------
 def test_new_run_options_at_their_defaults_keep_old_keys():
     """micro_batch, probes and eval_every were added with defaults: a run's key is unchanged."""
-    assert RunSpec(batch_size=64, lr=0.01, seed=1).key == RunSpec(batch_size=64, lr=0.01, seed=1, micro_batch=None,
-                                                                  probes=("metrics", "geometry"), eval_every=0).key
+    assert (
+        RunSpec(batch_size=64, lr=0.01, seed=1).key
+        == RunSpec(batch_size=64, lr=0.01, seed=1, micro_batch=None, probes=("metrics", "geometry"), eval_every=0).key
+    )
     assert RunSpec(micro_batch=32).key != RunSpec().key
 
 
 def test_task_key_depends_on_kind_args_seed_and_start():
     run = RunSpec(**TINY)
     base = TaskSpec(kind="gradient-norms", args={"examples": 8}, start=Checkpoint(run=run, epoch=1))
-    variants = [base.model_copy(update={"seed": 1}), base.model_copy(update={"args": {"examples": 9}}),
-                base.model_copy(update={"start": Checkpoint(run=run, epoch=2)}),
-                base.model_copy(update={"start": Checkpoint(run=run.model_copy(update={"seed": 3}), epoch=1)})]
+    variants = [
+        base.model_copy(update={"seed": 1}),
+        base.model_copy(update={"args": {"examples": 9}}),
+        base.model_copy(update={"start": Checkpoint(run=run, epoch=2)}),
+        base.model_copy(update={"start": Checkpoint(run=run.model_copy(update={"seed": 3}), epoch=1)}),
+    ]
     assert len({base.key, *(v.key for v in variants)}) == 5
     assert TaskSpec(**json.loads(base.model_dump_json())).key == base.key  # plain data round trip
 
@@ -62,8 +67,10 @@ def test_micro_batches_equal_the_direct_batch_in_float64():
         (a,) = train_group([direct], device="cpu", keep_params=True)
         (b,) = train_group([direct.model_copy(update={"micro_batch": 8})], device="cpu", keep_params=True)
         num = sum((a.params[k] - b.params[k]).pow(2).sum() for k in a.params).sqrt()
-        den = sum((a.params[k] - init_params(build_model("mlp", widths=(16,)), "glorot", 0)[k].double()).pow(2).sum()
-                  for k in a.params).sqrt()
+        den = sum(
+            (a.params[k] - init_params(build_model("mlp", widths=(16,)), "glorot", 0)[k].double()).pow(2).sum()
+            for k in a.params
+        ).sqrt()
         assert float(num / den) < 1e-12, opt
 
 
@@ -76,7 +83,7 @@ def test_per_example_grads_equal_a_loop_of_single_backward_passes():
     module.load_state_dict(params)
     for i in range(5):
         module.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(x[i:i + 1]), y[i:i + 1])
+        loss = torch.nn.functional.cross_entropy(module(x[i : i + 1]), y[i : i + 1])
         loss.backward()
         assert float(losses[i]) == pytest.approx(loss.item(), rel=1e-13)
         for name, p in module.named_parameters():
@@ -107,8 +114,9 @@ def test_start_from_given_weights_continues_training():
     # the second epoch's order is data_order(seed, 1): feed it, since a fresh run would use epoch 0's
     from batchlab.engine.data import data_order
 
-    (cont,) = train_group([one_more], device="cpu", keep_params=True, start=ckpt,
-                          orders=[data_order(spec.seed, 1, 256).numpy()])
+    (cont,) = train_group(
+        [one_more], device="cpu", keep_params=True, start=ckpt, orders=[data_order(spec.seed, 1, 256).numpy()]
+    )
     for k in whole.params:
         torch.testing.assert_close(cont.params[k], whole.params[k], rtol=1e-12, atol=1e-14)
 
@@ -123,8 +131,10 @@ def test_eval_every_n_steps_and_no_probes():
 
 
 def test_a_registered_probe_runs_at_the_cadence():
-    register_probe("param_count", lambda ctx: {"n_params": torch.full((ctx.n_runs,), float(
-        sum(p[0].numel() for p in ctx.params.values())))})
+    register_probe(
+        "param_count",
+        lambda ctx: {"n_params": torch.full((ctx.n_runs,), float(sum(p[0].numel() for p in ctx.params.values())))},
+    )
     try:
         (res,) = train_group([RunSpec(**TINY, probes=("param_count",))], device="cpu")
     finally:
@@ -189,8 +199,13 @@ class CheckpointStudy(Study):
         return cfg.seeded(batch_size=32, epochs=cfg.epochs)
 
     def plan(self, cfg):
-        return [*self.runs(cfg), *(TaskSpec(kind="gradient-norms", args={"examples": 8},
-                                            start=Checkpoint(run=r, epoch=self.epoch)) for r in self.runs(cfg))]
+        return [
+            *self.runs(cfg),
+            *(
+                TaskSpec(kind="gradient-norms", args={"examples": 8}, start=Checkpoint(run=r, epoch=self.epoch))
+                for r in self.runs(cfg)
+            ),
+        ]
 
     def analyze(self, cfg, results: Results):
         self.seen = [results.array(t, "sq_norms") for t in self.plan(cfg) if isinstance(t, TaskSpec)]

@@ -10,6 +10,7 @@ per example); byte time = the weight traffic a step cannot avoid / measured band
 reads W, backward reads W and writes dW, the update reads W and dW and writes W: 6 x 4 bytes per
 weight per run-step (float32), plus the batch itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def measure_ceilings(device: torch.device) -> dict:
     reps = 10 if device.type == "cuda" else 3
     t = timed(lambda: [a @ b for _ in range(reps)], device, 3) / reps
     torch.backends.cuda.matmul.allow_tf32 = old
-    flops = 2 * n ** 3 / t
+    flops = 2 * n**3 / t
     size = (1 << 28) if device.type == "cuda" else (1 << 24)  # floats: 1 GiB on the GPU
     src = torch.empty(size, device=device)
     dst = torch.empty_like(src)
@@ -97,8 +98,9 @@ def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
     return timed(lambda: loop(steps), device) / steps
 
 
-def engine_steps_time(specs: list[RunSpec], device: torch.device, steps: int, graphs: bool = True,
-                      fused: bool | None = None) -> float:
+def engine_steps_time(
+    specs: list[RunSpec], device: torch.device, steps: int, graphs: bool = True, fused: bool | None = None
+) -> float:
     """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
     trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=graphs, fused=fused)
     bs = specs[0].batch_size
@@ -152,19 +154,32 @@ def p6_from_store(results_dir: Path, device: torch.device, progress=print) -> di
             steps_by_bs[bs] = steps_by_bs.get(bs, 0) + steps
         epochs += spec.epochs + 1
     head = next(iter(specs.values()))
-    per_step = {bs: naive_steps_time(head.model_copy(update={"batch_size": bs, "epochs": 1}), device,
-                                     1000 if bs < 16 else 200) for bs in sorted(steps_by_bs)}
+    per_step = {
+        bs: naive_steps_time(head.model_copy(update={"batch_size": bs, "epochs": 1}), device, 1000 if bs < 16 else 200)
+        for bs in sorted(steps_by_bs)
+    }
     eval_s = naive_eval_time(head, device)
     naive = sum(per_step[bs] * n for bs, n in steps_by_bs.items()) + eval_s * epochs
     engine = sum(r.wall_s / r.group_size for r in records.values())
     progress(f"P6: {len(specs)} runs, naive {naive:.0f} s (extrapolated), engine {engine:.0f} s")
-    return {"workload": f"P6 every run of the stored studies ({len(specs)} runs, 3 seeds)", "unit": "all runs",
-            "naive_s": naive, "engine_s": engine, "speedup": naive / engine, "target_speedup": 30.0,
-            "meets_target": bool(naive / engine >= 30), "naive_step_s": per_step, "naive_eval_s": eval_s,
-            "steps_by_batch_size": steps_by_bs, "evaluations": epochs,
-            "note": ("naive time extrapolated: measured seconds per step at each batch size (a sample of "
-                     "200-1000 steps) x the runs' steps, plus a measured full evaluation x evaluations; "
-                     "engine time = the recorded wall time of every group (evaluation and compilation included)")}
+    return {
+        "workload": f"P6 every run of the stored studies ({len(specs)} runs, 3 seeds)",
+        "unit": "all runs",
+        "naive_s": naive,
+        "engine_s": engine,
+        "speedup": naive / engine,
+        "target_speedup": 30.0,
+        "meets_target": bool(naive / engine >= 30),
+        "naive_step_s": per_step,
+        "naive_eval_s": eval_s,
+        "steps_by_batch_size": steps_by_bs,
+        "evaluations": epochs,
+        "note": (
+            "naive time extrapolated: measured seconds per step at each batch size (a sample of "
+            "200-1000 steps) x the runs' steps, plus a measured full evaluation x evaluations; "
+            "engine time = the recorded wall time of every group (evaluation and compilation included)"
+        ),
+    }
 
 
 def floors(n_params: int, examples_per_run_step: int, runs: int, ceilings: dict) -> dict:
@@ -174,13 +189,31 @@ def floors(n_params: int, examples_per_run_step: int, runs: int, ceilings: dict)
     return {"flop_s": flop, "byte_s": byte, "floor_s": max(flop, byte), "bound": "FLOPs" if flop > byte else "bytes"}
 
 
-def workload(name: str, target_s: float | None, unit: str, naive_s: float, engine_s: float, floor: dict,
-             scale: float, note: str = "") -> dict:
+def workload(
+    name: str,
+    target_s: float | None,
+    unit: str,
+    naive_s: float,
+    engine_s: float,
+    floor: dict,
+    scale: float,
+    note: str = "",
+) -> dict:
     """One row: times per `unit` (scaled from measured per-step times by `scale` steps)."""
-    row = {"workload": name, "unit": unit, "naive_s": naive_s * scale, "engine_s": engine_s * scale,
-           "speedup": naive_s / engine_s, "floor_s": floor["floor_s"] * scale, "flop_s": floor["flop_s"] * scale,
-           "byte_s": floor["byte_s"] * scale, "bound": floor["bound"],
-           "fraction_of_floor": floor["floor_s"] / engine_s, "target_s": target_s, "note": note}
+    row = {
+        "workload": name,
+        "unit": unit,
+        "naive_s": naive_s * scale,
+        "engine_s": engine_s * scale,
+        "speedup": naive_s / engine_s,
+        "floor_s": floor["floor_s"] * scale,
+        "flop_s": floor["flop_s"] * scale,
+        "byte_s": floor["byte_s"] * scale,
+        "bound": floor["bound"],
+        "fraction_of_floor": floor["floor_s"] / engine_s,
+        "target_s": target_s,
+        "note": note,
+    }
     row["meets_target"] = None if target_s is None else bool(row["engine_s"] <= target_s)
     return row
 
@@ -188,8 +221,10 @@ def workload(name: str, target_s: float | None, unit: str, naive_s: float, engin
 def run_bench(device: torch.device, quick: bool = False, progress=print, studies_dir: Path | None = None) -> dict:
     """P1 (32 runs, batch 64, one epoch), P2 (batch 2 per-step latency) and the 1-run reference."""
     ceilings = measure_ceilings(device)
-    progress(f"ceilings: {ceilings['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s float32, "
-             f"{ceilings['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
+    progress(
+        f"ceilings: {ceilings['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s float32, "
+        f"{ceilings['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s"
+    )
     widths = (1024, 1024) if not quick else (256, 256)
     n_params = sum(p.numel() for p in build_model("mlp", widths=widths).parameters())
     steps = 300 if device.type == "cuda" else 20
@@ -209,31 +244,66 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
         specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
         eng = engine_steps_time(specs, device, steps)
         name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch" + (
-            f" ({precision})" if precision != "float32" else "")
-        rows.append(workload(name, target if not quick else None, "epoch", naive64 * runs, eng,
-                             floors(n_params, 64, runs, ceilings), epoch_steps,
-                             "naive = one run after another; times from a sample of steps x steps per epoch"))
+            f" ({precision})" if precision != "float32" else ""
+        )
+        rows.append(
+            workload(
+                name,
+                target if not quick else None,
+                "epoch",
+                naive64 * runs,
+                eng,
+                floors(n_params, 64, runs, ceilings),
+                epoch_steps,
+                "naive = one run after another; times from a sample of steps x steps per epoch",
+            )
+        )
         progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s, engine {rows[-1]['engine_s']:.3f} s")
     base2 = reference_spec(2, **extra)
     naive2 = naive_steps_time(base2, device, steps * 3)
     eng2 = engine_steps_time([base2], device, steps * 10)
-    rows.append(workload("P2 mlp batch 2, 1 run, per step", 100e-6 if not quick else None, "step", naive2, eng2,
-                         floors(n_params, 2, 1, ceilings), 1))
+    rows.append(
+        workload(
+            "P2 mlp batch 2, 1 run, per step",
+            100e-6 if not quick else None,
+            "step",
+            naive2,
+            eng2,
+            floors(n_params, 2, 1, ceilings),
+            1,
+        )
+    )
     progress(f"P2: naive {naive2 * 1e6:.0f} us/step, engine {eng2 * 1e6:.0f} us/step")
     # the same step without CUDA graphs / fusion: what each trick is worth
     ablation = {}
     if device.type == "cuda":
         specs32 = [reference_spec(64, seed=s, **extra) for s in range(32)]
-        ablation["32 runs batch 64, eager step, unfused update (s/step)"] = engine_steps_time(specs32, device, steps, False, False)
-        ablation["32 runs batch 64, graph, unfused update (s/step)"] = engine_steps_time(specs32, device, steps, True, False)
-        ablation["32 runs batch 64, graph, fused update (s/step)"] = engine_steps_time(specs32, device, steps, True, True)
+        ablation["32 runs batch 64, eager step, unfused update (s/step)"] = engine_steps_time(
+            specs32, device, steps, False, False
+        )
+        ablation["32 runs batch 64, graph, unfused update (s/step)"] = engine_steps_time(
+            specs32, device, steps, True, False
+        )
+        ablation["32 runs batch 64, graph, fused update (s/step)"] = engine_steps_time(
+            specs32, device, steps, True, True
+        )
         ablation["1 run batch 2, eager step (s/step)"] = engine_steps_time([base2], device, steps, False, False)
     p6 = p6_from_store(studies_dir, device, progress) if studies_dir else None
     env = environment(device)
-    return {"p6": p6, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": env["device"],
-            "torch": env["torch"], "cuda": env["cuda"], "python": platform.python_version(),
-            "git_commit": env["git_commit"], "quick": quick, "ceilings": ceilings, "n_params": n_params,
-            "workloads": rows, "ablation": ablation}
+    return {
+        "p6": p6,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": env["device"],
+        "torch": env["torch"],
+        "cuda": env["cuda"],
+        "python": platform.python_version(),
+        "git_commit": env["git_commit"],
+        "quick": quick,
+        "ceilings": ceilings,
+        "n_params": n_params,
+        "workloads": rows,
+        "ablation": ablation,
+    }
 
 
 def save(result: dict, directory: Path) -> Path:
@@ -268,21 +338,32 @@ def performance_table(directory: Path) -> str:
             continue
         if result["device"] not in latest or result["date"] > latest[result["device"]]["date"]:
             latest[result["device"]] = result | {"file": path.name}
-    lines = ["| device | workload | naive | engine | speed-up | floor (bound) | fraction of floor | target |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| device | workload | naive | engine | speed-up | floor (bound) | fraction of floor | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for device, result in latest.items():
         for w in result["workloads"]:
-            target = "—" if w["target_s"] is None else (
-                f"≤ {_fmt_time(w['target_s'])} {'met' if w['meets_target'] else 'missed'}")
-            lines.append(f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
-                         f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
-                         f"| {w['fraction_of_floor']:.0%} | {target} |")
+            target = (
+                "—"
+                if w["target_s"] is None
+                else (f"≤ {_fmt_time(w['target_s'])} {'met' if w['meets_target'] else 'missed'}")
+            )
+            lines.append(
+                f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
+                f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
+                f"| {w['fraction_of_floor']:.0%} | {target} |"
+            )
         p6 = result.get("p6")
         if p6:
-            lines.append(f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) "
-                         f"| {_fmt_time(p6['engine_s'])} | {p6['speedup']:.1f}x | — | — "
-                         f"| ≥ 30x {'met' if p6['meets_target'] else 'missed'} |")
-    sources = ", ".join(f"`benchmarks/results/{r['file']}` ({r['date'][:10]}, torch {r['torch']})" for r in latest.values())
+            lines.append(
+                f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) "
+                f"| {_fmt_time(p6['engine_s'])} | {p6['speedup']:.1f}x | — | — "
+                f"| ≥ 30x {'met' if p6['meets_target'] else 'missed'} |"
+            )
+    sources = ", ".join(
+        f"`benchmarks/results/{r['file']}` ({r['date'][:10]}, torch {r['torch']})" for r in latest.values()
+    )
     return "\n".join(lines) + (f"\n\nFrom {sources}." if sources else "\n\nNo GPU result recorded yet.")
 
 

@@ -3,6 +3,7 @@
 Verdicts are always computed from stored results by a stated rule: never hard-coded, never tuned
 until it passes.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

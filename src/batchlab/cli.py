@@ -5,6 +5,7 @@ device, a report with no results) prints one line on stderr and exits with code 
 is written. Interrupting (Ctrl-C) exits with 130; every finished run is already in the store and the
 same command resumes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,12 @@ try:  # typer >= 0.2x vendors click; older typer uses click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="batchlab: how batch size, learning rate and optimizer shape training.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="batchlab: how batch size, learning rate and optimizer shape training.",
+)
 console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
 
@@ -81,10 +86,17 @@ class TrainingProgress(Monitor):
             note(f"{study}: training {pending} runs ({run_epochs} run-epochs){reused}")
             return
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"), MofNCompleteColumn(),
-            TextColumn("run-epochs"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-            console=console, transient=False)
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"),
+            MofNCompleteColumn(),
+            TextColumn("run-epochs"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         self.progress.start()
         self.task = self.progress.add_task(study, total=max(run_epochs, 1), saved=0, runs=pending)
 
@@ -98,8 +110,10 @@ class TrainingProgress(Monitor):
                 self.next_quarter = quarter + 1
                 elapsed = time.perf_counter() - self.t0
                 left = elapsed * (self.total - self.done) / max(self.done, 1)
-                note(f"  {25 * quarter}% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs "
-                     f"saved), {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+                note(
+                    f"  {25 * quarter}% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs "
+                    f"saved), {_clock(elapsed)} elapsed, ~{_clock(left)} left"
+                )
 
     def saved(self, runs: int) -> None:
         self.saved_runs += runs
@@ -112,9 +126,17 @@ class TrainingProgress(Monitor):
         if not self.live:
             note(f"{self.study}: computing {pending} tasks")
             return
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("tasks"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                                 console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tasks"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         self.progress.start()
         self.task = self.progress.add_task(self.study, total=pending)
 
@@ -130,8 +152,10 @@ class TrainingProgress(Monitor):
     def finish(self) -> None:
         self.close()
         if not self.live and self.runs:
-            note(f"  100% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs saved) "
-                 f"in {_clock(time.perf_counter() - self.t0)}")
+            note(
+                f"  100% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs saved) "
+                f"in {_clock(time.perf_counter() - self.t0)}"
+            )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -172,8 +196,11 @@ def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
 
 
 @app.command("list")
-def list_studies(study: Optional[str] = typer.Argument(
-        None, help="A study: show its description, profiles and config keys (what `run --set` accepts).")) -> None:
+def list_studies(
+    study: Optional[str] = typer.Argument(
+        None, help="A study: show its description, profiles and config keys (what `run --set` accepts)."
+    ),
+) -> None:
     """List the studies and their profiles; with a study name, describe that study and its config keys."""
     from .studies import REGISTRY
 
@@ -200,8 +227,9 @@ def describe_study(name: str) -> None:
     quick = study.config("quick") if "quick" in study.profiles else None
     out_console.print(Text(f"{study.name}: {study.title}", style="bold"), highlight=False)
     out_console.print(study.description, highlight=False, markup=False)
-    out_console.print(f"profiles: {'; '.join(_profile_summary(study, p) for p in study.profiles)}",
-                      highlight=False, markup=False)
+    out_console.print(
+        f"profiles: {'; '.join(_profile_summary(study, p) for p in study.profiles)}", highlight=False, markup=False
+    )
     header = ("key", "type", "default", *(["quick"] if quick is not None else []))
     rows = []
     for key, field in study.Config.model_fields.items():
@@ -225,8 +253,11 @@ def describe_study(name: str) -> None:
         if help_text:
             out_console.print(Padding(Text(help_text, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
     out_console.print()
-    out_console.print(f"change a key: batchlab run {study.name} --set key=value (a list: --set key=a,b)",
-                      highlight=False, markup=False)
+    out_console.print(
+        f"change a key: batchlab run {study.name} --set key=value (a list: --set key=a,b)",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _profile_summary(study, profile: str) -> str:
@@ -268,25 +299,37 @@ def _type_name(annotation) -> str:
 
 
 @app.command()
-def run(study: str = typer.Argument(..., help="Study name (see `batchlab list`)."),
-        profile: str = PROFILE,
-        set_: list[str] = typer.Option([], "--set", help="Override a config key: --set batch_sizes=64,256 --set lr=0.1"),
-        device: str = DEVICE, out: Path = OUT, data_dir: Optional[Path] = DATA_DIR) -> None:
+def run(
+    study: str = typer.Argument(..., help="Study name (see `batchlab list`)."),
+    profile: str = PROFILE,
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set batch_sizes=64,256 --set lr=0.1"),
+    device: str = DEVICE,
+    out: Path = OUT,
+    data_dir: Optional[Path] = DATA_DIR,
+) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
     from .runner import parse_sets, prepare
 
-    prep = prepare(study, profile=profile, overrides=parse_sets(set_), device=device, out=out,
-                   data_dir=use_data_dir(data_dir))
+    prep = prepare(
+        study, profile=profile, overrides=parse_sets(set_), device=device, out=out, data_dir=use_data_dir(data_dir)
+    )
     result = _train(prep)
-    out_console.print(f"{study}: trained {result.trained} runs, reused {result.reused} from the store, "
-                      f"{result.wall_s:.1f} s", highlight=False, markup=False, soft_wrap=True)
+    out_console.print(
+        f"{study}: trained {result.trained} runs, reused {result.reused} from the store, {result.wall_s:.1f} s",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     print_claims(result.output.claims)
     out_console.print(f"report: {result.report}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
-def report(study: str = typer.Argument(..., help="Study name."), out: Path = OUT,
-           profile: Optional[str] = typer.Option(None, "--profile", help="Which recorded profile (default: latest).")) -> None:
+def report(
+    study: str = typer.Argument(..., help="Study name."),
+    out: Path = OUT,
+    profile: Optional[str] = typer.Option(None, "--profile", help="Which recorded profile (default: latest)."),
+) -> None:
     """Recompute a study's figures, tables and claims from the store (no training)."""
     from .runner import write_report
 
@@ -296,9 +339,14 @@ def report(study: str = typer.Argument(..., help="Study name."), out: Path = OUT
 
 
 @app.command()
-def reproduce(profile: Optional[str] = typer.Option(
-                  None, "--profile", help="quick | full (default: full on a GPU, quick on a CPU)"),
-              device: str = DEVICE, out: Path = OUT, data_dir: Optional[Path] = DATA_DIR) -> None:
+def reproduce(
+    profile: Optional[str] = typer.Option(
+        None, "--profile", help="quick | full (default: full on a GPU, quick on a CPU)"
+    ),
+    device: str = DEVICE,
+    out: Path = OUT,
+    data_dir: Optional[Path] = DATA_DIR,
+) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
     data_dir = use_data_dir(data_dir)
     from .env import environment
@@ -314,28 +362,43 @@ def reproduce(profile: Optional[str] = typer.Option(
     studies, claims = [], []
     for prep in preps:
         result = _train(prep)
-        studies.append({"name": prep.name, "title": prep.study.title, "href": f"{prep.name}/report.html",
-                        "wall_s": result.wall_s, "n_runs": result.trained + result.reused})
+        studies.append(
+            {
+                "name": prep.name,
+                "title": prep.study.title,
+                "href": f"{prep.name}/report.html",
+                "wall_s": result.wall_s,
+                "n_runs": result.trained + result.reused,
+            }
+        )
         claims += result.output.claims
     total = time.perf_counter() - t0
     env = environment(check_device(device))
-    index = write_index(out / "index.html", title=f"batchlab reproduction ({profile})",
-                        meta={"profile": profile, "device": env["device"], "torch": env["torch"],
-                              "git_commit": env["git_commit"]},
-                        studies=studies, claims=claims, total_wall_s=total)
+    index = write_index(
+        out / "index.html",
+        title=f"batchlab reproduction ({profile})",
+        meta={"profile": profile, "device": env["device"], "torch": env["torch"], "git_commit": env["git_commit"]},
+        studies=studies,
+        claims=claims,
+        total_wall_s=total,
+    )
     print_claims(claims)
-    out_console.print(f"reproduced {len(studies)} studies in {total:.1f} s: {index}",
-                      highlight=False, markup=False, soft_wrap=True)
+    out_console.print(
+        f"reproduced {len(studies)} studies in {total:.1f} s: {index}", highlight=False, markup=False, soft_wrap=True
+    )
 
 
 @app.command()
-def bench(device: str = DEVICE,
-          quick: bool = typer.Option(False, "--quick", help="A smaller model and data subset (minutes on a CPU)."),
-          out: Path = typer.Option(Path("benchmarks") / "results", "--out", help="Where the JSON result goes."),
-          studies: Optional[Path] = typer.Option(
-              None, "--studies", help="A results directory of full-profile studies: also time P6 against them."),
-          table: bool = typer.Option(False, "--table", help="Only regenerate the README performance table."),
-          readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table is updated.")) -> None:
+def bench(
+    device: str = DEVICE,
+    quick: bool = typer.Option(False, "--quick", help="A smaller model and data subset (minutes on a CPU)."),
+    out: Path = typer.Option(Path("benchmarks") / "results", "--out", help="Where the JSON result goes."),
+    studies: Optional[Path] = typer.Option(
+        None, "--studies", help="A results directory of full-profile studies: also time P6 against them."
+    ),
+    table: bool = typer.Option(False, "--table", help="Only regenerate the README performance table."),
+    readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table is updated."),
+) -> None:
     """Time the engine against a naive PyTorch loop and the device's floor."""
     from .bench import run_bench, save, update_readme
     from .runner import check_device, check_writable

@@ -1,4 +1,5 @@
 """The environment a run was measured in, recorded beside every result."""
+
 from __future__ import annotations
 
 import functools

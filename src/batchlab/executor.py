@@ -6,6 +6,7 @@ driver (batchlab.runner) decides what runs and alone writes the store; an execut
 units run. `LocalExecutor` runs them one after another in this process; a distributed executor
 needs only to ship the same units and bring back the same results.
 """
+
 from __future__ import annotations
 
 import time
@@ -50,9 +51,14 @@ Unit = TrainUnit | TaskUnit
 Result = list[RunResult] | TaskResult
 
 
-def execute(unit: Unit, device: str | torch.device = "auto", data_dir: str | None = None, *,
-            on_epoch: Callable[[int, int], None] | None = None,
-            on_chunk: Callable[[list[RunResult]], None] | None = None) -> Result:
+def execute(
+    unit: Unit,
+    device: str | torch.device = "auto",
+    data_dir: str | None = None,
+    *,
+    on_epoch: Callable[[int, int], None] | None = None,
+    on_chunk: Callable[[list[RunResult]], None] | None = None,
+) -> Result:
     """Compute one unit on `device`. `on_epoch`/`on_chunk` are optional progress hooks of a local caller."""
     device = resolve_device(device)
     env = environment(device)
@@ -69,8 +75,14 @@ def execute(unit: Unit, device: str | torch.device = "auto", data_dir: str | Non
             on_chunk(results)
         return results
 
-    return train_group(list(unit.specs), device=device, on_epoch=on_epoch, data_dir=data_dir,
-                       checkpoints=frozenset(wanted), on_chunk=finish)
+    return train_group(
+        list(unit.specs),
+        device=device,
+        on_epoch=on_epoch,
+        data_dir=data_dir,
+        checkpoints=frozenset(wanted),
+        on_chunk=finish,
+    )
 
 
 def run_task(unit: TaskUnit, device: torch.device, data_dir: str | None, env: dict) -> TaskResult:
@@ -90,9 +102,15 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, units: Iterable[Unit], device: str | torch.device, data_dir: str | None = None, *,
-            on_epoch: Callable[[int, int], None] | None = None,
-            on_chunk: Callable[[list[RunResult]], None] | None = None) -> Iterator[tuple[Unit, Result]]:
+    def map(
+        self,
+        units: Iterable[Unit],
+        device: str | torch.device,
+        data_dir: str | None = None,
+        *,
+        on_epoch: Callable[[int, int], None] | None = None,
+        on_chunk: Callable[[list[RunResult]], None] | None = None,
+    ) -> Iterator[tuple[Unit, Result]]:
         """Yield (unit, result) as each unit finishes. A training unit's chunks also reach `on_chunk`
         as soon as they exist, so a driver can store them before the whole group is done."""
         for unit in units:

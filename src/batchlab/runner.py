@@ -8,6 +8,7 @@ tasks, each starting from its checkpoint read back from the store. The driver al
 store, one transaction per finished unit. `write_report` is where `batchlab report` starts (it
 recomputes tables, figures and claims from the store without computing anything).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -29,12 +30,12 @@ from .engine import RunResult, RunSpec, partition, resolve_device
 from .engine.spec import TaskSpec, Unit
 from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
-from .tasks import TaskResult, validate_task
 from .report.figures import save_figure
 from .report.html import FigureRef, atomic_write_text, write_csv, write_study_report
 from .store import Store, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput
+from .tasks import TaskResult, validate_task
 
 
 @dataclass
@@ -107,8 +108,12 @@ def coerce_overrides(config_cls: type[StudyConfig], overrides: dict[str, Any]) -
     out = dict(overrides)
     for key, value in overrides.items():
         field = config_cls.model_fields.get(key)
-        if field is not None and value is not None and not isinstance(value, (list, tuple, dict)) \
-                and _is_sequence_type(field.annotation):
+        if (
+            field is not None
+            and value is not None
+            and not isinstance(value, (list, tuple, dict))
+            and _is_sequence_type(field.annotation)
+        ):
             out[key] = (value,)
     return out
 
@@ -260,9 +265,16 @@ class Prepared:
         return self.study.name
 
 
-def prepare(name: str, *, profile: str = "quick", overrides: dict[str, Any] | None = None,
-            device: str | torch.device = "auto", out: str | Path = "batchlab-results",
-            check_data_now: bool = True, data_dir: str | Path | None = None) -> Prepared:
+def prepare(
+    name: str,
+    *,
+    profile: str = "quick",
+    overrides: dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
+    out: str | Path = "batchlab-results",
+    check_data_now: bool = True,
+    data_dir: str | Path | None = None,
+) -> Prepared:
     """Validate everything about a study execution; raise UsageError (or DataError), write nothing."""
     study = lookup(name)
     cfg, specs = make_config(study, profile, overrides or {})
@@ -331,15 +343,19 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
                 save_result(store, result, rerun=result.key in plan.rerun_for_checkpoints)
             monitor.saved(len(results))
 
-        units = [TrainUnit(tuple(group), {s.key: tuple(sorted(plan.checkpoints.get(s.key, ()))) for s in group})
-                 for group in partition(plan.runs)]
+        units = [
+            TrainUnit(tuple(group), {s.key: tuple(sorted(plan.checkpoints.get(s.key, ()))) for s in group})
+            for group in partition(plan.runs)
+        ]
         for _ in executor.map(units, prep.device, prep.data_dir, on_epoch=monitor.epoch, on_chunk=save_chunk):
             pass
         monitor.finish()
         if plan.tasks:
             monitor.tasks(len(plan.tasks))
-            task_units = (TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch))
-                          for t in plan.tasks)
+            task_units = (
+                TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch))
+                for t in plan.tasks
+            )
             for _, result in executor.map(task_units, prep.device, prep.data_dir):
                 env.update(result.env)
                 save_task(store, result)
@@ -347,12 +363,24 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
         wall = time.perf_counter() - t0
         trained = len(plan.runs) + len(plan.tasks)
         env = env or _environment(prep.device)
-        meta = {"profile": prep.profile, "device": env["device"], "torch": env["torch"],
-                "git_commit": env["git_commit"], "code_version": env.get("code_version"),
-                "trained_runs": len(plan.runs), "computed_tasks": len(plan.tasks),
-                "reused_units": len(prep.specs) - trained}
-        store.save_study(name=prep.name, profile=prep.profile, config=prep.config.model_dump(mode="json"),
-                         run_keys=[s.key for s in prep.specs], wall_s=wall, meta=meta)
+        meta = {
+            "profile": prep.profile,
+            "device": env["device"],
+            "torch": env["torch"],
+            "git_commit": env["git_commit"],
+            "code_version": env.get("code_version"),
+            "trained_runs": len(plan.runs),
+            "computed_tasks": len(plan.tasks),
+            "reused_units": len(prep.specs) - trained,
+        }
+        store.save_study(
+            name=prep.name,
+            profile=prep.profile,
+            config=prep.config.model_dump(mode="json"),
+            run_keys=[s.key for s in prep.specs],
+            wall_s=wall,
+            meta=meta,
+        )
         report, output = write_report(prep.name, prep.out, profile=prep.profile, store=store)
     finally:
         store.close()
@@ -365,12 +393,20 @@ def _environment(device: torch.device) -> dict:
     return environment(device)
 
 
-def run_study(name: str, *, profile: str = "quick", overrides: dict[str, Any] | None = None,
-              device: str = "auto", out: str | Path = "batchlab-results",
-              monitor: Monitor | None = None, data_dir: str | Path | None = None) -> StudyRun:
+def run_study(
+    name: str,
+    *,
+    profile: str = "quick",
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    out: str | Path = "batchlab-results",
+    monitor: Monitor | None = None,
+    data_dir: str | Path | None = None,
+) -> StudyRun:
     """Compute whatever the study's plan lacks in the store, then write its report."""
-    return execute(prepare(name, profile=profile, overrides=overrides, device=device, out=out, data_dir=data_dir),
-                   monitor)
+    return execute(
+        prepare(name, profile=profile, overrides=overrides, device=device, out=out, data_dir=data_dir), monitor
+    )
 
 
 def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None:
@@ -380,23 +416,45 @@ def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None
     if rerun:
         store.save_artifacts(result.key, arrays)
         return
-    store.save_run(key=result.key, config=result.spec.full_dict(), seed=result.spec.seed, status=result.status,
-                   diverged_step=result.diverged_step, steps=result.steps, wall_s=result.wall_s,
-                   group_size=result.group_size, env=result.env, metrics=result.metrics, arrays=arrays)
+    store.save_run(
+        key=result.key,
+        config=result.spec.full_dict(),
+        seed=result.spec.seed,
+        status=result.status,
+        diverged_step=result.diverged_step,
+        steps=result.steps,
+        wall_s=result.wall_s,
+        group_size=result.group_size,
+        env=result.env,
+        metrics=result.metrics,
+        arrays=arrays,
+    )
 
 
 def save_task(store: Store, result: TaskResult) -> None:
     """A task's scalars (as metrics at step 0) and arrays, in one transaction."""
     metrics = [{"epoch": 0, "step": 0, **result.scalars}] if result.scalars else []
-    store.save_run(key=result.key, config=result.spec.full_dict(), seed=result.spec.seed, status=result.status,
-                   diverged_step=None, steps=0, wall_s=result.wall_s, group_size=1, env=result.env, metrics=metrics,
-                   kind=f"task:{result.spec.kind}", error=result.error,
-                   arrays={(name, -1): a for name, a in result.arrays.items()})
+    store.save_run(
+        key=result.key,
+        config=result.spec.full_dict(),
+        seed=result.spec.seed,
+        status=result.status,
+        diverged_step=None,
+        steps=0,
+        wall_s=result.wall_s,
+        group_size=1,
+        env=result.env,
+        metrics=metrics,
+        kind=f"task:{result.spec.kind}",
+        error=result.error,
+        arrays={(name, -1): a for name, a in result.arrays.items()},
+    )
 
 
 # --- report ------------------------------------------------------------------------------------------
-def write_report(name: str, out: str | Path, *, profile: str | None = None,
-                 store: Store | None = None) -> tuple[Path, StudyOutput]:
+def write_report(
+    name: str, out: str | Path, *, profile: str | None = None, store: Store | None = None
+) -> tuple[Path, StudyOutput]:
     """Recompute a study's figures, tables and claims from the store and write its report.html.
 
     Every check (study, profile, results present, recorded config valid) runs before any write.
@@ -414,14 +472,16 @@ def write_report(name: str, out: str | Path, *, profile: str | None = None,
         record = store.study(name, profile)
         if record is None:
             which = f" with profile {profile!r}" if profile else ""
-            raise UsageError(f"{name} has no recorded results{which} in {out}; "
-                             f"run `batchlab run {name} --out {out}` first")
+            raise UsageError(
+                f"{name} has no recorded results{which} in {out}; run `batchlab run {name} --out {out}` first"
+            )
         try:
             cfg = study.Config(**record["config"])
             specs = study.plan(cfg)
         except ValueError as e:  # pydantic.ValidationError included: the study changed since the run
-            raise UsageError(f"the recorded config of {name} in {out} is no longer valid "
-                             f"({_one_line(e)}); run the study again") from None
+            raise UsageError(
+                f"the recorded config of {name} in {out} is no longer valid ({_one_line(e)}); run the study again"
+            ) from None
         results = Results(store.runs(s.key for s in specs), store.load_array)
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
@@ -438,16 +498,33 @@ def write_report(name: str, out: str | Path, *, profile: str | None = None,
     for table in output.tables:
         write_csv(study_dir / "tables" / f"{table.name}.csv", table.rows)
     meta = {
-        "profile": record["profile"], "seeds": getattr(cfg, "seeds", None), "device": env.get("device"),
+        "profile": record["profile"],
+        "seeds": getattr(cfg, "seeds", None),
+        "device": env.get("device"),
         "library versions": {k: env.get(k) for k in ("torch", "cuda", "numpy", "python", "batchlab")},
-        "git_commit": env.get("git_commit"), "code_version": env.get("code_version"), "training wall time (s)": round(results.wall_s(specs), 2),
-        "runs": len(results.records), "config": cfg.model_dump(mode="json"),
+        "git_commit": env.get("git_commit"),
+        "code_version": env.get("code_version"),
+        "training wall time (s)": round(results.wall_s(specs), 2),
+        "runs": len(results.records),
+        "config": cfg.model_dump(mode="json"),
     }
-    write_claims_json(study_dir / "claims.json", study=name, profile=record["profile"], claims=output.claims,
-                      meta={k: meta[k] for k in ("device", "git_commit", "code_version", "library versions")})
-    report = write_study_report(study_dir / "report.html", study=name, title=study.title,
-                                description=study.description, meta=meta, figures=figures,
-                                tables=output.tables, claims=output.claims)
+    write_claims_json(
+        study_dir / "claims.json",
+        study=name,
+        profile=record["profile"],
+        claims=output.claims,
+        meta={k: meta[k] for k in ("device", "git_commit", "code_version", "library versions")},
+    )
+    report = write_study_report(
+        study_dir / "report.html",
+        study=name,
+        title=study.title,
+        description=study.description,
+        meta=meta,
+        figures=figures,
+        tables=output.tables,
+        claims=output.claims,
+    )
     return report, output
 
 

@@ -12,6 +12,7 @@ variances). Equivalence within a margin m is Schuirmann's (1987) two one-sided t
 (1 - 2 alpha) confidence interval of the difference lies inside (-m, m). Several tests inside one
 claim are Holm-corrected (Holm 1979).
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,14 @@ def difference(a, b, *, paired: bool = True, confidence: float = 0.95) -> dict:
         fa, fb = _finite(a), _finite(b)
         ns = (len(fa), len(fb))
         if min(ns) < 2:
-            return {"estimate": float(fb.mean() - fa.mean()) if min(ns) else float("nan"), "se": float("nan"),
-                    "df": float("nan"), "ci": (float("nan"), float("nan")), "test": "Welch t", "n": ns}
+            return {
+                "estimate": float(fb.mean() - fa.mean()) if min(ns) else float("nan"),
+                "se": float("nan"),
+                "df": float("nan"),
+                "ci": (float("nan"), float("nan")),
+                "test": "Welch t",
+                "n": ns,
+            }
         va, vb = fa.var(ddof=1) / len(fa), fb.var(ddof=1) / len(fb)
         est, se = float(fb.mean() - fa.mean()), float(math.sqrt(va + vb))
         df = float((va + vb) ** 2 / (va**2 / (len(fa) - 1) + vb**2 / (len(fb) - 1))) if va + vb > 0 else float("inf")
@@ -120,20 +127,42 @@ def equivalent(a, b, margin: float, *, paired: bool = True, alpha: float = ALPHA
     est, se, df, (lo, hi) = r["estimate"], r["se"], r["df"], r["ci"]
     test = f"TOST ({r['test']}, margin ±{margin:g}, {100 * (1 - 2 * alpha):.0f} % CI)"
     if min(r["n"]) < 2 or not math.isfinite(se):
-        return Decision("inconclusive", est, (lo, hi), float("nan"), test, r["n"],
-                        "needs at least 2 finished seeds in each arm")
+        return Decision(
+            "inconclusive", est, (lo, hi), float("nan"), test, r["n"], "needs at least 2 finished seeds in each arm"
+        )
     p = max(_p_greater(est, se, df, -margin), _p_greater(-est, se, df, -margin))
     if -margin < lo and hi < margin:
-        return Decision("supported", est, (lo, hi), p, test, r["n"],
-                        f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] lies inside ±{margin:g}")
+        return Decision(
+            "supported",
+            est,
+            (lo, hi),
+            p,
+            test,
+            r["n"],
+            f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] lies inside ±{margin:g}",
+        )
     if lo >= margin or hi <= -margin:
-        return Decision("not supported", est, (lo, hi), p, test, r["n"],
-                        f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] lies outside ±{margin:g}")
+        return Decision(
+            "not supported",
+            est,
+            (lo, hi),
+            p,
+            test,
+            r["n"],
+            f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] lies outside ±{margin:g}",
+        )
     sd = se * math.sqrt(min(r["n"]) if r["test"] == "paired t" else min(r["n"]) / 2)
     need = seeds_needed(sd, margin - abs(est))
     more = f"; needs about {need} seeds per arm to decide at this spread" if need else ""
-    return Decision("inconclusive", est, (lo, hi), p, test, r["n"],
-                    f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] crosses ±{margin:g}{more}")
+    return Decision(
+        "inconclusive",
+        est,
+        (lo, hi),
+        p,
+        test,
+        r["n"],
+        f"the {100 * (1 - 2 * alpha):.0f} % CI [{lo:.3g}, {hi:.3g}] crosses ±{margin:g}{more}",
+    )
 
 
 def lower(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) -> Decision:
@@ -146,15 +175,24 @@ def lower(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) -
     est, se, df, ci = r["estimate"], r["se"], r["df"], r["ci"]
     test = f"one-sided {r['test']}" + (f", by more than {by:g}" if by else "")
     if min(r["n"]) < 2 or not math.isfinite(se):
-        return Decision("inconclusive", est, ci, float("nan"), test, r["n"],
-                        "needs at least 2 finished seeds in each arm")
+        return Decision(
+            "inconclusive", est, ci, float("nan"), test, r["n"], "needs at least 2 finished seeds in each arm"
+        )
     p = _p_greater(-est, se, df, by)  # H1: -(b - a) > by
     if p < alpha:
         return Decision("supported", est, ci, p, test, r["n"], f"lower by {-est:.3g} (p = {p:.2g} < {alpha:g})")
     if _p_greater(est, se, df, -by) < alpha:
-        return Decision("not supported", est, ci, p, test, r["n"],
-                        f"difference {est:+.3g}: significantly not lower by {by:g}" if by else
-                        f"difference {est:+.3g}: significantly not lower")
+        return Decision(
+            "not supported",
+            est,
+            ci,
+            p,
+            test,
+            r["n"],
+            f"difference {est:+.3g}: significantly not lower by {by:g}"
+            if by
+            else f"difference {est:+.3g}: significantly not lower",
+        )
     sd = se * math.sqrt(min(r["n"]) if r["test"] == "paired t" else min(r["n"]) / 2)
     need = seeds_needed(sd, abs(est + by)) if -est > by else None
     more = f"; needs about {need} seeds per arm to decide at this spread" if need else ""
@@ -168,8 +206,9 @@ def higher(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) 
     return Decision(d.verdict, -d.estimate, (-d.ci[1], -d.ci[0]), d.p, d.test, d.n, why)
 
 
-def ratio_within(a, b, lo: float, hi: float, *, paired: bool = True, alpha: float = ALPHA,
-                 n_boot: int = 10_000, seed: int = 0) -> Decision:
+def ratio_within(
+    a, b, lo: float, hi: float, *, paired: bool = True, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0
+) -> Decision:
     """The ratio mean(b) / mean(a) lies inside [lo, hi] with (1 - alpha) confidence.
 
     Paired seeds: a t interval of the mean log ratio, exponentiated. Otherwise a percentile
@@ -187,8 +226,15 @@ def ratio_within(a, b, lo: float, hi: float, *, paired: bool = True, alpha: floa
         fa, fb = _finite(a), _finite(b)
         ns = (len(fa), len(fb))
         if min(ns) < 2 or fa.mean() <= 0:
-            return Decision("inconclusive", float("nan"), (float("nan"),) * 2, float("nan"), "bootstrap ratio", ns,
-                            "needs at least 2 finished seeds in each arm")
+            return Decision(
+                "inconclusive",
+                float("nan"),
+                (float("nan"),) * 2,
+                float("nan"),
+                "bootstrap ratio",
+                ns,
+                "needs at least 2 finished seeds in each arm",
+            )
         rng = np.random.default_rng(seed)
         boot = rng.choice(fb, (n_boot, len(fb))).mean(1) / rng.choice(fa, (n_boot, len(fa))).mean(1)
         est = float(fb.mean() / fa.mean())
@@ -217,8 +263,9 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
     return adjusted.tolist()
 
 
-def monotone(samples: Sequence, *, direction: str = "decreasing", paired: bool = True,
-             alpha: float = ALPHA) -> tuple[str, list[Decision], list[float]]:
+def monotone(
+    samples: Sequence, *, direction: str = "decreasing", paired: bool = True, alpha: float = ALPHA
+) -> tuple[str, list[Decision], list[float]]:
     """Each consecutive step of `samples` is a significant decrease (or increase), Holm-corrected.
 
     Returns the verdict, the step decisions and their Holm-adjusted p-values. supported: every

@@ -3,6 +3,7 @@
 Accuracies are fractions; helpers that speak of percentage points (pp) say so. A diverged run has
 NaN metrics, so most helpers first keep only the finite values.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -96,5 +97,17 @@ def linear_fit(x, y) -> tuple[float, float, float]:
     return float(fit.intercept), float(fit.slope), float(fit.rvalue**2)
 
 
-__all__ = ["mean_std", "finite", "pp", "without_finite", "nonfinite", "welch_p", "within_pp", "concavity",
-           "power_law_exponent", "linear_r2", "spearman", "linear_fit"]
+__all__ = [
+    "mean_std",
+    "finite",
+    "pp",
+    "without_finite",
+    "nonfinite",
+    "welch_p",
+    "within_pp",
+    "concavity",
+    "power_law_exponent",
+    "linear_r2",
+    "spearman",
+    "linear_fit",
+]

@@ -61,10 +61,7 @@ def parse_idx(data: bytes, path: Path | str) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if len(data) - header != math.prod(dims):
-        raise DataError(
-            f"{path}: IDX size mismatch (header says {dims}, "
-            f"{len(data) - header} bytes of data)"
-        )
+        raise DataError(f"{path}: IDX size mismatch (header says {dims}, {len(data) - header} bytes of data)")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -77,10 +74,7 @@ def read_verified_idx(path: str, sha256: str, name: str) -> np.ndarray:
     if not Path(path).is_file():
         raise DataError(f"{name}: {path} not found")
     if sha256_file(Path(path)) != sha256:
-        raise DataError(
-            f"{name}: {path} is corrupted (sha256 mismatch); "
-            "reinstall batchlab / delete and re-download"
-        )
+        raise DataError(f"{name}: {path} is corrupted (sha256 mismatch); reinstall batchlab / delete and re-download")
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -109,8 +103,7 @@ def load_idx_dir(
         images, labels = arrays
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(
-                f"{name}: {directory / files[0]} and {files[1]} do not match "
-                f"(shapes {images.shape} and {labels.shape})"
+                f"{name}: {directory / files[0]} and {files[1]} do not match (shapes {images.shape} and {labels.shape})"
             )
         splits[split] = (images, labels)
     return splits

@@ -202,9 +202,10 @@ def _download_fashion_mnist(folder: Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
         try:
             digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, urlopen(
-                FASHION_MNIST_URL + filename, timeout=DOWNLOAD_TIMEOUT_S
-            ) as response:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urlopen(FASHION_MNIST_URL + filename, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            ):
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)

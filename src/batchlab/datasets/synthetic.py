@@ -19,9 +19,7 @@ def regression_problem(
     Returns (X, y, w_star, X_test, y_test).
     """
     if n < 1 or d < 1 or noise < 0:
-        raise DataError(
-            f"regression: need n >= 1, d >= 1, noise >= 0 (got n={n}, d={d}, noise={noise})"
-        )
+        raise DataError(f"regression: need n >= 1, d >= 1, noise >= 0 (got n={n}, d={d}, noise={noise})")
     gen = torch.Generator().manual_seed(seed)
 
     def draw(*shape: int) -> torch.Tensor:

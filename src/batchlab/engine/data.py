@@ -3,6 +3,7 @@
 Data is loaded once per process and device and kept there; batches are gathered on the device by
 index (airbench style), so there is no DataLoader and no host work inside the step loop.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,12 +32,28 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 @functools.lru_cache(maxsize=8)
 def _load(name, device, dtype, train_subset, test_subset, normalize, flatten, data_dir) -> Dataset:
-    return load_dataset(name, device=device, dtype=dtype, train_subset=train_subset, test_subset=test_subset,
-                        normalize=normalize, flatten=flatten, data_dir=data_dir)
+    return load_dataset(
+        name,
+        device=device,
+        dtype=dtype,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        normalize=normalize,
+        flatten=flatten,
+        data_dir=data_dir,
+    )
 
 
 def load_for(spec: RunSpec, device: torch.device, data_dir: str | None = None) -> Dataset:
     """The dataset a run trains on, on `device`, in the run's compute dtype (cached per process)."""
     flatten = spec.model not in ("cnn", "cnn-bn")
-    return _load(spec.dataset, str(device), compute_dtype(spec.precision), spec.train_subset,
-                 spec.test_subset, spec.normalize, flatten, data_dir)
+    return _load(
+        spec.dataset,
+        str(device),
+        compute_dtype(spec.precision),
+        spec.train_subset,
+        spec.test_subset,
+        spec.normalize,
+        flatten,
+        data_dir,
+    )

@@ -1,4 +1,5 @@
 """Partition runs into groups that can step in lock-step (same group key), order preserved."""
+
 from __future__ import annotations
 
 from .spec import RunSpec, group_key

@@ -16,6 +16,7 @@ which the tests check to 1e-12 in float64:
 
 A run whose `alive` flag is False is frozen: its parameters are left exactly as they are.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,16 @@ class UpdateRule:
     def init(self, name: str, p: torch.Tensor, opts: RuleOptions) -> dict[str, torch.Tensor]:
         return {}
 
-    def update(self, name: str, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
-               hp: dict[str, torch.Tensor], t: torch.Tensor, opts: RuleOptions) -> None:
+    def update(
+        self,
+        name: str,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        hp: dict[str, torch.Tensor],
+        t: torch.Tensor,
+        opts: RuleOptions,
+    ) -> None:
         raise NotImplementedError
 
 
@@ -139,8 +148,9 @@ class StackedOptimizer:
         self.t = torch.zeros((), device=ref.device, dtype=ref.dtype)  # the step count, on the device
 
     @torch.no_grad()
-    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor,
-             alive: torch.Tensor) -> None:
+    def step(
+        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor, alive: torch.Tensor
+    ) -> None:
         """Update `params` in place. lr: [R] for this step; alive: [R] bool."""
         self.t += 1
         hp = self.hp | {"lr": lr, "alive": alive}

@@ -4,6 +4,7 @@ The engine precomputes the whole table of per-run learning rates before training
 step loop the lr is read from device memory by the step counter: no host work per step, and the
 step stays capturable in a CUDA graph.
 """
+
 from __future__ import annotations
 
 import math

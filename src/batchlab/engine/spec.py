@@ -5,6 +5,7 @@ process or machine, which is what makes caching, resuming and a distributed exec
 `key` is a content hash of the fields that differ from their defaults, so adding a new option with
 a default that keeps the old behaviour does not change the keys of units already in a store.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -133,8 +134,9 @@ class RunSpec(BaseModel):
 
 # Fields a group's runs must share so that they can step in lock-step: everything except seeds and
 # the optimizer's hyperparameters, which live in per-run tensors.
-PER_RUN_FIELDS = frozenset({"seed", "data_seed", "optimizer", "lr", "momentum", "nesterov",
-                            "weight_decay", "betas", "eps", "lr_schedule"})
+PER_RUN_FIELDS = frozenset(
+    {"seed", "data_seed", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "eps", "lr_schedule"}
+)
 
 
 def group_key(spec: RunSpec) -> str:

@@ -9,6 +9,7 @@
   example, so the per-example backward pass is the same batched code that trains groups of runs;
   done in chunks so that memory stays bounded.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,9 +23,16 @@ from ..probes import per_run_loss
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # a batch slice [R, b] (indices or inputs) -> losses [R]
 
 
-def batch_losses(stack: Stack, x: torch.Tensor, y: torch.Tensor, *, task: str = "classification",
-                 reduction: str = "mean", bn_mode: str = "train",
-                 autocast: torch.autocast | None = None) -> torch.Tensor:
+def batch_losses(
+    stack: Stack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: str = "classification",
+    reduction: str = "mean",
+    bn_mode: str = "train",
+    autocast: torch.autocast | None = None,
+) -> torch.Tensor:
     """Loss of each run on its own batch: x [R, b, ...], y [R, b] -> [R]."""
     if autocast is None:
         out = stack.forward(x, bn_mode=bn_mode)
@@ -34,9 +42,14 @@ def batch_losses(stack: Stack, x: torch.Tensor, y: torch.Tensor, *, task: str = 
     return per_run_loss(out, y, task, reduction)
 
 
-def accumulate_grads(loss_fn: LossFn, batch: torch.Tensor, params: dict[str, torch.Tensor], *,
-                     micro_batch: int | None = None, reduction: str = "mean"
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def accumulate_grads(
+    loss_fn: LossFn,
+    batch: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    *,
+    micro_batch: int | None = None,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-run losses [R] and the gradient of each run's loss with respect to its own parameters.
 
     `batch` is [R, b, ...] (what `loss_fn` takes: indices or inputs); its dimension 1 is split into
@@ -51,7 +64,7 @@ def accumulate_grads(loss_fn: LossFn, batch: torch.Tensor, params: dict[str, tor
         return losses.detach(), dict(zip(names, grads))
     total_loss, total = None, None
     for start in range(0, b, micro_batch):
-        part = batch[:, start:start + micro_batch]
+        part = batch[:, start : start + micro_batch]
         weight = part.shape[1] / b if reduction == "mean" else 1.0
         losses = loss_fn(part) * weight
         grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
@@ -68,20 +81,30 @@ def repeat_params(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Te
     return {k: v.detach().unsqueeze(0).expand(r, *v.shape).clone() for k, v in params.items()}
 
 
-def single_example_stack(base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None,
-                         n: int) -> Stack:
+def single_example_stack(
+    base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None, n: int
+) -> Stack:
     """n copies of one model's weights (and buffers), ready to take one example each."""
     ref = next(iter(params.values()))
-    stack = Stack.from_params(base, repeat_params(params, n),
-                              None if buffers is None else repeat_params(buffers, n), ref.device, ref.dtype)
+    stack = Stack.from_params(
+        base, repeat_params(params, n), None if buffers is None else repeat_params(buffers, n), ref.device, ref.dtype
+    )
     for p in stack.params.values():
         p.requires_grad_(True)
     return stack
 
 
-def per_example_grads(base: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-                      task: str = "classification", buffers: dict[str, torch.Tensor] | None = None,
-                      bn_mode: str = "eval", chunk_size: int = 64) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def per_example_grads(
+    base: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: str = "classification",
+    buffers: dict[str, torch.Tensor] | None = None,
+    bn_mode: str = "eval",
+    chunk_size: int = 64,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The gradient of the loss of each example at the given weights: {name: [N, ...]} and losses [N].
 
     `params` and `buffers` are one model's (unstacked). `bn_mode="eval"` uses BatchNorm's running
@@ -91,20 +114,29 @@ def per_example_grads(base: nn.Module, params: dict[str, torch.Tensor], x: torch
     grads: dict[str, list[torch.Tensor]] = {k: [] for k in params}
     losses = []
     for start in range(0, x.shape[0], chunk_size):
-        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
         stack = single_example_stack(base, params, buffers, xc.shape[0])
         loss, g = accumulate_grads(
             lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), task=task, bn_mode=bn_mode),
-            xc.unsqueeze(1), stack.params)
+            xc.unsqueeze(1),
+            stack.params,
+        )
         losses.append(loss)
         for k, v in g.items():
             grads[k].append(v)
     return {k: torch.cat(v) for k, v in grads.items()}, torch.cat(losses)
 
 
-def per_example_sq_norms(base: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-                         task: str = "classification", buffers: dict[str, torch.Tensor] | None = None,
-                         chunk_size: int = 256) -> torch.Tensor:
+def per_example_sq_norms(
+    base: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: str = "classification",
+    buffers: dict[str, torch.Tensor] | None = None,
+    chunk_size: int = 256,
+) -> torch.Tensor:
     """||g_i||^2 of every example's gradient (all parameters together), [N], one chunk at a time.
 
     For an MLP no per-example gradient is formed: a linear layer z = W a + b has the per-example
@@ -115,7 +147,7 @@ def per_example_sq_norms(base: nn.Module, params: dict[str, torch.Tensor], x: to
     """
     out = []
     for start in range(0, x.shape[0], chunk_size):
-        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
         if isinstance(base, MLP):
             out.append(_mlp_sq_norms(base, params, xc, yc, task))
         else:
@@ -124,10 +156,12 @@ def per_example_sq_norms(base: nn.Module, params: dict[str, torch.Tensor], x: to
     return torch.cat(out)
 
 
-def _mlp_sq_norms(base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                  task: str) -> torch.Tensor:
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-           "gelu": torch.nn.functional.gelu}[base.activation]
+def _mlp_sq_norms(
+    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
+) -> torch.Tensor:
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": torch.nn.functional.gelu}[
+        base.activation
+    ]
     n_layers = sum(1 for k in params if k.endswith(".weight"))
     h = x.flatten(1)
     inputs, pre = [], []

@@ -8,6 +8,7 @@ synchronisation happens inside an epoch; the probes' values are read back at eac
 A run's result does not depend on its group: its init and its data order come from its own seed
 (or from a given checkpoint and a given index sequence), and every kernel treats runs separately.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,6 @@ from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
 from .step import accumulate_grads, batch_losses
-
 
 # Batches up to this size use the compiled multiply-sum layers of `stacked_mlp_forward` when a
 # group has several runs (H100, batch 2: 3 runs 158 us/step vs 210 with cuBLAS; 1 run 109 vs 98.5,
@@ -91,8 +91,13 @@ def autocast_mode(precision: str, device: torch.device):
 
 def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: float = 0.6) -> int:
     """How many runs of this kind fit in device memory at once (the engine chunks groups by it)."""
-    base = build_model(spec.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1,
-                       widths=spec.widths, activation=spec.activation)
+    base = build_model(
+        spec.model,
+        input_dim=data.input_dim,
+        num_outputs=data.num_classes or 1,
+        widths=spec.widths,
+        activation=spec.activation,
+    )
     n_params = sum(p.numel() for p in base.parameters())
     width = max([data.input_dim, *spec.widths]) * (64 if spec.model.startswith("cnn") else 1)
     bytes_per = 8 if spec.precision == "float64" else 4
@@ -115,9 +120,16 @@ class GroupTrainer:
     [epochs, n_train], one row per epoch.
     """
 
-    def __init__(self, specs: list[RunSpec], data: Dataset, device: torch.device, graphs: bool = True,
-                 fused: bool | None = None, start: dict[str, np.ndarray] | None = None,
-                 orders: list | None = None):
+    def __init__(
+        self,
+        specs: list[RunSpec],
+        data: Dataset,
+        device: torch.device,
+        graphs: bool = True,
+        fused: bool | None = None,
+        start: dict[str, np.ndarray] | None = None,
+        orders: list | None = None,
+    ):
         self.specs, self.data, self.device = specs, data, device
         # CUDA graphs: each batch shape's whole step is captured once and replayed: per-step launch overhead goes
         self.use_graphs = graphs and device.type == "cuda"
@@ -127,15 +139,23 @@ class GroupTrainer:
         head = specs[0]
         self.precision, self.task, self.reduction = head.precision, data.task, head.loss_reduction
         self.dtype = compute_dtype(head.precision)
-        base = build_model(head.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1,
-                           widths=head.widths, activation=head.activation)
+        base = build_model(
+            head.model,
+            input_dim=data.input_dim,
+            num_outputs=data.num_classes or 1,
+            widths=head.widths,
+            activation=head.activation,
+        )
         if start is None:
             self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
         else:
             self.stack = Stack.from_params(
-                base, {k.removeprefix("param:"): torch.as_tensor(v) for k, v in start.items() if k.startswith("param:")},
+                base,
+                {k.removeprefix("param:"): torch.as_tensor(v) for k, v in start.items() if k.startswith("param:")},
                 {k.removeprefix("buffer:"): torch.as_tensor(v) for k, v in start.items() if k.startswith("buffer:")},
-                device, self.dtype)
+                device,
+                self.dtype,
+            )
         self.orders = self._check_orders(orders, len(specs), data.n_train, len(epoch_plan(head, data.n_train)))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
         for p in self.stack.params.values():
@@ -185,15 +205,22 @@ class GroupTrainer:
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
         idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
-        losses, grads = accumulate_grads(self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch,
-                                         reduction=self.reduction)
+        losses, grads = accumulate_grads(
+            self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
+        )
         self.finish_step(losses, grads, batch_size)
 
     def _loss(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-run loss of each run's batch, gathered on the device."""
         autocast = torch.autocast(self.device.type, torch.bfloat16) if self.precision == "bf16" else None
-        return batch_losses(self.stack, self.data.x_train[idx], self.data.y_train[idx], task=self.task,
-                            reduction=self.reduction, autocast=autocast)
+        return batch_losses(
+            self.stack,
+            self.data.x_train[idx],
+            self.data.y_train[idx],
+            task=self.task,
+            reduction=self.reduction,
+            autocast=autocast,
+        )
 
     def _finish_step(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
         """Divergence mask, this step's lr from the table, the update, the counters."""
@@ -240,8 +267,9 @@ class GroupTrainer:
     def start_epoch(self, epoch: int) -> None:
         n = self.data.n_train
         given = self.orders or [None] * len(self.specs)
-        order = torch.stack([data_order(s.order_seed, epoch, n) if o is None else o[epoch]
-                             for s, o in zip(self.specs, given)])
+        order = torch.stack(
+            [data_order(s.order_seed, epoch, n) if o is None else o[epoch] for s, o in zip(self.specs, given)]
+        )
         self.perm.copy_(order)
         self.offset.zero_()
 
@@ -286,8 +314,12 @@ class GroupTrainer:
         self.diverged_step.copy_(torch.where(newly, self.step_t - 1, self.diverged_step))
         self.alive &= ok
 
-    def run(self, on_epoch: EpochCallback | None = None, keep_params: bool = False,
-            checkpoints: set[int] | frozenset[int] = frozenset()) -> list[RunResult]:
+    def run(
+        self,
+        on_epoch: EpochCallback | None = None,
+        keep_params: bool = False,
+        checkpoints: set[int] | frozenset[int] = frozenset(),
+    ) -> list[RunResult]:
         """Train every epoch, evaluating at the runs' cadence; keep the weights at `checkpoints` epochs."""
         t0 = time.perf_counter()
         records: list[dict] = []
@@ -322,7 +354,9 @@ class GroupTrainer:
         return results
 
     def _results(self, records, steps, wall, keep_params) -> list[RunResult]:
-        host = [{k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]
+        host = [
+            {k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records
+        ]
         diverged = self.diverged_step.cpu().tolist()
         results = []
         for r, spec in enumerate(self.specs):
@@ -333,17 +367,37 @@ class GroupTrainer:
                         m[k] = None
             params = {k: v[r].detach().cpu().clone() for k, v in self.stack.params.items()} if keep_params else None
             buffers = {k: v[r].detach().cpu().clone() for k, v in self.stack.buffers.items()} if keep_params else None
-            results.append(RunResult(spec, "diverged" if diverged[r] >= 0 else "finished",
-                                     diverged[r] if diverged[r] >= 0 else None, metrics, wall,
-                                     len(self.specs), steps, params, buffers))
+            results.append(
+                RunResult(
+                    spec,
+                    "diverged" if diverged[r] >= 0 else "finished",
+                    diverged[r] if diverged[r] >= 0 else None,
+                    metrics,
+                    wall,
+                    len(self.specs),
+                    steps,
+                    params,
+                    buffers,
+                )
+            )
         return results
 
 
-def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on_epoch: EpochCallback | None = None,
-                max_runs: int | None = None, keep_params: bool = False, data_dir: str | None = None,
-                graphs: bool = True, on_chunk: ChunkCallback | None = None,
-                fused: bool | None = None, checkpoints: set[int] | frozenset[int] = frozenset(),
-                start: dict[str, np.ndarray] | None = None, orders: list | None = None) -> list[RunResult]:
+def train_group(
+    specs: list[RunSpec],
+    *,
+    device: str | torch.device = "auto",
+    on_epoch: EpochCallback | None = None,
+    max_runs: int | None = None,
+    keep_params: bool = False,
+    data_dir: str | None = None,
+    graphs: bool = True,
+    on_chunk: ChunkCallback | None = None,
+    fused: bool | None = None,
+    checkpoints: set[int] | frozenset[int] = frozenset(),
+    start: dict[str, np.ndarray] | None = None,
+    orders: list | None = None,
+) -> list[RunResult]:
     """Train runs that share a group key in lock-step, chunked to fit memory; results in input order.
 
     `on_chunk` receives each chunk's results as soon as they exist (the runner stores them then, so
@@ -363,9 +417,9 @@ def train_group(specs: list[RunSpec], *, device: str | torch.device = "auto", on
     results: list[RunResult] = []
     begin = 0
     while begin < len(specs):
-        part = specs[begin:begin + chunk]
-        part_start = None if start is None else {k: np.asarray(v)[begin:begin + chunk] for k, v in start.items()}
-        part_orders = None if orders is None else orders[begin:begin + chunk]
+        part = specs[begin : begin + chunk]
+        part_start = None if start is None else {k: np.asarray(v)[begin : begin + chunk] for k, v in start.items()}
+        part_orders = None if orders is None else orders[begin : begin + chunk]
         try:
             trainer = GroupTrainer(part, data, device, graphs, fused, part_start, part_orders)
             done = trainer.run(on_epoch, keep_params, checkpoints)

@@ -1,4 +1,5 @@
 """Models: each an ordinary nn.Module, and a `Stack` of independent copies for lock-step training."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -12,8 +13,15 @@ from .stack import Stack, init_params
 MODELS = ("mlp", "cnn", "cnn-bn", "linear")
 
 
-def build_model(name: str, *, input_dim: int = 784, num_outputs: int = 10,
-                widths: tuple[int, ...] = (1024, 1024), activation: str = "relu", bias: bool = True) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    input_dim: int = 784,
+    num_outputs: int = 10,
+    widths: tuple[int, ...] = (1024, 1024),
+    activation: str = "relu",
+    bias: bool = True,
+) -> nn.Module:
     """An uninitialised-by-us template of the named architecture (init comes from `init_module`)."""
     if name == "mlp":
         return MLP((input_dim, *widths, num_outputs), activation)
@@ -24,5 +32,15 @@ def build_model(name: str, *, input_dim: int = 784, num_outputs: int = 10,
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
-__all__ = ["MLP", "CNN", "LinearRegression", "Stack", "build_model", "init_module", "init_params",
-           "MODELS", "INITS", "ACTIVATIONS"]
+__all__ = [
+    "MLP",
+    "CNN",
+    "LinearRegression",
+    "Stack",
+    "build_model",
+    "init_module",
+    "init_params",
+    "MODELS",
+    "INITS",
+    "ACTIVATIONS",
+]

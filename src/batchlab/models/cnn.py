@@ -4,6 +4,7 @@ Conv(1->32, 3x3, pad 1)-ReLU-MaxPool(2)-Conv(32->64, 3x3, pad 1)-ReLU-MaxPool(2)
 Linear(3136->128)-ReLU-Linear(128->10); `batchnorm=True` adds BatchNorm2d(32), BatchNorm2d(64) and
 BatchNorm1d(128), each before its ReLU.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -17,11 +18,20 @@ class CNN(nn.Module):
             return [kind(n)] if batchnorm else []
 
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), *norm(nn.BatchNorm2d, 32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), *norm(nn.BatchNorm2d, 64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, 3, padding=1),
+            *norm(nn.BatchNorm2d, 32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            *norm(nn.BatchNorm2d, 64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), *norm(nn.BatchNorm1d, 128), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 128),
+            *norm(nn.BatchNorm1d, 128),
+            nn.ReLU(),
             nn.Linear(128, num_classes),
         )
 

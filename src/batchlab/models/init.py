@@ -3,6 +3,7 @@
 An explicit `torch.Generator` per run (never the global RNG) is what makes a run's init independent
 of which other runs share its group.
 """
+
 from __future__ import annotations
 
 import math

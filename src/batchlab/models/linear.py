@@ -1,4 +1,5 @@
 """Linear regression y = Xw + b: a convex model whose gradient statistics are known in closed form."""
+
 from __future__ import annotations
 
 from torch import nn

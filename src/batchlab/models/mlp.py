@@ -1,4 +1,5 @@
 """Multi-layer perceptron, the reference model of the batch-size studies (784-1024-1024-10, ReLU)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -25,8 +26,9 @@ class MLP(nn.Module):
         return self.net(x.flatten(-(x.dim() - 1)) if x.dim() > 2 else x)
 
 
-def stacked_mlp_forward(params: dict, x, activation: str = "relu", n_layers: int | None = None,
-                        matvec_max_batch: int = 0):
+def stacked_mlp_forward(
+    params: dict, x, activation: str = "relu", n_layers: int | None = None, matvec_max_batch: int = 0
+):
     """Forward of R stacked MLPs with batched matmuls, the same math as vmap over `MLP.forward`.
 
     params: `net.{2i}.weight` [R, out, in] and `net.{2i}.bias` [R, out]; x: [R, B, in] (each run
@@ -45,8 +47,9 @@ def stacked_mlp_forward(params: dict, x, activation: str = "relu", n_layers: int
     """
     import torch
 
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-           "gelu": torch.nn.functional.gelu}[activation]
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": torch.nn.functional.gelu}[
+        activation
+    ]
     n_layers = n_layers or sum(1 for k in params if k.endswith(".weight"))
     h = x.transpose(-1, -2)  # [R, in, B], or [in, B] when shared
     for i in range(n_layers):

@@ -4,6 +4,7 @@ Parameters and buffers live in dicts of tensors with a leading run dimension [R,
 pass is `vmap(functional_call(base, ...))`, so one batched kernel serves every run (the
 model-ensembling recipe of torch.func). Each copy is initialised from its own seed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,16 +42,19 @@ class Stack:
         return cls.from_params(base, params, buffers, device, dtype)
 
     @classmethod
-    def from_params(cls, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None,
-                    device, dtype) -> "Stack":
+    def from_params(
+        cls, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None, device, dtype
+    ) -> "Stack":
         """A stack of given weights: `params[name]` (and `buffers`) already [R, ...] (a checkpoint, or one
         set of weights repeated R times to step each copy on its own examples)."""
         params = {k: torch.as_tensor(v).to(device, dtype).clone() for k, v in params.items()}
         if buffers is None:  # fresh buffers (BatchNorm: mean 0, variance 1, no batches tracked)
             r = next(iter(params.values())).shape[0]
             buffers = {k: torch.stack([b.detach().clone() for _ in range(r)]) for k, b in base.named_buffers()}
-        buffers = {k: torch.as_tensor(v).to(device, dtype if torch.as_tensor(v).is_floating_point() else None).clone()
-                   for k, v in buffers.items()}
+        buffers = {
+            k: torch.as_tensor(v).to(device, dtype if torch.as_tensor(v).is_floating_point() else None).clone()
+            for k, v in buffers.items()
+        }
         base = copy.deepcopy(base).to("meta")  # the stack owns the tensors; base is only a template
         return cls(base, params, buffers)
 
@@ -68,8 +72,7 @@ class Stack:
             raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
         self.base.train(bn_mode == "train")
         if isinstance(self.base, MLP):  # the direct batched-matmul path (same math, fewer kernels)
-            return stacked_mlp_forward(self.params, x, self.base.activation,
-                                       matvec_max_batch=self.matvec_max_batch)
+            return stacked_mlp_forward(self.params, x, self.base.activation, matvec_max_batch=self.matvec_max_batch)
 
         def one(params, buffers, xb):
             return functional_call(self.base, (params, buffers), (xb,))

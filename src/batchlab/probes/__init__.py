@@ -4,6 +4,7 @@ A probe is a small plug-in: `PROBES[name](ctx)` returns a dict of metric name ->
 value per run). A run names the probes it wants (`RunSpec.probes`) and how often they run
 (`RunSpec.eval_every`: after every epoch, or every N steps); the engine calls them at that cadence.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -61,5 +62,13 @@ def run_probes(names, ctx: ProbeContext) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["PROBES", "ProbeContext", "register_probe", "run_probes", "geometry", "is_weight", "evaluate",
-           "per_run_loss"]
+__all__ = [
+    "PROBES",
+    "ProbeContext",
+    "register_probe",
+    "run_probes",
+    "geometry",
+    "is_weight",
+    "evaluate",
+    "per_run_loss",
+]

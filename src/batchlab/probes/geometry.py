@@ -5,6 +5,7 @@ W = ||w_T - w_0|| over all weight matrices together, B the same over all biases 
 parameters such as BatchNorm scales); per-layer cosine = cos(w_T^l, w_0^l) for each weight matrix.
 Every function takes stacked parameters [R, ...] and returns one value per run.
 """
+
 from __future__ import annotations
 
 import torch

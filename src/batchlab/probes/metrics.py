@@ -1,4 +1,5 @@
 """Loss and accuracy of every run of a stack over a whole data split, in memory-bounded chunks."""
+
 from __future__ import annotations
 
 import torch
@@ -22,14 +23,15 @@ def per_run_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str, reduct
 
 
 @torch.no_grad()
-def evaluate(forward, x: torch.Tensor, y: torch.Tensor, n_runs: int, task: str,
-             max_elements: int = 1 << 25) -> dict[str, torch.Tensor]:
+def evaluate(
+    forward, x: torch.Tensor, y: torch.Tensor, n_runs: int, task: str, max_elements: int = 1 << 25
+) -> dict[str, torch.Tensor]:
     """Mean loss and accuracy per run over (x, y); forward(xc) -> [R, C, out] for a shared chunk xc."""
     chunk = max(64, max_elements // max(n_runs * 1024, 1))
     loss_sum = torch.zeros(n_runs, device=x.device, dtype=torch.float64)
     correct = torch.zeros(n_runs, device=x.device, dtype=torch.float64)
     for start in range(0, x.shape[0], chunk):
-        xc, yc = x[start:start + chunk], y[start:start + chunk]
+        xc, yc = x[start : start + chunk], y[start : start + chunk]
         out = forward(xc)
         loss_sum += per_run_loss(out, yc.expand(n_runs, *yc.shape), task, "sum").double()
         if task == "classification":

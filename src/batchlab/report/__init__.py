@@ -1,4 +1,5 @@
 """Figures (matplotlib, PNG + SVG) and self-contained HTML reports."""
+
 from __future__ import annotations
 
 from .figures import PALETTE, apply_style, band, bars, heatmap, new_figure, save_figure

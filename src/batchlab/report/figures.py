@@ -8,6 +8,7 @@ Typical use in a study::
     ax.legend()
     save_figure(fig, out_dir / "figures", "accuracy_vs_step")
 """
+
 from __future__ import annotations
 
 import io
@@ -86,6 +87,7 @@ def band(ax, x, mean, std, *, label=None, color=None, linestyle="-"):
 
 def _text_color_for(rgba) -> str:
     """Black or white text, whichever reads better on the cell colour (WCAG relative luminance)."""
+
     def lin(c: float) -> float:
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
 

@@ -3,6 +3,7 @@
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``), so
 an interrupted run never leaves a half-written report or table behind.
 """
+
 from __future__ import annotations
 
 import base64
@@ -373,16 +374,20 @@ def render_study_report(
     claims: list[Claim],
 ) -> str:
     """The study report as an HTML string (see :func:`write_study_report`)."""
-    return _env().get_template("study.html.j2").render(
-        study=study,
-        title=title,
-        description=description,
-        meta=_meta_items(meta),
-        figures=[_figure_view(f, i + 1) for i, f in enumerate(figures)],
-        tables=[_table_view(t) for t in tables],
-        claims=[_claim_view(c) for c in claims],
-        counts=_verdict_counts(claims),
-        version=_version(),
+    return (
+        _env()
+        .get_template("study.html.j2")
+        .render(
+            study=study,
+            title=title,
+            description=description,
+            meta=_meta_items(meta),
+            figures=[_figure_view(f, i + 1) for i, f in enumerate(figures)],
+            tables=[_table_view(t) for t in tables],
+            claims=[_claim_view(c) for c in claims],
+            counts=_verdict_counts(claims),
+            version=_version(),
+        )
     )
 
 
@@ -408,15 +413,19 @@ def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Cl
                 "n_runs": s.get("n_runs"),
             }
         )
-    return _env().get_template("index.html.j2").render(
-        title=title,
-        meta=_meta_items(meta),
-        studies=study_views,
-        claims=[_claim_view(c) for c in claims],
-        counts=_verdict_counts(claims),
-        total_wall=format_duration(total_wall_s),
-        n_runs_total=sum(int(s["n_runs"]) for s in study_views if _is_numeric(s["n_runs"])),
-        version=_version(),
+    return (
+        _env()
+        .get_template("index.html.j2")
+        .render(
+            title=title,
+            meta=_meta_items(meta),
+            studies=study_views,
+            claims=[_claim_view(c) for c in claims],
+            counts=_verdict_counts(claims),
+            total_wall=format_duration(total_wall_s),
+            n_runs_total=sum(int(s["n_runs"]) for s in study_views if _is_numeric(s["n_runs"])),
+            version=_version(),
+        )
     )
 
 

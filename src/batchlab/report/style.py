@@ -4,6 +4,7 @@ The palette is Okabe & Ito's colour-blind-safe set ("Color Universal Design", 20
 that the first colours are the most distinct from each other and yellow (hard to see on white) comes
 last. :func:`apply_style` is idempotent and cheap: studies may call it as often as they like.
 """
+
 from __future__ import annotations
 
 import sys

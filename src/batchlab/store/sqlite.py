@@ -13,6 +13,7 @@ the two leaves at most an unreferenced file, which is harmless; equal arrays are
 SQLite file (and its write-ahead log) stays small however large the checkpoints are; and any tool
 that reads .npy can open them. The cost: a store is a folder, not a single file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -170,10 +171,14 @@ class Store:
     def _create_or_migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreVersionError(f"{self.path} has schema version {version}, newer than this batchlab's "
-                                    f"{SCHEMA_VERSION}: upgrade batchlab to read it")
+            raise StoreVersionError(
+                f"{self.path} has schema version {version}, newer than this batchlab's "
+                f"{SCHEMA_VERSION}: upgrade batchlab to read it"
+            )
         if version == 1:
-            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_V1} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            self.db.executescript(
+                f"BEGIN IMMEDIATE; {MIGRATE_V1} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
             return
         with self.db:
             self.db.executescript(SCHEMA)
@@ -234,8 +239,9 @@ class Store:
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise OSError(f"artifact {ref.name!r} of the store in {self.root} is missing or unreadable "
-                          f"({path.name}): {e}") from None
+            raise OSError(
+                f"artifact {ref.name!r} of the store in {self.root} is missing or unreadable ({path.name}): {e}"
+            ) from None
 
     def _artifact_rows(self, key: str, arrays: dict[tuple[str, int], np.ndarray]) -> list[tuple]:
         rows = []
@@ -251,8 +257,9 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?)", rows)
 
     def artifacts(self, key: str) -> tuple[ArtifactRef, ...]:
-        rows = self.db.execute("SELECT name, epoch, sha256, dtype, shape FROM artifacts WHERE key = ? "
-                               "ORDER BY epoch, name", (key,))
+        rows = self.db.execute(
+            "SELECT name, epoch, sha256, dtype, shape FROM artifacts WHERE key = ? ORDER BY epoch, name", (key,)
+        )
         return tuple(ArtifactRef(n, e, h, d, tuple(json.loads(sh))) for n, e, h, d, sh in rows)
 
     def checkpoint_epochs(self, key: str) -> set[int]:
@@ -272,28 +279,59 @@ class Store:
         keys = list(keys)
         found: set[str] = set()
         for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
+            part = keys[i : i + 500]
             rows = self.db.execute(f"SELECT key FROM runs WHERE key IN ({','.join('?' * len(part))})", part)
             found |= {r[0] for r in rows}
         return found
 
-    def save_run(self, *, key: str, config: dict, seed: int, status: str, diverged_step: int | None, steps: int,
-                 wall_s: float, group_size: int, env: dict, metrics: list[dict], kind: str = "train",
-                 error: str | None = None, arrays: dict[tuple[str, int], np.ndarray] | None = None) -> None:
+    def save_run(
+        self,
+        *,
+        key: str,
+        config: dict,
+        seed: int,
+        status: str,
+        diverged_step: int | None,
+        steps: int,
+        wall_s: float,
+        group_size: int,
+        env: dict,
+        metrics: list[dict],
+        kind: str = "train",
+        error: str | None = None,
+        arrays: dict[tuple[str, int], np.ndarray] | None = None,
+    ) -> None:
         """Write one unit, its metrics and its arrays in a single transaction (replacing an older copy).
 
         The arrays' files are written first; only the transaction makes them part of the unit.
         """
-        rows = [(key, m["epoch"], m["step"], name, _clean(v))
-                for m in metrics for name, v in m.items() if name not in ("epoch", "step")]
+        rows = [
+            (key, m["epoch"], m["step"], name, _clean(v))
+            for m in metrics
+            for name, v in m.items()
+            if name not in ("epoch", "step")
+        ]
         artifact_rows = self._artifact_rows(key, arrays or {})
         with self.transaction() as db:
             db.execute("DELETE FROM runs WHERE key = ?", (key,))
-            db.execute("INSERT INTO runs (key, config, seed, status, diverged_step, steps, wall_s, group_size, env, "
-                       "finished_at, kind, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (key, json.dumps(config, sort_keys=True), int(seed), status, diverged_step, int(steps),
-                        float(wall_s), int(group_size), json.dumps(env, sort_keys=True, default=str), _now(), kind,
-                        error))
+            db.execute(
+                "INSERT INTO runs (key, config, seed, status, diverged_step, steps, wall_s, group_size, env, "
+                "finished_at, kind, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    json.dumps(config, sort_keys=True),
+                    int(seed),
+                    status,
+                    diverged_step,
+                    int(steps),
+                    float(wall_s),
+                    int(group_size),
+                    json.dumps(env, sort_keys=True, default=str),
+                    _now(),
+                    kind,
+                    error,
+                ),
+            )
             db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
             db.executemany("INSERT INTO artifacts VALUES (?,?,?,?,?,?)", artifact_rows)
 
@@ -302,24 +340,42 @@ class Store:
         keys = list(dict.fromkeys(keys))
         out: dict[str, RunRecord] = {}
         for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
+            part = keys[i : i + 500]
             marks = ",".join("?" * len(part))
             per_key: dict[str, dict[int, dict]] = {}
             for key, epoch, step, name, value in self.db.execute(
-                    f"SELECT key, epoch, step, name, value FROM metrics WHERE key IN ({marks}) ORDER BY key, step", part):
+                f"SELECT key, epoch, step, name, value FROM metrics WHERE key IN ({marks}) ORDER BY key, step", part
+            ):
                 per_key.setdefault(key, {}).setdefault(step, {"epoch": _epoch(epoch), "step": step})[name] = value
             arts: dict[str, list[ArtifactRef]] = {}
             for key, n, e, h, d, sh in self.db.execute(
-                    f"SELECT key, name, epoch, sha256, dtype, shape FROM artifacts WHERE key IN ({marks}) "
-                    "ORDER BY key, epoch, name", part):
+                f"SELECT key, name, epoch, sha256, dtype, shape FROM artifacts WHERE key IN ({marks}) "
+                "ORDER BY key, epoch, name",
+                part,
+            ):
                 arts.setdefault(key, []).append(ArtifactRef(n, e, h, d, tuple(json.loads(sh))))
             for row in self.db.execute(
-                    "SELECT key, config, seed, status, diverged_step, steps, wall_s, group_size, env, finished_at, "
-                    f"kind, error FROM runs WHERE key IN ({marks})", part):
+                "SELECT key, config, seed, status, diverged_step, steps, wall_s, group_size, env, finished_at, "
+                f"kind, error FROM runs WHERE key IN ({marks})",
+                part,
+            ):
                 key = row[0]
-                out[key] = RunRecord(key, json.loads(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
-                                     json.loads(row[8]), list(per_key.get(key, {}).values()), row[9], row[10],
-                                     row[11], tuple(arts.get(key, ())))
+                out[key] = RunRecord(
+                    key,
+                    json.loads(row[1]),
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    row[7],
+                    json.loads(row[8]),
+                    list(per_key.get(key, {}).values()),
+                    row[9],
+                    row[10],
+                    row[11],
+                    tuple(arts.get(key, ())),
+                )
         return out
 
     def count_runs(self) -> int:
@@ -330,12 +386,22 @@ class Store:
         return dict(self.db.execute("SELECT key, finished_at FROM runs"))
 
     # --- studies ----------------------------------------------------------------------------------
-    def save_study(self, *, name: str, profile: str, config: dict, run_keys: list[str], wall_s: float,
-                   meta: dict) -> None:
+    def save_study(
+        self, *, name: str, profile: str, config: dict, run_keys: list[str], wall_s: float, meta: dict
+    ) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?,?,?)",
-                       (name, profile, json.dumps(config, sort_keys=True), json.dumps(run_keys), wall_s,
-                        json.dumps(meta, sort_keys=True, default=str), _now()))
+            db.execute(
+                "INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?,?,?)",
+                (
+                    name,
+                    profile,
+                    json.dumps(config, sort_keys=True),
+                    json.dumps(run_keys),
+                    wall_s,
+                    json.dumps(meta, sort_keys=True, default=str),
+                    _now(),
+                ),
+            )
 
     def study(self, name: str, profile: str | None = None) -> dict | None:
         """The latest recorded execution of a study (of one profile, if given)."""
@@ -348,5 +414,12 @@ class Store:
         row = self.db.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
         if row is None:
             return None
-        return {"name": row[0], "profile": row[1], "config": json.loads(row[2]), "run_keys": json.loads(row[3]),
-                "wall_s": row[4], "meta": json.loads(row[5]), "updated_at": row[6]}
+        return {
+            "name": row[0],
+            "profile": row[1],
+            "config": json.loads(row[2]),
+            "run_keys": json.loads(row[3]),
+            "wall_s": row[4],
+            "meta": json.loads(row[5]),
+            "updated_at": row[6],
+        }

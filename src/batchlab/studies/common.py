@@ -3,6 +3,7 @@
 A study declares (config -> RunSpecs), the engine executes, and the analysis reads only stored
 results through `Results` (studies know nothing about SQL).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,35 +21,56 @@ from ..report.html import Table
 
 
 class StudyConfig(BaseModel):
-    """The reference MLP setup (784-1024-1024-10, Glorot init, MNIST); each study adds its own fields. Unknown keys are errors."""
+    """The reference MLP setup (784-1024-1024-10, Glorot init, MNIST); each study adds its own fields.
+
+    Unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: Literal["mnist", "fashion-mnist"] = Field("mnist", description="Dataset to train and evaluate on.")
     train_subset: int | None = Field(
-        None, ge=1, description="Train on the first N training examples only (None: the whole training set).")
+        None, ge=1, description="Train on the first N training examples only (None: the whole training set)."
+    )
     test_subset: int | None = Field(
-        None, ge=1, description="Evaluate on the first N test examples only (None: the whole test set).")
+        None, ge=1, description="Evaluate on the first N test examples only (None: the whole test set)."
+    )
     normalize: bool = Field(
-        True, description="Standardise the pixels: (x - mean) / std with the dataset's usual constants.")
+        True, description="Standardise the pixels: (x - mean) / std with the dataset's usual constants."
+    )
     model: Literal["mlp", "cnn", "cnn-bn"] = Field(
-        "mlp", description="Network: a fully connected MLP, a small CNN, or that CNN with batch norm.")
+        "mlp", description="Network: a fully connected MLP, a small CNN, or that CNN with batch norm."
+    )
     widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
-        (1024, 1024), description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024).")
+        (1024, 1024), description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024)."
+    )
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field(
-        "relu", description="Nonlinearity after every hidden layer.")
+        "relu", description="Nonlinearity after every hidden layer."
+    )
     init: Literal["glorot", "torch", "kaiming"] = Field(
-        "glorot", description="Weight initialisation: Glorot uniform, PyTorch's default, or Kaiming (He).")
+        "glorot", description="Weight initialisation: Glorot uniform, PyTorch's default, or Kaiming (He)."
+    )
     loss_reduction: Literal["mean", "sum"] = Field(
-        "mean", description="Cross-entropy over a batch: averaged, or summed (the gradient grows with the batch).")
+        "mean", description="Cross-entropy over a batch: averaged, or summed (the gradient grows with the batch)."
+    )
     drop_last: bool = Field(False, description="Drop the last, smaller batch of each epoch.")
     precision: Literal["float32", "tf32", "bf16", "float64"] = Field(
-        "float32", description="float32; tf32 matmuls (on NVIDIA GPUs only); bf16 forward pass; or float64.")
+        "float32", description="float32; tf32 matmuls (on NVIDIA GPUs only); bf16 forward pass; or float64."
+    )
     seeds: int = Field(3, ge=1, le=100, description="Independent runs (seeds 0..N-1) per configuration.")
 
     SETUP_FIELDS: ClassVar[tuple[str, ...]] = (
-        "dataset", "train_subset", "test_subset", "normalize", "model", "widths", "activation", "init",
-        "loss_reduction", "drop_last", "precision")
+        "dataset",
+        "train_subset",
+        "test_subset",
+        "normalize",
+        "model",
+        "widths",
+        "activation",
+        "init",
+        "loss_reduction",
+        "drop_last",
+        "precision",
+    )
 
     def run(self, seed: int, **fields: Any) -> RunSpec:
         """A RunSpec of the reference setup with this config's choices and the given overrides."""
@@ -119,8 +141,11 @@ class Results:
 
     def scalars(self, spec) -> dict[str, float]:
         metrics = self.records[spec.key].metrics
-        return {k: (float("nan") if v is None else float(v)) for k, v in (metrics[0] if metrics else {}).items()
-                if k not in ("epoch", "step")}
+        return {
+            k: (float("nan") if v is None else float(v))
+            for k, v in (metrics[0] if metrics else {}).items()
+            if k not in ("epoch", "step")
+        }
 
     def array(self, spec, name: str, epoch: int = -1) -> np.ndarray:
         """A stored array of a unit (a task's result; with `epoch`, a run's checkpoint tensor)."""
@@ -136,8 +161,11 @@ class Results:
 
     def checkpoint(self, spec, epoch: int) -> dict[str, np.ndarray]:
         """A run's weights after `epoch` epochs: {"param:<name>": array, "buffer:<name>": array}."""
-        return {ref.name: self.array(spec, ref.name, epoch) for ref in self.records[spec.key].artifacts
-                if ref.epoch == epoch}
+        return {
+            ref.name: self.array(spec, ref.name, epoch)
+            for ref in self.records[spec.key].artifacts
+            if ref.epoch == epoch
+        }
 
     # --- runs -------------------------------------------------------------------------------------
 

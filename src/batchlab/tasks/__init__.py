@@ -9,6 +9,7 @@ A task that meets an expected, explainable limit (for example BatchNorm1d asked 
 single example) raises `TaskError(name, message)`: the store records it as status `error` with
 that message, the report shows it, and a rerun does not retry it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -43,10 +44,16 @@ class TaskContext:
         """The checkpoint as (params, buffers) tensors on the device (float64 copies are the task's choice)."""
         if self.start is None:
             raise ValueError("this task has no start checkpoint")
-        params = {k.removeprefix("param:"): torch.as_tensor(v, device=self.device)
-                  for k, v in self.start.items() if k.startswith("param:")}
-        buffers = {k.removeprefix("buffer:"): torch.as_tensor(v, device=self.device)
-                   for k, v in self.start.items() if k.startswith("buffer:")}
+        params = {
+            k.removeprefix("param:"): torch.as_tensor(v, device=self.device)
+            for k, v in self.start.items()
+            if k.startswith("param:")
+        }
+        buffers = {
+            k.removeprefix("buffer:"): torch.as_tensor(v, device=self.device)
+            for k, v in self.start.items()
+            if k.startswith("buffer:")
+        }
         return params, buffers
 
 
@@ -112,5 +119,14 @@ def _load_builtin() -> None:
     from . import builtin  # noqa: F401  (registers the built-in kinds)
 
 
-__all__ = ["TASKS", "TaskContext", "TaskError", "TaskKind", "TaskOutput", "TaskResult", "register_task",
-           "task_kind", "validate_task"]
+__all__ = [
+    "TASKS",
+    "TaskContext",
+    "TaskError",
+    "TaskKind",
+    "TaskOutput",
+    "TaskResult",
+    "register_task",
+    "task_kind",
+    "validate_task",
+]

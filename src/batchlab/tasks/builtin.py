@@ -1,2 +1,3 @@
 """The task kinds that ship with batchlab (importing this module registers them)."""
+
 from . import checkpoint, equivalence  # noqa: F401

@@ -1,4 +1,5 @@
 """Tasks at a training run's checkpoint."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,16 +32,32 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
     dtype = compute_dtype(run.precision)
     params = {k: v.to(dtype) for k, v in params.items()}
     buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
-    base = build_model(run.model, input_dim=data.input_dim, num_outputs=data.num_classes or 1, widths=run.widths,
-                       activation=run.activation)
+    base = build_model(
+        run.model,
+        input_dim=data.input_dim,
+        num_outputs=data.num_classes or 1,
+        widths=run.widths,
+        activation=run.activation,
+    )
     g = torch.Generator().manual_seed(ctx.spec.seed)
     idx = torch.randperm(data.n_train, generator=g)[: min(args.examples, data.n_train)].to(ctx.device)
-    grads, losses = per_example_grads(base, params, data.x_train[idx], data.y_train[idx], task=data.task,
-                                      buffers=buffers or None, chunk_size=args.chunk_size)
+    grads, losses = per_example_grads(
+        base,
+        params,
+        data.x_train[idx],
+        data.y_train[idx],
+        task=data.task,
+        buffers=buffers or None,
+        chunk_size=args.chunk_size,
+    )
     sq = sum(v.flatten(1).double().pow(2).sum(1) for v in grads.values())
     mean_sq = sum(v.double().mean(0).pow(2).sum() for v in grads.values())
     return TaskOutput(
-        scalars={"mean_sq_norm": float(sq.mean()), "sq_norm_of_mean": float(mean_sq),
-                 "mean_loss": float(losses.double().mean()), "examples": float(idx.numel())},
+        scalars={
+            "mean_sq_norm": float(sq.mean()),
+            "sq_norm_of_mean": float(mean_sq),
+            "mean_loss": float(losses.double().mean()),
+            "examples": float(idx.numel()),
+        },
         arrays={"sq_norms": sq.cpu().numpy(), "examples": idx.cpu().numpy().astype(np.int64)},
     )

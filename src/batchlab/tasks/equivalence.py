@@ -1,1 +1,471 @@
-"""Tasks of the equivalence studies (one big-batch step vs averaged single-example steps)."""
+"""Tasks of the equivalence studies: is one step on a batch the same as averaging single-example steps?
+
+Three kinds, each a computation from a seeded initialisation (no checkpoint needed):
+
+- `one-step-equivalence`: from the same weights theta0 and one fixed batch, compare
+  A  one optimizer step on the whole batch (model in train mode),
+  B  one fresh single-example step per example, theta_i, then the average of the theta_i,
+  C  the mean of the per-example gradients, applied as one fresh step.
+  B and C are vectorised: the examples are the runs of a stack of copies of theta0 (the engine's
+  per-example path), each copy takes its own example and one `StackedOptimizer` step with fresh
+  state, and the copies are summed chunk by chunk to bound memory.
+- `multistep-equivalence`: K momentum steps on K fixed batches (A) against sequential
+  single-example momentum steps (B), averaged per-example gradients applied as plain SGD (C) and
+  as momentum SGD with a persistent state (D).
+- `accumulation`: the engine's own training loop (`train_group`) with `micro_batch` against the
+  direct batch, same init and data order, returning how far the final weights are apart.
+
+Differences are measured in float64 whatever the compute precision, per parameter tensor and over
+all parameters together: max |A-X|, mean |A-X|, the relative difference ||A-X|| / ||A-theta0||
+(the difference measured against the size of the update, the scale that matters) and
+cos(A-theta0, X-theta0). BatchNorm's running buffers are compared on their own.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from ..engine import RunSpec, train_group
+from ..engine.data import compute_dtype, load_for
+from ..engine.optim import StackedOptimizer
+from ..engine.step import accumulate_grads, batch_losses, single_example_stack
+from ..models import Stack, build_model, init_params
+from ..probes import evaluate
+from . import TaskContext, TaskError, TaskOutput, register_task
+
+# The optimizers of the one-step study, each as the RunSpec fields of its update rule.
+OPTIMIZER_SETTINGS: dict[str, dict] = {
+    "sgd": {"optimizer": "sgd", "lr": 0.1},
+    "momentum": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
+    "adam": {"optimizer": "adam", "lr": 1e-3},
+    "weight_decay": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
+}
+OptimizerName = Literal["sgd", "momentum", "adam", "weight_decay"]
+Precision = Literal["float32", "float64"]
+BN1D_SINGLE = "bn1d-single-example"
+# A coordinate's update counts as "sign-like" when its size is lr within this fraction (Adam's first step).
+SIGN_TOL = 0.01
+
+Tensors = dict[str, torch.Tensor]
+
+
+def optimizer_spec(name: str, **fields) -> RunSpec:
+    """The RunSpec that carries optimizer `name`'s hyperparameters (what StackedOptimizer reads)."""
+    return RunSpec(**(OPTIMIZER_SETTINGS[name] | fields))
+
+
+def has_batchnorm1d(base: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm1d) for m in base.modules())
+
+
+# ------------------------------------------------------------------------------------------------
+# the three approaches of one step
+
+
+def fresh_step(spec: RunSpec, params: Tensors, grads: Tensors) -> None:
+    """One update of every run of a stack ([R, ...] tensors) by `spec`'s rule, from a fresh optimizer state."""
+    ref = next(iter(params.values()))
+    r = ref.shape[0]
+    opt = StackedOptimizer([spec] * r, params)
+    opt.step(params, grads, torch.full((r,), spec.lr, dtype=ref.dtype, device=ref.device),
+             torch.ones(r, dtype=torch.bool, device=ref.device))
+
+
+def batch_step(base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor, y: torch.Tensor,
+               spec: RunSpec) -> tuple[Tensors, Tensors]:
+    """Approach A: one fresh step of `spec` on the whole batch (mean loss, BatchNorm in train mode).
+
+    Returns the new weights and buffers (BatchNorm's running statistics move once, by the batch's).
+    """
+    stack = single_example_stack(base, params0, buffers0, 1)
+    _, grads = accumulate_grads(lambda xb: batch_losses(stack, xb, y.unsqueeze(0), bn_mode="train"),
+                                x.unsqueeze(0), stack.params)
+    fresh_step(spec, stack.params, grads)
+    return ({k: v[0].detach() for k, v in stack.params.items()}, {k: v[0] for k, v in stack.buffers.items()})
+
+
+@dataclass
+class SingleSteps:
+    """What the per-example pass gives: B's weights and buffers, the mean per-example gradient (for C),
+    B formed by averaging the updates theta_i - theta0 instead of the weights, and the mean fraction of
+    coordinates whose single-example update is sign-like (|step| = lr; counted for Adam only, else 0)."""
+
+    params: Tensors
+    buffers: Tensors
+    mean_grad: Tensors
+    params_from_updates: Tensors
+    signlike_single: float
+
+
+def single_example_steps(base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor,
+                         y: torch.Tensor, spec: RunSpec, *, bn_mode: str = "eval",
+                         chunk_size: int = 32) -> SingleSteps:
+    """Approach B, vectorised: theta_i = one fresh step of `spec` from theta0 on example i alone, then
+    mean_i theta_i (summed in the compute dtype, chunk by chunk, as a literal average of weights would be).
+
+    Each chunk is a stack of copies of theta0, copy i seeing example i (`bn_mode`: "eval" normalises by
+    the running statistics; "train" by the example's own, impossible for BatchNorm1d).
+    """
+    n = x.shape[0]
+    zeros = {k: torch.zeros_like(v) for k, v in params0.items()}
+    sum_params, sum_updates, sum_grads = dict(zeros), dict(zeros), dict(zeros)
+    sum_buffers: Tensors = {}
+    signlike = 0.0
+    n_coords = sum(v.numel() for v in params0.values())
+    count_signlike = spec.optimizer in ("adam", "adamw")  # only Adam's steps can be sign-like
+    for start in range(0, n, chunk_size):
+        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        stack = single_example_stack(base, params0, buffers0, xc.shape[0])
+        _, grads = accumulate_grads(lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), bn_mode=bn_mode),
+                                    xc.unsqueeze(1), stack.params)
+        fresh_step(spec, stack.params, grads)
+        near_lr = torch.zeros(xc.shape[0], dtype=torch.float64, device=x.device)
+        with torch.no_grad():
+            for k, p in stack.params.items():
+                update = p - params0[k]
+                sum_params[k] = sum_params[k] + p.sum(0)
+                sum_updates[k] = sum_updates[k] + update.sum(0)
+                sum_grads[k] = sum_grads[k] + grads[k].sum(0)
+                if count_signlike:
+                    near_lr += ((update.abs() - spec.lr).abs() <= SIGN_TOL * spec.lr).flatten(1).sum(1).double()
+            for k, b in stack.buffers.items():
+                part = b.sum(0) if b.is_floating_point() else b[0]
+                sum_buffers[k] = part if k not in sum_buffers or not b.is_floating_point() else sum_buffers[k] + part
+        signlike += float(near_lr.sum()) / n_coords
+    buffers = {k: (v / n if v.is_floating_point() else v) for k, v in sum_buffers.items()}
+    return SingleSteps(params={k: v / n for k, v in sum_params.items()}, buffers=buffers,
+                       mean_grad={k: v / n for k, v in sum_grads.items()},
+                       params_from_updates={k: params0[k] + v / n for k, v in sum_updates.items()},
+                       signlike_single=signlike / n)
+
+
+def mean_grad_step(params0: Tensors, mean_grad: Tensors, spec: RunSpec) -> Tensors:
+    """Approach C: the mean per-example gradient applied as one fresh step of `spec` from theta0."""
+    params = {k: v.detach().clone().unsqueeze(0) for k, v in params0.items()}
+    fresh_step(spec, params, {k: v.unsqueeze(0) for k, v in mean_grad.items()})
+    return {k: v[0] for k, v in params.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring differences
+
+
+def compare(a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor],
+            prefix: str) -> dict[str, float]:
+    """max|a-x|, mean|a-x|, ||a-x|| / ||a-ref|| and cos(a-ref, x-ref), per tensor (`<prefix>_max:<name>`...)
+    and over all tensors together (`<prefix>_max`...), computed in float64. Only floating-point tensors."""
+    out: dict[str, float] = {}
+    tot = {"sq": 0.0, "abs": 0.0, "n": 0, "max": 0.0, "den": 0.0, "dot": 0.0, "xx": 0.0}
+    for name in a:
+        if not a[name].is_floating_point():
+            continue
+        av, xv, rv = (t[name].detach().double() for t in (a, x, ref))
+        d, ua, ux = av - xv, av - rv, xv - rv
+        sq, den, dot, xx = (float(t) for t in (d.pow(2).sum(), ua.pow(2).sum(), (ua * ux).sum(), ux.pow(2).sum()))
+        mx, ab = float(d.abs().max()) if d.numel() else 0.0, float(d.abs().sum())
+        out |= {f"{prefix}_max:{name}": mx, f"{prefix}_mean:{name}": ab / max(d.numel(), 1),
+                f"{prefix}_rel:{name}": _ratio(sq ** 0.5, den ** 0.5), f"{prefix}_cos:{name}": _cos(dot, den, xx)}
+        tot["sq"] += sq
+        tot["abs"] += ab
+        tot["n"] += d.numel()
+        tot["max"] = max(tot["max"], mx)
+        tot["den"] += den
+        tot["dot"] += dot
+        tot["xx"] += xx
+    out |= {f"{prefix}_max": tot["max"], f"{prefix}_mean": tot["abs"] / max(tot["n"], 1),
+            f"{prefix}_rel": _ratio(tot["sq"] ** 0.5, tot["den"] ** 0.5), f"{prefix}_cos": _cos(tot["dot"], tot["den"],
+                                                                                             tot["xx"])}
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def _cos(dot: float, aa: float, bb: float) -> float:
+    return dot / (aa * bb) ** 0.5 if aa > 0 and bb > 0 else float("nan")
+
+
+def norm(tensors: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor] | None = None) -> float:
+    """||tensors - ref|| (or ||tensors||) over all floating-point tensors, in float64."""
+    total = 0.0
+    for k, v in tensors.items():
+        if v.is_floating_point():
+            d = v.double() - (0 if ref is None else ref[k].double())
+            total += float(d.pow(2).sum())
+    return total ** 0.5
+
+
+def signlike_fraction(params: Tensors, ref: Tensors, lr: float) -> float:
+    """Fraction of coordinates whose update |params - ref| is lr (within SIGN_TOL): Adam's first step is ±lr."""
+    hits = sum(int(((p.double() - ref[k].double()).abs() - lr).abs().le(SIGN_TOL * lr).sum()) for k, p in params.items())
+    return hits / sum(p.numel() for p in params.values())
+
+
+@torch.no_grad()
+def eval_metrics(base: nn.Module, weights: Mapping[str, tuple[Tensors, Tensors]], data) -> dict[str, float]:
+    """Test loss and accuracy of each named (params, buffers), BatchNorm by running statistics (eval mode)."""
+    names = list(weights)
+    first_p, first_b = weights[names[0]]
+    params = {k: torch.stack([weights[n][0][k].detach() for n in names]) for k in first_p}
+    buffers = {k: torch.stack([weights[n][1][k] for n in names]) for k in first_b}
+    ref = next(iter(params.values()))
+    stack = Stack.from_params(base, params, buffers if buffers else None, ref.device, ref.dtype)
+    values = evaluate(lambda xc: stack.forward(xc, shared_input=True, bn_mode="eval"), data.x_test, data.y_test,
+                      len(names), data.task)
+    out = {}
+    for i, n in enumerate(names):
+        out[f"{n}_test_loss"] = float(values["loss"][i])
+        out[f"{n}_test_acc"] = float(values["acc"][i])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# shared setup
+
+
+def data_spec(model: str, precision: str, train_subset: int | None, test_subset: int | None) -> RunSpec:
+    """The data a task uses, as the RunSpec `load_for` reads: MNIST in [0, 1] (not standardised)."""
+    return RunSpec(model=model, normalize=False, train_subset=train_subset, test_subset=test_subset,
+                   precision=precision)
+
+
+def initial_weights(base: nn.Module, seed: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensors, Tensors]:
+    """theta0: PyTorch's default init from `seed` (drawn in float32, then cast), and fresh BatchNorm buffers."""
+    params = {k: v.to(device, dtype) for k, v in init_params(base, "torch", seed).items()}
+    buffers = {k: b.detach().to(device, dtype if b.is_floating_point() else None).clone()
+               for k, b in base.named_buffers()}
+    return params, buffers
+
+
+def draw(n_pool: int, count: int, seed: int) -> torch.Tensor:
+    """`count` distinct example indices out of `n_pool`, seeded (a prefix of one permutation, so a larger
+    count extends a smaller one)."""
+    if count > n_pool:
+        raise TaskError("too-few-examples", f"{count} examples asked for, but the training pool has only {n_pool}")
+    return torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+class _DataArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: Precision = Field("float64", description="Compute precision of every approach.")
+    train_subset: int | None = Field(None, ge=1, description="The pool of training examples batches are drawn from "
+                                                             "(the first N; None: all 60k).")
+    test_subset: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
+
+
+# ------------------------------------------------------------------------------------------------
+# one-step-equivalence
+
+
+class OneStepArgs(_DataArgs):
+    model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
+    optimizer: OptimizerName = Field("sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or "
+                                                        "weight_decay (SGD, lr 0.1, decay 5e-4), fresh state each time.")
+    batch_size: int = Field(256, ge=1, description="Examples in the fixed batch (drawn by the task's seed).")
+    bn_single: Literal["eval", "train"] = Field(
+        "eval", description="BatchNorm in single-example passes: running statistics (eval) or the example's own (train).")
+    chunk_size: int = Field(32, ge=1, description="Examples per vectorised chunk (bounds memory).")
+
+
+@register_task("one-step-equivalence", OneStepArgs)
+def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
+    """One step on a batch (A) vs the average of single-example steps (B) vs the mean per-example gradient (C).
+
+    Scalars: `AB_*` and `AC_*` from `compare` (per tensor and overall), `AB_rel_updates` (B averaged as
+    updates, not weights: what is left without the rounding of averaging big weights), `buf_AB_*` and
+    `buf_AC_*` for BatchNorm's running buffers, the sign-like fractions of A and of the single-example
+    steps, ||theta0|| and ||A - theta0||, and test loss/accuracy of theta0, A, B and C.
+    """
+    base = build_model(args.model)
+    if args.bn_single == "train" and has_batchnorm1d(base):
+        raise TaskError(BN1D_SINGLE, "BatchNorm1d cannot normalise one example by its own statistics (one value "
+                                     "per channel has no variance); use bn_single=eval for single-example passes")
+    dtype = compute_dtype(args.precision)
+    data = load_for(data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device,
+                    ctx.data_dir)
+    idx = draw(data.n_train, args.batch_size, ctx.spec.seed).to(ctx.device)
+    x, y = data.x_train[idx], data.y_train[idx]
+    params0, buffers0 = initial_weights(base, ctx.spec.seed, ctx.device, dtype)
+    spec = optimizer_spec(args.optimizer)
+    a_params, a_buffers = batch_step(base, params0, buffers0 or None, x, y, spec)
+    single = single_example_steps(base, params0, buffers0 or None, x, y, spec, bn_mode=args.bn_single,
+                                  chunk_size=args.chunk_size)
+    c_params = mean_grad_step(params0, single.mean_grad, spec)
+    c_buffers = single.buffers
+    scalars = compare(a_params, single.params, params0, "AB") | compare(a_params, c_params, params0, "AC")
+    scalars["AB_rel_updates"] = _ratio(norm(a_params, single.params_from_updates), norm(a_params, params0))
+    scalars["BC_rel"] = _ratio(norm(single.params, c_params), norm(a_params, params0))
+    if buffers0:
+        float_buffers = {k: v for k, v in a_buffers.items() if v.is_floating_point()}
+        scalars |= compare(float_buffers, single.buffers, buffers0, "buf_AB")
+        scalars |= compare(float_buffers, c_buffers, buffers0, "buf_AC")
+    scalars |= {"theta0_norm": norm(params0), "update_norm_A": norm(a_params, params0),
+                "update_norm_B": norm(single.params, params0), "update_norm_C": norm(c_params, params0),
+                "signlike_A": signlike_fraction(a_params, params0, spec.lr),
+                "signlike_B": signlike_fraction(single.params, params0, spec.lr),
+                "signlike_single": single.signlike_single, "lr": spec.lr,
+                "eps": float(torch.finfo(dtype).eps), "examples": float(x.shape[0])}
+    scalars |= eval_metrics(base, {"theta0": (params0, buffers0), "A": (a_params, a_buffers),
+                                   "B": (single.params, single.buffers), "C": (c_params, c_buffers)}, data)
+    return TaskOutput(scalars=scalars, arrays={"examples": idx.cpu().numpy().astype(np.int64)})
+
+
+# ------------------------------------------------------------------------------------------------
+# multistep-equivalence
+
+
+class MultistepArgs(_DataArgs):
+    model: Literal["cnn"] = Field("cnn", description="The CNN without BatchNorm.")
+    k: int = Field(2, ge=1, description="Number of fixed batches (steps of A).")
+    batch_size: int = Field(64, ge=1, description="Examples per batch.")
+    lr: float = Field(0.01, gt=0, description="Learning rate of every variant.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of A, B and D (C has none).")
+    chunk_size: int = Field(64, ge=1, description="Examples per vectorised chunk of per-example gradients.")
+
+
+def _momentum_spec(lr: float, momentum: float) -> RunSpec:
+    return RunSpec(optimizer="sgd", lr=lr, momentum=momentum)
+
+
+class Trajectory:
+    """One model (a stack of one run) with one persistent optimizer: the state carries across steps."""
+
+    def __init__(self, base: nn.Module, params0: Tensors, spec: RunSpec):
+        self.base, self.spec = base, spec
+        self.stack = single_example_stack(base, params0, None, 1)
+        self.opt = StackedOptimizer([spec], self.stack.params)
+        ref = next(iter(params0.values()))
+        self.lr = torch.full((1,), spec.lr, dtype=ref.dtype, device=ref.device)
+        self.alive = torch.ones(1, dtype=torch.bool, device=ref.device)
+
+    def step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step on the batch (x, y) (mean loss)."""
+        stack = self.stack
+        _, grads = accumulate_grads(lambda xb: batch_losses(stack, xb, y.unsqueeze(0)), x.unsqueeze(0), stack.params)
+        self.opt.step(stack.params, grads, self.lr, self.alive)
+
+    def step_with(self, grads: Tensors) -> None:
+        """One step with a given gradient (unstacked)."""
+        self.opt.step(self.stack.params, {k: v.unsqueeze(0) for k, v in grads.items()}, self.lr, self.alive)
+
+    def mean_per_example_grad(self, x: torch.Tensor, y: torch.Tensor, chunk_size: int) -> Tensors:
+        """Mean over the batch of the per-example gradients at the current weights (vectorised)."""
+        params = self.weights()
+        total: Tensors = {}
+        for start in range(0, x.shape[0], chunk_size):
+            xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+            copies = single_example_stack(self.base, params, None, xc.shape[0])
+            _, g = accumulate_grads(lambda xb: batch_losses(copies, xb, yc.unsqueeze(1), bn_mode="eval"),
+                                    xc.unsqueeze(1), copies.params)
+            for k, v in g.items():
+                total[k] = v.sum(0) if k not in total else total[k] + v.sum(0)
+        return {k: v / x.shape[0] for k, v in total.items()}
+
+    def weights(self) -> Tensors:
+        return {k: v[0].detach() for k, v in self.stack.params.items()}
+
+
+def multistep_variants(base: nn.Module, params0: Tensors, x: torch.Tensor, y: torch.Tensor, *, lr: float,
+                       momentum: float, chunk_size: int = 64) -> dict[str, Tensors]:
+    """A, B, C and D after the K batches x [K, b, ...], y [K, b] (see the module docstring)."""
+    spec, plain = _momentum_spec(lr, momentum), _momentum_spec(lr, 0.0)
+    a, b, c, d = (Trajectory(base, params0, s) for s in (spec, spec, plain, spec))
+    for xk, yk in zip(x, y):
+        a.step_on(xk, yk)
+        for i in range(xk.shape[0]):  # sequential: example i+1 sees the weights example i left
+            b.step_on(xk[i:i + 1], yk[i:i + 1])
+        c.step_with(c.mean_per_example_grad(xk, yk, chunk_size))
+        d.step_with(d.mean_per_example_grad(xk, yk, chunk_size))
+    return {"A": a.weights(), "B": b.weights(), "C": c.weights(), "D": d.weights()}
+
+
+@register_task("multistep-equivalence", MultistepArgs)
+def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
+    """K momentum steps on K batches (A) vs sequential single-example steps (B), averaged per-example
+    gradients without momentum (C) and with a persistent momentum state (D).
+
+    Scalars: `AB_*`, `AC_*`, `AD_*` from `compare` (relative to ||A - theta0||), the update norms, and
+    test loss/accuracy of theta0, A, B, C and D.
+    """
+    base = build_model(args.model)
+    dtype = compute_dtype(args.precision)
+    data = load_for(data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device,
+                    ctx.data_dir)
+    idx = draw(data.n_train, args.k * args.batch_size, ctx.spec.seed).to(ctx.device)
+    x = data.x_train[idx].view(args.k, args.batch_size, *data.x_train.shape[1:])
+    y = data.y_train[idx].view(args.k, args.batch_size)
+    params0, _ = initial_weights(base, ctx.spec.seed, ctx.device, dtype)
+    out = multistep_variants(base, params0, x, y, lr=args.lr, momentum=args.momentum, chunk_size=args.chunk_size)
+    scalars: dict[str, float] = {}
+    for name in "BCD":
+        scalars |= compare(out["A"], out[name], params0, f"A{name}")
+    scalars |= {f"update_norm_{n}": norm(w, params0) for n, w in out.items()}
+    scalars |= {"theta0_norm": norm(params0), "k": float(args.k), "eps": float(torch.finfo(dtype).eps)}
+    scalars |= eval_metrics(base, {"theta0": (params0, {}), **{n: (w, {}) for n, w in out.items()}}, data)
+    return TaskOutput(scalars=scalars, arrays={"examples": idx.cpu().numpy().astype(np.int64)})
+
+
+# ------------------------------------------------------------------------------------------------
+# accumulation
+
+
+class AccumulationArgs(_DataArgs):
+    model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
+    optimizer: Literal["sgd", "momentum", "adam"] = Field("sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) "
+                                                                              "or adam (lr 1e-3).")
+    batch_size: int = Field(256, ge=1, description="The batch of every step.")
+    micro_batch: int = Field(32, ge=1, description="The micro-batch the accumulated variant computes it in.")
+    epochs: int = Field(1, ge=1, description="Epochs over the training pool (steps = pool / batch_size each).")
+
+    @model_validator(mode="after")
+    def _divides(self):
+        if self.batch_size % self.micro_batch:
+            raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
+        return self
+
+
+def accumulation_specs(args: AccumulationArgs, seed: int) -> tuple[RunSpec, RunSpec]:
+    """(direct, accumulated): the same run (init, data order, optimizer) but for `micro_batch`."""
+    common = dict(model=args.model, init="torch", normalize=False, train_subset=args.train_subset,
+                  test_subset=args.test_subset, precision=args.precision, batch_size=args.batch_size,
+                  epochs=args.epochs, seed=seed, probes=("metrics",)) | OPTIMIZER_SETTINGS[args.optimizer]
+    return RunSpec(**common), RunSpec(**common, micro_batch=args.micro_batch)
+
+
+@register_task("accumulation", AccumulationArgs)
+def accumulation(args: AccumulationArgs, ctx: TaskContext) -> TaskOutput:
+    """Gradient accumulation (the engine's `micro_batch` training path) vs the direct batch.
+
+    Trains both runs with `train_group` (eager, same seed: same init and data order) and compares the
+    final weights: `MD_*` from `compare` (relative to the direct run's distance from theta0),
+    `buf_MD_*` for BatchNorm's running buffers, and each run's final train/test loss and accuracy.
+    """
+    direct, micro = accumulation_specs(args, ctx.spec.seed)
+    runs = {}
+    for label, spec in (("direct", direct), ("micro", micro)):
+        (res,) = train_group([spec], device=ctx.device, keep_params=True, data_dir=ctx.data_dir, graphs=False,
+                             fused=False)
+        runs[label] = res
+    base = build_model(args.model)
+    params0, buffers0 = initial_weights(base, ctx.spec.seed, torch.device("cpu"), compute_dtype(args.precision))
+    d, m = runs["direct"], runs["micro"]
+    scalars = compare(d.params, m.params, params0, "MD")
+    if buffers0:
+        float_buffers = {k: v for k, v in d.buffers.items() if v.is_floating_point()}
+        scalars |= compare(float_buffers, m.buffers, buffers0, "buf_MD")
+    scalars |= {"theta0_norm": norm(params0), "update_norm": norm(d.params, params0), "steps": float(d.steps),
+                "eps": float(torch.finfo(compute_dtype(args.precision)).eps)}
+    for label, res in runs.items():
+        last = res.metrics[-1]
+        for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            value = last.get(metric)
+            scalars[f"{label}_{metric}"] = float("nan") if value is None else float(value)
+    return TaskOutput(scalars=scalars)

@@ -16,6 +16,7 @@ and the same number of epochs, so e.g. "batch 64, lr 0.01" is one set of runs fo
 Layout: `common` (what the studies share), `claims` (the rules D1-D8, pure functions of small
 arrays, so they can be tested on synthetic numbers), and one module per study.
 """
+
 from __future__ import annotations
 
 from ...analysis.stats import concavity, finite, linear_r2, mean_std, power_law_exponent, within_pp
@@ -73,16 +74,62 @@ STUDIES: list[Study] = [BatchSizeSweep(), LRCompensation(), ScheduleSwitch(), Di
 __all__ = [
     "STUDIES",
     # studies and their configs
-    "BatchSizeSweep", "BatchSizeSweepConfig", "LRCompensation", "LRCompensationConfig", "ScheduleSwitch",
-    "ScheduleSwitchConfig", "Schedule", "DistanceGrid", "DistanceGridConfig", "AdamVsSGD", "AdamVsSGDConfig",
+    "BatchSizeSweep",
+    "BatchSizeSweepConfig",
+    "LRCompensation",
+    "LRCompensationConfig",
+    "ScheduleSwitch",
+    "ScheduleSwitchConfig",
+    "Schedule",
+    "DistanceGrid",
+    "DistanceGridConfig",
+    "AdamVsSGD",
+    "AdamVsSGDConfig",
     # shared setup and reading helpers
-    "QUICK_SETUP", "QUICK_EPOCHS", "SPEC_EPOCHS", "SHEN_2018", "HOFFER_2017", "WILSON_2017", "CURVE_METRICS",
-    "PairConfig", "run_label", "present", "mean_curve", "plot_curve", "layer_names", "initial", "accuracy_curves",
+    "QUICK_SETUP",
+    "QUICK_EPOCHS",
+    "SPEC_EPOCHS",
+    "SHEN_2018",
+    "HOFFER_2017",
+    "WILSON_2017",
+    "CURVE_METRICS",
+    "PairConfig",
+    "run_label",
+    "present",
+    "mean_curve",
+    "plot_curve",
+    "layer_names",
+    "initial",
+    "accuracy_curves",
     "final_table",
     # claims
-    "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8", "D1_BATCH_SIZES", "D3_TOL_PP", "D8_SGD_COS_MIN",
-    "D8_ADAM_COS_MAX", "d1_batch_sizes", "monotone_decrease_claim", "rule_d1", "rule_d2", "rule_d3", "rule_d4",
-    "rule_d5", "rule_d6", "rule_d7", "rule_d8",
+    "D1",
+    "D2",
+    "D3",
+    "D4",
+    "D5",
+    "D6",
+    "D7",
+    "D8",
+    "D1_BATCH_SIZES",
+    "D3_TOL_PP",
+    "D8_SGD_COS_MIN",
+    "D8_ADAM_COS_MAX",
+    "d1_batch_sizes",
+    "monotone_decrease_claim",
+    "rule_d1",
+    "rule_d2",
+    "rule_d3",
+    "rule_d4",
+    "rule_d5",
+    "rule_d6",
+    "rule_d7",
+    "rule_d8",
     # statistics (defined in batchlab.analysis.stats; importable from here as before)
-    "finite", "mean_std", "within_pp", "concavity", "power_law_exponent", "linear_r2",
+    "finite",
+    "mean_std",
+    "within_pp",
+    "concavity",
+    "power_law_exponent",
+    "linear_r2",
 ]

@@ -13,6 +13,7 @@ Claims tested:
   D8  SGD mostly rotates the weights: for every seed their norm stays within 10 % of the initial norm
       and every layer keeps a cosine above 0.85 to its initial value; every Adam layer ends below 0.5.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,12 +43,14 @@ class AdamVsSGDConfig(StudyConfig):
     batch_size: int = Field(64, ge=1, description="Batch size of both optimizers.")
     lr: float = Field(0.01, gt=0, description="SGD learning rate.")
     adam_lr: float = Field(0.01, gt=0, description="Adam learning rate.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's decay rates of the first and second moment "
-                                                                 "estimates (beta1, beta2).")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Adam's decay rates of the first and second moment estimates (beta1, beta2)."
+    )
     eps: float = Field(1e-8, gt=0, description="Adam's epsilon, added to the denominator for numerical stability.")
     epochs: int = Field(SPEC_EPOCHS, ge=2, description="Epochs of training of both optimizers.")
-    fit_start: int = Field(5, ge=0, description="D6: first epoch of the power-law fits W ~ t^a, which run to the "
-                                                "last epoch.")
+    fit_start: int = Field(
+        5, ge=0, description="D6: first epoch of the power-law fits W ~ t^a, which run to the last epoch."
+    )
 
     @model_validator(mode="after")
     def _window(self):
@@ -59,19 +62,30 @@ class AdamVsSGDConfig(StudyConfig):
 class AdamVsSGD(Study):
     name = "adam-vs-sgd"
     title = "Adam vs SGD: distance travelled and where the weights end up"
-    description = ("Adam (lr 0.01) and SGD (lr 0.01) at batch 64: distance from init (W, B), distance from the "
-                   "origin, per-layer cosine to init and test accuracy (Shen 2018; Wilson et al. 2017).")
+    description = (
+        "Adam (lr 0.01) and SGD (lr 0.01) at batch 64: distance from init (W, B), distance from the "
+        "origin, per-layer cosine to init and test accuracy (Shen 2018; Wilson et al. 2017)."
+    )
     Config = AdamVsSGDConfig
     # quick: the D6 fit starts at the same fraction of training as in full (epoch 5 of 30), at least epoch 1
-    profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS,
-                                        "fit_start": max(1, round(5 * QUICK_EPOCHS / SPEC_EPOCHS))},
-                "full": {}}
+    profiles = {
+        "quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS, "fit_start": max(1, round(5 * QUICK_EPOCHS / SPEC_EPOCHS))},
+        "full": {},
+    }
 
     def groups(self, cfg: AdamVsSGDConfig) -> dict[str, list]:
-        """"SGD" and "Adam" -> their seeds."""
-        return {"SGD": cfg.seeded(batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs),
-                "Adam": cfg.seeded(batch_size=cfg.batch_size, lr=cfg.adam_lr, epochs=cfg.epochs, optimizer="adam",
-                                   betas=cfg.betas, eps=cfg.eps)}
+        """ "SGD" and "Adam" -> their seeds."""
+        return {
+            "SGD": cfg.seeded(batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs),
+            "Adam": cfg.seeded(
+                batch_size=cfg.batch_size,
+                lr=cfg.adam_lr,
+                epochs=cfg.epochs,
+                optimizer="adam",
+                betas=cfg.betas,
+                eps=cfg.eps,
+            ),
+        }
 
     def plan(self, cfg: AdamVsSGDConfig) -> list:
         return [s for specs in self.groups(cfg).values() for s in specs]
@@ -84,8 +98,15 @@ class AdamVsSGD(Study):
                 curve = mean_curve(results, specs, metric, x="step")
                 if curve is not None:  # log-log: W(0) = 0 is left out; a power law is a straight line
                     xs, mean, std = curve
-                    band(axes[0], xs[1:], mean[1:], std[1:], label=f"{label} {'W' if ls == '-' else 'B'}",
-                         color=color, linestyle=ls)
+                    band(
+                        axes[0],
+                        xs[1:],
+                        mean[1:],
+                        std[1:],
+                        label=f"{label} {'W' if ls == '-' else 'B'}",
+                        color=color,
+                        linestyle=ls,
+                    )
             curve = mean_curve(results, specs, "dist_init_w")
             if curve is not None and np.isfinite(curve[1][-1]) and curve[1][-1] > 0:
                 xs, mean, std = curve
@@ -93,17 +114,25 @@ class AdamVsSGD(Study):
                 window = xs >= cfg.fit_start
                 if window.sum() >= 2:
                     intercept, slope, r2 = linear_fit(xs[window], mean[window] / mean[-1])
-                    axes[1].plot(xs[window], intercept + slope * xs[window], color=color, linestyle="--",
-                                 linewidth=1, label=f"{label} linear fit, R² = {r2:.3f}")
+                    axes[1].plot(
+                        xs[window],
+                        intercept + slope * xs[window],
+                        color=color,
+                        linestyle="--",
+                        linewidth=1,
+                        label=f"{label} linear fit, R² = {r2:.3f}",
+                    )
             plot_curve(axes[2], results, specs, "norm_w", label=label, color=color)
         axes[1].axvspan(cfg.fit_start, cfg.epochs, color="#000000", alpha=0.05, linewidth=0)
         n0 = initial(results, groups["SGD"], "norm_w")
         if n0.size:
             axes[2].axhline(n0.mean(), color="#555555", linestyle=":", linewidth=1, label="||w_0||")
-        axes[0].set(xscale="log", yscale="log", xlabel="step", ylabel="distance from init",
-                    title="W and B vs step (log-log)")
-        axes[1].set(xlabel="epoch", ylabel="W / final W",
-                    title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})")
+        axes[0].set(
+            xscale="log", yscale="log", xlabel="step", ylabel="distance from init", title="W and B vs step (log-log)"
+        )
+        axes[1].set(
+            xlabel="epoch", ylabel="W / final W", title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})"
+        )
         axes[2].set(xlabel="epoch", ylabel="||w_t||", title="distance from origin")
         for ax in axes:
             ax.legend(frameon=False, fontsize=7.5)
@@ -116,15 +145,22 @@ class AdamVsSGD(Study):
     def cosine_figure(self, cos: dict[str, dict[str, np.ndarray]]):
         fig, ax = new_figure(width=5, height=3.4)
         layers = list(dict.fromkeys(k for c in cos.values() for k in c))  # layer order, as recorded
-        heights = {opt: [float(np.mean(c[k])) if k in c and c[k].size else np.nan for k in layers]
-                   for opt, c in cos.items()}
+        heights = {
+            opt: [float(np.mean(c[k])) if k in c and c[k].size else np.nan for k in layers] for opt, c in cos.items()
+        }
         errors = {opt: [mean_std(c[k])[1] if k in c and c[k].size else 0.0 for k in layers] for opt, c in cos.items()}
-        bars(ax, heights, [f"layer {i + 1}\n({k.removeprefix('cos_init:')})" for i, k in enumerate(layers)],
-             errors=errors)
-        ax.axhline(D8_SGD_COS_MIN, color=PALETTE[0], linestyle=":", linewidth=1.2,
-                   label=f"D8: SGD > {D8_SGD_COS_MIN:g}")
-        ax.axhline(D8_ADAM_COS_MAX, color=PALETTE[1], linestyle=":", linewidth=1.2,
-                   label=f"D8: Adam < {D8_ADAM_COS_MAX:g}")
+        bars(
+            ax,
+            heights,
+            [f"layer {i + 1}\n({k.removeprefix('cos_init:')})" for i, k in enumerate(layers)],
+            errors=errors,
+        )
+        ax.axhline(
+            D8_SGD_COS_MIN, color=PALETTE[0], linestyle=":", linewidth=1.2, label=f"D8: SGD > {D8_SGD_COS_MIN:g}"
+        )
+        ax.axhline(
+            D8_ADAM_COS_MAX, color=PALETTE[1], linestyle=":", linewidth=1.2, label=f"D8: Adam < {D8_ADAM_COS_MAX:g}"
+        )
         lowest = min([0.0, *[h for v in heights.values() for h in v if np.isfinite(h)]])
         ax.set(ylim=(lowest - 0.05, 1.35), ylabel="cos(w_T, w_0)", title="per-layer cosine to init")
         ax.legend(frameon=False, ncol=2, fontsize=8, loc="upper center")
@@ -135,32 +171,57 @@ class AdamVsSGD(Study):
         sgd, adam = groups["SGD"], groups["Adam"]
         cos = {label: self.cosines(results, specs) for label, specs in groups.items()}
         sgd_runs, adam_runs = present(results, sgd), present(results, adam)
-        d6 = rule_d6(results.steps(sgd_runs[0]) if sgd_runs else [], results.curves(sgd, "dist_init_w"),
-                     results.steps(adam_runs[0]) if adam_runs else [], results.curves(adam, "dist_init_w"),
-                     fit_start=cfg.fit_start, fit_end=cfg.epochs,
-                     sgd_epochs=results.epochs(sgd_runs[0]) if sgd_runs else None,
-                     adam_epochs=results.epochs(adam_runs[0]) if adam_runs else None)
-        d7 = rule_d7(results.finals(sgd, "dist_init_w"), results.finals(adam, "dist_init_w"),
-                     results.finals(sgd, "test_acc"), results.finals(adam, "test_acc"))
+        d6 = rule_d6(
+            results.steps(sgd_runs[0]) if sgd_runs else [],
+            results.curves(sgd, "dist_init_w"),
+            results.steps(adam_runs[0]) if adam_runs else [],
+            results.curves(adam, "dist_init_w"),
+            fit_start=cfg.fit_start,
+            fit_end=cfg.epochs,
+            sgd_epochs=results.epochs(sgd_runs[0]) if sgd_runs else None,
+            adam_epochs=results.epochs(adam_runs[0]) if adam_runs else None,
+        )
+        d7 = rule_d7(
+            results.finals(sgd, "dist_init_w"),
+            results.finals(adam, "dist_init_w"),
+            results.finals(sgd, "test_acc"),
+            results.finals(adam, "test_acc"),
+        )
         d8 = rule_d8(initial(results, sgd, "norm_w"), results.finals(sgd, "norm_w"), cos["SGD"], cos["Adam"])
         metrics = (*CURVE_METRICS, "norm_w", "norm_b", *layer_names(results, sgd + adam))
-        table = final_table(results, groups, "final", "Final values (mean and std over seeds); norm_w = ||w_T||, "
-                                                      "cos_init:<layer> = cos(w_T, w_0) of each weight matrix",
-                            metrics)
+        table = final_table(
+            results,
+            groups,
+            "final",
+            "Final values (mean and std over seeds); norm_w = ||w_T||, "
+            "cos_init:<layer> = cos(w_T, w_0) of each weight matrix",
+            metrics,
+        )
         for row, specs in zip(table.rows, groups.values()):
             mean, std = mean_std(initial(results, specs, "norm_w"))
             row["norm_w at init mean"], row["norm_w at init std"] = float(mean), float(std)
         return StudyOutput(
-            figures=[FigureSpec("distance_from_init", self.distance_figure(cfg, results, groups),
-                                "Left: W (solid) and B (dotted) vs step on log-log axes, where W ~ steps^a is a "
-                                "straight line of slope a. Middle: W divided by its final value vs epoch, with least-"
-                                "squares lines over the shaded window where D6 fits W ~ t^a (R^2 shown as evidence only). Right: distance from the origin "
-                                "||w_t|| vs epoch, dotted = ||w_0||. Line = mean, band = ±1 std."),
-                     FigureSpec("per_layer_cosine", self.cosine_figure(cos),
-                                "Cosine between each weight matrix and its initial value after training (mean ± std "
-                                "over seeds); dotted: the D8 thresholds."),
-                     FigureSpec("accuracy_vs_epoch", accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
-                                "Train (left) and test (right) accuracy vs epoch; line = mean, band = ±1 std.")],
+            figures=[
+                FigureSpec(
+                    "distance_from_init",
+                    self.distance_figure(cfg, results, groups),
+                    "Left: W (solid) and B (dotted) vs step on log-log axes, where W ~ steps^a is a "
+                    "straight line of slope a. Middle: W divided by its final value vs epoch, with least-"
+                    "squares lines over the shaded window where D6 fits W ~ t^a (R^2 shown as evidence only). "
+                    "Right: distance from the origin ||w_t|| vs epoch, dotted = ||w_0||. Line = mean, band = ±1 std.",
+                ),
+                FigureSpec(
+                    "per_layer_cosine",
+                    self.cosine_figure(cos),
+                    "Cosine between each weight matrix and its initial value after training (mean ± std "
+                    "over seeds); dotted: the D8 thresholds.",
+                ),
+                FigureSpec(
+                    "accuracy_vs_epoch",
+                    accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
+                    "Train (left) and test (right) accuracy vs epoch; line = mean, band = ±1 std.",
+                ),
+            ],
             tables=[table],
             claims=[d6, d7, d8],
         )

@@ -7,6 +7,7 @@ Claim tested:
   D1  a larger batch gives a lower final test accuracy: over batch 64 < 256 < 1024 the mean drops at
       every step, by more than 2 standard deviations of the seeds.
 """
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -18,8 +19,9 @@ from .common import QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, accuracy_curves, fin
 
 
 class BatchSizeSweepConfig(StudyConfig):
-    batch_sizes: tuple[int, ...] = Field((64, 256, 1024), min_length=2,
-                                         description="Batch sizes to train, one configuration each (e.g. 64,256,1024).")
+    batch_sizes: tuple[int, ...] = Field(
+        (64, 256, 1024), min_length=2, description="Batch sizes to train, one configuration each (e.g. 64,256,1024)."
+    )
     lr: float = Field(0.01, gt=0, description="SGD learning rate, the same for every batch size.")
     epochs: int = Field(SPEC_EPOCHS, ge=1, description="Epochs of training, the same for every batch size.")
 
@@ -27,9 +29,11 @@ class BatchSizeSweepConfig(StudyConfig):
 class BatchSizeSweep(Study):
     name = "batch-size-sweep"
     title = "Accuracy curves vs batch size"
-    description = ("SGD at a fixed learning rate and number of epochs, for several batch sizes. A larger batch "
-                   "takes fewer steps per epoch; at fixed lr and epochs it is expected to reach a lower accuracy "
-                   "(Keskar et al. 2017; Hoffer et al. 2017).")
+    description = (
+        "SGD at a fixed learning rate and number of epochs, for several batch sizes. A larger batch "
+        "takes fewer steps per epoch; at fixed lr and epochs it is expected to reach a lower accuracy "
+        "(Keskar et al. 2017; Hoffer et al. 2017)."
+    )
     Config = BatchSizeSweepConfig
     profiles = {
         "quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS},
@@ -48,8 +52,13 @@ class BatchSizeSweep(Study):
         fig = accuracy_curves(results, groups, f"SGD, lr {cfg.lr}: accuracy vs epoch by batch size")
         table = final_table(results, groups, "final", "Final values after the last epoch (mean and std over seeds)")
         return StudyOutput(
-            figures=[FigureSpec("accuracy_vs_epoch", fig, "Train (left) and test (right) accuracy vs epoch; "
-                                                          "line = mean over seeds, band = ±1 std.")],
+            figures=[
+                FigureSpec(
+                    "accuracy_vs_epoch",
+                    fig,
+                    "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
+                )
+            ],
             tables=[table],
             claims=[self.claim_d1(cfg, results)],
         )

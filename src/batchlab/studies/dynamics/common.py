@@ -4,6 +4,7 @@ Runs that two studies share must have equal RunSpecs (hence equal keys) so that 
 once: every study builds its runs through `cfg.seeded(batch_size=..., lr=..., epochs=...)` (or
 `PairConfig.sgd`) with the same fields, and one profile uses one setup and one number of epochs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -40,8 +41,9 @@ class PairConfig(StudyConfig):
     small_batch: int = Field(64, ge=1, description="The small batch size, the reference the large batch is held to.")
     large_batch: int = Field(1024, ge=1, description="The large batch size (must be larger than small_batch).")
     lr: float = Field(0.01, gt=0, description="Base SGD learning rate, the same for both batch sizes.")
-    epochs: int = Field(SPEC_EPOCHS, ge=1, description="Epochs of each base run; longer schedules are set in "
-                                                      "multiples of it.")
+    epochs: int = Field(
+        SPEC_EPOCHS, ge=1, description="Epochs of each base run; longer schedules are set in multiples of it."
+    )
 
     @model_validator(mode="after")
     def _order(self):
@@ -51,8 +53,12 @@ class PairConfig(StudyConfig):
 
     def sgd(self, batch_size: int, lr: float | None = None, epochs: int | None = None, **fields) -> list[RunSpec]:
         """The seeds of one SGD configuration: the one way studies here build it, so shared runs share keys."""
-        return self.seeded(batch_size=batch_size, lr=self.lr if lr is None else lr,
-                           epochs=self.epochs if epochs is None else epochs, **fields)
+        return self.seeded(
+            batch_size=batch_size,
+            lr=self.lr if lr is None else lr,
+            epochs=self.epochs if epochs is None else epochs,
+            **fields,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -74,8 +80,19 @@ def mean_curve(results: Results, specs: list[RunSpec], metric: str, x: str = "ep
     return xs, mean, std
 
 
-def plot_curve(ax, results: Results, specs: list[RunSpec], metric: str, *, x: str = "epoch", scale: float = 1.0,
-               shift: float = 0.0, label: str | None = None, color: str | None = None, linestyle: str = "-"):
+def plot_curve(
+    ax,
+    results: Results,
+    specs: list[RunSpec],
+    metric: str,
+    *,
+    x: str = "epoch",
+    scale: float = 1.0,
+    shift: float = 0.0,
+    label: str | None = None,
+    color: str | None = None,
+    linestyle: str = "-",
+):
     """Mean ± std band of a metric vs epoch or step (x shifted by `shift`); nothing if no run is present."""
     curve = mean_curve(results, specs, metric, x)
     if curve is None:
@@ -112,8 +129,14 @@ def accuracy_curves(results: Results, groups: dict[str, list], title: str, x: st
     return fig
 
 
-def final_table(results: Results, groups: dict[str, list], name: str, caption: str,
-                metrics: Sequence[str] = CURVE_METRICS, info: Mapping[str, dict] | None = None) -> Table:
+def final_table(
+    results: Results,
+    groups: dict[str, list],
+    name: str,
+    caption: str,
+    metrics: Sequence[str] = CURVE_METRICS,
+    info: Mapping[str, dict] | None = None,
+) -> Table:
     """One row per configuration: final values of `metrics` as mean ± std over seeds, epochs and steps.
 
     `info` adds leading columns per configuration label (e.g. batch size and lr of a grid cell).

@@ -11,6 +11,7 @@ Claims tested:
   D5  batch 1024 trained for as many steps as batch 64 reaches batch 64's W (within 15 %) and its test
       accuracy (within 0.5 percentage points).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,10 +26,14 @@ from .common import CURVE_METRICS, QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_
 
 
 class DistanceGridConfig(PairConfig):
-    batch_sizes: tuple[int, ...] = Field((64, 256, 1024), min_length=2,
-                                         description="Batch sizes of the grid (rows), each at every lr.")
-    lrs: tuple[float, ...] = Field((0.001, 0.01, 0.03, 0.1), min_length=1,
-                                   description="SGD learning rates of the grid (columns), each at every batch size.")
+    batch_sizes: tuple[int, ...] = Field(
+        (64, 256, 1024), min_length=2, description="Batch sizes of the grid (rows), each at every lr."
+    )
+    lrs: tuple[float, ...] = Field(
+        (0.001, 0.01, 0.03, 0.1),
+        min_length=1,
+        description="SGD learning rates of the grid (columns), each at every batch size.",
+    )
 
     @property
     def long_epochs(self) -> int:
@@ -39,10 +44,12 @@ class DistanceGridConfig(PairConfig):
 class DistanceGrid(Study):
     name = "distance-grid"
     title = "Distance from initialisation across batch sizes and learning rates"
-    description = ("How far do the weights travel from their initialisation (W = ||w_T - w_0|| over the weight "
-                   "matrices, B over the biases), and do better solutions lie farther away? A grid of batch sizes "
-                   "and learning rates, plus batch 1024 trained 16x longer so that it takes as many steps as batch "
-                   "64 (Hoffer et al. 2017; Shen 2018).")
+    description = (
+        "How far do the weights travel from their initialisation (W = ||w_T - w_0|| over the weight "
+        "matrices, B over the biases), and do better solutions lie farther away? A grid of batch sizes "
+        "and learning rates, plus batch 1024 trained 16x longer so that it takes as many steps as batch "
+        "64 (Hoffer et al. 2017; Shen 2018)."
+    )
     Config = DistanceGridConfig
     profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS, "lrs": (0.01, 0.1)}, "full": {}}
 
@@ -51,9 +58,11 @@ class DistanceGrid(Study):
 
     def trio(self, cfg: DistanceGridConfig) -> dict[str, list]:
         """Batch 64 and 1024 at the base lr, and batch 1024 for long_epochs: the distance-vs-time comparison."""
-        return {run_label(cfg.small_batch, cfg.lr, cfg.epochs): cfg.sgd(cfg.small_batch),
-                run_label(cfg.large_batch, cfg.lr, cfg.epochs): cfg.sgd(cfg.large_batch),
-                run_label(cfg.large_batch, cfg.lr, cfg.long_epochs): cfg.sgd(cfg.large_batch, epochs=cfg.long_epochs)}
+        return {
+            run_label(cfg.small_batch, cfg.lr, cfg.epochs): cfg.sgd(cfg.small_batch),
+            run_label(cfg.large_batch, cfg.lr, cfg.epochs): cfg.sgd(cfg.large_batch),
+            run_label(cfg.large_batch, cfg.lr, cfg.long_epochs): cfg.sgd(cfg.large_batch, epochs=cfg.long_epochs),
+        }
 
     def plan(self, cfg: DistanceGridConfig) -> list:
         grid = [s for b in cfg.batch_sizes for lr in cfg.lrs for s in self.cell(cfg, b, lr)]
@@ -69,19 +78,35 @@ class DistanceGrid(Study):
 
     def grid_figure(self, cfg: DistanceGridConfig, w: np.ndarray, b: np.ndarray, acc: np.ndarray):
         fig, (ax_h, ax_s) = new_figure(ncols=2, width=10, height=3.8)
-        text = [[f"W {w[i, j]:.3g}\nB {b[i, j]:.3g}\n{100 * acc[i, j]:.2f} %" for j in range(len(cfg.lrs))]
-                for i in range(len(cfg.batch_sizes))]
-        heatmap(ax_h, w, [f"batch {x}" for x in cfg.batch_sizes], [f"lr {x:g}" for x in cfg.lrs], cell_text=text,
-                colorbar_label="W = ||w_T - w_0||")
+        text = [
+            [f"W {w[i, j]:.3g}\nB {b[i, j]:.3g}\n{100 * acc[i, j]:.2f} %" for j in range(len(cfg.lrs))]
+            for i in range(len(cfg.batch_sizes))
+        ]
+        heatmap(
+            ax_h,
+            w,
+            [f"batch {x}" for x in cfg.batch_sizes],
+            [f"lr {x:g}" for x in cfg.lrs],
+            cell_text=text,
+            colorbar_label="W = ||w_T - w_0||",
+        )
         ax_h.set_title(f"W, B and test accuracy after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
         markers = "osD^v<>"
         for j, lr in enumerate(cfg.lrs):
             for i, bs in enumerate(cfg.batch_sizes):
                 if np.isfinite(w[i, j]) and np.isfinite(acc[i, j]):
-                    ax_s.scatter(w[i, j], 100 * acc[i, j], color=PALETTE[j % len(PALETTE)], marker=markers[i % 7],
-                                 s=40, label=f"lr {lr:g}" if i == 0 else None, zorder=3)
-                    ax_s.annotate(str(bs), (w[i, j], 100 * acc[i, j]), textcoords="offset points", xytext=(5, -3),
-                                  fontsize=7.5)
+                    ax_s.scatter(
+                        w[i, j],
+                        100 * acc[i, j],
+                        color=PALETTE[j % len(PALETTE)],
+                        marker=markers[i % 7],
+                        s=40,
+                        label=f"lr {lr:g}" if i == 0 else None,
+                        zorder=3,
+                    )
+                    ax_s.annotate(
+                        str(bs), (w[i, j], 100 * acc[i, j]), textcoords="offset points", xytext=(5, -3), fontsize=7.5
+                    )
         ax_s.set_xscale("log")
         ax_s.set_xlabel("W (log scale)")
         ax_s.set_ylabel("test accuracy (%)")
@@ -106,8 +131,10 @@ class DistanceGrid(Study):
         axes[2].set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy vs step")
         handles, labels = axes[2].get_legend_handles_labels()
         axes[2].legend(handles[::-1], labels[::-1], frameon=False, fontsize=8, loc="lower right")
-        fig.suptitle(f"SGD, lr {cfg.lr:g}: batch {cfg.small_batch} and {cfg.large_batch} for {cfg.epochs} epochs, "
-                     f"and batch {cfg.large_batch} for {cfg.long_epochs} (as many steps as batch {cfg.small_batch})")
+        fig.suptitle(
+            f"SGD, lr {cfg.lr:g}: batch {cfg.small_batch} and {cfg.large_batch} for {cfg.epochs} epochs, "
+            f"and batch {cfg.large_batch} for {cfg.long_epochs} (as many steps as batch {cfg.small_batch})"
+        )
         return fig
 
     def analyze(self, cfg: DistanceGridConfig, results: Results) -> StudyOutput:
@@ -117,24 +144,59 @@ class DistanceGrid(Study):
         info = {run_label(bs, lr): {"batch size": bs, "lr": lr} for bs in cfg.batch_sizes for lr in cfg.lrs}
         small, _, long = trio.values()
         long_runs, small_runs = present(results, long), present(results, small)
-        d5 = rule_d5(results.finals(small, "dist_init_w"), results.finals(small, "test_acc"),
-                     results.finals(long, "dist_init_w"), results.finals(long, "test_acc"),
-                     steps_small=int(results.steps(small_runs[0])[-1]) if small_runs else None,
-                     steps_long=int(results.steps(long_runs[0])[-1]) if long_runs else None)
+        d5 = rule_d5(
+            results.finals(small, "dist_init_w"),
+            results.finals(small, "test_acc"),
+            results.finals(long, "dist_init_w"),
+            results.finals(long, "test_acc"),
+            steps_small=int(results.steps(small_runs[0])[-1]) if small_runs else None,
+            steps_long=int(results.steps(long_runs[0])[-1]) if long_runs else None,
+        )
         metrics = (*CURVE_METRICS, "norm_w", "norm_b")
         return StudyOutput(
-            figures=[FigureSpec("distance_grid", self.grid_figure(cfg, w, b, acc),
-                                "Left: per cell, W (colour), B and test accuracy (mean over seeds) after "
-                                f"{cfg.epochs} epochs of SGD. Right: test accuracy vs W, one point per cell."),
-                     FigureSpec("distance_vs_epoch_and_step", self.distance_figure(cfg, results, trio),
-                                f"Distance from init vs epoch (left) and vs step (middle), and test accuracy vs step "
-                                f"(right) for batch {cfg.small_batch} and {cfg.large_batch} at lr {cfg.lr:g}, and "
-                                f"batch {cfg.large_batch} for {cfg.long_epochs} epochs (dashed). Dotted: W of batch "
-                                f"{cfg.small_batch} at the end. Line = mean, band = ±1 std.")],
-            tables=[final_table(results, cells, "grid", "Per grid cell: final W, B, accuracy and loss (mean and std "
-                                                        "over seeds)", metrics, info),
-                    final_table(results, trio, "long_run", f"Batch {cfg.large_batch} trained {cfg.long_epochs} epochs "
-                                                           "against the references", metrics)],
-            claims=[rule_d4([[results.finals(self.cell(cfg, bs, lr), "dist_init_w") for lr in cfg.lrs]
-                             for bs in cfg.batch_sizes], acc, cfg.batch_sizes, cfg.lrs), d5],
+            figures=[
+                FigureSpec(
+                    "distance_grid",
+                    self.grid_figure(cfg, w, b, acc),
+                    "Left: per cell, W (colour), B and test accuracy (mean over seeds) after "
+                    f"{cfg.epochs} epochs of SGD. Right: test accuracy vs W, one point per cell.",
+                ),
+                FigureSpec(
+                    "distance_vs_epoch_and_step",
+                    self.distance_figure(cfg, results, trio),
+                    f"Distance from init vs epoch (left) and vs step (middle), and test accuracy vs step "
+                    f"(right) for batch {cfg.small_batch} and {cfg.large_batch} at lr {cfg.lr:g}, and "
+                    f"batch {cfg.large_batch} for {cfg.long_epochs} epochs (dashed). Dotted: W of batch "
+                    f"{cfg.small_batch} at the end. Line = mean, band = ±1 std.",
+                ),
+            ],
+            tables=[
+                final_table(
+                    results,
+                    cells,
+                    "grid",
+                    "Per grid cell: final W, B, accuracy and loss (mean and std over seeds)",
+                    metrics,
+                    info,
+                ),
+                final_table(
+                    results,
+                    trio,
+                    "long_run",
+                    f"Batch {cfg.large_batch} trained {cfg.long_epochs} epochs against the references",
+                    metrics,
+                ),
+            ],
+            claims=[
+                rule_d4(
+                    [
+                        [results.finals(self.cell(cfg, bs, lr), "dist_init_w") for lr in cfg.lrs]
+                        for bs in cfg.batch_sizes
+                    ],
+                    acc,
+                    cfg.batch_sizes,
+                    cfg.lrs,
+                ),
+                d5,
+            ],
         )

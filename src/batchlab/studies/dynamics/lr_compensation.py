@@ -8,6 +8,7 @@ Claim tested:
   D2  raising the lr 10x at batch 1024 recovers the test accuracy of batch 64: the mean final test
       accuracies end within 0.5 percentage points of each other.
 """
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -24,17 +25,21 @@ class LRCompensationConfig(PairConfig):
 class LRCompensation(Study):
     name = "lr-compensation"
     title = "Compensating a large batch with a larger learning rate"
-    description = ("Batch 1024 takes 16x fewer steps per epoch than batch 64. Raising its lr 10x (0.01 -> 0.1) "
-                   "is expected to recover the small-batch accuracy in the same number of epochs (Shen 2018; the "
-                   "linear scaling rule of Goyal et al. 2017 would suggest 16x).")
+    description = (
+        "Batch 1024 takes 16x fewer steps per epoch than batch 64. Raising its lr 10x (0.01 -> 0.1) "
+        "is expected to recover the small-batch accuracy in the same number of epochs (Shen 2018; the "
+        "linear scaling rule of Goyal et al. 2017 would suggest 16x)."
+    )
     Config = LRCompensationConfig
     profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS}, "full": {}}
 
     def groups(self, cfg: LRCompensationConfig) -> dict[str, list]:
         """Small batch, large batch, large batch at the raised lr: label -> seeds."""
-        return {run_label(cfg.small_batch, cfg.lr): cfg.sgd(cfg.small_batch),
-                run_label(cfg.large_batch, cfg.lr): cfg.sgd(cfg.large_batch),
-                run_label(cfg.large_batch, cfg.raised_lr): cfg.sgd(cfg.large_batch, cfg.raised_lr)}
+        return {
+            run_label(cfg.small_batch, cfg.lr): cfg.sgd(cfg.small_batch),
+            run_label(cfg.large_batch, cfg.lr): cfg.sgd(cfg.large_batch),
+            run_label(cfg.large_batch, cfg.raised_lr): cfg.sgd(cfg.large_batch, cfg.raised_lr),
+        }
 
     def plan(self, cfg: LRCompensationConfig) -> list:
         return [s for specs in self.groups(cfg).values() for s in specs]
@@ -46,9 +51,15 @@ class LRCompensation(Study):
         small, large, comp = (results.finals(groups[k], "test_acc") for k in labels)
         claim = rule_d2(small, comp, large, labels=(labels[0], labels[2], labels[1]))
         return StudyOutput(
-            figures=[FigureSpec("accuracy_vs_epoch", fig, "Train (left) and test (right) accuracy vs epoch; "
-                                                          "line = mean over seeds, band = ±1 std.")],
-            tables=[final_table(results, groups, "final",
-                                "Final values after the last epoch (mean and std over seeds)")],
+            figures=[
+                FigureSpec(
+                    "accuracy_vs_epoch",
+                    fig,
+                    "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
+                )
+            ],
+            tables=[
+                final_table(results, groups, "final", "Final values after the last epoch (mean and std over seeds)")
+            ],
             claims=[claim],
         )

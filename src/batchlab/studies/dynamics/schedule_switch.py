@@ -11,6 +11,7 @@ Claim tested:
   D3  a large batch does not get the model stuck: (c), (d) and (e) each end within 0.5 percentage
       points of (a)'s test accuracy, while the control (b), which only trains longer, does not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from .common import QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, mean_cur
 
 
 class ScheduleSwitchConfig(PairConfig):
-    first_switch: int = Field(1, ge=1, description="Schedule (c): epochs at the large batch before switching to the "
-                                                   "small one.")
+    first_switch: int = Field(
+        1, ge=1, description="Schedule (c): epochs at the large batch before switching to the small one."
+    )
     lr_factor: float = Field(10.0, gt=0, description="Schedule (e): factor on the lr for the second half of training.")
 
 
@@ -45,10 +47,12 @@ class Schedule:
 class ScheduleSwitch(Study):
     name = "schedule-switch"
     title = "Switching from a large to a small batch, or raising the lr"
-    description = ("Does a large batch get the model stuck? Five schedules, compared over the last epochs of each: "
-                   "(a) batch 64; (b) batch 1024 for twice as long (control); (c) batch 1024 for 1 epoch, then batch "
-                   "64; (d) batch 1024, then batch 64; (e) batch 1024 twice as long with lr x10 in the second half "
-                   "(Shen 2018).")
+    description = (
+        "Does a large batch get the model stuck? Five schedules, compared over the last epochs of each: "
+        "(a) batch 64; (b) batch 1024 for twice as long (control); (c) batch 1024 for 1 epoch, then batch "
+        "64; (d) batch 1024, then batch 64; (e) batch 1024 twice as long with lr x10 in the second half "
+        "(Shen 2018)."
+    )
     Config = ScheduleSwitchConfig
     profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS}, "full": {}}
 
@@ -58,12 +62,13 @@ class ScheduleSwitch(Study):
         return [
             Schedule(f"(a) batch {s}, {e} ep", cfg.sgd(s), e),
             Schedule(f"(b) batch {big}, {2 * e} ep", cfg.sgd(big, epochs=2 * e), 2 * e),
-            Schedule(f"(c) batch {big} {k} ep → {s} {e} ep",
-                     cfg.sgd(big, epochs=k + e, batch_switch=((k, s),)), k + e),
-            Schedule(f"(d) batch {big} {e} ep → {s} {e} ep",
-                     cfg.sgd(big, epochs=2 * e, batch_switch=((e, s),)), 2 * e),
-            Schedule(f"(e) batch {big}, {2 * e} ep, lr ×{cfg.lr_factor:g} from ep {e + 1}",
-                     cfg.sgd(big, epochs=2 * e, lr_schedule=raised), 2 * e),
+            Schedule(f"(c) batch {big} {k} ep → {s} {e} ep", cfg.sgd(big, epochs=k + e, batch_switch=((k, s),)), k + e),
+            Schedule(f"(d) batch {big} {e} ep → {s} {e} ep", cfg.sgd(big, epochs=2 * e, batch_switch=((e, s),)), 2 * e),
+            Schedule(
+                f"(e) batch {big}, {2 * e} ep, lr ×{cfg.lr_factor:g} from ep {e + 1}",
+                cfg.sgd(big, epochs=2 * e, lr_schedule=raised),
+                2 * e,
+            ),
         ]
 
     def plan(self, cfg: ScheduleSwitchConfig) -> list:
@@ -85,15 +90,27 @@ class ScheduleSwitch(Study):
         # the zoom: the last epochs only, with the D3 band of ±tol_pp around (a)'s final accuracy
         zoom = axes[2]
         zoom.set_xlim(0.5, e + 0.25)
-        finals = [100 * finite(results.finals(sch.specs, "test_acc")).mean() for sch in schedules
-                  if finite(results.finals(sch.specs, "test_acc")).size]
+        finals = [
+            100 * finite(results.finals(sch.specs, "test_acc")).mean()
+            for sch in schedules
+            if finite(results.finals(sch.specs, "test_acc")).size
+        ]
         ref = finite(results.finals(schedules[0].specs, "test_acc"))
         if ref.size:
-            zoom.axhspan(100 * ref.mean() - tol_pp, 100 * ref.mean() + tol_pp, color=PALETTE[0], alpha=0.12,
-                         linewidth=0, label=f"(a) ± {tol_pp:g} pp")
+            zoom.axhspan(
+                100 * ref.mean() - tol_pp,
+                100 * ref.mean() + tol_pp,
+                color=PALETTE[0],
+                alpha=0.12,
+                linewidth=0,
+                label=f"(a) ± {tol_pp:g} pp",
+            )
         if finals:
-            lo = [100 * np.nanmin(c[1][c[0] >= sch.epochs - e + 1]) for sch in schedules
-                  if (c := mean_curve(results, sch.specs, "test_acc")) is not None]
+            lo = [
+                100 * np.nanmin(c[1][c[0] >= sch.epochs - e + 1])
+                for sch in schedules
+                if (c := mean_curve(results, sch.specs, "test_acc")) is not None
+            ]
             zoom.set_ylim(max(min(lo), min(finals) - 5) - 0.5, max(finals) + 1)
         zoom.legend(frameon=False, fontsize=7.5, loc="lower right")
         fig.suptitle(f"Five schedules aligned on their last {e} epochs")
@@ -104,13 +121,18 @@ class ScheduleSwitch(Study):
         groups = {sch.label: sch.specs for sch in schedules}
         accs = [results.finals(sch.specs, "test_acc") for sch in schedules]
         return StudyOutput(
-            figures=[FigureSpec("last_epochs", self.figure(cfg, results, schedules, D3_TOL_PP),
-                                f"Train and test accuracy of each schedule, aligned so that its last {cfg.epochs} "
-                                f"epochs lie in [0, {cfg.epochs}]; the dashed line marks where (c), (d) switch to "
-                                f"batch {cfg.small_batch} and (e) raises the lr; the shaded part is the schedule's "
-                                "earlier training (for (a) there is none). Right: the last epochs enlarged, with the "
-                                f"±{D3_TOL_PP:g} pp band around (a)'s final test accuracy that D3 tests. Line = mean, "
-                                "band = ±1 std.")],
+            figures=[
+                FigureSpec(
+                    "last_epochs",
+                    self.figure(cfg, results, schedules, D3_TOL_PP),
+                    f"Train and test accuracy of each schedule, aligned so that its last {cfg.epochs} "
+                    f"epochs lie in [0, {cfg.epochs}]; the dashed line marks where (c), (d) switch to "
+                    f"batch {cfg.small_batch} and (e) raises the lr; the shaded part is the schedule's "
+                    "earlier training (for (a) there is none). Right: the last epochs enlarged, with the "
+                    f"±{D3_TOL_PP:g} pp band around (a)'s final test accuracy that D3 tests. Line = mean, "
+                    "band = ±1 std.",
+                )
+            ],
             tables=[final_table(results, groups, "final", "Final values of each schedule (mean and std over seeds)")],
             claims=[rule_d3(*accs, tol_pp=D3_TOL_PP)],
         )
