@@ -314,7 +314,7 @@ def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch)
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("batchlab.report.html.os.replace", boom)
+    monkeypatch.setattr("batchlab.files.os.replace", boom)
     with pytest.raises(OSError):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"

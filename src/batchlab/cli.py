@@ -59,6 +59,15 @@ def note(message: str) -> None:
     console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
+def live_bar(extra, unit: str) -> Progress:
+    """A started rich bar: description, bar, [extra column], done/total `unit`, elapsed, time left."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), *([extra] if extra else [])]
+    columns += [MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]
+    bar = Progress(*columns, console=console, transient=False)
+    bar.start()
+    return bar
+
+
 class TrainingProgress(Monitor):
     """Progress of one study's training: runs saved, run-epochs done, elapsed and time left.
 
@@ -85,19 +94,7 @@ class TrainingProgress(Monitor):
         if not self.live:
             note(f"{study}: training {pending} runs ({run_epochs} run-epochs){reused}")
             return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"),
-            MofNCompleteColumn(),
-            TextColumn("run-epochs"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.progress.start()
+        self.progress = live_bar(TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"), "run-epochs")
         self.task = self.progress.add_task(study, total=max(run_epochs, 1), saved=0, runs=pending)
 
     def epoch(self, runs: int, epochs: int) -> None:
@@ -126,18 +123,7 @@ class TrainingProgress(Monitor):
         if not self.live:
             note(f"{self.study}: computing {pending} tasks")
             return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tasks"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.progress.start()
+        self.progress = live_bar(None, "tasks")
         self.task = self.progress.add_task(self.study, total=pending)
 
     def task_done(self) -> None:

@@ -10,8 +10,10 @@ import functools
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..datasets import Dataset, load_dataset
+from ..models import build_model
 from .spec import RunSpec
 
 
@@ -41,6 +43,17 @@ def _load(name, device, dtype, train_subset, test_subset, normalize, flatten, da
         normalize=normalize,
         flatten=flatten,
         data_dir=data_dir,
+    )
+
+
+def template_model(spec: RunSpec, data: Dataset) -> nn.Module:
+    """The run's architecture sized to its data, as a template (the engine initialises the weights)."""
+    return build_model(
+        spec.model,
+        input_dim=data.input_dim,
+        num_outputs=data.num_classes or 1,
+        widths=spec.widths,
+        activation=spec.activation,
     )
 
 

@@ -38,7 +38,26 @@ class LRSchedule(BaseModel):
     final_factor: float = Field(0.0, ge=0)
 
 
-class RunSpec(BaseModel):
+def content_key(body: dict) -> str:
+    """20 hex digits of the SHA-256 of canonical JSON: the name of a unit's results in a store."""
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class PlainData(BaseModel):
+    """A frozen, validated spec that serialises to JSON (what travels to a worker and into the store)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def as_dict(self) -> dict:
+        """The fields that differ from their defaults, JSON-ready."""
+        return json.loads(self.model_dump_json(exclude_defaults=True))
+
+    def full_dict(self) -> dict:
+        return json.loads(self.model_dump_json())
+
+
+class RunSpec(PlainData):
     """One training trajectory: model, seeds, optimizer, schedules, precision, what to measure and when.
 
     Every hyperparameter is visible here; two studies that need the same run build equal specs,
@@ -119,17 +138,9 @@ class RunSpec(BaseModel):
                 bs = b
         return bs
 
-    def as_dict(self) -> dict:
-        """The fields that differ from their defaults (what the key hashes), JSON-ready."""
-        return json.loads(self.model_dump_json(exclude_defaults=True))
-
-    def full_dict(self) -> dict:
-        return json.loads(self.model_dump_json())
-
     @property
     def key(self) -> str:
-        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return content_key(self.as_dict())
 
 
 # Fields a group's runs must share so that they can step in lock-step: everything except seeds and
@@ -159,7 +170,7 @@ class Checkpoint(BaseModel):
         return self
 
 
-class TaskSpec(BaseModel):
+class TaskSpec(PlainData):
     """A computation at fixed weights: a registered `kind` (batchlab.tasks.TASKS), its arguments, a seed,
     and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
     arrays and scalars. The runner trains the checkpoint's run first when the store lacks it."""
@@ -171,20 +182,13 @@ class TaskSpec(BaseModel):
     seed: int = Field(0, ge=0)
     start: Checkpoint | None = None
 
-    def as_dict(self) -> dict:
-        return json.loads(self.model_dump_json(exclude_defaults=True))
-
-    def full_dict(self) -> dict:
-        return json.loads(self.model_dump_json())
-
     @property
     def key(self) -> str:
         # the start is named by its run's key, so a task's key follows the run's own key rules
         body = {"unit": "task", "kind": self.kind, "args": self.args, "seed": self.seed}
         if self.start is not None:
             body["start"] = {"run": self.start.run.key, "epoch": self.start.epoch}
-        blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return content_key(body)
 
 
 Unit = RunSpec | TaskSpec

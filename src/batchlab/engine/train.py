@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from ..datasets import Dataset
-from ..models import Stack, build_model
+from ..models import Stack
 from ..probes import ProbeContext, run_probes
-from .data import compute_dtype, data_order, load_for
+from .data import compute_dtype, data_order, load_for, template_model
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
@@ -91,13 +91,7 @@ def autocast_mode(precision: str, device: torch.device):
 
 def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: float = 0.6) -> int:
     """How many runs of this kind fit in device memory at once (the engine chunks groups by it)."""
-    base = build_model(
-        spec.model,
-        input_dim=data.input_dim,
-        num_outputs=data.num_classes or 1,
-        widths=spec.widths,
-        activation=spec.activation,
-    )
+    base = template_model(spec, data)
     n_params = sum(p.numel() for p in base.parameters())
     width = max([data.input_dim, *spec.widths]) * (64 if spec.model.startswith("cnn") else 1)
     bytes_per = 8 if spec.precision == "float64" else 4
@@ -139,13 +133,7 @@ class GroupTrainer:
         head = specs[0]
         self.precision, self.task, self.reduction = head.precision, data.task, head.loss_reduction
         self.dtype = compute_dtype(head.precision)
-        base = build_model(
-            head.model,
-            input_dim=data.input_dim,
-            num_outputs=data.num_classes or 1,
-            widths=head.widths,
-            activation=head.activation,
-        )
+        base = template_model(head, data)
         if start is None:
             self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
         else:

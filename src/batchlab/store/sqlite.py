@@ -20,15 +20,15 @@ import hashlib
 import io
 import json
 import math
-import os
 import sqlite3
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -220,18 +220,8 @@ class Store:
         data = npy_bytes(array)
         sha = hashlib.sha256(data).hexdigest()
         path = self.artifact_path(sha)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:8]}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        if not path.exists():  # equal content, equal name: written once
+            atomic_write_bytes(path, data)
         return ArtifactRef("", CHECKPOINT_EPOCHLESS, sha, str(array.dtype), tuple(array.shape))
 
     def load_array(self, ref: ArtifactRef) -> np.ndarray:

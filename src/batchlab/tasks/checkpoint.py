@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine.data import compute_dtype, load_for
+from ..engine.data import compute_dtype, load_for, template_model
 from ..engine.step import per_example_grads
-from ..models import build_model
 from . import TaskContext, TaskOutput, register_task
 
 
@@ -32,13 +31,7 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
     dtype = compute_dtype(run.precision)
     params = {k: v.to(dtype) for k, v in params.items()}
     buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
-    base = build_model(
-        run.model,
-        input_dim=data.input_dim,
-        num_outputs=data.num_classes or 1,
-        widths=run.widths,
-        activation=run.activation,
-    )
+    base = template_model(run, data)
     g = torch.Generator().manual_seed(ctx.spec.seed)
     idx = torch.randperm(data.n_train, generator=g)[: min(args.examples, data.n_train)].to(ctx.device)
     grads, losses = per_example_grads(
