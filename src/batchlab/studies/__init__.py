@@ -1,10 +1,12 @@
 """The study catalogue: one module per family; `REGISTRY` maps a study name to its Study."""
+
 from __future__ import annotations
 
 from .common import Results, Study, StudyConfig, StudyOutput
 from .dynamics import STUDIES as DYNAMICS
+from .equivalence import STUDIES as EQUIVALENCE
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS]}
+REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE]}
 
 
 def get_study(name: str) -> Study:

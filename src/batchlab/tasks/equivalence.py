@@ -20,6 +20,7 @@ all parameters together: max |A-X|, mean |A-X|, the relative difference ||A-X|| 
 (the difference measured against the size of the update, the scale that matters) and
 cos(A-theta0, X-theta0). BatchNorm's running buffers are compared on their own.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -73,19 +74,25 @@ def fresh_step(spec: RunSpec, params: Tensors, grads: Tensors) -> None:
     ref = next(iter(params.values()))
     r = ref.shape[0]
     opt = StackedOptimizer([spec] * r, params)
-    opt.step(params, grads, torch.full((r,), spec.lr, dtype=ref.dtype, device=ref.device),
-             torch.ones(r, dtype=torch.bool, device=ref.device))
+    opt.step(
+        params,
+        grads,
+        torch.full((r,), spec.lr, dtype=ref.dtype, device=ref.device),
+        torch.ones(r, dtype=torch.bool, device=ref.device),
+    )
 
 
-def batch_step(base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor, y: torch.Tensor,
-               spec: RunSpec) -> tuple[Tensors, Tensors]:
+def batch_step(
+    base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor, y: torch.Tensor, spec: RunSpec
+) -> tuple[Tensors, Tensors]:
     """Approach A: one fresh step of `spec` on the whole batch (mean loss, BatchNorm in train mode).
 
     Returns the new weights and buffers (BatchNorm's running statistics move once, by the batch's).
     """
     stack = single_example_stack(base, params0, buffers0, 1)
-    _, grads = accumulate_grads(lambda xb: batch_losses(stack, xb, y.unsqueeze(0), bn_mode="train"),
-                                x.unsqueeze(0), stack.params)
+    _, grads = accumulate_grads(
+        lambda xb: batch_losses(stack, xb, y.unsqueeze(0), bn_mode="train"), x.unsqueeze(0), stack.params
+    )
     fresh_step(spec, stack.params, grads)
     return ({k: v[0].detach() for k, v in stack.params.items()}, {k: v[0] for k, v in stack.buffers.items()})
 
@@ -103,9 +110,17 @@ class SingleSteps:
     signlike_single: float
 
 
-def single_example_steps(base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor,
-                         y: torch.Tensor, spec: RunSpec, *, bn_mode: str = "eval",
-                         chunk_size: int = 32) -> SingleSteps:
+def single_example_steps(
+    base: nn.Module,
+    params0: Tensors,
+    buffers0: Tensors | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: RunSpec,
+    *,
+    bn_mode: str = "eval",
+    chunk_size: int = 32,
+) -> SingleSteps:
     """Approach B, vectorised: theta_i = one fresh step of `spec` from theta0 on example i alone, then
     mean_i theta_i (summed in the compute dtype, chunk by chunk, as a literal average of weights would be).
 
@@ -120,10 +135,11 @@ def single_example_steps(base: nn.Module, params0: Tensors, buffers0: Tensors | 
     n_coords = sum(v.numel() for v in params0.values())
     count_signlike = spec.optimizer in ("adam", "adamw")  # only Adam's steps can be sign-like
     for start in range(0, n, chunk_size):
-        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
         stack = single_example_stack(base, params0, buffers0, xc.shape[0])
-        _, grads = accumulate_grads(lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), bn_mode=bn_mode),
-                                    xc.unsqueeze(1), stack.params)
+        _, grads = accumulate_grads(
+            lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), bn_mode=bn_mode), xc.unsqueeze(1), stack.params
+        )
         fresh_step(spec, stack.params, grads)
         near_lr = torch.zeros(xc.shape[0], dtype=torch.float64, device=x.device)
         with torch.no_grad():
@@ -135,14 +151,19 @@ def single_example_steps(base: nn.Module, params0: Tensors, buffers0: Tensors | 
                 if count_signlike:
                     near_lr += ((update.abs() - spec.lr).abs() <= SIGN_TOL * spec.lr).flatten(1).sum(1).double()
             for k, b in stack.buffers.items():
-                part = b.sum(0) if b.is_floating_point() else b[0]
-                sum_buffers[k] = part if k not in sum_buffers or not b.is_floating_point() else sum_buffers[k] + part
+                if b.is_floating_point():
+                    sum_buffers[k] = sum_buffers[k] + b.sum(0) if k in sum_buffers else b.sum(0)
+                else:  # a counter (num_batches_tracked): the same in every copy
+                    sum_buffers[k] = b[0]
         signlike += float(near_lr.sum()) / n_coords
     buffers = {k: (v / n if v.is_floating_point() else v) for k, v in sum_buffers.items()}
-    return SingleSteps(params={k: v / n for k, v in sum_params.items()}, buffers=buffers,
-                       mean_grad={k: v / n for k, v in sum_grads.items()},
-                       params_from_updates={k: params0[k] + v / n for k, v in sum_updates.items()},
-                       signlike_single=signlike / n)
+    return SingleSteps(
+        params={k: v / n for k, v in sum_params.items()},
+        buffers=buffers,
+        mean_grad={k: v / n for k, v in sum_grads.items()},
+        params_from_updates={k: params0[k] + v / n for k, v in sum_updates.items()},
+        signlike_single=signlike / n,
+    )
 
 
 def mean_grad_step(params0: Tensors, mean_grad: Tensors, spec: RunSpec) -> Tensors:
@@ -156,8 +177,9 @@ def mean_grad_step(params0: Tensors, mean_grad: Tensors, spec: RunSpec) -> Tenso
 # measuring differences
 
 
-def compare(a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor],
-            prefix: str) -> dict[str, float]:
+def compare(
+    a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor], prefix: str
+) -> dict[str, float]:
     """max|a-x|, mean|a-x|, ||a-x|| / ||a-ref|| and cos(a-ref, x-ref), per tensor (`<prefix>_max:<name>`...)
     and over all tensors together (`<prefix>_max`...), computed in float64. Only floating-point tensors."""
     out: dict[str, float] = {}
@@ -169,8 +191,12 @@ def compare(a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: M
         d, ua, ux = av - xv, av - rv, xv - rv
         sq, den, dot, xx = (float(t) for t in (d.pow(2).sum(), ua.pow(2).sum(), (ua * ux).sum(), ux.pow(2).sum()))
         mx, ab = float(d.abs().max()) if d.numel() else 0.0, float(d.abs().sum())
-        out |= {f"{prefix}_max:{name}": mx, f"{prefix}_mean:{name}": ab / max(d.numel(), 1),
-                f"{prefix}_rel:{name}": _ratio(sq ** 0.5, den ** 0.5), f"{prefix}_cos:{name}": _cos(dot, den, xx)}
+        out |= {
+            f"{prefix}_max:{name}": mx,
+            f"{prefix}_mean:{name}": ab / max(d.numel(), 1),
+            f"{prefix}_rel:{name}": _ratio(sq**0.5, den**0.5),
+            f"{prefix}_cos:{name}": _cos(dot, den, xx),
+        }
         tot["sq"] += sq
         tot["abs"] += ab
         tot["n"] += d.numel()
@@ -178,9 +204,12 @@ def compare(a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: M
         tot["den"] += den
         tot["dot"] += dot
         tot["xx"] += xx
-    out |= {f"{prefix}_max": tot["max"], f"{prefix}_mean": tot["abs"] / max(tot["n"], 1),
-            f"{prefix}_rel": _ratio(tot["sq"] ** 0.5, tot["den"] ** 0.5), f"{prefix}_cos": _cos(tot["dot"], tot["den"],
-                                                                                             tot["xx"])}
+    out |= {
+        f"{prefix}_max": tot["max"],
+        f"{prefix}_mean": tot["abs"] / max(tot["n"], 1),
+        f"{prefix}_rel": _ratio(tot["sq"] ** 0.5, tot["den"] ** 0.5),
+        f"{prefix}_cos": _cos(tot["dot"], tot["den"], tot["xx"]),
+    }
     return out
 
 
@@ -199,13 +228,20 @@ def norm(tensors: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor] | 
         if v.is_floating_point():
             d = v.double() - (0 if ref is None else ref[k].double())
             total += float(d.pow(2).sum())
-    return total ** 0.5
+    return total**0.5
 
 
 def signlike_fraction(params: Tensors, ref: Tensors, lr: float) -> float:
     """Fraction of coordinates whose update |params - ref| is lr (within SIGN_TOL): Adam's first step is ±lr."""
-    hits = sum(int(((p.double() - ref[k].double()).abs() - lr).abs().le(SIGN_TOL * lr).sum()) for k, p in params.items())
+    hits = sum(
+        int(((p.double() - ref[k].double()).abs() - lr).abs().le(SIGN_TOL * lr).sum()) for k, p in params.items()
+    )
     return hits / sum(p.numel() for p in params.values())
+
+
+# images per run evaluated at once: a CNN's activations are ~64x an MLP's per image, so `evaluate`'s
+# default chunk (sized for MLPs) would hold gigabytes; this keeps a chunk of 4 runs near 1 GB in float64
+EVAL_IMAGES_PER_RUN = 256
 
 
 @torch.no_grad()
@@ -217,8 +253,14 @@ def eval_metrics(base: nn.Module, weights: Mapping[str, tuple[Tensors, Tensors]]
     buffers = {k: torch.stack([weights[n][1][k] for n in names]) for k in first_b}
     ref = next(iter(params.values()))
     stack = Stack.from_params(base, params, buffers if buffers else None, ref.device, ref.dtype)
-    values = evaluate(lambda xc: stack.forward(xc, shared_input=True, bn_mode="eval"), data.x_test, data.y_test,
-                      len(names), data.task)
+    values = evaluate(
+        lambda xc: stack.forward(xc, shared_input=True, bn_mode="eval"),
+        data.x_test,
+        data.y_test,
+        len(names),
+        data.task,
+        max_elements=EVAL_IMAGES_PER_RUN * len(names) * 1024,  # evaluate's chunk: max_elements / (runs x 1024)
+    )
     out = {}
     for i, n in enumerate(names):
         out[f"{n}_test_loss"] = float(values["loss"][i])
@@ -232,15 +274,17 @@ def eval_metrics(base: nn.Module, weights: Mapping[str, tuple[Tensors, Tensors]]
 
 def data_spec(model: str, precision: str, train_subset: int | None, test_subset: int | None) -> RunSpec:
     """The data a task uses, as the RunSpec `load_for` reads: MNIST in [0, 1] (not standardised)."""
-    return RunSpec(model=model, normalize=False, train_subset=train_subset, test_subset=test_subset,
-                   precision=precision)
+    return RunSpec(
+        model=model, normalize=False, train_subset=train_subset, test_subset=test_subset, precision=precision
+    )
 
 
 def initial_weights(base: nn.Module, seed: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensors, Tensors]:
     """theta0: PyTorch's default init from `seed` (drawn in float32, then cast), and fresh BatchNorm buffers."""
     params = {k: v.to(device, dtype) for k, v in init_params(base, "torch", seed).items()}
-    buffers = {k: b.detach().to(device, dtype if b.is_floating_point() else None).clone()
-               for k, b in base.named_buffers()}
+    buffers = {
+        k: b.detach().to(device, dtype if b.is_floating_point() else None).clone() for k, b in base.named_buffers()
+    }
     return params, buffers
 
 
@@ -256,8 +300,9 @@ class _DataArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     precision: Precision = Field("float64", description="Compute precision of every approach.")
-    train_subset: int | None = Field(None, ge=1, description="The pool of training examples batches are drawn from "
-                                                             "(the first N; None: all 60k).")
+    train_subset: int | None = Field(
+        None, ge=1, description="The pool of training examples batches are drawn from (the first N; None: all 60k)."
+    )
     test_subset: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
 
 
@@ -267,11 +312,16 @@ class _DataArgs(BaseModel):
 
 class OneStepArgs(_DataArgs):
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
-    optimizer: OptimizerName = Field("sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or "
-                                                        "weight_decay (SGD, lr 0.1, decay 5e-4), fresh state each time.")
+    optimizer: OptimizerName = Field(
+        "sgd",
+        description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or "
+        "weight_decay (SGD, lr 0.1, decay 5e-4), fresh state each time.",
+    )
     batch_size: int = Field(256, ge=1, description="Examples in the fixed batch (drawn by the task's seed).")
     bn_single: Literal["eval", "train"] = Field(
-        "eval", description="BatchNorm in single-example passes: running statistics (eval) or the example's own (train).")
+        "eval",
+        description="BatchNorm in single-example passes: running statistics (eval) or the example's own (train).",
+    )
     chunk_size: int = Field(32, ge=1, description="Examples per vectorised chunk (bounds memory).")
 
 
@@ -286,18 +336,23 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
     """
     base = build_model(args.model)
     if args.bn_single == "train" and has_batchnorm1d(base):
-        raise TaskError(BN1D_SINGLE, "BatchNorm1d cannot normalise one example by its own statistics (one value "
-                                     "per channel has no variance); use bn_single=eval for single-example passes")
+        raise TaskError(
+            BN1D_SINGLE,
+            "BatchNorm1d cannot normalise one example by its own statistics (one value "
+            "per channel has no variance); use bn_single=eval for single-example passes",
+        )
     dtype = compute_dtype(args.precision)
-    data = load_for(data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device,
-                    ctx.data_dir)
+    data = load_for(
+        data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device, ctx.data_dir
+    )
     idx = draw(data.n_train, args.batch_size, ctx.spec.seed).to(ctx.device)
     x, y = data.x_train[idx], data.y_train[idx]
     params0, buffers0 = initial_weights(base, ctx.spec.seed, ctx.device, dtype)
     spec = optimizer_spec(args.optimizer)
     a_params, a_buffers = batch_step(base, params0, buffers0 or None, x, y, spec)
-    single = single_example_steps(base, params0, buffers0 or None, x, y, spec, bn_mode=args.bn_single,
-                                  chunk_size=args.chunk_size)
+    single = single_example_steps(
+        base, params0, buffers0 or None, x, y, spec, bn_mode=args.bn_single, chunk_size=args.chunk_size
+    )
     c_params = mean_grad_step(params0, single.mean_grad, spec)
     c_buffers = single.buffers
     scalars = compare(a_params, single.params, params0, "AB") | compare(a_params, c_params, params0, "AC")
@@ -307,14 +362,28 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
         float_buffers = {k: v for k, v in a_buffers.items() if v.is_floating_point()}
         scalars |= compare(float_buffers, single.buffers, buffers0, "buf_AB")
         scalars |= compare(float_buffers, c_buffers, buffers0, "buf_AC")
-    scalars |= {"theta0_norm": norm(params0), "update_norm_A": norm(a_params, params0),
-                "update_norm_B": norm(single.params, params0), "update_norm_C": norm(c_params, params0),
-                "signlike_A": signlike_fraction(a_params, params0, spec.lr),
-                "signlike_B": signlike_fraction(single.params, params0, spec.lr),
-                "signlike_single": single.signlike_single, "lr": spec.lr,
-                "eps": float(torch.finfo(dtype).eps), "examples": float(x.shape[0])}
-    scalars |= eval_metrics(base, {"theta0": (params0, buffers0), "A": (a_params, a_buffers),
-                                   "B": (single.params, single.buffers), "C": (c_params, c_buffers)}, data)
+    scalars |= {
+        "theta0_norm": norm(params0),
+        "update_norm_A": norm(a_params, params0),
+        "update_norm_B": norm(single.params, params0),
+        "update_norm_C": norm(c_params, params0),
+        "signlike_A": signlike_fraction(a_params, params0, spec.lr),
+        "signlike_B": signlike_fraction(single.params, params0, spec.lr),
+        "signlike_single": single.signlike_single,
+        "lr": spec.lr,
+        "eps": float(torch.finfo(dtype).eps),
+        "examples": float(x.shape[0]),
+    }
+    scalars |= eval_metrics(
+        base,
+        {
+            "theta0": (params0, buffers0),
+            "A": (a_params, a_buffers),
+            "B": (single.params, single.buffers),
+            "C": (c_params, c_buffers),
+        },
+        data,
+    )
     return TaskOutput(scalars=scalars, arrays={"examples": idx.cpu().numpy().astype(np.int64)})
 
 
@@ -361,10 +430,11 @@ class Trajectory:
         params = self.weights()
         total: Tensors = {}
         for start in range(0, x.shape[0], chunk_size):
-            xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+            xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
             copies = single_example_stack(self.base, params, None, xc.shape[0])
-            _, g = accumulate_grads(lambda xb: batch_losses(copies, xb, yc.unsqueeze(1), bn_mode="eval"),
-                                    xc.unsqueeze(1), copies.params)
+            _, g = accumulate_grads(
+                lambda xb: batch_losses(copies, xb, yc.unsqueeze(1), bn_mode="eval"), xc.unsqueeze(1), copies.params
+            )
             for k, v in g.items():
                 total[k] = v.sum(0) if k not in total else total[k] + v.sum(0)
         return {k: v / x.shape[0] for k, v in total.items()}
@@ -373,15 +443,23 @@ class Trajectory:
         return {k: v[0].detach() for k, v in self.stack.params.items()}
 
 
-def multistep_variants(base: nn.Module, params0: Tensors, x: torch.Tensor, y: torch.Tensor, *, lr: float,
-                       momentum: float, chunk_size: int = 64) -> dict[str, Tensors]:
+def multistep_variants(
+    base: nn.Module,
+    params0: Tensors,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    momentum: float,
+    chunk_size: int = 64,
+) -> dict[str, Tensors]:
     """A, B, C and D after the K batches x [K, b, ...], y [K, b] (see the module docstring)."""
     spec, plain = _momentum_spec(lr, momentum), _momentum_spec(lr, 0.0)
     a, b, c, d = (Trajectory(base, params0, s) for s in (spec, spec, plain, spec))
     for xk, yk in zip(x, y):
         a.step_on(xk, yk)
         for i in range(xk.shape[0]):  # sequential: example i+1 sees the weights example i left
-            b.step_on(xk[i:i + 1], yk[i:i + 1])
+            b.step_on(xk[i : i + 1], yk[i : i + 1])
         c.step_with(c.mean_per_example_grad(xk, yk, chunk_size))
         d.step_with(d.mean_per_example_grad(xk, yk, chunk_size))
     return {"A": a.weights(), "B": b.weights(), "C": c.weights(), "D": d.weights()}
@@ -397,8 +475,9 @@ def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
     """
     base = build_model(args.model)
     dtype = compute_dtype(args.precision)
-    data = load_for(data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device,
-                    ctx.data_dir)
+    data = load_for(
+        data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device, ctx.data_dir
+    )
     idx = draw(data.n_train, args.k * args.batch_size, ctx.spec.seed).to(ctx.device)
     x = data.x_train[idx].view(args.k, args.batch_size, *data.x_train.shape[1:])
     y = data.y_train[idx].view(args.k, args.batch_size)
@@ -417,13 +496,18 @@ def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
 # accumulation
 
 
-class AccumulationArgs(_DataArgs):
+class AccumulationArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
-    optimizer: Literal["sgd", "momentum", "adam"] = Field("sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) "
-                                                                              "or adam (lr 1e-3).")
+    optimizer: Literal["sgd", "momentum", "adam"] = Field(
+        "sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) or adam (lr 1e-3)."
+    )
+    precision: Precision = Field("float64", description="Compute precision of both runs.")
     batch_size: int = Field(256, ge=1, description="The batch of every step.")
-    micro_batch: int = Field(32, ge=1, description="The micro-batch the accumulated variant computes it in.")
-    epochs: int = Field(1, ge=1, description="Epochs over the training pool (steps = pool / batch_size each).")
+    micro_batch: int = Field(32, ge=1, description="The micro-batch the accumulated run computes it in.")
+    steps: int = Field(10, ge=1, description="Steps of both runs: one epoch over the first steps x batch_size images.")
+    test_subset: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
 
     @model_validator(mode="after")
     def _divides(self):
@@ -434,9 +518,21 @@ class AccumulationArgs(_DataArgs):
 
 def accumulation_specs(args: AccumulationArgs, seed: int) -> tuple[RunSpec, RunSpec]:
     """(direct, accumulated): the same run (init, data order, optimizer) but for `micro_batch`."""
-    common = dict(model=args.model, init="torch", normalize=False, train_subset=args.train_subset,
-                  test_subset=args.test_subset, precision=args.precision, batch_size=args.batch_size,
-                  epochs=args.epochs, seed=seed, probes=("metrics",)) | OPTIMIZER_SETTINGS[args.optimizer]
+    common = (
+        dict(
+            model=args.model,
+            init="torch",
+            normalize=False,
+            train_subset=args.steps * args.batch_size,
+            test_subset=args.test_subset,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            epochs=1,
+            seed=seed,
+            probes=(),  # evaluated once at the end, in bounded chunks (eval_metrics)
+        )
+        | OPTIMIZER_SETTINGS[args.optimizer]
+    )
     return RunSpec(**common), RunSpec(**common, micro_batch=args.micro_batch)
 
 
@@ -446,13 +542,14 @@ def accumulation(args: AccumulationArgs, ctx: TaskContext) -> TaskOutput:
 
     Trains both runs with `train_group` (eager, same seed: same init and data order) and compares the
     final weights: `MD_*` from `compare` (relative to the direct run's distance from theta0),
-    `buf_MD_*` for BatchNorm's running buffers, and each run's final train/test loss and accuracy.
+    `buf_MD_*` for BatchNorm's running buffers, and each run's final test loss and accuracy.
     """
     direct, micro = accumulation_specs(args, ctx.spec.seed)
     runs = {}
     for label, spec in (("direct", direct), ("micro", micro)):
-        (res,) = train_group([spec], device=ctx.device, keep_params=True, data_dir=ctx.data_dir, graphs=False,
-                             fused=False)
+        (res,) = train_group(
+            [spec], device=ctx.device, keep_params=True, data_dir=ctx.data_dir, graphs=False, fused=False
+        )
         runs[label] = res
     base = build_model(args.model)
     params0, buffers0 = initial_weights(base, ctx.spec.seed, torch.device("cpu"), compute_dtype(args.precision))
@@ -461,11 +558,13 @@ def accumulation(args: AccumulationArgs, ctx: TaskContext) -> TaskOutput:
     if buffers0:
         float_buffers = {k: v for k, v in d.buffers.items() if v.is_floating_point()}
         scalars |= compare(float_buffers, m.buffers, buffers0, "buf_MD")
-    scalars |= {"theta0_norm": norm(params0), "update_norm": norm(d.params, params0), "steps": float(d.steps),
-                "eps": float(torch.finfo(compute_dtype(args.precision)).eps)}
-    for label, res in runs.items():
-        last = res.metrics[-1]
-        for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            value = last.get(metric)
-            scalars[f"{label}_{metric}"] = float("nan") if value is None else float(value)
+    scalars |= {
+        "theta0_norm": norm(params0),
+        "update_norm": norm(d.params, params0),
+        "steps": float(d.steps),
+        "eps": float(torch.finfo(compute_dtype(args.precision)).eps),
+    }
+    data = load_for(direct, ctx.device, ctx.data_dir)
+    on = lambda tensors: {k: v.to(ctx.device) for k, v in tensors.items()}  # noqa: E731
+    scalars |= eval_metrics(base, {label: (on(r.params), on(r.buffers)) for label, r in runs.items()}, data)
     return TaskOutput(scalars=scalars)

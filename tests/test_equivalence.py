@@ -1,0 +1,273 @@
+"""The equivalence family: the vectorised one-step approaches against a literal loop, the float64
+equalities (E1, E5, E6, gradient accumulation), the named BatchNorm1d error, the claim rules on
+synthetic numbers, and the three studies end to end through the CLI on tiny configurations.
+
+Everything runs in float64 on the CPU with a handful of MNIST images (one thread: tiny workloads).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from batchlab import cli
+from batchlab.engine import RunSpec, train_group
+from batchlab.engine.data import load_for
+from batchlab.engine.spec import TaskSpec
+from batchlab.executor import TaskUnit, execute
+from batchlab.models import build_model, init_params
+from batchlab.studies import REGISTRY
+from batchlab.studies.equivalence import claims as C
+from batchlab.tasks import TaskContext
+from batchlab.tasks import equivalence as T
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
+OPTIMIZERS = ("sgd", "momentum", "adam", "weight_decay")
+
+
+def rel(x: dict, ref: dict, base: dict) -> float:
+    """||x - ref|| / ||ref - base|| over all tensors."""
+    num = sum(float((x[k].detach().double() - ref[k].detach().double()).pow(2).sum()) for k in ref)
+    den = sum(float((ref[k].detach().double() - base[k].double()).pow(2).sum()) for k in ref)
+    return math.sqrt(num / den)
+
+
+def torch_optimizer(name: str, params):
+    s = T.OPTIMIZER_SETTINGS[name]
+    if s["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=s["lr"])
+    return torch.optim.SGD(params, lr=s["lr"], momentum=s.get("momentum", 0.0), weight_decay=s.get("weight_decay", 0.0))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    data = load_for(T.data_spec("cnn", "float64", 64, 16), CPU)
+    return data.x_train[:4], data.y_train[:4]
+
+
+def module_at(model: str, params: dict, buffers: dict) -> torch.nn.Module:
+    m = build_model(model).double()
+    m.load_state_dict(params | buffers)
+    return m
+
+
+# --- the vectorised path equals a literal loop ------------------------------------------------------
+@pytest.mark.parametrize("model", ["cnn", "cnn-bn"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_vectorised_steps_equal_a_literal_loop(examples, model, optimizer):
+    """B (fresh single-example steps, averaged) and C (mean per-example gradient, one step) against
+    copy.deepcopy + a fresh torch.optim optimizer per example; cnn-bn with bn_single=eval."""
+    x, y = examples
+    base = build_model(model)
+    params0, buffers0 = T.initial_weights(base, 0, CPU, torch.float64)
+    reference = module_at(model, params0, buffers0)
+    thetas, grads = [], []
+    for i in range(x.shape[0]):
+        m = copy.deepcopy(reference)
+        m.eval()  # bn_single=eval: BatchNorm by its running statistics (a no-op for cnn)
+        opt = torch_optimizer(optimizer, m.parameters())
+        F.cross_entropy(m(x[i : i + 1]), y[i : i + 1]).backward()
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters()})
+        opt.step()
+        thetas.append({k: p.detach().clone() for k, p in m.named_parameters()})
+    loop_b = {k: torch.stack([t[k] for t in thetas]).mean(0) for k in params0}
+    c_module = copy.deepcopy(reference)
+    opt = torch_optimizer(optimizer, c_module.parameters())
+    for k, p in c_module.named_parameters():
+        p.grad = torch.stack([g[k] for g in grads]).mean(0)
+    opt.step()
+    loop_c = {k: p.detach() for k, p in c_module.named_parameters()}
+
+    spec = T.optimizer_spec(optimizer)
+    single = T.single_example_steps(base, params0, buffers0 or None, x, y, spec, bn_mode="eval", chunk_size=3)
+    assert rel(single.params, loop_b, params0) < 1e-12
+    assert rel(T.mean_grad_step(params0, single.mean_grad, spec), loop_c, params0) < 1e-12
+    for k, b in single.buffers.items():  # eval mode leaves the running statistics where they were
+        assert torch.equal(b, buffers0[k])
+
+
+@pytest.mark.parametrize("model", ["cnn", "cnn-bn"])
+def test_batch_step_equals_torch_optim(examples, model):
+    """A: one step on the whole batch in train mode (BatchNorm by the batch's statistics, buffers move)."""
+    x, y = examples
+    base = build_model(model)
+    params0, buffers0 = T.initial_weights(base, 0, CPU, torch.float64)
+    m = module_at(model, params0, buffers0)
+    m.train()
+    opt = torch_optimizer("momentum", m.parameters())
+    F.cross_entropy(m(x), y).backward()
+    opt.step()
+    a_params, a_buffers = T.batch_step(base, params0, buffers0 or None, x, y, T.optimizer_spec("momentum"))
+    assert rel(a_params, dict(m.named_parameters()), params0) < 1e-12
+    for k, b in m.named_buffers():
+        torch.testing.assert_close(a_buffers[k], b, rtol=1e-12, atol=1e-15)
+
+
+# --- the claims' equalities, in float64, on real task outputs -----------------------------------------
+def run_task(kind: str, seed: int = 0, **args):
+    spec = TaskSpec(kind=kind, args=args, seed=seed)
+    fn = {"one-step-equivalence": T.one_step_equivalence, "multistep-equivalence": T.multistep_equivalence}[kind]
+    args_model = {"one-step-equivalence": T.OneStepArgs, "multistep-equivalence": T.MultistepArgs}[kind]
+    return fn(args_model(**args), TaskContext(spec, CPU)).scalars
+
+
+TINY = dict(precision="float64", train_subset=64, test_subset=16)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "weight_decay"])
+def test_e1_e5_one_step_is_exact_in_float64(optimizer):
+    s = run_task("one-step-equivalence", model="cnn", optimizer=optimizer, batch_size=6, chunk_size=4, **TINY)
+    assert s["AB_rel"] < 1e-9 and s["AC_rel"] < 1e-9
+    assert s["AB_cos"] > 1 - 1e-12
+    assert s["update_norm_A"] > 0 and 0 <= s["A_test_acc"] <= 1
+    assert {"AB_rel:features.0.weight", "AB_max:classifier.3.bias", "A_test_loss", "C_test_acc"} <= set(s)
+    rule = {"sgd": C.rule_e1, "weight_decay": C.rule_e5}[optimizer]
+    assert rule(s["AB_rel"]).verdict == "supported"
+
+
+def test_e6_accumulation_with_momentum_is_exact_and_c_drops_momentum():
+    s = run_task("multistep-equivalence", k=2, batch_size=4, chunk_size=3, **TINY)
+    assert s["AD_rel"] < 1e-9  # E6
+    assert s["AC_rel"] > 1e-3  # C dropped the momentum of the first batch
+    assert s["update_norm_B"] > s["update_norm_A"]  # 4 single-example steps per batch travel farther
+
+
+def test_e3_e4_adam_and_batchnorm_break_it():
+    adam = run_task("one-step-equivalence", model="cnn", optimizer="adam", batch_size=6, chunk_size=6, **TINY)
+    assert adam["AB_rel"] > 0.1 and adam["AC_rel"] < 1e-9  # no BatchNorm: accumulation (C) still equals A
+    assert adam["signlike_A"] > 0.5 and adam["signlike_single"] > 0.2
+    bn = run_task("one-step-equivalence", model="cnn-bn", optimizer="sgd", batch_size=6, chunk_size=6, **TINY)
+    assert bn["AB_rel"] > 1e-3 and bn["BC_rel"] < 1e-9  # B and C agree: the single-example passes are linear
+    assert bn["buf_AB_rel"] == pytest.approx(1.0)  # only the batch step moves the running statistics
+
+
+def test_micro_batches_equal_the_direct_batch_without_batchnorm_and_differ_with_it():
+    common = dict(
+        init="torch", normalize=False, train_subset=32, batch_size=16, epochs=1, precision="float64", probes=()
+    )
+    opts = [T.OPTIMIZER_SETTINGS[o] for o in ("sgd", "momentum", "adam")]
+    for model in ("cnn", "cnn-bn"):
+        direct = [RunSpec(model=model, **common, **o) for o in opts]
+        micro = [s.model_copy(update={"micro_batch": 4}) for s in direct]
+        a = train_group(direct, device="cpu", keep_params=True, graphs=False, fused=False)
+        b = train_group(micro, device="cpu", keep_params=True, graphs=False, fused=False)
+        params0 = {k: v.double() for k, v in init_params(build_model(model), "torch", 0).items()}
+        diffs = [rel(rb.params, ra.params, params0) for ra, rb in zip(a, b)]
+        if model == "cnn":
+            assert max(diffs) < 1e-12, diffs
+        else:
+            assert min(diffs) > 1e-6, diffs
+
+
+# --- the named BatchNorm1d error -----------------------------------------------------------------------
+def test_batchnorm1d_on_one_example_is_a_named_error_not_an_exception():
+    spec = TaskSpec(kind="one-step-equivalence", args=dict(model="cnn-bn", bn_single="train", batch_size=4, **TINY))
+    result = execute(TaskUnit(spec), "cpu")
+    assert result.status == "error" and result.scalars == {}
+    assert result.error.startswith(f"{T.BN1D_SINGLE}: BatchNorm1d cannot normalise one example")
+    # cnn has no BatchNorm: bn_single=train is computed as usual
+    ok = execute(TaskUnit(spec.model_copy(update={"args": spec.args | {"model": "cnn"}})), "cpu")
+    assert ok.status == "finished" and ok.scalars["AB_rel"] < 1e-9
+
+
+# --- the claim rules on synthetic numbers ----------------------------------------------------------------
+def test_rules_e1_e2_e5():
+    for rule in (C.rule_e1, C.rule_e2, C.rule_e5):
+        ok = rule(2e-14, cos32=1 - 1e-10, rel32=1.5e-5, rel32_updates=3e-6)
+        assert ok.verdict == "supported" and "not judged" in ok.why
+        assert rule(1e-6, cos32=1 - 1e-10).verdict == "not supported"
+        assert rule(2e-14, cos32=0.99).verdict == "not supported"  # float32 direction is judged
+        assert rule(2e-14, rel32=0.5).verdict == "supported"  # float32 relative difference is not
+        assert rule(float("nan")).verdict == "inconclusive"
+
+
+def test_rules_e3_e4():
+    ok = C.rule_e3(0.93, cos=0.46, signlike_batch=0.74, signlike_single=0.4, shrink=0.18)
+    assert ok.verdict == "supported" and "sign" in ok.why
+    assert C.rule_e3(0.01).verdict == "not supported"
+    assert C.rule_e4(0.99, buffers_rel=1.0).verdict == "supported"
+    assert C.rule_e4(1e-5).verdict == "not supported"
+    named = C.rule_e4(float("nan"), error="bn1d-single-example: BatchNorm1d cannot ...")
+    assert named.verdict == "inconclusive" and "bn1d-single-example" in named.why
+
+
+def test_rules_e6_e7_e8():
+    ks = [10, 2, 5]  # any order: rules sort by K
+    assert C.rule_e6(ks, [1e-15, 3e-15, 2e-15]).verdict == "supported"
+    assert C.rule_e6(ks, [1e-15, 1e-6, 2e-15]).verdict == "not supported"
+    assert C.rule_e6(ks, [1e-15, float("nan"), 2e-15]).verdict == "inconclusive"
+    assert C.rule_e7(ks, [3e-3, 1e-3, 2e-3]).verdict == "supported"
+    assert C.rule_e7(ks, [1e-3, 2e-3, 3e-3]).verdict == "not supported"  # K=10 smallest
+    assert C.rule_e7([2], [1e-3]).verdict == "inconclusive"
+    ok = C.rule_e8(ks, ab_mean=[1e-4] * 3, ac_mean=[1e-3] * 3, rel_ad=[1e-15] * 3)
+    assert ok.verdict == "supported" and "momentum" in ok.why
+    no = C.rule_e8(ks, ab_mean=[1e-3] * 3, ac_mean=[1e-5] * 3, rel_ad=[1e-15] * 3)
+    assert no.verdict == "not supported" and "dropped the momentum" in no.why and "confounded" in no.why
+    assert C.rule_e8(ks, [1e-4] * 3, [1e-3] * 3, [1e-3] * 3).verdict == "not supported"  # A-D not exact
+
+
+def test_rules_a1_a2():
+    labels = ["SGD", "momentum", "Adam"]
+    assert C.rule_a1(labels, [1e-15, 2e-15, 1e-14]).verdict == "supported"
+    assert C.rule_a1(labels, [1e-15, 2e-15, 1e-9]).verdict == "not supported"
+    assert C.rule_a1([], []).verdict == "inconclusive"
+    assert C.rule_a2(labels, [0.5, 0.5, 0.7]).verdict == "supported"
+    assert C.rule_a2(labels, [0.5, 1e-14, 0.7]).verdict == "not supported"
+
+
+# --- the studies end to end ----------------------------------------------------------------------------
+def cli_run(capsys, *args):
+    code = cli.run_cli([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+STUDY_SETS = {
+    "equivalence": ["batch_size=4", "train_subset=32", "test_subset=16", "optimizers=sgd,adam", "precision=float64"],
+    "equivalence-multistep": ["ks=1,2", "batch_size=3", "train_subset=32", "test_subset=16"],
+    "accumulation": ["batch_size=8", "micro_batch=4", "steps=2", "test_subset=16", "optimizers=sgd,adam"],
+}
+
+
+def test_registered():
+    for name in STUDY_SETS:
+        assert name in REGISTRY and set(REGISTRY[name].profiles) == {"quick", "full"}
+    full = REGISTRY["equivalence"].config("full")
+    assert (full.batch_size, len(full.optimizers), len(full.models), len(full.precision)) == (256, 4, 2, 2)
+    assert REGISTRY["equivalence-multistep"].config("full").ks == (2, 5, 10)
+
+
+@pytest.mark.parametrize("name", list(STUDY_SETS))
+def test_study_end_to_end(capsys, tmp_path, name):
+    sets = [a for s in STUDY_SETS[name] for a in ("--set", s)]
+    code, out, err = cli_run(capsys, "run", name, "--profile", "quick", "--device", "cpu", "--out", tmp_path, *sets)
+    assert code == 0, err
+    study_dir = tmp_path / name
+    html = (study_dir / "report.html").read_text()
+    assert list((study_dir / "figures").glob("*.png")) and list((study_dir / "tables").glob("*.csv"))
+    claims = json.loads((study_dir / "claims.json").read_text())["claims"]
+    ids = {c["id"]: c["verdict"] for c in claims}
+    for claim_id in ids:
+        assert claim_id in html and claim_id in out
+    if name == "equivalence":
+        assert ids["E1"] == ids["E4"] == ids["E3"] == "supported"
+        assert ids["E2"] == ids["E5"] == "inconclusive"  # momentum and weight decay were not run
+        assert T.BN1D_SINGLE in html  # the bn_single=train task's named outcome is in the report
+    elif name == "equivalence-multistep":
+        assert ids["E6"] == "supported"
+    else:
+        assert ids == {"A1": "supported", "A2": "supported"}
+
+
+@pytest.mark.parametrize("key,value", [("bn_single", "foo"), ("precision", "float16")])
+def test_bad_values_are_one_line_errors(capsys, tmp_path, key, value):
+    out_dir = tmp_path / "out"
+    code, out, err = cli_run(capsys, "run", "equivalence", "--set", f"{key}={value}", "--out", out_dir)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and key in err, err
+    assert not out_dir.exists()
