@@ -27,6 +27,8 @@ class ProbeContext:
     data: Any  # batchlab.datasets.Dataset
     forward: Callable[[torch.Tensor], torch.Tensor]
     n_runs: int
+    # evaluation chunk: runs x examples x activation width kept below this many elements at once
+    max_elements: int = 1 << 25
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
@@ -35,8 +37,12 @@ Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
 def metrics_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """Loss and accuracy over the whole training and test splits (train_loss, train_acc, test_...)."""
     d = ctx.data
-    values = {f"train_{k}": v for k, v in evaluate(ctx.forward, d.x_train, d.y_train, ctx.n_runs, d.task).items()}
-    return values | {f"test_{k}": v for k, v in evaluate(ctx.forward, d.x_test, d.y_test, ctx.n_runs, d.task).items()}
+    splits = {"train": (d.x_train, d.y_train), "test": (d.x_test, d.y_test)}
+    return {
+        f"{split}_{k}": v
+        for split, (x, y) in splits.items()
+        for k, v in evaluate(ctx.forward, x, y, ctx.n_runs, d.task, ctx.max_elements).items()
+    }
 
 
 def geometry_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
