@@ -303,73 +303,55 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
     return Claim(id_, statement, source, rule, "not supported", evidence, why)
 
 
+def every_optimizer_claim(
+    claim: tuple[str, str, str],
+    rule: str,
+    labels: Sequence[str],
+    rel: Sequence[float],
+    *,
+    below: float | None = None,
+    above: float | None = None,
+    why: str,
+) -> Claim:
+    """Supported when every optimizer's relative difference lies below `below` (or above `above`); `why`
+    explains a supported verdict and may use {worst}, the value closest to the threshold."""
+    rel = np.asarray(rel, dtype=float)
+    if rel.size == 0 or not np.isfinite(rel).all():
+        missing = [lab for lab, r in zip(labels, rel) if not np.isfinite(r)]
+        return inconclusive(*claim, rule, f"missing comparisons: {missing or 'none run'}")
+    evidence = {f"{lab}: relative difference": float(r) for lab, r in zip(labels, rel)}
+    if below is not None:
+        bad, worst, side = [lab for lab, r in zip(labels, rel) if not r < below], rel.max(), f">= {below:g}"
+    else:
+        bad, worst, side = [lab for lab, r in zip(labels, rel) if not r > above], rel.min(), f"<= {above:g}"
+    if bad:
+        return Claim(*claim, rule, "not supported", evidence, f"relative difference {side} for {', '.join(bad)}")
+    return Claim(*claim, rule, "supported", evidence, why.format(worst=f"{worst:.2g}"))
+
+
 def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:
     """A1: without BatchNorm, ||micro - direct|| / ||direct - theta0|| < ACCUMULATION_EXACT for every optimizer."""
-    id_, statement, source = A1
     rule = (
         f"float64, no BatchNorm: ||W_micro - W_direct|| / ||W_direct - theta0|| < {ACCUMULATION_EXACT:g} "
         "for every optimizer"
     )
-    rel = np.asarray(rel, dtype=float)
-    if rel.size == 0 or not np.isfinite(rel).all():
-        missing = [lab for lab, r in zip(labels, rel) if not np.isfinite(r)]
-        return inconclusive(id_, statement, source, rule, f"missing comparisons: {missing or 'none run'}")
-    evidence = {f"{lab}: relative difference": float(r) for lab, r in zip(labels, rel)}
-    bad = [lab for lab, r in zip(labels, rel) if not r < ACCUMULATION_EXACT]
-    if bad:
-        return Claim(
-            id_,
-            statement,
-            source,
-            rule,
-            "not supported",
-            evidence,
-            f"relative difference >= {ACCUMULATION_EXACT:g} for {', '.join(bad)}",
-        )
-    return Claim(
-        id_,
-        statement,
-        source,
-        rule,
-        "supported",
-        evidence,
-        f"largest relative difference {rel.max():.2g}: with a mean loss, the batch gradient is the sum of "
-        "the micro-batch gradients weighted by their share of the batch, so only the order of the "
-        "additions changes, and the optimizer receives the same gradient",
+    why = (
+        "largest relative difference {worst}: with a mean loss, the batch gradient is the sum of the micro-batch "
+        "gradients weighted by their share of the batch, so only the order of the additions changes, and the "
+        "optimizer receives the same gradient"
     )
+    return every_optimizer_claim(A1, rule, labels, rel, below=ACCUMULATION_EXACT, why=why)
 
 
 def rule_a2(labels: Sequence[str], rel: Sequence[float]) -> Claim:
     """A2: with BatchNorm, ||micro - direct|| / ||direct - theta0|| > ACCUMULATION_BN_DIFFERS for every optimizer."""
-    id_, statement, source = A2
     rule = (
         f"float64, cnn-bn: ||W_micro - W_direct|| / ||W_direct - theta0|| > {ACCUMULATION_BN_DIFFERS:g} "
         "for every optimizer"
     )
-    rel = np.asarray(rel, dtype=float)
-    if rel.size == 0 or not np.isfinite(rel).all():
-        missing = [lab for lab, r in zip(labels, rel) if not np.isfinite(r)]
-        return inconclusive(id_, statement, source, rule, f"missing comparisons: {missing or 'none run'}")
-    evidence = {f"{lab}: relative difference": float(r) for lab, r in zip(labels, rel)}
-    same = [lab for lab, r in zip(labels, rel) if not r > ACCUMULATION_BN_DIFFERS]
-    if same:
-        return Claim(
-            id_,
-            statement,
-            source,
-            rule,
-            "not supported",
-            evidence,
-            f"relative difference <= {ACCUMULATION_BN_DIFFERS:g} for {', '.join(same)}",
-        )
-    return Claim(
-        id_,
-        statement,
-        source,
-        rule,
-        "supported",
-        evidence,
-        f"smallest relative difference {rel.min():.2g}: each micro-batch is normalised by its own mean "
-        "and variance, so the examples see different functions than in the whole batch, and the "
-        "running statistics are updated once per micro-batch instead of once per step",
+    why = (
+        "smallest relative difference {worst}: each micro-batch is normalised by its own mean and variance, so the "
+        "examples see different functions than in the whole batch, and the running statistics are updated once "
+        "per micro-batch instead of once per step"
     )
+    return every_optimizer_claim(A2, rule, labels, rel, above=ACCUMULATION_BN_DIFFERS, why=why)
