@@ -88,7 +88,11 @@ class TrainingProgress(Monitor):
         self.study, self.total, self.runs = study, run_epochs, pending
         self.t0 = time.perf_counter()
         if pending == 0:
-            note(f"{study}: all {runs} runs are in the store, nothing to train")
+            note(
+                f"{study}: all {runs} runs are in the store, nothing to train"
+                if runs
+                else f"{study}: no training runs in its plan, nothing to train"
+            )
             return
         reused = f", {runs - pending} already in the store" if runs > pending else ""
         if not self.live:
@@ -301,7 +305,9 @@ def run(
     )
     result = _train(prep)
     out_console.print(
-        f"{study}: trained {result.trained} runs, reused {result.reused} from the store, {result.wall_s:.1f} s",
+        f"{study}: trained {result.trained - result.tasks} runs, "
+        + (f"computed {result.tasks} tasks, " if result.tasks else "")
+        + f"reused {result.reused} from the store, {result.wall_s:.1f} s",
         highlight=False,
         markup=False,
         soft_wrap=True,

@@ -44,9 +44,10 @@ class StudyRun:
     profile: str
     report: Path
     wall_s: float
-    trained: int
-    reused: int
+    trained: int  # units computed now: runs trained and tasks computed
+    reused: int  # units found in the store
     output: StudyOutput
+    tasks: int = 0  # of `trained`, how many were tasks
 
 
 class Monitor:
@@ -384,7 +385,8 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
         report, output = write_report(prep.name, prep.out, profile=prep.profile, store=store)
     finally:
         store.close()
-    return StudyRun(prep.name, prep.profile, report, wall, trained, max(len(prep.specs) - trained, 0), output)
+    reused = max(len(prep.specs) - trained, 0)
+    return StudyRun(prep.name, prep.profile, report, wall, trained, reused, output, len(plan.tasks))
 
 
 def _environment(device: torch.device) -> dict:
