@@ -305,3 +305,32 @@ def test_cheap_mlp_per_example_norms_equal_the_norms_of_per_example_grads():
     grads, _ = per_example_grads(base, params, x, y)
     brute = sum(v.flatten(1).pow(2).sum(1) for v in grads.values())
     torch.testing.assert_close(per_example_sq_norms(base, params, x, y, chunk_size=3), brute, rtol=1e-12, atol=0)
+
+
+def test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim(tmp_path):
+    """The float32 rounding check: seed 0 of each configuration trained again alone; its distance to the grouped
+    run, against the seed spread, is in the evidence of every claim, recomputable from the store."""
+    tiny = {"epochs": 2, "train_subset": 1000, "test_subset": 200, "widths": (16,), "rounding_check": True}
+    run = runner.run_study("adam-vs-sgd", overrides=tiny | {"fit_start": 0}, device="cpu", out=tmp_path)
+    assert run.tasks == 2  # seed 0 of SGD and of Adam
+    evidence = run.output.claims[0].evidence
+    assert evidence["float32 rounding check: configurations"] == 2
+    with Store(tmp_path) as store:
+        recs = store.runs(k for (k,) in store.db.execute("SELECT key FROM runs"))
+    tasks = [r for r in recs.values() if r.kind == "task:rerun-alone"]
+    gaps = []
+    for t in tasks:
+        grouped = recs[RunSpec(**t.config["args"]["run"]).key]
+        gaps.append(abs(t.metrics[0]["test_acc"] - grouped.metrics[-1]["test_acc"]))
+    assert evidence["float32 rounding check: largest |alone - in group| test_acc (pp)"] == pytest.approx(
+        100 * max(gaps)
+    )
+    ratio = (
+        evidence["float32 rounding check: largest |alone - in group| test_acc (pp)"]
+        / evidence["float32 rounding check: seed sd of test_acc there (pp)"]
+    )
+    assert evidence["seed spread mostly rounding noise"] == ("yes" if ratio >= 0.5 else "no")
+    assert all(
+        c.evidence["seed spread mostly rounding noise"] == evidence["seed spread mostly rounding noise"]
+        for c in run.output.claims
+    )

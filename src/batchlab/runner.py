@@ -11,6 +11,7 @@ recomputes tables, figures and claims from the store without computing anything)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -34,7 +35,7 @@ from .report.figures import save_figure
 from .report.html import FigureRef, atomic_write_text, write_csv, write_study_report
 from .store import Store, StoreVersionError
 from .studies import Results, Study, get_study
-from .studies.common import StudyConfig, StudyOutput
+from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
 from .tasks import TaskResult, validate_task
 
 
@@ -153,7 +154,7 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
     except pydantic.ValidationError as e:
         raise UsageError(_validation_message(e, "config", overrides)) from None
     try:
-        specs = study.plan(cfg)
+        specs = study_units(study, cfg)
     except pydantic.ValidationError as e:
         raise UsageError(_validation_message(e, "plan")) from None
     except ValueError as e:
@@ -167,6 +168,29 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
             except ValueError as e:
                 raise UsageError(f"invalid config: {_one_line(e)}") from None
     return cfg, specs
+
+
+def study_units(study: Study, cfg: StudyConfig) -> list[Unit]:
+    """The study's plan, and the rounding check's reruns when the config asks for them."""
+    units = study.plan(cfg)
+    if getattr(cfg, "rounding_check", False):
+        units = [*units, *rounding_tasks(units)]
+    return units
+
+
+def with_rounding_evidence(output: StudyOutput, results: Results, units: list[Unit]) -> StudyOutput:
+    """Every claim of a study rests on the study's runs: add what the rounding check measured to each."""
+    extra = rounding_evidence(results, units)
+    runs = [u for u in units if isinstance(u, RunSpec)]
+    if not extra and runs:
+        extra = {
+            "seed spread mostly rounding noise": "no: in float64 a run does not depend on its group"
+            if all(r.precision == "float64" for r in runs)
+            else "not measured (--set rounding_check=true trains seed 0 of each configuration alone to measure it)"
+        }
+    if extra:
+        output.claims = [dataclasses.replace(c, evidence={**c.evidence, **extra}) for c in output.claims]
+    return output
 
 
 # --- output directory and device --------------------------------------------------------------------
@@ -479,7 +503,7 @@ def write_report(
             )
         try:
             cfg = study.Config(**record["config"])
-            specs = study.plan(cfg)
+            specs = study_units(study, cfg)
         except ValueError as e:  # pydantic.ValidationError included: the study changed since the run
             raise UsageError(
                 f"the recorded config of {name} in {out} is no longer valid ({_one_line(e)}); run the study again"
@@ -487,7 +511,7 @@ def write_report(
         results = Results(store.runs(s.key for s in specs), store.load_array)
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
-        output = study.analyze(cfg, results)
+        output = with_rounding_evidence(study.analyze(cfg, results), results, specs)
         env = next(iter(results.records.values())).env
     finally:
         if own:

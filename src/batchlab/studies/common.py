@@ -56,6 +56,11 @@ class StudyConfig(BaseModel):
     precision: Literal["float32", "tf32", "bf16", "float64"] = Field(
         "float32", description="float32; tf32 matmuls (on NVIDIA GPUs only); bf16 forward pass; or float64."
     )
+    rounding_check: bool = Field(
+        False,
+        description="Train seed 0 of every float32 configuration again alone, to measure how much of the seed "
+        "spread is rounding noise of its group (one extra run per configuration).",
+    )
     seeds: int = Field(3, ge=1, le=100, description="Independent runs (seeds 0..N-1) per configuration.")
 
     SETUP_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -202,3 +207,44 @@ class Results:
 
     def wall_s(self, specs: list[RunSpec]) -> float:
         return float(sum(self.records[s.key].wall_s / self.records[s.key].group_size for s in specs if self.has(s)))
+
+
+def rounding_tasks(units: list) -> list[TaskSpec]:
+    """A `rerun-alone` task for seed 0 of every float32 (or tf32/bf16) training run among `units`."""
+    return [
+        TaskSpec(kind="rerun-alone", args={"run": u.as_dict()})
+        for u in units
+        if isinstance(u, RunSpec) and u.seed == 0 and u.precision != "float64"
+    ]
+
+
+ROUNDING_NOISE_RATIO = 0.5  # |alone - in group| at least half the seed sd: the spread is mostly rounding noise
+
+
+def rounding_evidence(results: "Results", units: list, metric: str = "test_acc") -> dict:
+    """Evidence on float32 rounding: for each configuration with a `rerun-alone` result, |alone - in group|
+    of `metric` against the seed standard deviation of that configuration; the largest ratio decides."""
+    runs = [u for u in units if isinstance(u, RunSpec)]
+    ratios, worst = [], None
+    for task in rounding_tasks(runs):
+        run = RunSpec(**task.args["run"])
+        if not (results.has(task) and results.has(run)) or results.error(task):
+            continue
+        seeds = [r for r in runs if r.model_copy(update={"seed": 0}) == run and results.has(r)]
+        finals = np.array([results.final(r, metric) for r in seeds])
+        noise = abs(results.scalar(task, metric) - results.final(run, metric))
+        sd = float(np.nanstd(finals, ddof=1)) if np.isfinite(finals).sum() > 1 else float("nan")
+        ratio = noise / sd if sd > 0 else (0.0 if noise == 0 else float("inf"))
+        ratios.append(ratio)
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, noise, sd)
+    if worst is None:
+        return {}
+    ratio, noise, sd = worst
+    scale, unit = (100.0, " (pp)") if metric.endswith("_acc") else (1.0, "")
+    return {
+        "float32 rounding check: configurations": len(ratios),
+        f"float32 rounding check: largest |alone - in group| {metric}{unit}": scale * noise,
+        f"float32 rounding check: seed sd of {metric} there{unit}": scale * sd,
+        "seed spread mostly rounding noise": "yes" if ratio >= ROUNDING_NOISE_RATIO else "no",
+    }

@@ -54,3 +54,25 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
         },
         arrays={"sq_norms": sq.cpu().numpy(), "examples": idx.cpu().numpy().astype(np.int64)},
     )
+
+
+class RerunAloneArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: dict = Field(description="The RunSpec (its fields) to train again, alone in a group of one.")
+
+
+@register_task("rerun-alone", RerunAloneArgs)
+def rerun_alone(args: RerunAloneArgs, ctx: TaskContext) -> TaskOutput:
+    """Train a run again alone, to measure how much of its result is rounding noise of its group.
+
+    A run's result depends on its group only through floating-point rounding (which kernels run for
+    a group of that size): exactly nothing in float64. In float32 a chaotic run amplifies that
+    rounding, so the difference between the run alone and in its group measures how much of the
+    seed-to-seed spread is rounding noise rather than the seed.
+    """
+    from ..engine import RunSpec, train_group
+
+    (result,) = train_group([RunSpec(**args.run)], device=ctx.device, data_dir=ctx.data_dir)
+    final = result.metrics[-1] if result.metrics else {}
+    return TaskOutput(scalars={k: float(v) for k, v in final.items() if v is not None and k not in ("epoch", "step")})
