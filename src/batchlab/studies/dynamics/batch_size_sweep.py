@@ -15,7 +15,7 @@ from pydantic import Field
 from ...claims import Claim
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .claims import d1_batch_sizes, rule_d1
-from .common import QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, accuracy_curves, final_table
+from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, accuracy_curves, final_table
 
 
 class BatchSizeSweepConfig(StudyConfig):
@@ -56,7 +56,7 @@ class BatchSizeSweep(Study):
                 FigureSpec(
                     "accuracy_vs_epoch",
                     fig,
-                    "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
+                    ACCURACY_CAPTION,
                 )
             ],
             tables=[table],

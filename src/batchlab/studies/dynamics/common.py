@@ -27,6 +27,8 @@ SHEN_2018 = "K. Shen, 'Effect of batch size on training dynamics' (Mini Distill,
 HOFFER_2017 = "Hoffer, Hubara & Soudry 2017 (Train longer, generalize better)"
 WILSON_2017 = "Wilson et al. 2017 (The marginal value of adaptive gradient methods)"
 
+ACCURACY_CAPTION = "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std."
+
 CURVE_METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "dist_init_w", "dist_init_b")
 
 

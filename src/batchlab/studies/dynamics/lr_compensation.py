@@ -15,7 +15,7 @@ from pydantic import Field
 
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_d2
-from .common import QUICK_EPOCHS, QUICK_SETUP, PairConfig, accuracy_curves, final_table, run_label
+from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, PairConfig, accuracy_curves, final_table, run_label
 
 
 class LRCompensationConfig(PairConfig):
@@ -55,7 +55,7 @@ class LRCompensation(Study):
                 FigureSpec(
                     "accuracy_vs_epoch",
                     fig,
-                    "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
+                    ACCURACY_CAPTION,
                 )
             ],
             tables=[
