@@ -29,6 +29,7 @@ import torch
 
 from .engine import RunResult, RunSpec, partition, resolve_device
 from .engine.spec import TaskSpec, Unit
+from .env import environment
 from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .report.figures import save_figure
@@ -387,7 +388,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
                 monitor.task_done()
         wall = time.perf_counter() - t0
         trained = len(plan.runs) + len(plan.tasks)
-        env = env or _environment(prep.device)
+        env = env or environment(prep.device)
         meta = {
             "profile": prep.profile,
             "device": env["device"],
@@ -411,12 +412,6 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
         store.close()
     reused = max(len(prep.specs) - trained, 0)
     return StudyRun(prep.name, prep.profile, report, wall, trained, reused, output, len(plan.tasks))
-
-
-def _environment(device: torch.device) -> dict:
-    from .env import environment
-
-    return environment(device)
 
 
 def run_study(

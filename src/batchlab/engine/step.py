@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..models import MLP, Stack
+from ..models.mlp import ACTIVATION_FNS
 from ..probes import per_run_loss
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # a batch slice [R, b] (indices or inputs) -> losses [R]
@@ -159,9 +160,7 @@ def per_example_sq_norms(
 def _mlp_sq_norms(
     base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
 ) -> torch.Tensor:
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": torch.nn.functional.gelu}[
-        base.activation
-    ]
+    act = ACTIVATION_FNS[base.activation]
     n_layers = sum(1 for k in params if k.endswith(".weight"))
     h = x.flatten(1)
     inputs, pre = [], []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+# the same nonlinearities as functions, for the stacked and per-example paths that bypass the modules
+ACTIVATION_FNS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu}
 
 
 class MLP(nn.Module):
@@ -45,11 +48,7 @@ def stacked_mlp_forward(
     the bandwidth, while under torch.compile the multiply-sum becomes one reduction kernel that
     streams W once (forward) and an outer product (backward). Only worth it when compiled.
     """
-    import torch
-
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": torch.nn.functional.gelu}[
-        activation
-    ]
+    act = ACTIVATION_FNS[activation]
     n_layers = n_layers or sum(1 for k in params if k.endswith(".weight"))
     h = x.transpose(-1, -2)  # [R, in, B], or [in, B] when shared
     for i in range(n_layers):
