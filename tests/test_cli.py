@@ -19,7 +19,7 @@ from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
 STUDY = "batch-size-sweep"
-TINY = ["--set", "epochs=2", "--set", "train_subset=1000", "--set", "test_subset=200", "--set", "widths=16"]
+TINY = ["--set", "epochs=2", "--set", "train_subset=1024", "--set", "test_subset=200", "--set", "widths=16"]
 CLAIM_LINE = re.compile(r"^  (\S+) \[(supported|not supported|inconclusive)\] (.+)$")
 
 
@@ -67,7 +67,7 @@ BAD_RUNS = [
     (["--set", "lr=abc"], ["invalid value for lr", "'abc'"]),
     (["--set", "lr=-1"], ["invalid value for lr", "greater than 0"]),
     (["--set", "lr"], ["expected key=value"]),
-    (["--set", "train_subset=1000000"], ["train subset"]),
+    (["--set", "train_subset=1000000"], ["train_subset 1000000 exceeds the 60000 examples of mnist"]),
     (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),
     (["--device", "gpu"], ["--device gpu"]),
 ]
@@ -261,7 +261,7 @@ def tiny_profiles(monkeypatch):
     for study in REGISTRY.values():
         small = {
             k: v
-            for k, v in {"train_subset": 1000, "test_subset": 200, "widths": (16,)}.items()
+            for k, v in {"train_subset": 1024, "test_subset": 200, "widths": (16,)}.items()
             if k in study.Config.model_fields
         }
         quick = study.profiles["quick"] | small

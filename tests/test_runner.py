@@ -12,7 +12,7 @@ from batchlab.store import Store
 from batchlab.studies import get_study
 
 STUDY = "batch-size-sweep"
-TINY = {"epochs": 2, "train_subset": 1000, "test_subset": 200, "widths": 16}
+TINY = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,10 +140,8 @@ def test_device_errors(monkeypatch, tmp_path):
     assert not (tmp_path / "res").exists()
 
 
-def test_data_errors_stop_before_writing(tmp_path):
-    from batchlab.datasets import DataError
-
-    with pytest.raises(DataError, match="train subset"):
+def test_a_subset_larger_than_the_data_stops_before_writing(tmp_path):
+    with pytest.raises(UsageError, match="train_subset 1000000 exceeds the 60000 examples"):
         run_study(STUDY, overrides=TINY | {"train_subset": 10**6}, device="cpu", out=tmp_path / "res")
     assert not (tmp_path / "res").exists()
 

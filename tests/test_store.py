@@ -32,7 +32,7 @@ def save(store, key="k1", **kw):
         env=ENV,
         metrics=metrics(),
     )
-    store.save_run(**(args | kw))
+    return store.save_run(**(args | kw))
 
 
 def test_round_trip(tmp_path):
@@ -81,7 +81,8 @@ def test_done(tmp_path):
 def test_replacing_a_run_replaces_its_metrics(tmp_path):
     with Store(tmp_path) as store:
         save(store, metrics=metrics(5))
-        save(store, seed=4, metrics=metrics(2), wall_s=9.0)
+        assert save(store, seed=4, metrics=metrics(2)) is False  # the first copy of a key wins
+        save(store, seed=4, metrics=metrics(2), wall_s=9.0, replace=True)
         r = store.runs(["k1"])["k1"]
         n_metric_rows = store.db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
         assert store.count_runs() == 1

@@ -310,7 +310,7 @@ def test_cheap_mlp_per_example_norms_equal_the_norms_of_per_example_grads():
 def test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim(tmp_path):
     """The float32 rounding check: seed 0 of each configuration trained again alone; its distance to the grouped
     run, against the seed spread, is in the evidence of every claim, recomputable from the store."""
-    tiny = {"epochs": 2, "train_subset": 1000, "test_subset": 200, "widths": (16,), "rounding_check": True}
+    tiny = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": (16,), "rounding_check": True}
     run = runner.run_study("adam-vs-sgd", overrides=tiny | {"fit_start": 0}, device="cpu", out=tmp_path)
     assert run.tasks == 2  # seed 0 of SGD and of Adam
     evidence = run.output.claims[0].evidence

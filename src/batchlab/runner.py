@@ -34,7 +34,7 @@ from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .report.figures import save_figure
 from .report.html import FigureRef, atomic_write_text, write_csv, write_study_report
-from .store import Store, StoreVersionError
+from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
 from .tasks import TaskResult, validate_task
@@ -137,7 +137,9 @@ def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str
     if where == "config":
         return f"invalid value for {loc}: {msg}{got}{more}" if loc else f"invalid config: {msg}{more}"
     # the study's config validated but a run it plans does not: name the run's field
-    return f"invalid config: a planned run has an invalid {loc or 'combination'}: {msg}{got}{more}"
+    if not loc:
+        return f"invalid config: {msg}{more}"
+    return f"invalid config: a planned run has an invalid {loc}: {msg}{got}{more}"
 
 
 def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[Unit]]:
@@ -231,10 +233,18 @@ def open_store(out: Path) -> Store:
     """The store in `out` (created if needed), with file-system errors as one line."""
     try:
         return Store(out)
-    except StoreVersionError as e:
+    except (StoreVersionError, StoreCorruptError) as e:
         raise UsageError(_one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
-        raise UsageError(f"cannot open the store in {out}: {_one_line(e)}") from None
+        raise UsageError(f"cannot open the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+
+
+def _store_hint(e: Exception) -> str:
+    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+        return " (another process held it too long: wait for it, or run again)"
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return ": the store is damaged; move it aside (or choose another --out) and run again"
+    return ""
 
 
 def lookup(name: str) -> Study:
@@ -251,10 +261,10 @@ def _done_in(out: Path, keys: list[str]) -> set[str]:
     try:
         with Store(out) as store:
             return store.done(keys)
-    except StoreVersionError as e:
+    except (StoreVersionError, StoreCorruptError) as e:
         raise UsageError(_one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
-        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}") from None
+        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
 
 
 def check_data(specs: list[Unit], device: torch.device, data_dir: str | None = None) -> None:
@@ -508,6 +518,10 @@ def write_report(
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
         output = with_rounding_evidence(study.analyze(cfg, results), results, specs)
         env = next(iter(results.records.values())).env
+    except sqlite3.Error as e:
+        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+    except OSError as e:  # an artifact file missing or unreadable
+        raise UsageError(f"{_one_line(e)}; the store is damaged: move {out} aside and run again") from None
     finally:
         if own:
             store.close()

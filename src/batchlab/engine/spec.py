@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# training and test examples of the image datasets: a batch or subset cannot ask for more
+DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000)}
 PRECISIONS = ("float32", "tf32", "bf16", "float64")
 
 
@@ -28,7 +30,7 @@ class LRSchedule(BaseModel):
       (Loshchilov & Hutter 2017), t the fraction of post-warmup training done.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "step", "warmup", "cosine"] = "constant"
     milestones: tuple[float, ...] = ()
@@ -47,7 +49,7 @@ def content_key(body: dict) -> str:
 class PlainData(BaseModel):
     """A frozen, validated spec that serialises to JSON (what travels to a worker and into the store)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def as_dict(self) -> dict:
         """The fields that differ from their defaults, JSON-ready."""
@@ -64,7 +66,7 @@ class RunSpec(PlainData):
     hence equal keys, and the run is trained once.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # data
     dataset: Literal["mnist", "fashion-mnist", "regression"] = "mnist"
@@ -119,6 +121,14 @@ class RunSpec(PlainData):
             last = epoch
         if self.optimizer == "sgd" and self.betas != (0.9, 0.999):
             raise ValueError("betas apply to adam/adamw only")
+        n_train, n_test = DATASET_SIZES.get(self.dataset, (None, None))
+        for name, subset, n in (("train_subset", self.train_subset, n_train), ("test_subset", self.test_subset, n_test)):
+            if subset is not None and n is not None and subset > n:
+                raise ValueError(f"{name} {subset} exceeds the {n} examples of {self.dataset}")
+        n_train = self.train_subset or n_train
+        largest = max([self.batch_size, *(b for _, b in self.batch_switch)])
+        if n_train is not None and largest > n_train:
+            raise ValueError(f"batch size {largest} exceeds the {n_train} training examples")
         if self.micro_batch is not None:
             sizes = {self.batch_size} | {b for _, b in self.batch_switch}
             if any(b % self.micro_batch for b in sizes):
@@ -158,7 +168,7 @@ def group_key(spec: RunSpec) -> str:
 class Checkpoint(BaseModel):
     """The weights of `run` after `epoch` epochs (0: its initialisation), as a task's starting point."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     run: RunSpec
     epoch: int = Field(ge=0)
@@ -175,7 +185,7 @@ class TaskSpec(PlainData):
     and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
     arrays and scalars. The runner trains the checkpoint's run first when the store lacks it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: str
     args: dict[str, Any] = Field(default_factory=dict)

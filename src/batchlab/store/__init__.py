@@ -1,5 +1,5 @@
 """The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
 
-from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreVersionError
+from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreCorruptError, StoreVersionError
 
-__all__ = ["Store", "RunRecord", "ArtifactRef", "DB_NAME", "SCHEMA_VERSION", "StoreVersionError"]
+__all__ = ["Store", "RunRecord", "ArtifactRef", "DB_NAME", "SCHEMA_VERSION", "StoreVersionError", "StoreCorruptError"]

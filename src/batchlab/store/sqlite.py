@@ -101,6 +101,41 @@ class StoreVersionError(Exception):
     """The store was written by a newer batchlab (a schema this version does not know)."""
 
 
+class StoreCorruptError(Exception):
+    """`batchlab.sqlite` is not an SQLite database, or is truncated or damaged."""
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_file(path: Path) -> None:
+    """Refuse a file that cannot be a whole SQLite database, before SQLite opens (and may write) it.
+
+    The 100-byte header names the page size and, when it is current, the number of pages: a file
+    shorter than that was truncated. This reads 100 bytes, so it costs nothing on large stores; damage
+    inside the pages is found by SQLite when they are read (and reported the same way).
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return  # SQLite treats an empty file as an empty database
+    with open(path, "rb") as fh:
+        header = fh.read(100)
+    hint = "move it aside (or choose another --out) and run again"
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise StoreCorruptError(f"{path} is not a batchlab store (not an SQLite database): {hint}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_is_current = header[24:28] == header[92:96]
+    if page_size < 512 or page_size & (page_size - 1) or (header_is_current and size < pages * page_size):
+        raise StoreCorruptError(
+            f"{path} is truncated or damaged ({size} bytes, its header says {pages} pages of {page_size}): {hint}"
+        )
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     name: str
@@ -144,6 +179,12 @@ def _epoch(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of an SQL script without its `--` comments (which may hold quotes and semicolons)."""
+    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [part.strip() for part in code.split(";") if part.strip()]
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
@@ -158,32 +199,44 @@ class Store:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / DB_NAME
-        self.db = sqlite3.connect(self.path, timeout=timeout)
+        check_file(self.path)
+        # autocommit mode: every write transaction is an explicit BEGIN IMMEDIATE (see `transaction`)
+        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses no committed run
             self.db.execute("PRAGMA foreign_keys=ON")
             self._create_or_migrate()
+        except sqlite3.OperationalError:  # locked for longer than `timeout`, unreadable file, ...
+            self.db.close()
+            raise
+        except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+            self.db.close()
+            raise StoreCorruptError(
+                f"{self.path} cannot be used as a store ({e}): move it aside (or choose another --out) and run again"
+            ) from None
         except BaseException:
             self.db.close()
             raise
 
     def _create_or_migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.schema_version()
+        if version == SCHEMA_VERSION:
+            return  # opening an up-to-date store writes nothing
+        self._refuse_newer(version)
+        with self.transaction() as db:
+            version = self.schema_version()  # again, under the write lock: another process may have done it
+            self._refuse_newer(version)
+            for statement in _statements((MIGRATE_V1 if version == 1 else "") + SCHEMA):
+                db.execute(statement)  # not executescript: it would commit, outside our transaction
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"{self.path} has schema version {version}, newer than this batchlab's "
-                f"{SCHEMA_VERSION}: upgrade batchlab to read it"
+                f"{SCHEMA_VERSION}: upgrade batchlab (pip install -U batchlab) to read it"
             )
-        if version == 1:
-            self.db.executescript(
-                f"BEGIN IMMEDIATE; {MIGRATE_V1} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-            )
-            return
-        with self.db:
-            self.db.executescript(SCHEMA)
-            if version == 0:
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @staticmethod
     def exists(root: str | Path) -> bool:
@@ -207,8 +260,16 @@ class Store:
 
     @contextmanager
     def transaction(self):
-        with self.db:  # commits on success, rolls back on error
+        """One write transaction: BEGIN IMMEDIATE takes the write lock at once (waiting up to `timeout` for
+        another process's transaction), so two processes never both read-then-write and fail with
+        "database is locked"; commits on success, rolls back on any error (KeyboardInterrupt included)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
             yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # --- arrays -----------------------------------------------------------------------------------
     def artifact_path(self, sha256: str) -> Path:
@@ -243,8 +304,8 @@ class Store:
     def save_artifacts(self, key: str, arrays: dict[tuple[str, int], np.ndarray]) -> None:
         """Add (name, epoch) -> array artifacts to a stored unit (e.g. a checkpoint asked for later)."""
         rows = self._artifact_rows(key, arrays)
-        with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?)", rows)
+        with self.transaction() as db:  # another process may have added the same checkpoint: keep the first
+            db.executemany("INSERT OR IGNORE INTO artifacts VALUES (?,?,?,?,?,?)", rows)
 
     def artifacts(self, key: str) -> tuple[ArtifactRef, ...]:
         rows = self.db.execute(
@@ -290,10 +351,14 @@ class Store:
         kind: str = "train",
         error: str | None = None,
         arrays: dict[tuple[str, int], np.ndarray] | None = None,
-    ) -> None:
-        """Write one unit, its metrics and its arrays in a single transaction (replacing an older copy).
+        replace: bool = False,
+    ) -> bool:
+        """Write one unit, its metrics and its arrays in a single transaction; False if it was already stored.
 
-        The arrays' files are written first; only the transaction makes them part of the unit.
+        The first copy of a key wins: when two processes computed the same unit, the second one's write is
+        skipped, so a key never has two versions (its numbers are those every reader has seen since it
+        appeared). `replace=True` overwrites instead. The arrays' files are written first; only the
+        transaction makes them part of the unit.
         """
         rows = [
             (key, m["epoch"], m["step"], name, _clean(v))
@@ -303,7 +368,10 @@ class Store:
         ]
         artifact_rows = self._artifact_rows(key, arrays or {})
         with self.transaction() as db:
-            db.execute("DELETE FROM runs WHERE key = ?", (key,))
+            if replace:
+                db.execute("DELETE FROM runs WHERE key = ?", (key,))
+            elif db.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone():
+                return False
             db.execute(
                 "INSERT INTO runs (key, config, seed, status, diverged_step, steps, wall_s, group_size, env, "
                 "finished_at, kind, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -324,6 +392,7 @@ class Store:
             )
             db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
             db.executemany("INSERT INTO artifacts VALUES (?,?,?,?,?,?)", artifact_rows)
+        return True
 
     def runs(self, keys) -> dict[str, RunRecord]:
         """The stored units among `keys`, with their metrics and artifact references."""

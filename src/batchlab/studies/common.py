@@ -25,7 +25,7 @@ class StudyConfig(BaseModel):
 
     Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: Literal["mnist", "fashion-mnist"] = Field("mnist", description="Dataset to train and evaluate on.")
     train_subset: int | None = Field(

@@ -12,7 +12,7 @@ from . import TaskContext, TaskOutput, register_task
 
 
 class GradientNormsArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     examples: int = Field(256, ge=1, description="How many training examples (drawn without replacement by the seed).")
     chunk_size: int = Field(64, ge=1, description="Examples per vectorised chunk (bounds memory).")
@@ -57,7 +57,7 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
 
 
 class RerunAloneArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     run: dict = Field(description="The RunSpec (its fields) to train again, alone in a group of one.")
 

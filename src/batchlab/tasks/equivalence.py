@@ -275,7 +275,12 @@ def eval_metrics(base: nn.Module, weights: Mapping[str, tuple[Tensors, Tensors]]
 def data_spec(model: str, precision: str, train_subset: int | None, test_subset: int | None) -> RunSpec:
     """The data a task uses, as the RunSpec `load_for` reads: MNIST in [0, 1] (not standardised)."""
     return RunSpec(
-        model=model, normalize=False, train_subset=train_subset, test_subset=test_subset, precision=precision
+        model=model,
+        normalize=False,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        precision=precision,
+        batch_size=1,  # the data only: no batch is drawn from this spec
     )
 
 
@@ -297,7 +302,7 @@ def draw(n_pool: int, count: int, seed: int) -> torch.Tensor:
 
 
 class _DataArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     precision: Precision = Field("float64", description="Compute precision of every approach.")
     train_subset: int | None = Field(
@@ -497,7 +502,7 @@ def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
 
 
 class AccumulationArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(

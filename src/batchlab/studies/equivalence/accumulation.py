@@ -35,7 +35,7 @@ LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam"}
 class AccumulationConfig(BaseModel):
     """Each model x optimizer: direct batch vs micro-batches, one accumulation task."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
         ("cnn", "cnn-bn"), description="The CNN without and with BatchNorm."

@@ -42,7 +42,7 @@ OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "weigh
 class EquivalenceConfig(BaseModel):
     """One fixed batch, every model x optimizer x precision; each cell a one-step-equivalence task."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     batch_size: int = Field(256, ge=2, description="Examples in the fixed batch (B).")
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(

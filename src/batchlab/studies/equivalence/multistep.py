@@ -40,7 +40,7 @@ VARIANTS = {
 class MultistepConfig(BaseModel):
     """K fixed batches; one multistep-equivalence task per K."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     ks: tuple[int, ...] = Field((2, 5, 10), description="Numbers of batches (steps of A) to compare.")
     batch_size: int = Field(64, ge=1, description="Examples per batch.")

@@ -1,0 +1,275 @@
+"""Estimators of the gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018, arXiv:1812.06162).
+
+G is the true (full-data) gradient and Σ the covariance of a single example's gradient, so a batch of B
+examples has E‖g_B‖² = |G|² + tr(Σ)/B. B_simple is the batch size at which the noise term equals the
+signal term. Nothing here knows about models: the functions take squared norms, batch sizes and (for the
+bootstrap) per-example feature rows, as numpy arrays, Python floats or torch tensors.
+
+- `per_example_estimates`: from the n per-example gradients g_i of one sample, the unbiased
+  tr(Σ) = Σ_i ‖g_i − ḡ‖² / (n − 1) and |G|² = ‖ḡ‖² − tr(Σ)/n, from ‖g_i‖² and ‖ḡ‖² alone
+  (Σ_i ‖g_i − ḡ‖² = Σ_i ‖g_i‖² − n‖ḡ‖²), so the per-example gradients need not be kept.
+- `two_batch_estimates`: the estimator of McCandlish et al. Appendix A.1 from the squared norms of the
+  gradients of a small and a big batch, averaged over draws before the ratio is taken.
+- `bootstrap_per_example_ci`, `bootstrap_two_batch_ci`: percentile bootstrap intervals for B_simple.
+- `NoiseScaleEMA`: exponential moving averages of |G|² and tr(Σ) kept apart, the ratio taken last.
+- `CountSketch`: a random projection that keeps inner products on average, for a bootstrap over
+  examples of models too large to keep every per-example gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_RESAMPLES = 2000
+
+
+def b_simple(grad_sq_norm: float, trace_sigma: float) -> float:
+    """B_simple = tr(Σ) / |G|², with the edge cases of noisy estimates made explicit.
+
+    |G|² ≤ 0 (the signal is not distinguishable from the noise) gives +inf; tr(Σ) ≤ 0 with |G|² > 0
+    (no measurable noise) gives 0; NaN inputs give NaN.
+    """
+    g2, tr = float(grad_sq_norm), float(trace_sigma)
+    if math.isnan(g2) or math.isnan(tr):
+        return math.nan
+    if g2 <= 0:
+        return math.inf
+    if tr <= 0:
+        return 0.0
+    return tr / g2
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """Unbiased estimates of |G|² and tr(Σ); `b_simple` is their ratio (a ratio of unbiased estimates,
+    so itself only consistent, not unbiased)."""
+
+    grad_sq_norm: float
+    trace_sigma: float
+
+    @property
+    def b_simple(self) -> float:
+        return b_simple(self.grad_sq_norm, self.trace_sigma)
+
+
+def per_example_moments(sum_sq_norms: float, mean_grad_sq_norm: float, n: int) -> NoiseEstimate:
+    """The per-example estimator from running sums: Σ_i ‖g_i‖², ‖ḡ‖² and n.
+
+    tr(Σ) = (Σ_i ‖g_i‖² − n‖ḡ‖²) / (n − 1) is the unbiased sample variance summed over coordinates, and
+    E‖ḡ‖² = |G|² + tr(Σ)/n gives the unbiased |G|² = ‖ḡ‖² − tr(Σ)/n. (Equivalently |G|² is the mean of
+    ⟨g_i, g_j⟩ over pairs i ≠ j, and tr(Σ) the mean of ‖g_i‖² minus it.)
+    """
+    if n < 2:
+        raise ValueError(f"the per-example estimator needs at least 2 examples (got {n})")
+    trace = (float(sum_sq_norms) - n * float(mean_grad_sq_norm)) / (n - 1)
+    return NoiseEstimate(grad_sq_norm=float(mean_grad_sq_norm) - trace / n, trace_sigma=trace)
+
+
+def per_example_estimates(sq_norms, mean_grad_sq_norm: float) -> NoiseEstimate:
+    """The per-example estimator from ‖g_i‖² of every example [n] and ‖ḡ‖², ḡ = (1/n) Σ_i g_i."""
+    sq = _as_numpy(sq_norms).ravel()
+    return per_example_moments(float(sq.sum()), mean_grad_sq_norm, sq.size)
+
+
+def two_batch_estimates(small_sq_norms, big_sq_norms, b_small: int, b_big: int) -> NoiseEstimate:
+    """The two-batch estimator (McCandlish et al. 2018, Appendix A.1) from ‖g_small‖² and ‖g_big‖².
+
+    With E‖g_B‖² = |G|² + tr(Σ)/B at two batch sizes:
+        |G|²  ≈ (B_big ‖g_big‖² − B_small ‖g_small‖²) / (B_big − B_small)
+        tr(Σ) ≈ (‖g_small‖² − ‖g_big‖²) / (1/B_small − 1/B_big)
+    Both are linear in the norms, so averaging the norms over draws first keeps them unbiased; the
+    ratio is taken last, because the mean of ratios of noisy estimates is badly biased. Each norm array
+    may have any shape (e.g. [draws] or [draws, small batches per draw]); each is averaged whole.
+    The identity holds for batches drawn with replacement from the data distribution, and for batches
+    drawn without replacement from a sample of n, where it estimates the per-example estimator's
+    |G|² and tr(Σ) on that sample.
+    """
+    if not 1 <= b_small < b_big:
+        raise ValueError(f"need 1 <= b_small < b_big (got {b_small}, {b_big})")
+    s = float(_as_numpy(small_sq_norms).mean())
+    b = float(_as_numpy(big_sq_norms).mean())
+    return _two_batch(s, b, b_small, b_big)
+
+
+def _two_batch(s, b, b_small: int, b_big: int):
+    """The two formulas, elementwise on floats or arrays."""
+    grad_sq = (b_big * b - b_small * s) / (b_big - b_small)
+    trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
+    if np.ndim(grad_sq) == 0:
+        return NoiseEstimate(grad_sq_norm=float(grad_sq), trace_sigma=float(trace))
+    return grad_sq, trace
+
+
+def bootstrap_per_example_ci(
+    sq_norms,
+    features,
+    mean_grad_sq_norm: float,
+    *,
+    level: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for B_simple from the per-example estimator, resampling examples.
+
+    Each resample draws n examples with replacement (counts c_i, Σ c_i = n) and recomputes
+    Σ c_i ‖g_i‖² and ‖ḡ*‖² = ‖Σ c_i g_i / n‖², then `per_example_moments`. ‖ḡ*‖² needs the inner products
+    of the examples' gradients: `features` [n, k] are the gradients themselves (exact) or a sketch of them
+    whose inner products are right on average (`CountSketch`). The exact ‖g_i‖² replace the sketched
+    ones, and a constant shift makes the unresampled sample reproduce the exact ‖ḡ‖², so the sketch only
+    enters through the cross terms ⟨g_i, g_j⟩ of the resamples.
+    """
+    sq = _as_numpy(sq_norms).astype(np.float64).ravel()
+    z = _as_numpy(features).astype(np.float64)
+    n = sq.size
+    if z.shape[0] != n:
+        raise ValueError(f"features has {z.shape[0]} rows for {n} examples")
+    if n < 2:
+        return (math.nan, math.nan)
+    diag_fix = sq - np.einsum("ij,ij->i", z, z)  # exact minus sketched ‖g_i‖²
+    shift = mean_grad_sq_norm - float(np.square(z.mean(0)).sum()) - float(diag_fix.sum()) / n**2
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    block = max(1, min(resamples, 2**22 // max(n, z.shape[1])))
+    for start in range(0, resamples, block):
+        r = min(block, resamples - start)
+        c = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(np.float64)
+        mean_sq = np.square(c @ z / n).sum(1) + (c**2 @ diag_fix) / n**2 + shift
+        grad_sq, trace = _per_example_arrays(c @ sq, mean_sq, n)
+        out[start : start + r] = _b_simple_array(grad_sq, trace)
+    return percentile_interval(out, level)
+
+
+def bootstrap_two_batch_ci(
+    small_sq_norms,
+    big_sq_norms,
+    b_small: int,
+    b_big: int,
+    *,
+    level: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for B_simple from the two-batch estimator, resampling draws.
+
+    `small_sq_norms` is [draws] or [draws, k] (k small batches per draw), `big_sq_norms` [draws]; a
+    resample draws whole draws with replacement, so small and big norms of one draw stay together. The
+    interval is valid when the draws are independent (e.g. disjoint batches); it is NaN with one draw.
+    """
+    small = _as_numpy(small_sq_norms).astype(np.float64)
+    big = _as_numpy(big_sq_norms).astype(np.float64).ravel()
+    small = small.reshape(small.shape[0], -1).mean(1)
+    if small.size != big.size:
+        raise ValueError(f"{small.size} draws of small batches but {big.size} of big ones")
+    draws = big.size
+    if draws < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, draws, size=(resamples, draws))
+    grad_sq, trace = _two_batch(small[idx].mean(1), big[idx].mean(1), b_small, b_big)
+    return percentile_interval(_b_simple_array(grad_sq, trace), level)
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap replicates, by order statistics (no interpolation, so
+    replicates of +inf, where |G|² ≤ 0, are kept as an unbounded end rather than turned into NaN)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1 (got {level})")
+    v = _as_numpy(values).astype(np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return (math.nan, math.nan)
+    alpha = (1 - level) / 2
+    return (float(np.quantile(v, alpha, method="lower")), float(np.quantile(v, 1 - alpha, method="higher")))
+
+
+@dataclass
+class NoiseScaleEMA:
+    """Exponential moving averages of |G|² and tr(Σ) during training; B_simple is the ratio of the averages.
+
+    McCandlish et al. (2018, Appendix A.1) smooth the two estimates separately and divide last: a single
+    step's estimates are noisy, and the average of their ratios is dominated by steps where |G|² is near 0.
+    The averages are bias-corrected as in Adam, so the first updates are not pulled toward 0.
+    """
+
+    decay: float = 0.95
+    _g2: float = 0.0
+    _tr: float = 0.0
+    _weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1) (got {self.decay})")
+
+    def update(self, grad_sq_norm: float, trace_sigma: float) -> NoiseScaleEMA:
+        """Fold in one pair of (unbiased) estimates; returns self."""
+        d = self.decay
+        self._g2 = d * self._g2 + (1 - d) * float(grad_sq_norm)
+        self._tr = d * self._tr + (1 - d) * float(trace_sigma)
+        self._weight = d * self._weight + (1 - d)
+        return self
+
+    def update_two_batch(self, small_sq_norm, big_sq_norm, b_small: int, b_big: int) -> NoiseScaleEMA:
+        """Fold in one step's ‖g_small‖² and ‖g_big‖² (e.g. per-device and all-reduced gradients)."""
+        est = two_batch_estimates(small_sq_norm, big_sq_norm, b_small, b_big)
+        return self.update(est.grad_sq_norm, est.trace_sigma)
+
+    @property
+    def grad_sq_norm(self) -> float:
+        return self._g2 / self._weight if self._weight > 0 else math.nan
+
+    @property
+    def trace_sigma(self) -> float:
+        return self._tr / self._weight if self._weight > 0 else math.nan
+
+    @property
+    def b_simple(self) -> float:
+        return b_simple(self.grad_sq_norm, self.trace_sigma)
+
+
+class CountSketch:
+    """A random linear map R^P -> R^k with E⟨Sx, Sy⟩ = ⟨x, y⟩ (Charikar, Chen & Farach-Colton 2002).
+
+    Each coordinate p is added, with a random sign s(p), into bucket h(p); the error of an inner product
+    is about ‖x‖‖y‖/√k. It is applied tensor by tensor so a gradient is never flattened whole, and costs
+    one pass over it. `shapes` are the per-example shapes of the tensors to sketch, in a fixed order.
+    """
+
+    def __init__(self, shapes: Sequence[torch.Size], k: int, *, seed: int = 0, device: torch.device | str = "cpu"):
+        gen = torch.Generator().manual_seed(seed)
+        self.k = k
+        self.buckets, self.signs = [], []
+        for shape in shapes:
+            size = math.prod(shape)
+            self.buckets.append(torch.randint(k, (size,), generator=gen).to(device))
+            self.signs.append((torch.randint(2, (size,), generator=gen) * 2 - 1).to(device))
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Sketch a batch: tensors [n, *shape] in the order given at construction -> [n, k] float64."""
+        n = tensors[0].shape[0]
+        out = torch.zeros(n, self.k, dtype=torch.float64, device=tensors[0].device)
+        for t, h, s in zip(tensors, self.buckets, self.signs):
+            out.index_add_(1, h, t.reshape(n, -1).to(torch.float64) * s)
+        return out
+
+
+def _per_example_arrays(sum_sq, mean_sq, n: int):
+    trace = (sum_sq - n * mean_sq) / (n - 1)
+    return mean_sq - trace / n, trace
+
+
+def _b_simple_array(grad_sq: np.ndarray, trace: np.ndarray) -> np.ndarray:
+    """`b_simple` elementwise."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(grad_sq <= 0, np.inf, np.where(trace <= 0, 0.0, trace / grad_sq))
+    return np.where(np.isnan(grad_sq) | np.isnan(trace), np.nan, out)
+
+
+def _as_numpy(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
