@@ -80,12 +80,12 @@ class TrainingProgress(Monitor):
         self.live = console.is_terminal and not console.is_dumb_terminal if live is None else live
         self.progress: Progress | None = None
         self.task = None
-        self.study, self.total, self.done, self.runs, self.saved_runs = "", 0, 0, 0, 0
+        self.study, self.total, self.done, self.runs, self.saved_runs, self.planned_runs = "", 0, 0, 0, 0, 0
         self.t0 = time.perf_counter()
         self.next_quarter = 1
 
     def start(self, study: str, runs: int, pending: int, run_epochs: int) -> None:
-        self.study, self.total, self.runs = study, run_epochs, pending
+        self.study, self.total, self.runs, self.planned_runs = study, run_epochs, pending, runs
         self.t0 = time.perf_counter()
         if pending == 0:
             note(
@@ -147,6 +147,15 @@ class TrainingProgress(Monitor):
                 f"in {_clock(time.perf_counter() - self.t0)}"
             )
 
+    def summary(self, out) -> str:
+        """What an interruption leaves in the store, in words."""
+        planned = self.planned_runs
+        stored = planned - self.runs + self.saved_runs
+        text = f"{self.study or 'the study'}: {stored} of {planned} runs"
+        if getattr(self, "tasks_total", 0):
+            text += f" and {self.tasks_done} of {self.tasks_total} pending tasks"
+        return f"{text} are in the store in {out}"
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
@@ -168,12 +177,20 @@ def print_claims(claims) -> None:
         out_console.print(line, soft_wrap=True, highlight=False)
 
 
+# what an interruption left in the store, in words; typer turns Ctrl-C into a bare exit code 130, so
+# `_train` leaves it here for `run_cli` to print
+interrupted: list[str] = []
+
+
 def _train(prep):
     from .runner import execute
 
     bar = TrainingProgress()
     try:
         return execute(prep, bar)
+    except KeyboardInterrupt:
+        interrupted.append(bar.summary(prep.out))
+        raise
     finally:
         bar.close()
 
@@ -408,6 +425,7 @@ def bench(
 
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code; never exits."""
+    interrupted.clear()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="batchlab")
     except (UsageError, DataError) as e:
@@ -429,7 +447,8 @@ def run_cli(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         rv = 130
     if rv == 130:  # typer turns Ctrl-C into Exit(130)
-        error("interrupted; every finished run is in the store: run the same command again to resume")
+        saved = interrupted.pop() if interrupted else "every finished run is in the store"
+        error(f"interrupted; {saved}: run the same command again to resume")
     return rv if isinstance(rv, int) else 0
 
 

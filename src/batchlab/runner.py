@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydantic
 import torch
 
@@ -33,7 +34,7 @@ from .env import environment
 from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .report.figures import save_figure
-from .report.html import FigureRef, atomic_write_text, write_csv, write_study_report
+from .report.html import FigureRef, Table, atomic_write_text, write_csv, write_study_report
 from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
@@ -517,6 +518,8 @@ def write_report(
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
         output = with_rounding_evidence(study.analyze(cfg, results), results, specs)
+        if diverged := diverged_table(results, specs):
+            output.tables.append(diverged)
         env = next(iter(results.records.values())).env
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
@@ -561,6 +564,39 @@ def write_report(
         claims=output.claims,
     )
     return report, output
+
+
+DIVERGED_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "epochs", "loss_reduction", "precision", "seed")
+
+
+def diverged_table(results: Results, specs: list[Unit]) -> Table | None:
+    """Which runs diverged (a NaN or infinite loss) and at which step; None when none did.
+
+    A diverged run stops updating at that step (its group goes on without it) and its later
+    metrics are NaN; every claim leaves it out of its samples and counts it in its evidence.
+    """
+    rows = []
+    for spec in specs:
+        if isinstance(spec, RunSpec) and results.has(spec) and results.status(spec) == "diverged":
+            step = results.records[spec.key].diverged_step
+            steps, epochs = results.steps(spec), results.epochs(spec)
+            epoch = None if step is None or len(steps) < 2 else round(float(np.interp(step, steps, epochs)), 2)
+            rows.append(
+                {
+                    **{k: getattr(spec, k) for k in DIVERGED_FIELDS},
+                    "diverged at step": step,
+                    "epoch": epoch,
+                    "key": spec.key,
+                }
+            )
+    if not rows:
+        return None
+    return Table(
+        "diverged_runs",
+        rows,
+        f"{len(rows)} of {sum(isinstance(s, RunSpec) for s in specs)} runs diverged (NaN or infinite loss). A "
+        "diverged run is left out of every claim's samples and counted in its evidence.",
+    )
 
 
 def write_claims_json(path: Path, *, study: str, profile: str, claims: list, meta: dict) -> Path:

@@ -6,6 +6,7 @@ NaN metrics, so most helpers first keep only the finite values.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -13,11 +14,15 @@ from scipy import stats
 
 
 def mean_std(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation (ddof=1; zero for a single seed)."""
+    """Mean and sample standard deviation (ddof=1; zero for a single seed); NaN where no value is finite
+    (every seed diverged), without numpy's warnings about it."""
     values = np.asarray(values, dtype=float)
     n = values.shape[axis] if values.size else 0
-    std = np.nanstd(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(np.nanmean(values, axis=axis))
-    return np.nanmean(values, axis=axis), std
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=axis)
+        std = np.nanstd(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(mean)
+    return mean, std
 
 
 def finite(values) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..datasets import Dataset
 from ..models import Stack
 from ..probes import ProbeContext, run_probes
@@ -375,6 +376,18 @@ class GroupTrainer:
         return results
 
 
+class OutOfMemory(UsageError):
+    """Even one run does not fit the device: one line for the user, no traceback."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A device allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(e, (oom, torch.cuda.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+    )
+
+
 def train_group(
     specs: list[RunSpec],
     *,
@@ -415,11 +428,19 @@ def train_group(
         try:
             trainer = GroupTrainer(part, data, device, graphs, fused, part_start, part_orders)
             done = trainer.run(on_epoch, keep_params, checkpoints)
-        except torch.cuda.OutOfMemoryError:
-            if chunk == 1:
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
                 raise
+            del e  # the traceback holds the failed chunk's tensors
+            if chunk == 1:
+                s = part[0]
+                raise OutOfMemory(
+                    f"out of memory on {device} for a single run ({s.model} {list(s.widths)}, batch "
+                    f"{s.batch_size}, {s.precision}): use a smaller batch_size or model, micro_batch, or another device"
+                ) from None
             chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             continue
         if on_chunk:
             on_chunk(done)

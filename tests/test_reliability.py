@@ -1,0 +1,257 @@
+"""Reliability: a study killed at any point resumes to the same numbers; Ctrl-C stops cleanly; two
+processes share a results directory; a device out of memory splits the work; diverged runs are
+contained, left out of every claim, and shown in the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from batchlab import cli
+from batchlab.engine import train as engine_train
+from batchlab.runner import run_study, study_units
+from batchlab.store import DB_NAME, Store
+from batchlab.studies import Results, get_study
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HERE = Path(__file__).parent
+# two studies: training runs in three groups (batch-size-sweep), and tasks that store arrays (equivalence)
+SWEEP = (
+    "batch-size-sweep",
+    ["epochs=2", "train_subset=1024", "test_subset=200", "widths=16", "batch_sizes=64,256,1024"],
+)
+EQUIVALENCE = ("equivalence", ["batch_size=8", "train_subset=512", "test_subset=64", "models=cnn", "optimizers=sgd,adam"])
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "80"}
+
+
+def batchlab_args(study, sets, out) -> list[str]:
+    return ["run", study, *(a for s in sets for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+
+
+def store_dump(out: Path) -> dict:
+    """Every stored unit's numbers (not its timings or group size): status, steps, metrics, array contents."""
+    with Store(out) as store:
+        keys = list(store.finished_at())
+        records = store.runs(keys)
+        return {
+            key: (
+                r.status,
+                r.diverged_step,
+                r.steps,
+                json.dumps(r.metrics, sort_keys=True),
+                tuple((a.name, a.epoch, a.sha256) for a in r.artifacts),
+            )
+            for key, r in records.items()
+        }
+
+
+def tables(out: Path, study: str) -> dict[str, bytes]:
+    files = sorted((out / study / "tables").glob("*.csv")) + [out / study / "claims.json"]
+    return {f.name: f.read_bytes() if f.suffix == ".csv" else json.loads(f.read_text())["claims"] for f in files}
+
+
+def integrity(out: Path) -> str:
+    db = sqlite3.connect(out / DB_NAME)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """Each study run once, uninterrupted, in this process."""
+    out = {}
+    for study, sets in (SWEEP, EQUIVALENCE):
+        path = tmp_path_factory.mktemp(study)
+        assert cli.run_cli(batchlab_args(study, sets, path)) == 0
+        out[study] = (path, store_dump(path), tables(path, study))
+    return out
+
+
+KILLS = [
+    (SWEEP, "epoch", 3),  # during training: the first group has done 1.5 of its 2 epochs
+    (SWEEP, "stored", 3),  # between two stored units (inside the second group)
+    (SWEEP, "in-transaction", 4),  # inside a unit's transaction
+    (SWEEP, "report", 2),  # every unit stored, the report half written
+    (EQUIVALENCE, "artifact-file", 1),  # an array file written under its temporary name
+    (EQUIVALENCE, "artifact-rows", 2),  # a unit's array files in place, its transaction not begun
+    (EQUIVALENCE, "in-transaction", 3),
+    (EQUIVALENCE, "report", 3),
+]
+
+
+@pytest.mark.parametrize("case, point, n", KILLS, ids=[f"{c[0]}-{p}-{n}" for c, p, n in KILLS])
+def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, baseline, case, point, n):
+    study, sets = case
+    out = tmp_path / "res"
+    killed = subprocess.run(
+        [sys.executable, str(HERE / "crash_driver.py"), point, str(n), "--", *batchlab_args(study, sets, out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert integrity(out) == "ok"
+    reference_path, reference, reference_tables = baseline[study]
+    partial = store_dump(out)
+    # nothing half-written counts as finished: every stored unit is whole and equal to the uninterrupted one
+    assert set(partial) < set(reference) or point == "report"
+    assert {k: reference[k] for k in partial} == partial
+    rerun = run_study(study, overrides=_overrides(sets), device="cpu", out=out)
+    assert rerun.trained == len(reference) - len(partial)  # only what was missing was computed
+    assert rerun.reused == len(partial)
+    assert integrity(out) == "ok"
+    assert store_dump(out) == reference
+    assert tables(out, study) == reference_tables
+    # an array file that never got its row is harmless: every referenced file exists and loads
+    with Store(out) as store:
+        for record in store.runs(store.finished_at()).values():
+            for ref in record.artifacts:
+                assert store.load_array(ref).shape == ref.shape
+
+
+def _overrides(sets: list[str]) -> dict:
+    from batchlab.runner import parse_sets
+
+    return parse_sets(sets)
+
+
+def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp_path):
+    out = tmp_path / "res"
+    sets = ["epochs=200", "train_subset=2048", "test_subset=200", "widths=32", "batch_sizes=16,32"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchlab", *batchlab_args("batch-size-sweep", sets, out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    first = proc.stderr.readline()  # the plain progress line: training has started
+    assert first.startswith("batch-size-sweep: training 4 runs"), first
+    time.sleep(1.0)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    stopped_after = time.perf_counter() - sent
+    assert proc.returncode == 130
+    assert stopped_after < 2.0
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and stdout == ""
+    assert lines[-1] == (
+        f"error: interrupted; batch-size-sweep: 0 of 4 runs are in the store in {out}: "
+        "run the same command again to resume"
+    )
+    assert integrity(out) == "ok"
+
+
+def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_path, baseline):
+    """The same study twice at once, and beside it a study sharing its runs: no "database is locked",
+    no corruption, each unit stored once, with the numbers of a run made alone."""
+    out = tmp_path / "res"
+    study, sets = SWEEP
+    # a second plan sharing the batch-256 and batch-1024 runs with the first
+    overlapping = [s if not s.startswith("batch_sizes") else "batch_sizes=256,1024" for s in sets]
+    commands = [batchlab_args(study, sets, out), batchlab_args(study, sets, out), batchlab_args(study, overlapping, out)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "batchlab", *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        for c in commands
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr.decode()
+        assert b"locked" not in stderr and b"Traceback" not in stderr
+    assert integrity(out) == "ok"
+    _, reference, reference_tables = baseline[study]
+    assert store_dump(out) == reference  # the same keys, each once, with the numbers of the uninterrupted run
+    with Store(out) as store:
+        assert store.count_runs() == len(reference)
+
+
+def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, monkeypatch):
+    """A device that cannot hold more than two runs at once: the group is halved until it fits."""
+    study, sets = SWEEP
+    sets = [*sets[:-1], "batch_sizes=64,256", "seeds=4"]
+    reference = run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "ref")
+    sizes = []
+    real = engine_train.GroupTrainer
+
+    class SmallDevice(real):
+        def __init__(self, specs, *a, **kw):
+            sizes.append(len(specs))
+            if len(specs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            super().__init__(specs, *a, **kw)
+
+    monkeypatch.setattr(engine_train, "GroupTrainer", SmallDevice)
+    split = run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "split")
+    assert sizes == [4, 2, 2, 4, 2, 2]  # each group of 4 seeds tried whole, then in halves
+    assert store_dump(tmp_path / "split") == store_dump(tmp_path / "ref")
+    assert split.trained == reference.trained == 8
+
+
+def test_out_of_memory_for_a_single_run_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    class NoMemory(engine_train.GroupTrainer):
+        def __init__(self, specs, *a, **kw):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(engine_train, "GroupTrainer", NoMemory)
+    study, sets = SWEEP
+    code = cli.run_cli(batchlab_args(study, sets, tmp_path / "res"))
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err
+    assert lines[-1].startswith("error: out of memory on cpu for a single run (mlp [16], batch 64, float32)")
+    assert "use a smaller batch_size" in lines[-1]
+
+
+DYNAMICS = ["batch-size-sweep", "lr-compensation", "schedule-switch", "distance-grid", "adam-vs-sgd"]
+TINY = {"train_subset": 1024, "test_subset": 200, "widths": [16], "seeds": 2, "epochs": 3}
+
+
+@pytest.mark.parametrize("name", DYNAMICS)
+def test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason(tmp_path, name):
+    """The same stored runs, marked diverged at step 0: every claim rule leaves them out (their measured
+    accuracies of NaN weights are not results) and says why it cannot decide."""
+    study = get_study(name)
+    run_study(name, overrides=TINY, device="cpu", out=tmp_path)
+    with Store(tmp_path) as store:
+        cfg = study.Config(**store.study(name)["config"])
+        specs = study_units(study, cfg)
+        records = store.runs(s.key for s in specs)
+        diverged = {k: dataclasses.replace(r, status="diverged", diverged_step=0) for k, r in records.items()}
+        output = study.analyze(cfg, Results(diverged, store.load_array))
+    for claim in output.claims:
+        assert claim.verdict == "inconclusive", (claim.id, claim.why)
+        assert "finished" in claim.why or "diverged" in claim.why, (claim.id, claim.why)
+
+
+def test_the_report_lists_diverged_runs_and_their_step(tmp_path):
+    """lr 1e4 makes the small-batch runs diverge; the others of their groups train on."""
+    result = run_study(
+        "batch-size-sweep", overrides=TINY | {"lr": 1e4, "epochs": 2}, device="cpu", out=tmp_path
+    )
+    with Store(tmp_path) as store:
+        records = list(store.runs(store.finished_at()).values())
+    diverged = {r.key: r.diverged_step for r in records if r.status == "diverged"}
+    assert diverged and len(diverged) < len(records)
+    table = (tmp_path / "batch-size-sweep" / "tables" / "diverged_runs.csv").read_text().splitlines()
+    assert table[0].split(",")[-3:] == ["diverged at step", "epoch", "key"]
+    assert {row.split(",")[-1]: int(row.split(",")[-3]) for row in table[1:]} == diverged
+    assert "diverged (NaN or infinite loss)" in result.report.read_text()
+    claim = result.output.claims[0]
+    assert claim.verdict == "inconclusive" and "diverged runs left out" in claim.evidence
+    assert np.isfinite(claim.evidence["test accuracy batch 1024 (%)"])
