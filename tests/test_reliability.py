@@ -32,7 +32,10 @@ SWEEP = (
     "batch-size-sweep",
     ["epochs=2", "train_subset=1024", "test_subset=200", "widths=16", "batch_sizes=64,256,1024"],
 )
-EQUIVALENCE = ("equivalence", ["batch_size=8", "train_subset=512", "test_subset=64", "models=cnn", "optimizers=sgd,adam"])
+EQUIVALENCE = (
+    "equivalence",
+    ["batch_size=8", "train_subset=512", "test_subset=64", "models=cnn", "optimizers=sgd,adam"],
+)
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "80"}
 
 
@@ -165,9 +168,15 @@ def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_p
     study, sets = SWEEP
     # a second plan sharing the batch-256 and batch-1024 runs with the first
     overlapping = [s if not s.startswith("batch_sizes") else "batch_sizes=256,1024" for s in sets]
-    commands = [batchlab_args(study, sets, out), batchlab_args(study, sets, out), batchlab_args(study, overlapping, out)]
+    commands = [
+        batchlab_args(study, sets, out),
+        batchlab_args(study, sets, out),
+        batchlab_args(study, overlapping, out),
+    ]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "batchlab", *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        subprocess.Popen(
+            [sys.executable, "-m", "batchlab", *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+        )
         for c in commands
     ]
     results = [p.communicate(timeout=300) for p in procs]
@@ -241,9 +250,7 @@ def test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_re
 
 def test_the_report_lists_diverged_runs_and_their_step(tmp_path):
     """lr 1e4 makes the small-batch runs diverge; the others of their groups train on."""
-    result = run_study(
-        "batch-size-sweep", overrides=TINY | {"lr": 1e4, "epochs": 2}, device="cpu", out=tmp_path
-    )
+    result = run_study("batch-size-sweep", overrides=TINY | {"lr": 1e4, "epochs": 2}, device="cpu", out=tmp_path)
     with Store(tmp_path) as store:
         records = list(store.runs(store.finished_at()).values())
     diverged = {r.key: r.diverged_step for r in records if r.status == "diverged"}

@@ -122,7 +122,10 @@ class RunSpec(PlainData):
         if self.optimizer == "sgd" and self.betas != (0.9, 0.999):
             raise ValueError("betas apply to adam/adamw only")
         n_train, n_test = DATASET_SIZES.get(self.dataset, (None, None))
-        for name, subset, n in (("train_subset", self.train_subset, n_train), ("test_subset", self.test_subset, n_test)):
+        for name, subset, n in (
+            ("train_subset", self.train_subset, n_train),
+            ("test_subset", self.test_subset, n_test),
+        ):
             if subset is not None and n is not None and subset > n:
                 raise ValueError(f"{name} {subset} exceeds the {n} examples of {self.dataset}")
         n_train = self.train_subset or n_train

@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import UsageError
 from ..datasets import Dataset
+from ..errors import UsageError
 from ..models import Stack
 from ..probes import ProbeContext, run_probes
 from .data import compute_dtype, data_order, load_for, template_model

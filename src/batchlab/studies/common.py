@@ -41,7 +41,7 @@ class StudyConfig(BaseModel):
         "mlp", description="Network: a fully connected MLP, a small CNN, or that CNN with batch norm."
     )
     widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
-        (1024, 1024), description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024)."
+        (1024, 1024), min_length=1, description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024)."
     )
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field(
         "relu", description="Nonlinearity after every hidden layer."

@@ -16,6 +16,8 @@ Claims tested:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -38,12 +40,14 @@ from .common import (
     present,
 )
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class AdamVsSGDConfig(StudyConfig):
     batch_size: int = Field(64, ge=1, description="Batch size of both optimizers.")
     lr: float = Field(0.01, gt=0, description="SGD learning rate.")
     adam_lr: float = Field(0.01, gt=0, description="Adam learning rate.")
-    betas: tuple[float, float] = Field(
+    betas: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="Adam's decay rates of the first and second moment estimates (beta1, beta2)."
     )
     eps: float = Field(1e-8, gt=0, description="Adam's epsilon, added to the denominator for numerical stability.")

@@ -10,6 +10,8 @@ Claim tested:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from ...claims import Claim
@@ -19,7 +21,7 @@ from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, ac
 
 
 class BatchSizeSweepConfig(StudyConfig):
-    batch_sizes: tuple[int, ...] = Field(
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (64, 256, 1024), min_length=2, description="Batch sizes to train, one configuration each (e.g. 64,256,1024)."
     )
     lr: float = Field(0.01, gt=0, description="SGD learning rate, the same for every batch size.")

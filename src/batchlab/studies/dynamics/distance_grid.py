@@ -14,6 +14,8 @@ Claims tested:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import Field
 
@@ -26,10 +28,10 @@ from .common import CURVE_METRICS, QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_
 
 
 class DistanceGridConfig(PairConfig):
-    batch_sizes: tuple[int, ...] = Field(
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (64, 256, 1024), min_length=2, description="Batch sizes of the grid (rows), each at every lr."
     )
-    lrs: tuple[float, ...] = Field(
+    lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         (0.001, 0.01, 0.03, 0.1),
         min_length=1,
         description="SGD learning rates of the grid (columns), each at every batch size.",

@@ -38,10 +38,10 @@ class AccumulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
-        ("cnn", "cnn-bn"), description="The CNN without and with BatchNorm."
+        ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
     )
     optimizers: tuple[Literal["sgd", "momentum", "adam"], ...] = Field(
-        ("sgd", "momentum", "adam"), description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3)."
+        ("sgd", "momentum", "adam"), min_length=1, description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3)."
     )
     batch_size: int = Field(256, ge=2, description="The batch of every step.")
     micro_batch: int = Field(32, ge=1, description="Micro-batch of the accumulated run (must divide batch_size).")

@@ -46,14 +46,15 @@ class EquivalenceConfig(BaseModel):
 
     batch_size: int = Field(256, ge=2, description="Examples in the fixed batch (B).")
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
-        ("cnn", "cnn-bn"), description="The CNN without and with BatchNorm."
+        ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
     )
     optimizers: tuple[OptimizerName, ...] = Field(
         ("sgd", "momentum", "adam", "weight_decay"),
+        min_length=1,
         description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3), weight_decay (SGD lr 0.1, decay 5e-4).",
     )
     precision: tuple[Precision, ...] = Field(
-        ("float32", "float64"), description="Compute precisions to compare (float32 and/or float64)."
+        ("float32", "float64"), min_length=1, description="Compute precisions to compare (float32 and/or float64)."
     )
     bn_single: Literal["eval", "train"] = Field(
         "eval",

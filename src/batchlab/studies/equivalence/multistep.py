@@ -19,6 +19,8 @@ Claims tested:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -42,7 +44,9 @@ class MultistepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    ks: tuple[int, ...] = Field((2, 5, 10), description="Numbers of batches (steps of A) to compare.")
+    ks: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (2, 5, 10), min_length=1, description="Numbers of batches (steps of A) to compare."
+    )
     batch_size: int = Field(64, ge=1, description="Examples per batch.")
     lr: float = Field(0.01, gt=0, description="Learning rate of every variant.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of A, B and D (C uses none).")

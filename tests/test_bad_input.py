@@ -1,0 +1,275 @@
+"""Bad input, generated: every study's `--set` values, damaged stores and damaged dataset files.
+
+Whatever hypothesis makes up, the CLI answers with one line on stderr, exit code 2, and writes nothing:
+no results directory appears, and an existing one keeps every byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import string
+import types
+import typing
+from pathlib import Path
+
+import annotated_types as at
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchlab import cli
+from batchlab.store import DB_NAME
+from batchlab.studies import REGISTRY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FASHION_DIR = Path("/work/shared/datasets/fashion-mnist")
+NONFINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "1e999"]
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+# --- what a config field accepts -----------------------------------------------------------------------
+def _bounds(metadata) -> tuple[object | None, object | None]:
+    low = high = None
+    for m in metadata:
+        if isinstance(m, (at.Ge, at.Gt)):
+            low = m
+        elif isinstance(m, (at.Le, at.Lt)):
+            high = m
+        elif hasattr(m, "metadata"):  # a FieldInfo inside Annotated
+            inner = _bounds(m.metadata)
+            low, high = low or inner[0], high or inner[1]
+    return low, high
+
+
+def _min_length(metadata) -> int:
+    return max([m.min_length for m in metadata if isinstance(m, at.MinLen)] or [0])
+
+
+def describe(annotation, metadata=()) -> dict:
+    """A field's type as plain data: {"type": int|float|bool|literal|list, bounds, choices, item, ...}."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return describe(args[0], (*metadata, *args[1:]))
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return describe(inner, metadata) | {"optional": True}
+    if origin in (tuple, list):
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        return {
+            "type": "list",
+            "item": describe(args[0]),
+            "length": None if variadic else len(args),
+            "min_length": _min_length(metadata),
+        }
+    if origin is typing.Literal:
+        return {"type": "literal", "choices": [str(a) for a in args]}
+    low, high = _bounds(metadata)
+    return {"type": annotation.__name__, "low": low, "high": high}
+
+
+FIELDS = [
+    (name, key, describe(field.annotation, field.metadata))
+    for name, entry in REGISTRY.items()
+    for key, field in entry.Config.model_fields.items()
+]
+
+
+def test_every_numeric_config_field_has_a_lower_bound():
+    """So that the out-of-range strategy below covers every number a user can set."""
+
+    def unbounded(d):
+        if d["type"] == "list":
+            return unbounded(d["item"])
+        return d["type"] in ("int", "float") and d["low"] is None
+
+    assert [(s, k) for s, k, d in FIELDS if unbounded(d)] == []
+
+
+def test_every_list_field_needs_at_least_one_value():
+    assert [(s, k) for s, k, d in FIELDS if d["type"] == "list" and not (d["min_length"] or d["length"])] == []
+
+
+def _number(x) -> str:
+    return repr(x)
+
+
+def invalid_scalar(d: dict) -> st.SearchStrategy[str]:
+    """Strings that no value of this type accepts (never 'none', which an optional field takes)."""
+    kind = d["type"]
+    if kind == "literal":
+        return st.text(string.ascii_letters + "-_", min_size=1, max_size=12).filter(
+            lambda s: s not in d["choices"] and s.lower() not in ("none", "null")
+        )
+    if kind == "bool":
+        return st.sampled_from(["maybe", "2", "-1", "nan", "1.5", "truth"])
+    junk = st.sampled_from([*NONFINITE, "abc", "1,2,x", "0x10", "[[1]]", '{"a": 1}'])
+    low, high = d["low"], d["high"]
+    outside = []
+    if isinstance(low, at.Ge):
+        outside.append(
+            st.integers(max_value=low.ge - 1).map(str)
+            if kind == "int"
+            else st.floats(max_value=low.ge, exclude_max=True, allow_nan=False, allow_infinity=False).map(_number)
+        )
+    if isinstance(low, at.Gt):
+        outside.append(
+            st.integers(max_value=low.gt).map(str)
+            if kind == "int"
+            else st.floats(max_value=low.gt, allow_nan=False, allow_infinity=False).map(_number)
+        )
+    if isinstance(high, at.Le):
+        outside.append(st.integers(min_value=high.le + 1, max_value=10**12).map(str))
+    if isinstance(high, at.Lt):
+        outside.append(st.floats(min_value=high.lt, max_value=1e12, allow_nan=False).map(_number))
+    if kind == "int":
+        outside.append(st.sampled_from(["1.5", "2.25", "-0.5"]))
+    return st.one_of(junk, *outside)
+
+
+def invalid_value(d: dict) -> st.SearchStrategy[str]:
+    if d["type"] != "list":
+        return st.one_of(st.just(""), invalid_scalar(d))
+    item = invalid_scalar(d["item"]).filter(lambda s: "," not in s and not s.startswith(("[", "{")))
+    bad_lists = [st.just("[]"), st.just(""), item.map(lambda s: f"[{s!r}]".replace("'", '"'))]
+    bad_lists.append(item.map(lambda s: f"{s},{s}"))
+    return st.one_of(*bad_lists)
+
+
+@st.composite
+def bad_sets(draw) -> tuple[str, list[str]]:
+    """(study, --set arguments) with one invalid value or one unknown key."""
+    name, key, d = draw(st.sampled_from(FIELDS))
+    if draw(st.integers(0, 5)) == 0:
+        fields = REGISTRY[name].Config.model_fields
+        key = draw(st.from_regex(r"[a-z][a-z_]{0,14}", fullmatch=True).filter(lambda k: k not in fields))
+        return name, [f"{key}=1"]
+    return name, [f"{key}={draw(invalid_value(d))}"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` with the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_refused(code: int, out: str, err: str) -> str:
+    assert code == 2, (code, out, err)
+    assert out == "" and "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    """A results directory holding one small study, to check that bad input leaves it byte for byte."""
+    out = tmp_path_factory.mktemp("existing")
+    sets = ["epochs=1", "train_subset=512", "test_subset=100", "widths=8", "batch_sizes=64,128", "seeds=2"]
+    assert cli.run_cli(["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    def trained(prep):
+        raise AssertionError(f"accepted and trained: {prep.name} {prep.config}")
+
+    monkeypatch.setattr(cli, "_train", trained)
+
+
+@SETTINGS
+@given(case=bad_sets())
+def test_a_bad_set_value_is_one_line_exit_2_and_writes_nothing(
+    case, results_dir, tmp_path_factory, capsys, no_training
+):
+    name, sets = case
+    before = snapshot(results_dir)
+    fresh = tmp_path_factory.getbasetemp() / "never-created"
+    for out in (fresh, results_dir):
+        args = ["run", name, *(a for s in sets for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+        code = cli.run_cli(args)
+        line = assert_refused(code, *capsys.readouterr())
+        assert sets[0].split("=")[0] in line or "invalid config" in line, line
+    assert not fresh.exists()
+    assert snapshot(results_dir) == before
+
+
+# --- damaged stores ------------------------------------------------------------------------------------
+def _commands(out: Path) -> list[list[str]]:
+    sets = ["epochs=1", "train_subset=512", "test_subset=100", "widths=8", "batch_sizes=64,128", "seeds=2"]
+    run = ["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+    return [run, ["report", "batch-size-sweep", "--out", str(out)]]
+
+
+def _refuses_and_keeps(out: Path, capsys, *fragments: str) -> None:
+    before = snapshot(out)
+    for args in _commands(out):
+        line = assert_refused(cli.run_cli(args), *capsys.readouterr())
+        for fragment in fragments:
+            assert fragment in line, line
+    assert snapshot(out) == before
+
+
+@SETTINGS
+@given(data=st.binary(min_size=1, max_size=4096))
+def test_a_store_of_random_bytes_is_refused_and_left_alone(data, tmp_path_factory, capsys, no_training):
+    out = tmp_path_factory.mktemp("random")
+    (out / DB_NAME).write_bytes(data)
+    _refuses_and_keeps(out, capsys, str(out / DB_NAME), "move it aside")
+
+
+@SETTINGS
+@given(cut=st.floats(min_value=0.0, max_value=0.999))
+def test_a_truncated_store_is_refused_and_left_alone(cut, results_dir, tmp_path_factory, capsys, no_training):
+    out = tmp_path_factory.mktemp("truncated")
+    whole = (results_dir / DB_NAME).read_bytes()
+    (out / DB_NAME).write_bytes(whole[: int(cut * len(whole))] or b"\x00")
+    _refuses_and_keeps(out, capsys, "move it aside")
+
+
+def test_a_store_from_a_newer_batchlab_is_refused_with_the_upgrade_hint(results_dir, tmp_path, capsys, no_training):
+    out = tmp_path / "newer"
+    shutil.copytree(results_dir, out)
+    db = sqlite3.connect(out / DB_NAME)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    _refuses_and_keeps(out, capsys, "schema version 99", "upgrade batchlab")
+
+
+# --- damaged dataset files ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fashion_copy(tmp_path_factory):
+    if not FASHION_DIR.is_dir():
+        pytest.skip("no local Fashion-MNIST copy")
+    root = tmp_path_factory.mktemp("fashion")
+    for path in FASHION_DIR.iterdir():
+        shutil.copy(path, root / path.name)
+    return root
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=st.floats(min_value=0.0, max_value=0.999), truncate=st.booleans())
+def test_a_damaged_dataset_file_is_named_in_one_line_and_nothing_is_written(
+    where, truncate, fashion_copy, tmp_path_factory, capsys, monkeypatch
+):
+    monkeypatch.setenv("BATCHLAB_OFFLINE", "1")
+    damaged = fashion_copy / "t10k-labels-idx1-ubyte.gz"
+    good = (FASHION_DIR / damaged.name).read_bytes()
+    at_byte = int(where * len(good))
+    data = good[:at_byte] if truncate else good[:at_byte] + bytes([good[at_byte] ^ 0xFF]) + good[at_byte + 1 :]
+    damaged.write_bytes(data)
+    out = tmp_path_factory.getbasetemp() / "never-created-by-data"
+    try:
+        sets = ["dataset=fashion-mnist", "epochs=1", "train_subset=512", "widths=8", "batch_sizes=64,128"]
+        args = ["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+        line = assert_refused(cli.run_cli([*args, "--data-dir", str(fashion_copy)]), *capsys.readouterr())
+    finally:
+        damaged.write_bytes(good)
+    assert str(damaged) in line and "sha256 mismatch" in line
+    assert not out.exists()
