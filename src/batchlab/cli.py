@@ -423,6 +423,32 @@ def bench(
         out_console.print(f"updated the performance table in {readme}", highlight=False, markup=False)
 
 
+@app.command("noise-scale")
+def noise_scale_command(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="package.module:factory (or path/to/file.py:factory): a function returning (model, loss_fn, data), "
+        "data being (x, y) tensors or a DataLoader; loss_fn(output, target) with mean reduction.",
+    ),
+    samples: int = typer.Option(1024, "--samples", min=2, help="Examples the estimate uses."),
+    estimator: str = typer.Option("auto", "--estimator", help="auto | per-example | two-batch"),
+    device: str = DEVICE,
+    seed: int = typer.Option(0, "--seed", help="Seed of the example draw and the bootstrap."),
+) -> None:
+    """Which batch size for your own model? Its gradient noise scale B_simple (McCandlish et al. 2018)."""
+    from .noise import describe, load_factory, noise_scale
+    from .runner import check_device
+
+    dev = check_device(device)
+    try:
+        net, loss_fn, data = load_factory(model)
+        result = noise_scale(net, loss_fn, data, samples=samples, estimator=estimator, device=dev, seed=seed)
+    except (ValueError, TypeError, ImportError) as e:
+        raise UsageError(f"--model {model}: {' '.join(str(e).split())}") from None
+    out_console.print(describe(result), highlight=False, markup=False, soft_wrap=True)
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code; never exits."""
     interrupted.clear()

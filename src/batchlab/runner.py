@@ -128,7 +128,7 @@ def _one_line(text: str) -> str:
 
 def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str, Any] | None = None) -> str:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
     value = err.get("input")
     if given and len(err["loc"]) == 1 and err["loc"][0] in given:
         value = given[err["loc"][0]]  # what the user typed, not its coerced form
