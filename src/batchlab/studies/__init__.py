@@ -5,8 +5,9 @@ from __future__ import annotations
 from .common import Results, Study, StudyConfig, StudyOutput
 from .dynamics import STUDIES as DYNAMICS
 from .equivalence import STUDIES as EQUIVALENCE
+from .gradients import STUDIES as GRADIENTS
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE]}
+REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS]}
 
 
 def get_study(name: str) -> Study:

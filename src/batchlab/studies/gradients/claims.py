@@ -1,0 +1,173 @@
+"""Claim rules of the gradient-statistics family (G1-G4, V1, N1), as pure functions of stored numbers.
+
+Each rule states its threshold; none is tuned to make a claim come out. A claim about several
+(regime, reduction) combinations says, per combination, what the data show; missing or non-finite
+numbers make it inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from ...claims import Claim, inconclusive
+
+SOURCE_COMPETITION = "gradient competition hypothesis (spec of this study); cf. McCandlish et al. 2018"
+G2_RHO = 0.8
+G4_SPREAD = 1e-5
+V1_TOL = 0.10
+N1_TOL = 0.25
+
+
+def power_law(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Fit mean ||sum|| = c B^alpha on log-log over the batch sizes; a percentile bootstrap over trials
+    (norms [B, trials], the same trials at every B) gives alpha's 95 % CI. A trial whose norm is not
+    finite (its steps diverged) is left out of its batch size's mean and counted; a batch size with
+    fewer than 2 finite trials is left out of the fit."""
+    x = np.log(np.asarray(batch_sizes, dtype=float))
+    norms = np.asarray(norms, dtype=float)
+    nan = {"alpha": math.nan, "ci": (math.nan, math.nan), "c": math.nan, "diverged trials": 0, "fitted B": 0}
+    if norms.ndim != 2 or norms.shape[1] < 2:
+        return nan
+    norms = np.where(np.isfinite(norms) & (norms > 0) & (norms < 1e30), norms, np.nan)
+    keep = np.isfinite(norms).sum(1) >= 2
+    diverged = int((~np.isfinite(norms)).sum())
+    if keep.sum() < 2:
+        return nan | {"diverged trials": diverged}
+    x, norms = x[keep], norms[keep]
+    slope, intercept = np.polyfit(x, np.log(np.nanmean(norms, 1)), 1)
+    rng = np.random.default_rng(seed)
+    t = norms.shape[1]
+    boot = []
+    with np.errstate(all="ignore"):
+        for _ in range(n_boot):
+            means = np.nanmean(norms[:, rng.integers(0, t, t)], 1)
+            if np.all(np.isfinite(means)):
+                boot.append(np.polyfit(x, np.log(means), 1)[0])
+    ci = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if boot else (math.nan, math.nan)
+    return {
+        "alpha": float(slope),
+        "ci": ci,
+        "c": float(np.exp(intercept)),
+        "diverged trials": diverged,
+        "fitted B": int(keep.sum()),
+    }
+
+
+def _per_reduction(label: str, holds: Mapping[str, Mapping[str, bool | None]]) -> tuple[str, str]:
+    """Verdict of a per-(regime, reduction) property: supported under a reduction where it holds in every
+    regime; not supported when it fails everywhere it was decided; else inconclusive."""
+    reductions = sorted({r for per in holds.values() for r in per})
+    under = [r for r in reductions if all(per.get(r) is True for per in holds.values())]
+    decided = [v for per in holds.values() for v in per.values() if v is not None]
+    if under:
+        return "supported", f"{label} under the {' and '.join(under)} reduction in every regime"
+    if decided and not any(decided) and len(decided) == sum(len(per) for per in holds.values()):
+        return "not supported", f"{label} under no reduction and in no regime"
+    return "inconclusive", f"{label} in some regimes or reductions only, or could not be measured in all"
+
+
+def rule_g1(fits: Mapping[str, Mapping[str, dict]]) -> Claim:
+    """G1: alpha > 0 (95 % CI above 0), per regime and reduction; fits[regime][reduction] = power_law()."""
+    statement = "Larger batches make larger summed gradient steps for the same examples seen."
+    rule = "mean ||sum of last-layer gradients|| ~ B^alpha: alpha's 95 % bootstrap CI above 0, per reduction"
+    holds, evidence = {}, {}
+    for regime, per in fits.items():
+        holds[regime] = {}
+        for reduction, fit in per.items():
+            lo, hi = fit["ci"]
+            # True: CI above 0; False: CI below 0; None: it crosses 0 (or could not be fitted)
+            holds[regime][reduction] = True if lo > 0 else False if hi < 0 else None
+            evidence[f"{regime}, {reduction}: alpha"] = fit["alpha"]
+            evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+            if fit.get("diverged trials"):
+                evidence[f"{regime}, {reduction}: diverged trials left out"] = fit["diverged trials"]
+    verdict, why = _per_reduction("alpha > 0", holds)
+    return Claim("G1", statement, SOURCE_COMPETITION, rule, verdict, evidence, why)
+
+
+def rule_g2(batch_sizes: Sequence[int], cv: Mapping[str, Mapping[str, np.ndarray]]) -> Claim:
+    """G2: Spearman rho(B, std/mean of ||sum||) > 0.8, per regime and reduction."""
+    statement = "The relative spread of the summed gradient grows with batch size."
+    rule = f"Spearman correlation of std/mean of ||sum|| with B above {G2_RHO}, per reduction"
+    holds, evidence = {}, {}
+    for regime, per in cv.items():
+        holds[regime] = {}
+        for reduction, values in per.items():
+            values = np.asarray(values, dtype=float)
+            rho = float(stats.spearmanr(batch_sizes, values)[0]) if np.all(np.isfinite(values)) else math.nan
+            holds[regime][reduction] = None if not math.isfinite(rho) else rho > G2_RHO
+            evidence[f"{regime}, {reduction}: Spearman rho"] = rho
+    verdict, why = _per_reduction(f"rho > {G2_RHO}", holds)
+    return Claim("G2", statement, SOURCE_COMPETITION, rule, verdict, evidence, why)
+
+
+def rule_g3(batch_sizes: Sequence[int], tails: Mapping[str, Mapping[str, np.ndarray]], threshold: str) -> Claim:
+    """G3: the count of gradient elements beyond a fixed magnitude never decreases with B."""
+    statement = "Larger batches have heavier-tailed gradient element distributions."
+    rule = f"count of summed-gradient elements with |value| above {threshold} non-decreasing in B, per reduction"
+    holds, evidence = {}, {}
+    for regime, per in tails.items():
+        holds[regime] = {}
+        for reduction, counts in per.items():
+            counts = np.asarray(counts, dtype=float)
+            ok = bool(np.all(np.diff(counts) >= 0)) if counts.size > 1 else None
+            holds[regime][reduction] = ok
+            evidence[f"{regime}, {reduction}: counts by B"] = ", ".join(f"{int(c)}" for c in counts)
+    verdict, why = _per_reduction("the tail count never decreases with B", holds)
+    return Claim("G3", statement, SOURCE_COMPETITION, rule, verdict, evidence, why)
+
+
+def rule_g4(spread: Mapping[str, float]) -> Claim:
+    """G4: with lr = 0 and the sum reduction, ||sum|| is the same for every B (relative spread < 1e-5)."""
+    statement = "Control: with lr = 0 and a summed loss, the summed gradient is identical for every batch size."
+    rule = f"largest (max_B - min_B) / mean_B of a trial's ||sum|| below {G4_SPREAD:g}, in every regime"
+    if not spread or not all(math.isfinite(v) for v in spread.values()):
+        return inconclusive("G4", statement, SOURCE_COMPETITION, rule, "the lr = 0 control is missing")
+    evidence = {f"{regime}: largest relative spread": v for regime, v in spread.items()}
+    worst = max(spread.values())
+    if worst < G4_SPREAD:
+        return Claim("G4", statement, SOURCE_COMPETITION, rule, "supported", evidence, f"largest spread {worst:.2g}")
+    why = f"largest spread {worst:.2g}: the weights must be moving, or the control does not compute what it should"
+    return Claim("G4", statement, SOURCE_COMPETITION, rule, "not supported", evidence, why)
+
+
+def rule_v1(problems: Mapping[str, tuple[Sequence[float], Sequence[float], float]]) -> Claim:
+    """V1: B E||g_B - G||^2 within 10 % of tr(Sigma) for every B (with replacement), on every problem.
+
+    problems[name] = (batch sizes, measured E||g_B - G||^2 with replacement, tr(Sigma))."""
+    statement = "Mini-batch gradient variance falls as 1/B: B E||g_B - G||^2 is constant, equal to tr(Sigma)."
+    source = "textbook sampling theory; e.g. Bottou, Curtis & Nocedal 2018"
+    rule = f"B E||g_B - G||^2 / tr(Sigma) within 1 +- {V1_TOL:g} for every B (with replacement), every problem"
+    if not problems:
+        return inconclusive("V1", statement, source, rule, "no measurement is stored")
+    evidence, worst = {}, 0.0
+    for name, (bs, measured, trace) in problems.items():
+        ratio = np.asarray(bs, dtype=float) * np.asarray(measured, dtype=float) / trace
+        if not np.all(np.isfinite(ratio)):
+            return inconclusive("V1", statement, source, rule, f"{name}: non-finite measurements")
+        evidence[f"{name}: B E||g_B - G||^2 / tr(Sigma) by B"] = ", ".join(f"{r:.3f}" for r in ratio)
+        worst = max(worst, float(np.max(np.abs(ratio - 1))))
+    verdict = "supported" if worst <= V1_TOL else "not supported"
+    return Claim("V1", statement, source, rule, verdict, evidence, f"largest deviation {100 * worst:.1f} %")
+
+
+def rule_n1(estimates: Mapping[str, tuple[float, float]]) -> Claim:
+    """N1: B_simple from per-example gradients and from two batch sizes agree within 25 % at every checkpoint.
+
+    estimates[regime] = (per-example B_simple, two-batch B_simple)."""
+    statement = "The two estimators of the simple noise scale B_simple agree."
+    source = "McCandlish et al. 2018, An Empirical Model of Large-Batch Training (appendix A.1)"
+    rule = f"two-batch / per-example B_simple within 1 +- {N1_TOL:g} at every checkpoint"
+    if not estimates or not all(math.isfinite(a) and math.isfinite(b) and a > 0 for a, b in estimates.values()):
+        return inconclusive("N1", statement, source, rule, "an estimate is missing or not positive")
+    evidence = {}
+    for regime, (a, b) in estimates.items():
+        evidence[f"{regime}: per-example B_simple"] = a
+        evidence[f"{regime}: two-batch B_simple"] = b
+    worst = max(abs(b / a - 1) for a, b in estimates.values())
+    verdict = "supported" if worst <= N1_TOL else "not supported"
+    return Claim("N1", statement, source, rule, verdict, evidence, f"largest relative difference {100 * worst:.0f} %")

@@ -1,0 +1,329 @@
+"""gradient-competition: is one big-batch gradient shorter than the sum of many small-batch gradients?
+
+The hypothesis: the examples of a batch "compete", so the gradient of a big batch is shorter than
+the sum of the small-batch gradients over the same examples. From a checkpoint of the reference run
+(`early` and `late`), each trial draws 1024 distinct training examples (its own seeded draw, the same
+for every batch size), steps through them in batches of B with an SGD step (lr 0.01) after each,
+and adds up the gradients of the last layer's weight matrix. ||sum|| is stored per trial, with a
+histogram of the summed gradient's elements. Trials are stacked like runs: one batched kernel.
+
+With the `mean` reduction every step's gradient is a mean, so 1024/B steps add up to a sum that
+shrinks with B by construction; with `sum` each step adds its examples' gradients, and at lr = 0 the
+sum is the same for every B (same examples, same weights): the control. Any dependence on B under
+`sum` and lr > 0 comes from the weights moving during the pass.
+
+Claims tested:
+  G1  larger batches make larger summed steps (alpha > 0 in ||sum|| ~ B^alpha), per reduction;
+  G2  the relative spread std/mean of ||sum|| grows with B (Spearman > 0.8);
+  G3  the count of summed-gradient elements beyond a fixed magnitude never decreases with B;
+  G4  control: lr = 0 with `sum` gives the same ||sum|| for every B (relative spread < 1e-5).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ...engine.spec import TaskSpec
+from ...report.figures import PALETTE, new_figure
+from ...report.html import Table
+from ...tasks.gradients import HIST_EDGES, CompetitionArgs
+from ..common import FigureSpec, Results, Study, StudyOutput
+from .claims import power_law, rule_g1, rule_g2, rule_g3, rule_g4
+from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
+
+BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024)
+TAIL_RMS = 5.0  # G3's fixed magnitude: 5x the RMS element of the largest batch's summed gradient
+
+
+class CompetitionConfig(GradientConfig):
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        BATCH_SIZES, min_length=3, description="Batch sizes B; each trial takes its examples in batches of B."
+    )
+    trials: int = Field(1000, ge=2, description="Trials per batch size and regime (each its own draw of examples).")
+    examples: int = Field(1024, ge=1, description="Examples per trial.")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate of the steps through the examples.")
+    reductions: tuple[Literal["mean", "sum"], ...] = Field(
+        ("mean", "sum"), min_length=1, description="Loss reductions to measure (every figure says which it shows)."
+    )
+    control: bool = Field(True, description="Also run the lr = 0 control with the sum reduction (claim G4).")
+    trial_chunk: int = Field(0, ge=0, description="Trials computed together (0: as many as fit in memory).")
+
+
+def _variant(reduction: str, lr: float) -> str:
+    return f"{reduction}, lr {lr:g}"
+
+
+class GradientCompetition(Study):
+    name = "gradient-competition"
+    title = "Do the examples of a batch compete? Summed gradients across batch sizes"
+    description = (
+        "From checkpoints of the reference MLP (batch 1024, lr 0.01) early and late in training, each trial "
+        "steps through its own draw of 1024 training examples in batches of B (SGD after each batch) and adds up "
+        "the last layer's weight gradients; ||sum|| is compared across B. With a mean loss the sum shrinks with "
+        "B by construction (1024/B steps, each a mean); with a summed loss and lr = 0 it is the same for every "
+        "B, the control: any dependence on B at lr > 0 comes from the weights moving during the pass."
+    )
+    Config = CompetitionConfig
+    profiles = {"quick": {**QUICK_REFERENCE, "trials": 16}, "full": {}}
+
+    def tasks(self, cfg: CompetitionConfig) -> dict[tuple[str, str, int], TaskSpec]:
+        """(regime, variant, B) -> its task."""
+        variants = [(r, cfg.lr) for r in cfg.reductions] + ([("sum", 0.0)] if cfg.control else [])
+        out = {}
+        for regime in REGIMES:
+            for reduction, lr in variants:
+                for b in cfg.batch_sizes:
+                    args = CompetitionArgs(
+                        batch_size=b,
+                        trials=cfg.trials,
+                        examples=cfg.examples,
+                        lr=lr,
+                        reduction=reduction,
+                        trial_chunk=cfg.trial_chunk,
+                    )
+                    spec = TaskSpec(
+                        kind="gradient-competition",
+                        args=args.model_dump(mode="json"),
+                        seed=cfg.seed,
+                        start=cfg.checkpoint(regime),
+                    )
+                    out[(regime, _variant(reduction, lr), b)] = spec
+        return out
+
+    def plan(self, cfg: CompetitionConfig) -> list[TaskSpec]:
+        if cfg.examples > (cfg.train_subset or 60_000):
+            raise ValueError(f"examples {cfg.examples} exceeds the training set")
+        return list(self.tasks(cfg).values())
+
+    # --- analysis -------------------------------------------------------------------------------------
+    def norms(self, cfg, results: Results, tasks) -> dict[tuple[str, str], np.ndarray]:
+        """(regime, variant) -> norms [B, trials] (NaN rows where a task is missing)."""
+        out = {}
+        for (regime, variant, b), spec in tasks.items():
+            arr = results.array(spec, "norms") if results.has(spec) and not results.error(spec) else None
+            rows = out.setdefault((regime, variant), np.full((len(cfg.batch_sizes), cfg.trials), np.nan))
+            if arr is not None:
+                rows[cfg.batch_sizes.index(b)] = arr
+        return out
+
+    def tails(self, cfg, results, tasks, norms) -> tuple[dict, dict, dict]:
+        """Tail counts per (regime, variant) at G3's fixed magnitude, the pooled histograms, the thresholds."""
+        width = (cfg.widths[-1] if cfg.model == "mlp" else 128) * 10
+        counts, hists, thresholds = {}, {}, {}
+        for (regime, variant), n in norms.items():
+            rms = np.sqrt(np.nanmean(n[int(np.argmax(cfg.batch_sizes))] ** 2) / width)
+            edge = int(np.searchsorted(HIST_EDGES, TAIL_RMS * rms)) if np.isfinite(rms) else len(HIST_EDGES) - 1
+            edge = min(edge, len(HIST_EDGES) - 1)
+            thresholds[(regime, variant)] = HIST_EDGES[edge]
+            per_b, hist_b = [], []
+            for b in cfg.batch_sizes:
+                spec = tasks[(regime, variant, b)]
+                if not results.has(spec) or results.error(spec):
+                    per_b.append(np.nan)
+                    hist_b.append(None)
+                    continue
+                h = results.array(spec, "element_hist")
+                hist_b.append(h)
+                per_b.append(float(h[:, edge + 1 :].sum()))  # bins above the edge
+            counts[(regime, variant)] = np.array(per_b)
+            hists[(regime, variant)] = hist_b
+        return counts, hists, thresholds
+
+    def analyze(self, cfg: CompetitionConfig, results: Results) -> StudyOutput:
+        tasks = self.tasks(cfg)
+        norms = self.norms(cfg, results, tasks)
+        counts, hists, thresholds = self.tails(cfg, results, tasks, norms)
+        moving = [_variant(r, cfg.lr) for r in cfg.reductions]
+        fits = {
+            regime: {v.split(",")[0]: power_law(cfg.batch_sizes, norms[(regime, v)]) for v in moving}
+            for regime in REGIMES
+        }
+        cv = {
+            regime: {
+                v.split(",")[0]: np.nanstd(norms[(regime, v)], 1, ddof=1) / np.nanmean(norms[(regime, v)], 1)
+                for v in moving
+            }
+            for regime in REGIMES
+        }
+        tails = {regime: {v.split(",")[0]: counts[(regime, v)] for v in moving} for regime in REGIMES}
+        spread = {}
+        if cfg.control:
+            for regime in REGIMES:
+                n = norms[(regime, _variant("sum", 0.0))]
+                spread[regime] = float(np.max((n.max(0) - n.min(0)) / n.mean(0))) if np.all(np.isfinite(n)) else np.nan
+        info = regime_info(results, cfg)
+        threshold_text = "; ".join(
+            f"{regime}, {v.split(',')[0]}: {thresholds[(regime, v)]:.3g}" for regime in REGIMES for v in moving
+        )
+        claims = [
+            rule_g1(fits),
+            rule_g2(cfg.batch_sizes, cv),
+            rule_g3(cfg.batch_sizes, tails, f"{TAIL_RMS:g}x the RMS element at the largest B ({threshold_text})"),
+        ]
+        if cfg.control:
+            claims.append(rule_g4(spread))
+        regimes_text = ", ".join(
+            f"{r}: epoch {i['epoch']}, train acc {100 * i.get('train_acc', np.nan):.1f} %" for r, i in info.items()
+        )
+        return StudyOutput(
+            figures=[
+                FigureSpec(
+                    "norm_vs_batch",
+                    self.norm_figure(cfg, norms, fits),
+                    "Mean (points, +-1 std as error bars) of ||sum of last-layer gradients|| over the trials against "
+                    f"B, log-log, with the fitted power law B^alpha and its 95 % CI; one panel per regime ({regimes_text})"
+                    ", one line per reduction (the lr = 0 control dashed). Look at the slope: the sign of alpha is G1.",
+                ),
+                FigureSpec(
+                    "rescaled",
+                    self.rescaled_figure(cfg, norms),
+                    "Mean and std of ||sum|| rescaled by mu_largest B / mu_B, so that every B has the largest batch's "
+                    "mean: what is left is the shape of the spread (G2: std/mean growing with B), per reduction.",
+                ),
+                FigureSpec(
+                    "ridge",
+                    self.ridge_figure(cfg, norms),
+                    "Histograms of the rescaled norms per batch size (one row per B, B growing upwards), per regime "
+                    "and reduction (lr > 0): wider rows mean more spread relative to the mean.",
+                ),
+                FigureSpec(
+                    "elements",
+                    self.element_figure(cfg, hists, counts, thresholds, moving),
+                    "Left: elements of the summed last-layer gradient pooled over all trials, per B, |value| on a log "
+                    "axis, counts on a log axis (early regime, first reduction). Right: the count beyond G3's fixed "
+                    "magnitude against B, per regime and reduction (G3 asks that it never decreases).",
+                ),
+            ],
+            tables=[self.table(cfg, norms, counts)],
+            claims=claims,
+        )
+
+    def norm_figure(self, cfg, norms, fits):
+        fig, axes = new_figure(ncols=len(REGIMES), width=5.2 * len(REGIMES), height=4)
+        variants = list(dict.fromkeys(v for _, v in norms))
+        for ax, regime in zip(np.atleast_1d(axes), REGIMES):
+            for i, variant in enumerate(variants):
+                n = norms[(regime, variant)]
+                mean, std = np.nanmean(n, 1), np.nanstd(n, 1, ddof=1)
+                control = variant.endswith("lr 0")
+                label = f"{variant}" + (" (control)" if control else "")
+                fit = fits[regime].get(variant.split(",")[0]) if not control else None
+                if fit and np.isfinite(fit["alpha"]):
+                    label += f": alpha {fit['alpha']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
+                    xs = np.array(cfg.batch_sizes, dtype=float)
+                    ax.plot(xs, fit["c"] * xs ** fit["alpha"], color=PALETTE[i], linewidth=0.8, alpha=0.6)
+                ax.errorbar(
+                    cfg.batch_sizes,
+                    mean,
+                    yerr=std,
+                    fmt="o--" if control else "o",
+                    markersize=3,
+                    color=PALETTE[i],
+                    label=label,
+                    capsize=2,
+                    linewidth=1,
+                )
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel="batch size B",
+                ylabel="||sum|| (last-layer weight gradient)",
+                title=f"{regime} checkpoint",
+            )
+            ax.legend(frameon=False, fontsize=7)
+        return fig
+
+    def rescaled_figure(self, cfg, norms):
+        variants = [v for v in dict.fromkeys(v for _, v in norms) if not v.endswith("lr 0")]
+        fig, axes = new_figure(ncols=len(variants), width=5 * len(variants), height=3.8)
+        big = int(np.argmax(cfg.batch_sizes))
+        for ax, variant in zip(np.atleast_1d(axes), variants):
+            for i, regime in enumerate(REGIMES):
+                n = norms[(regime, variant)]
+                mean, std = np.nanmean(n, 1), np.nanstd(n, 1, ddof=1)
+                scale = mean[big] / mean
+                ax.plot(cfg.batch_sizes, mean * scale, "o-", color=PALETTE[i], markersize=3, label=f"{regime}: mean")
+                ax.plot(cfg.batch_sizes, std * scale, "s--", color=PALETTE[i], markersize=3, label=f"{regime}: std")
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel="batch size B",
+                ylabel="rescaled by mu_largest / mu_B",
+                title=f"reduction: {variant}",
+            )
+            ax.legend(frameon=False, fontsize=7)
+        return fig
+
+    def ridge_figure(self, cfg, norms):
+        variants = [v for v in dict.fromkeys(v for _, v in norms) if not v.endswith("lr 0")]
+        fig, axes = new_figure(ncols=len(REGIMES) * len(variants), width=3.4 * len(REGIMES) * len(variants), height=5)
+        big = int(np.argmax(cfg.batch_sizes))
+        for ax, (regime, variant) in zip(np.atleast_1d(axes), [(r, v) for r in REGIMES for v in variants]):
+            n = norms[(regime, variant)]
+            scaled = n * (np.nanmean(n[big]) / np.nanmean(n, 1))[:, None]
+            finite = scaled[np.isfinite(scaled)]
+            if finite.size == 0:
+                continue
+            bins = np.linspace(finite.min(), finite.max(), 40)
+            for row, b in enumerate(cfg.batch_sizes):
+                h, edges = np.histogram(scaled[row][np.isfinite(scaled[row])], bins=bins)
+                h = 0.9 * h / max(h.max(), 1)
+                ax.fill_between(edges[:-1], row, row + h, step="post", color=PALETTE[row % len(PALETTE)], alpha=0.7)
+            ax.set_yticks(range(len(cfg.batch_sizes)), [str(b) for b in cfg.batch_sizes], fontsize=7)
+            ax.set(xlabel="rescaled ||sum||", ylabel="batch size B", title=f"{regime}, {variant}")
+        return fig
+
+    def element_figure(self, cfg, hists, counts, thresholds, moving):
+        fig, axes = new_figure(ncols=2, width=11, height=4)
+        key = (REGIMES[0], moving[0])
+        centers = np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:])
+        for row, (b, h) in enumerate(zip(cfg.batch_sizes, hists[key])):
+            if h is None:
+                continue
+            pos = h[0, 1:-1]
+            neg = h[1, 1:-1]
+            color = PALETTE[row % len(PALETTE)]
+            axes[0].plot(centers, np.where(pos > 0, pos, np.nan), color=color, linewidth=0.9, label=f"B={b}")
+            axes[0].plot(-centers, np.where(neg > 0, neg, np.nan), color=color, linewidth=0.9)
+        axes[0].set_xscale("symlog", linthresh=float(HIST_EDGES[0]) * 10)
+        axes[0].axvline(thresholds[key], color="#555555", linestyle=":", linewidth=1)
+        axes[0].axvline(-thresholds[key], color="#555555", linestyle=":", linewidth=1)
+        axes[0].set(
+            yscale="log",
+            xlabel="element of the summed gradient",
+            ylabel="count (all trials)",
+            title=f"{key[0]}, {key[1]}",
+        )
+        axes[0].legend(frameon=False, fontsize=6, ncols=3)
+        for i, ((regime, variant), c) in enumerate((k, v) for k, v in counts.items() if k[1] in moving):
+            axes[1].plot(cfg.batch_sizes, c, "o-", color=PALETTE[i], markersize=3, label=f"{regime}, {variant}")
+        axes[1].set(
+            xscale="log", xlabel="batch size B", ylabel="elements beyond the fixed magnitude", title="tail count (G3)"
+        )
+        axes[1].legend(frameon=False, fontsize=7)
+        return fig
+
+    def table(self, cfg, norms, counts) -> Table:
+        rows = []
+        for (regime, variant), n in norms.items():
+            for i, b in enumerate(cfg.batch_sizes):
+                mean = float(np.nanmean(n[i])) if np.isfinite(n[i]).any() else None
+                std = float(np.nanstd(n[i], ddof=1)) if np.isfinite(n[i]).sum() > 1 else None
+                rows.append(
+                    {
+                        "regime": regime,
+                        "reduction, lr": variant,
+                        "B": b,
+                        "trials": int(np.isfinite(n[i]).sum()),
+                        "mean ||sum||": mean,
+                        "std ||sum||": std,
+                        "std/mean": None if not mean or std is None else std / mean,
+                        "tail count": float(counts[(regime, variant)][i]) if (regime, variant) in counts else None,
+                    }
+                )
+        return Table(
+            "competition", rows, "Per regime, reduction (and lr) and B: mean, std, std/mean of ||sum||, tail count."
+        )
