@@ -265,7 +265,7 @@ def tiny_profiles(monkeypatch):
             if k in study.Config.model_fields
         }
         if "trials" in study.Config.model_fields or "regression_n" in study.Config.model_fields:
-            small |= {"batch_sizes": (1, 8, 64, 512)} if "trials" in study.Config.model_fields else {}
+            small |= {"batch_sizes": (1, 8, 64, 512)}
             gradients = {"trials": 4, "draws": 16, "bootstrap": 20, "early_epoch": 1, "late_epoch": 2}
             gradients |= {"regression_n": 512, "examples": 512, "big_batch": 256}
             small |= {k: v for k, v in gradients.items() if k in study.Config.model_fields}

@@ -47,8 +47,8 @@ class GradientConfig(StudyConfig):
 
 # The quick miniature of the reference run: 10k examples, a 256-wide MLP. A 10k-example epoch at batch
 # 1024 is 10 steps (60k: 59), so the early checkpoint at 12 epochs keeps the full protocol's ~120 steps;
-# the late one at 60 epochs (600 steps, a third of the full 1770) is where the quick run's test accuracy
-# flattens (measured: docs/studies/gradient-statistics.md).
+# the late one at 60 epochs is 600 steps (a third of the full 1770, which would cost ~50 s on 2 cores).
+# Measured on the CPU: train accuracy 86.4 % early and 93.1 % late (test 80.9 % and 88.4 %).
 QUICK_REFERENCE = {
     "train_subset": 10_000,
     "test_subset": 2_000,

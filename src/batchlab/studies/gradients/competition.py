@@ -174,8 +174,9 @@ class GradientCompetition(Study):
                     "norm_vs_batch",
                     self.norm_figure(cfg, norms, fits),
                     "Mean (points, +-1 std as error bars) of ||sum of last-layer gradients|| over the trials against "
-                    f"B, log-log, with the fitted power law B^alpha and its 95 % CI; one panel per regime ({regimes_text})"
-                    ", one line per reduction (the lr = 0 control dashed). Look at the slope: the sign of alpha is G1.",
+                    "B, log-log, with the fitted power law B^alpha and its 95 % CI; one panel per regime "
+                    f"({regimes_text}), one line per reduction (the lr = 0 control dashed). "
+                    "Look at the slope: the sign of alpha is G1.",
                 ),
                 FigureSpec(
                     "rescaled",
