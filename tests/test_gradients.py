@@ -146,3 +146,39 @@ def test_v1_rule_thresholds():
     assert rule_v1({"p": (bs, 10.0 / bs * 1.05, 10.0)}).verdict == "supported"
     assert rule_v1({"p": (bs, 10.0 / bs * np.array([1, 1, 1.2]), 10.0)}).verdict == "not supported"
     assert rule_v1({}).verdict == "inconclusive"
+
+
+# --- steps to a target ---------------------------------------------------------------------------------
+def test_a_run_stops_at_its_target_and_its_path_is_unchanged_until_then():
+    common = dict(train_subset=1024, test_subset=200, widths=(16,), batch_size=64, epochs=4, probes=("test",))
+    free = RunSpec(**common, eval_every=4, lr=0.1)
+    stopping = RunSpec(**common, eval_every=4, stop_metric="test_acc", stop_at=0.5, lr=0.1)
+    slow = RunSpec(**common, eval_every=4, stop_metric="test_acc", stop_at=0.5, lr=1e-4)
+    (a,) = train_group([free], device="cpu")
+    b, c = train_group([stopping, slow], device="cpu")
+    hit = next(m["step"] for m in a.metrics if m["test_acc"] >= 0.5)
+    assert [m["test_acc"] for m in b.metrics if m["step"] <= hit] == [
+        m["test_acc"] for m in a.metrics if m["step"] <= hit
+    ]
+    after = [m["test_acc"] for m in b.metrics if m["step"] > hit]
+    assert after and len(set(after)) == 1  # stopped: the weights no longer move
+    assert c.metrics[-1]["step"] == a.metrics[-1]["step"]  # the slow run never reached it: the group ran to the end
+
+
+def test_a_group_ends_when_every_run_has_reached_its_target():
+    common = dict(train_subset=1024, test_subset=200, widths=(16,), batch_size=64, epochs=50, probes=("test",))
+    (r,) = train_group([RunSpec(**common, eval_every=2, stop_metric="test_acc", stop_at=0.6)], device="cpu")
+    assert r.metrics[-1]["test_acc"] >= 0.6 and r.steps == r.metrics[-1]["step"] < 50 * 16
+
+
+def test_fit_steps_recovers_a_known_critical_batch_size():
+    from batchlab.studies.gradients.steps_to_target import fit_steps, rule_n2
+
+    bs = np.array([16, 32, 64, 128, 256, 512, 1024, 2048])
+    steps = 50 * (1 + 300 / bs) * np.exp(np.random.default_rng(0).normal(0, 0.02, bs.size))
+    fit = fit_steps(bs, steps)
+    assert fit["b_noise"] == pytest.approx(300, rel=0.1) and fit["s_min"] == pytest.approx(50, rel=0.1)
+    assert fit["ci"][0] < 300 < fit["ci"][1] and fit["r2"] > 0.99
+    assert rule_n2(fit, 500.0).verdict == "supported"
+    assert rule_n2(fit, 5000.0).verdict == "not supported"
+    assert rule_n2(fit_steps(bs[:2], steps[:2]), 500.0).verdict == "inconclusive"

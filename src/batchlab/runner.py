@@ -514,7 +514,9 @@ def write_report(
             raise UsageError(
                 f"the recorded config of {name} in {out} is no longer valid ({_one_line(e)}); run the study again"
             ) from None
-        results = Results(store.runs(s.key for s in specs), store.load_array)
+        # a task's start run is read too: its metrics describe the checkpoint the task measured
+        starts = [s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None]
+        results = Results(store.runs([*(s.key for s in specs), *starts]), store.load_array)
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
         output = with_rounding_evidence(study.analyze(cfg, results), results, specs)

@@ -104,9 +104,16 @@ class RunSpec(PlainData):
     # (eval_every=0), or every eval_every steps and at the end; probes=() measures nothing
     probes: tuple[str, ...] = ("metrics", "geometry")
     eval_every: int = Field(0, ge=0)
+    # stop at a target: a run stops updating at the first evaluation where metric `stop_metric` reaches
+    # `stop_at` (e.g. test_acc 0.97); the group ends as soon as every run has stopped, so it costs what
+    # the slowest run needs (steps-to-target)
+    stop_metric: str | None = None
+    stop_at: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "RunSpec":
+        if (self.stop_metric is None) != (self.stop_at is None):
+            raise ValueError("stop_metric and stop_at go together")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
         if any(w < 1 for w in self.widths):

@@ -162,6 +162,8 @@ class GroupTrainer:
         self.arange = torch.arange(data.n_train, device=device)
         self.micro_batch = head.micro_batch
         self.probes, self.eval_every = head.probes, head.eval_every
+        self.stop_metric, self.stop_at = head.stop_metric, head.stop_at
+        self.all_stopped = False  # every run has reached its target (or diverged): the group can end
         # fused: torch.compile merges the loss and the per-step bookkeeping + optimizer update into a
         # few generated kernels (each weight read once per update instead of once per elementwise op).
         self.loss_fn, self.finish_step = self._loss, self._finish_step
@@ -274,10 +276,12 @@ class GroupTrainer:
             self.step(min(batch_size, self.data.n_train - k * batch_size))
             if on_step is not None:
                 on_step(step0 + k + 1, epoch + (k + 1) / steps)
+                if self.all_stopped:
+                    return k + 1
         return steps
 
     @torch.no_grad()
-    def measure(self) -> dict[str, torch.Tensor]:
+    def measure(self, step: int = 0) -> dict[str, torch.Tensor]:
         """The runs' probes (by default: train and test loss/accuracy, distances and cosines), per run."""
         if not self.probes:
             return {}
@@ -290,15 +294,43 @@ class GroupTrainer:
         # first convolution, against 1024 units): evaluate it in 32x smaller chunks (4 float64 CNN runs
         # peaked at 19.7 GB with the MLP's chunks)
         elements = (1 << 25) // (32 if self.specs[0].model.startswith("cnn") else 1)
-        ctx = ProbeContext(self.stack.params, self.init, self.data, fwd, len(self.specs), elements)
+        ctx = ProbeContext(
+            self.stack.params,
+            self.init,
+            self.data,
+            fwd,
+            len(self.specs),
+            elements,
+            self.batch_grad_sq_norms,
+            seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
+        )
         with tf32_mode(self.precision):
             return run_probes(self.probes, ctx)
+
+    def batch_grad_sq_norms(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement (the
+        gradient-noise probe's ingredient); the weights are not changed."""
+        idx = torch.randint(self.data.n_train, (len(self.specs), batch_size), generator=generator).to(self.device)
+        with torch.enable_grad():
+            losses = batch_losses(
+                self.stack, self.data.x_train[idx], self.data.y_train[idx], task=self.task, bn_mode="eval"
+            )
+            grads = torch.autograd.grad(losses.sum(), list(self.stack.params.values()))
+        return sum(g.flatten(1).double().pow(2).sum(1) for g in grads)
 
     def snapshot(self) -> list[dict[str, np.ndarray]]:
         """Every run's current weights and buffers as host arrays (a checkpoint)."""
         host = {f"param:{k}": v.detach().cpu().numpy() for k, v in self.stack.params.items()}
         host |= {f"buffer:{k}": v.detach().cpu().numpy() for k, v in self.stack.buffers.items()}
         return [{k: v[r].copy() for k, v in host.items()} for r in range(len(self.specs))]
+
+    def stop_reached(self, record: dict) -> None:
+        """Runs whose `stop_metric` reached `stop_at` stop updating (like a diverged run, but finished)."""
+        if self.stop_metric not in record:
+            raise ValueError(f"stop_metric {self.stop_metric!r} is not measured by the probes {self.probes}")
+        value = torch.as_tensor(record[self.stop_metric], device=self.alive.device)
+        self.alive &= ~(value >= self.stop_at)
+        self.all_stopped = not bool(self.alive.any())
 
     def freeze_nonfinite(self) -> None:
         """Catch parameters that overflowed without a non-finite loss yet (checked once an epoch)."""
@@ -320,7 +352,9 @@ class GroupTrainer:
 
         def record(step: int, epoch: float) -> None:
             if self.probes and (not records or records[-1]["step"] != step):
-                records.append({"epoch": epoch, "step": step, **self.measure()})
+                records.append({"epoch": epoch, "step": step, **self.measure(step)})
+                if self.stop_metric is not None:
+                    self.stop_reached(records[-1])
 
         def every_n_steps(step: int, epoch: float) -> None:
             if step % self.eval_every == 0:
@@ -338,7 +372,9 @@ class GroupTrainer:
             if epoch + 1 in checkpoints:
                 saved[epoch + 1] = self.snapshot()
             if on_epoch:
-                on_epoch(len(self.specs), 1)
+                on_epoch(len(self.specs), len(self.plan) - epoch if self.all_stopped else 1)
+            if self.all_stopped:
+                break
         wall = time.perf_counter() - t0
         results = self._results(records, step, wall, keep_params)
         for e, per_run in saved.items():

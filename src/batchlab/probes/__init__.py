@@ -29,6 +29,9 @@ class ProbeContext:
     n_runs: int
     # evaluation chunk: runs x examples x activation width kept below this many elements at once
     max_elements: int = 1 << 25
+    # ||g_B||^2 of every run's gradient on B random training examples: grad_sq_norms(B, generator) -> [R]
+    grad_sq_norms: Callable[[int, torch.Generator], torch.Tensor] | None = None
+    seed: int = 0  # of a probe's own random draws: a function of the group and the step, so reruns agree
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
@@ -45,12 +48,46 @@ def metrics_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     }
 
 
+def test_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Loss and accuracy over the test split only (test_loss, test_acc): cheap enough for every few steps."""
+    d = ctx.data
+    values = evaluate(ctx.forward, d.x_test, d.y_test, ctx.n_runs, d.task, ctx.max_elements)
+    return {f"test_{k}": v for k, v in values.items()}
+
+
+# the gradient-noise probe: batch sizes and draws per evaluation (cheap next to a full evaluation)
+NOISE_SMALL, NOISE_BIG, NOISE_DRAWS = 32, 512, 4
+
+
+def noise_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Unbiased estimates of |G|^2 and tr(Sigma) from two batch sizes (McCandlish et al. 2018, A.1):
+    noise_grad_sq_norm and noise_trace_sigma, kept apart so that the analysis can smooth each over
+    evaluations and take the ratio B_simple = tr(Sigma)/|G|^2 last (the ratio of noisy estimates is biased).
+    Batches are drawn with replacement, as the estimator assumes."""
+    if ctx.grad_sq_norms is None:
+        raise ValueError("the noise probe needs a training group (gradients of the stacked runs)")
+    big = min(NOISE_BIG, ctx.data.n_train)
+    small = min(NOISE_SMALL, big // 2)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    s = torch.stack([ctx.grad_sq_norms(small, gen) for _ in range(NOISE_DRAWS)]).mean(0)
+    b = torch.stack([ctx.grad_sq_norms(big, gen) for _ in range(NOISE_DRAWS)]).mean(0)
+    return {
+        "noise_grad_sq_norm": (big * b - small * s) / (big - small),
+        "noise_trace_sigma": (s - b) / (1 / small - 1 / big),
+    }
+
+
 def geometry_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """Distance and per-layer cosine to the initialisation, and distance from the origin."""
     return geometry(ctx.params, ctx.init)
 
 
-PROBES: dict[str, Probe] = {"metrics": metrics_probe, "geometry": geometry_probe}
+PROBES: dict[str, Probe] = {
+    "metrics": metrics_probe,
+    "test": test_probe,
+    "geometry": geometry_probe,
+    "noise": noise_probe,
+}
 
 
 def register_probe(name: str, probe: Probe) -> None:

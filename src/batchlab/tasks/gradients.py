@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ..analysis import noise
 from ..datasets import regression_problem
 from ..engine.data import compute_dtype, load_for, template_model
 from ..engine.step import batch_losses, per_example_grads, single_example_stack
@@ -330,8 +331,12 @@ def _two_batch_norms(args, ctx, run, data, base, params, buffers, gen) -> tuple[
 
 
 def two_batch_estimates(small_sq: np.ndarray, big_sq: np.ndarray, b_small: float, b_big: float) -> dict:
-    """|G|^2, tr(Sigma) and B_simple from mean squared norms of small- and big-batch gradients."""
-    s, g = float(np.mean(small_sq)), float(np.mean(big_sq))
-    g2 = (b_big * g - b_small * s) / (b_big - b_small)
-    trace = (s - g) / (1 / b_small - 1 / b_big)
-    return {"grad_sq_norm": g2, "trace_sigma": trace, "b_simple": trace / g2 if g2 > 0 else math.nan}
+    """|G|^2, tr(Sigma) and B_simple (NaN when |G|^2 <= 0) from the mean squared norms of small- and
+    big-batch gradients (the formulas: `batchlab.analysis.noise.two_batch_estimates`)."""
+    est = noise.two_batch_estimates(small_sq, big_sq, int(b_small), int(b_big))
+    b = est.b_simple
+    return {
+        "grad_sq_norm": est.grad_sq_norm,
+        "trace_sigma": est.trace_sigma,
+        "b_simple": b if math.isfinite(b) else math.nan,
+    }

@@ -4,6 +4,8 @@
                         an early and a late checkpoint, both loss reductions, lr = 0 control.  G1-G4
   gradient-variance     E||g_B - G||^2 against tr(Sigma)/B, with and without replacement.       V1
   noise-scale           B_simple = tr(Sigma)/|G|^2 by per-example gradients and two batch sizes. N1
+  steps-to-target       steps to a target accuracy per B (lr tuned), S = S_min (1 + B_noise/B)
+                        against B_simple.                                                     N2
 
 The checkpoints come from one reference run (batch 1024, lr 0.01) that every study of the family
 plans identically, so it is trained once; the measurements are tasks (batchlab.tasks.gradients).
@@ -14,9 +16,10 @@ from __future__ import annotations
 from ..common import Study
 from .competition import CompetitionConfig, GradientCompetition
 from .noise import NoiseScale, NoiseScaleConfig
+from .steps_to_target import StepsConfig, StepsToTarget
 from .variance import GradientVariance, VarianceConfig
 
-STUDIES: list[Study] = [GradientCompetition(), GradientVariance(), NoiseScale()]
+STUDIES: list[Study] = [GradientCompetition(), GradientVariance(), NoiseScale(), StepsToTarget()]
 
 __all__ = [
     "STUDIES",
@@ -26,4 +29,6 @@ __all__ = [
     "VarianceConfig",
     "NoiseScale",
     "NoiseScaleConfig",
+    "StepsToTarget",
+    "StepsConfig",
 ]

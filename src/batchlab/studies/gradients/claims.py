@@ -38,7 +38,10 @@ def power_law(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 20
     if keep.sum() < 2:
         return nan | {"diverged trials": diverged}
     x, norms = x[keep], norms[keep]
-    slope, intercept = np.polyfit(x, np.log(np.nanmean(norms, 1)), 1)
+    logs = np.log(np.nanmean(norms, 1))
+    slope, intercept = np.polyfit(x, logs, 1)
+    resid = logs - (slope * x + intercept)
+    r2 = 1 - float(resid @ resid) / float(((logs - logs.mean()) ** 2).sum()) if np.ptp(logs) > 0 else math.nan
     rng = np.random.default_rng(seed)
     t = norms.shape[1]
     boot = []
@@ -52,6 +55,7 @@ def power_law(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 20
         "alpha": float(slope),
         "ci": ci,
         "c": float(np.exp(intercept)),
+        "r2": r2,
         "diverged trials": diverged,
         "fitted B": int(keep.sum()),
     }
@@ -83,6 +87,8 @@ def rule_g1(fits: Mapping[str, Mapping[str, dict]]) -> Claim:
             holds[regime][reduction] = True if lo > 0 else False if hi < 0 else None
             evidence[f"{regime}, {reduction}: alpha"] = fit["alpha"]
             evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+            if "r2" in fit:
+                evidence[f"{regime}, {reduction}: power-law R^2 (log-log)"] = fit["r2"]
             if fit.get("diverged trials"):
                 evidence[f"{regime}, {reduction}: diverged trials left out"] = fit["diverged trials"]
     verdict, why = _per_reduction("alpha > 0", holds)

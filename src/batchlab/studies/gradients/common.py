@@ -37,7 +37,7 @@ class GradientConfig(StudyConfig):
             batch_size=self.checkpoint_batch,
             lr=self.checkpoint_lr,
             epochs=self.late_epoch,
-            probes=("metrics",),
+            probes=("metrics", "noise"),  # the noise probe: |G|^2 and tr(Sigma) after every epoch
         )
 
     def checkpoint(self, regime: str) -> Checkpoint:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from ...analysis.noise import NoiseScaleEMA
 from ...engine.spec import TaskSpec
 from ...report.figures import PALETTE, new_figure
 from ...report.html import Table
@@ -106,10 +107,58 @@ class NoiseScale(Study):
             }
         return out
 
+    @staticmethod
+    def during_training(cfg: NoiseScaleConfig, results: Results, decay: float = 0.7) -> list[dict]:
+        """The reference run's noise probe per evaluation: raw |G|^2 and tr(Sigma), each smoothed by an EMA
+        (bias-corrected), and B_simple as the ratio of the smoothed values."""
+        run = cfg.reference_run()
+        if not results.has(run):
+            return []
+        ema = NoiseScaleEMA(decay)
+        rows = []
+        series = {k: results.series(run, k) for k in ("noise_grad_sq_norm", "noise_trace_sigma", "train_loss")}
+        for i, (step, epoch) in enumerate(zip(results.steps(run), results.epochs(run))):
+            g2, tr = series["noise_grad_sq_norm"][i], series["noise_trace_sigma"][i]
+            if np.isfinite(g2) and np.isfinite(tr):
+                ema.update(g2, tr)
+            rows.append(
+                {
+                    "step": int(step),
+                    "epoch": float(epoch),
+                    "train_loss": float(series["train_loss"][i]),
+                    "|G|^2": float(g2),
+                    "tr(Sigma)": float(tr),
+                    "smoothed B_simple": ema.b_simple,
+                }
+            )
+        return rows
+
+    @staticmethod
+    def training_panel(ax, rows: list[dict]) -> None:
+        if not rows:
+            return
+        steps = [r["step"] for r in rows]
+        b = np.array([r["smoothed B_simple"] for r in rows], dtype=float)
+        ax.plot(
+            steps,
+            np.where(np.isfinite(b) & (b > 0), b, np.nan),
+            "o-",
+            color=PALETTE[0],
+            markersize=3,
+            label="B_simple (smoothed)",
+        )
+        ax.set(yscale="log", xlabel="step", ylabel="B_simple (examples)", title="during the reference run")
+        loss = ax.twinx()
+        loss.plot(steps, [r["train_loss"] for r in rows], color=PALETTE[1], linewidth=1, label="train loss")
+        loss.set(ylabel="train loss", yscale="log")
+        lines = ax.get_lines() + loss.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], frameon=False, fontsize=8, loc="upper left")
+
     def analyze(self, cfg: NoiseScaleConfig, results: Results) -> StudyOutput:
         est = self.estimates(cfg, results)
         info = regime_info(results, cfg)
-        fig, ax = new_figure(width=6, height=4)
+        fig, axes = new_figure(ncols=2, width=11, height=4)
+        ax = axes[0]
         for i, (method, offset) in enumerate((("per-example", -0.12), ("two-batch", 0.12))):
             xs, ys, lo, hi = [], [], [], []
             for j, regime in enumerate(REGIMES):
@@ -130,6 +179,8 @@ class NoiseScale(Study):
         )
         ax.set(yscale="log", ylabel="B_simple (examples)", title="gradient noise scale, 95 % bootstrap CIs")
         ax.legend(frameon=False, fontsize=8)
+        probe = self.during_training(cfg, results)
+        self.training_panel(axes[1], probe)
         rows = [
             {"regime": r, **{k: (f"[{v[0]:.4g}, {v[1]:.4g}]" if isinstance(v, tuple) else v) for k, v in e.items()}}
             for r, e in est.items()
@@ -140,10 +191,15 @@ class NoiseScale(Study):
                 FigureSpec(
                     "b_simple",
                     fig,
-                    "B_simple at the early and late checkpoints by both estimators, with 95 % bootstrap CIs (log "
-                    "axis). A batch up to about B_simple uses examples efficiently; B_simple grows during training.",
+                    "Left: B_simple at the early and late checkpoints by both estimators, with 95 % bootstrap CIs "
+                    "(log axis). Right: B_simple during the reference run, from the noise probe after every epoch "
+                    "(|G|^2 and tr(Sigma) smoothed apart, ratio last), next to the training loss. A batch up to "
+                    "about B_simple uses examples efficiently; B_simple grows as the loss falls.",
                 )
             ],
-            tables=[Table("noise_scale", rows, "Both estimators' tr(Sigma), |G|^2 and B_simple per checkpoint.")],
+            tables=[
+                Table("noise_scale", rows, "Both estimators' tr(Sigma), |G|^2 and B_simple per checkpoint."),
+                Table("during_training", probe, "The noise probe of the reference run after every epoch."),
+            ],
             claims=[claim],
         )
