@@ -264,10 +264,11 @@ def tiny_profiles(monkeypatch):
             for k, v in {"train_subset": 1024, "test_subset": 200, "widths": (16,)}.items()
             if k in study.Config.model_fields
         }
-        if "trials" in study.Config.model_fields or "regression_n" in study.Config.model_fields:
-            small |= {"batch_sizes": (1, 8, 64, 512)}
+        if type(study).__module__.startswith("batchlab.studies.gradients"):
             gradients = {"trials": 4, "draws": 16, "bootstrap": 20, "early_epoch": 1, "late_epoch": 2}
-            gradients |= {"regression_n": 512, "examples": 512, "big_batch": 256}
+            gradients |= {"regression_n": 512, "examples": 512, "big_batch": 256, "noise_examples": 512}
+            gradients |= {"noise_draws": 16, "noise_bootstrap": 20, "lrs": (0.1, 0.3), "target": 0.5}
+            gradients |= {"max_steps": 60, "evaluations": 10, "batch_sizes": (16, 64, 256)}
             small |= {k: v for k, v in gradients.items() if k in study.Config.model_fields}
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
