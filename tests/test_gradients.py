@@ -182,3 +182,21 @@ def test_fit_steps_recovers_a_known_critical_batch_size():
     assert rule_n2(fit, 500.0).verdict == "supported"
     assert rule_n2(fit, 5000.0).verdict == "not supported"
     assert rule_n2(fit_steps(bs[:2], steps[:2]), 500.0).verdict == "inconclusive"
+
+
+def test_regression_gram_equals_autograd_per_example_gradients():
+    """The closed-form per-example gradients of linear regression at w = 0 against autograd, one example at
+    a time (squared error of each example, no mean)."""
+    from batchlab.datasets import regression_problem
+
+    x, y, _, _, _ = regression_problem(2, 64, 4, 0.5)
+    model = torch.nn.Linear(4, 1).double()
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    grads = []
+    for i in range(64):
+        model.zero_grad()
+        ((model(x[i : i + 1]) - y[i : i + 1]) ** 2).sum().backward()
+        grads.append(torch.cat([model.weight.grad.flatten(), model.bias.grad]))
+    g = torch.stack(grads)
+    torch.testing.assert_close(regression_gram(2, 64, 4, 0.5, "cpu"), g @ g.T, rtol=1e-12, atol=1e-12)

@@ -33,7 +33,8 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name, device, dtype, train_subset, test_subset, normalize, flatten, data_dir) -> Dataset:
+def _load(name, device, dtype, train_subset, test_subset, normalize, flatten, data_dir, regression) -> Dataset:
+    n, d, noise, seed = regression
     return load_dataset(
         name,
         device=device,
@@ -43,6 +44,10 @@ def _load(name, device, dtype, train_subset, test_subset, normalize, flatten, da
         normalize=normalize,
         flatten=flatten,
         data_dir=data_dir,
+        seed=seed,
+        n=n,
+        d=d,
+        noise=noise,
     )
 
 
@@ -54,6 +59,7 @@ def template_model(spec: RunSpec, data: Dataset) -> nn.Module:
         num_outputs=data.num_classes or 1,
         widths=spec.widths,
         activation=spec.activation,
+        bias=spec.bias,
     )
 
 
@@ -69,4 +75,5 @@ def load_for(spec: RunSpec, device: torch.device, data_dir: str | None = None) -
         spec.normalize,
         flatten,
         data_dir,
+        tuple(spec.regression),
     )

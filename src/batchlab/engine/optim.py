@@ -13,6 +13,8 @@ which the tests check to 1e-12 in float64:
 - Adam (Kingma & Ba 2015) and AdamW's decoupled decay (Loshchilov & Hutter 2019):
       p <- p (1 - lr wd) [AdamW] | g <- g + wd p [Adam];  m <- lerp(m, g, 1 - b1);
       v <- b2 v + (1 - b2) g^2;  p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+- LARS and LAMB (You et al. 2017, 2019): layer-wise trust ratios, one per layer and per run (a norm
+  never mixes two runs of a group), tested against a literal per-layer loop of the papers' algorithms.
 
 A run whose `alive` flag is False is frozen: its parameters are left exactly as they are.
 """
@@ -26,7 +28,7 @@ import torch
 from .spec import RunSpec
 
 # per-run hyperparameters every rule may read, each a [R] tensor (besides lr and alive, per step)
-HYPERPARAMETERS = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps")
+HYPERPARAMETERS = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps", "trust_coefficient")
 
 
 @dataclass
@@ -97,9 +99,91 @@ class Adam(UpdateRule):
         p.sub_(torch.where(v("alive"), (lr / bc1) * state["m"] / denom, 0))
 
 
+def layer_wise(name: str, p: torch.Tensor) -> bool:
+    """Whether a layer-wise rule adapts this tensor: weight matrices and kernels ([R, out, in, ...]), not
+    biases or norm scales ([R, n]), which LARS and LAMB leave to the plain update without weight decay
+    (You et al. 2017, 2019; the usual exclusion of 1-D parameters)."""
+    return p.dim() >= 3
+
+
+def trust_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den per run, and 1 where either is 0 (a zero-initialised layer, a zero gradient), as optax's
+    `scale_by_trust_ratio` does."""
+    return torch.where((num > 0) & (den > 0), num / den.clamp_min(torch.finfo(den.dtype).tiny), 1.0)
+
+
+def run_norm(t: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each run's slice of a [R, ...] tensor: [R]; never mixes two runs."""
+    return t.flatten(1).norm(dim=1)
+
+
+class LARS(UpdateRule):
+    """LARS (You, Gitman & Ginsburg 2017, algorithm 1), per layer and per run:
+
+        local_lr = trust_coefficient * ||w|| / (||g|| + wd ||w||)
+        v <- momentum v + lr * local_lr * (g + wd w);   w <- w - v
+
+    The learning rate sits inside the momentum buffer, as in the paper. Biases and norm parameters
+    take the plain momentum step v <- momentum v + lr g, without decay. The last local_lr of each
+    adapted layer is kept in the state (`trust`) for the trust-ratio probe.
+    """
+
+    def init(self, name, p, opts):
+        state = {"buf": torch.zeros_like(p)}
+        if layer_wise(name, p):
+            # NaN until the rule updates it: runs of another optimizer in a mixed group never have one
+            state["trust"] = torch.full((p.shape[0],), float("nan"), dtype=p.dtype, device=p.device)
+        return state
+
+    def update(self, name, p, g, state, hp, t, opts):
+        v = lambda k: per_run(hp[k], p.dim())  # noqa: E731
+        if layer_wise(name, p):
+            w_norm, g_norm = run_norm(p), run_norm(g)
+            local = hp["trust_coefficient"] * trust_ratio(w_norm, g_norm + hp["wd"] * w_norm)
+            state["trust"].copy_(torch.where(hp["alive"], local, state["trust"]))
+            step = v("lr") * per_run(local, p.dim()) * (g + v("wd") * p)
+        else:
+            step = v("lr") * g
+        buf = state["buf"]
+        buf.copy_(torch.where(v("alive"), v("momentum") * buf + step, buf))
+        p.sub_(torch.where(v("alive"), buf, 0))
+
+
+class LAMB(UpdateRule):
+    """LAMB (You et al. 2019, algorithm 2), per layer and per run:
+
+        m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  r = m_hat / (sqrt(v_hat) + eps)
+        u = r + wd w;  w <- w - lr * (||w|| / ||u||) * u
+
+    with Adam's bias corrections m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t). Biases and norm
+    parameters take the Adam step r without decay or trust ratio. The last ratio is kept (`trust`).
+    """
+
+    def init(self, name, p, opts):
+        state = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+        if layer_wise(name, p):
+            # NaN until the rule updates it: runs of another optimizer in a mixed group never have one
+            state["trust"] = torch.full((p.shape[0],), float("nan"), dtype=p.dtype, device=p.device)
+        return state
+
+    def update(self, name, p, g, state, hp, t, opts):
+        v = lambda k: per_run(hp[k], p.dim())  # noqa: E731
+        b1, b2 = v("beta1"), v("beta2")
+        alive = v("alive")
+        state["m"].copy_(torch.where(alive, b1 * state["m"] + (1 - b1) * g, state["m"]))
+        state["v"].copy_(torch.where(alive, b2 * state["v"] + (1 - b2) * g * g, state["v"]))
+        r = (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + v("eps"))
+        if layer_wise(name, p):
+            u = r + v("wd") * p
+            ratio = trust_ratio(run_norm(p), run_norm(u))
+            state["trust"].copy_(torch.where(hp["alive"], ratio, state["trust"]))
+            r = per_run(ratio, p.dim()) * u
+        p.sub_(torch.where(alive, v("lr") * r, 0))
+
+
 # optimizer name (RunSpec.optimizer) -> the rule that updates it; runs of one rule share kernels
-RULES: dict[str, UpdateRule] = {"sgd": SGD(), "adam": Adam(), "adamw": Adam()}
-FAMILY = {"sgd": "sgd", "adam": "adam", "adamw": "adam"}
+RULES: dict[str, UpdateRule] = {"sgd": SGD(), "adam": Adam(), "adamw": Adam(), "lars": LARS(), "lamb": LAMB()}
+FAMILY = {"sgd": "sgd", "adam": "adam", "adamw": "adam", "lars": "lars", "lamb": "lamb"}
 
 
 def register_rule(optimizer: str, rule: UpdateRule, family: str | None = None) -> None:
@@ -131,6 +215,7 @@ class StackedOptimizer:
             "beta1": _col([s.betas[0] for s in specs], ref),
             "beta2": _col([s.betas[1] for s in specs], ref),
             "eps": _col([s.eps for s in specs], ref),
+            "trust_coefficient": _col([s.trust_coefficient for s in specs], ref),
         }
         self.opts = {
             fam: RuleOptions(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
 # training and test examples of the image datasets: a batch or subset cannot ask for more
 DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000)}
 PRECISIONS = ("float32", "tf32", "bf16", "float64")
@@ -73,19 +73,23 @@ class RunSpec(PlainData):
     train_subset: int | None = Field(None, ge=1)
     test_subset: int | None = Field(None, ge=1)
     normalize: bool = True
+    # the synthetic regression problem (dataset "regression"): examples, dimension, noise std, seed
+    regression: tuple[int, int, float, int] = (1000, 10, 0.1, 0)
     # model
     model: Literal["mlp", "cnn", "cnn-bn", "linear"] = "mlp"
     widths: tuple[int, ...] = (1024, 1024)
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
     init: Literal["glorot", "torch", "kaiming"] = "glorot"
+    bias: bool = True  # the linear model's intercept (the MLP and CNN always have biases)
     # optimizer
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adam", "adamw", "lars", "lamb"] = "sgd"
     lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
+    trust_coefficient: float = Field(0.001, gt=0)  # LARS's eta (You et al. 2017)
     lr_schedule: LRSchedule = LRSchedule()
     # batches and epochs
     batch_size: int = Field(64, ge=1)
@@ -126,8 +130,8 @@ class RunSpec(PlainData):
             if epoch <= last or epoch >= max(self.epochs, 1) or bs < 1:
                 raise ValueError("batch_switch must be increasing (epoch, batch_size) pairs inside 1..epochs-1")
             last = epoch
-        if self.optimizer == "sgd" and self.betas != (0.9, 0.999):
-            raise ValueError("betas apply to adam/adamw only")
+        if self.optimizer in ("sgd", "lars") and self.betas != (0.9, 0.999):
+            raise ValueError("betas apply to adam, adamw and lamb only")
         n_train, n_test = DATASET_SIZES.get(self.dataset, (None, None))
         for name, subset, n in (
             ("train_subset", self.train_subset, n_train),
@@ -166,7 +170,19 @@ class RunSpec(PlainData):
 # Fields a group's runs must share so that they can step in lock-step: everything except seeds and
 # the optimizer's hyperparameters, which live in per-run tensors.
 PER_RUN_FIELDS = frozenset(
-    {"seed", "data_seed", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "eps", "lr_schedule"}
+    {
+        "seed",
+        "data_seed",
+        "optimizer",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "betas",
+        "eps",
+        "trust_coefficient",
+        "lr_schedule",
+    }
 )
 
 

@@ -303,6 +303,7 @@ class GroupTrainer:
             elements,
             self.batch_grad_sq_norms,
             seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
+            optimizer_state=self.optimizer.state,
         )
         with tf32_mode(self.precision):
             return run_probes(self.probes, ctx)

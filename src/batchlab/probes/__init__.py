@@ -32,6 +32,7 @@ class ProbeContext:
     # ||g_B||^2 of every run's gradient on B random training examples: grad_sq_norms(B, generator) -> [R]
     grad_sq_norms: Callable[[int, torch.Generator], torch.Tensor] | None = None
     seed: int = 0  # of a probe's own random draws: a function of the group and the step, so reruns agree
+    optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None  # parameter name -> its optimizer state
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
@@ -77,6 +78,29 @@ def noise_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     }
 
 
+def trust_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """The last layer-wise trust ratio of each adapted layer, per run (LARS: its local lr; LAMB: ||w|| / ||u||),
+    as `trust:<layer>`; nothing for optimizers without one."""
+    state = ctx.optimizer_state or {}
+    # copies: the optimizer updates its state in place, and records are read after training
+    return {f"trust:{name.removesuffix('.weight')}": st["trust"].clone() for name, st in state.items() if "trust" in st}
+
+
+WEIGHTS_MAX = 64  # the weights probe records models of at most this many parameters
+
+
+def weights_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Every parameter value of a tiny model (`w:<tensor>[i]`), for trajectories over a loss surface; nothing
+    for a model with more than WEIGHTS_MAX parameters."""
+    if sum(p[0].numel() for p in ctx.params.values()) > WEIGHTS_MAX:
+        return {}
+    return {
+        f"w:{name}[{i}]": p.detach().flatten(1)[:, i].clone()  # a copy: training updates p in place
+        for name, p in ctx.params.items()
+        for i in range(p[0].numel())
+    }
+
+
 def geometry_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """Distance and per-layer cosine to the initialisation, and distance from the origin."""
     return geometry(ctx.params, ctx.init)
@@ -87,6 +111,8 @@ PROBES: dict[str, Probe] = {
     "test": test_probe,
     "geometry": geometry_probe,
     "noise": noise_probe,
+    "trust": trust_probe,
+    "weights": weights_probe,
 }
 
 

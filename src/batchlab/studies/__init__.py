@@ -6,8 +6,9 @@ from .common import Results, Study, StudyConfig, StudyOutput
 from .dynamics import STUDIES as DYNAMICS
 from .equivalence import STUDIES as EQUIVALENCE
 from .gradients import STUDIES as GRADIENTS
+from .variants import STUDIES as VARIANTS
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS]}
+REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *VARIANTS]}
 
 
 def get_study(name: str) -> Study:

@@ -1,0 +1,31 @@
+"""Study family: gradient-descent variants, learning rate and large batches (claims V2, L1, S1, S2).
+
+gd-variants     batch GD, SGD and mini-batch SGD on linear regression, every step measured;
+                paths over the loss contours of a 2-parameter version.                    V2
+lr-sensitivity  converge / oscillate / diverge / stall, on the quadratic (against the exact
+                theory) and on the MNIST MLP.                                              L1
+linear-scaling  linear and square-root lr scaling, with and without warmup, B 64..8192.   S1
+lars            LARS and LAMB (per-layer trust ratios) against linearly scaled SGD.        S2
+"""
+
+from __future__ import annotations
+
+from ..common import Study
+from .gd_variants import GDVariants, VariantsConfig
+from .lars import Lars, LarsConfig
+from .linear_scaling import LinearScaling, ScalingConfig
+from .lr_sensitivity import LRSensitivity, SensitivityConfig
+
+STUDIES: list[Study] = [GDVariants(), LRSensitivity(), LinearScaling(), Lars()]
+
+__all__ = [
+    "STUDIES",
+    "GDVariants",
+    "VariantsConfig",
+    "LRSensitivity",
+    "SensitivityConfig",
+    "LinearScaling",
+    "ScalingConfig",
+    "Lars",
+    "LarsConfig",
+]

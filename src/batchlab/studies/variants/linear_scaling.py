@@ -1,0 +1,196 @@
+"""linear-scaling: how far does lr = lr_base B / B_base carry a large batch, with and without warmup?
+
+Goyal et al. (2017) trained ImageNet at batch 8192 in an hour with two rules: scale the learning
+rate linearly with the batch (lr = lr_base B / B_base), and warm it up gradually from lr_base over
+the first 5 epochs. The square-root rule (lr_base sqrt(B / B_base); Krizhevsky 2014, Hoffer et al.
+2017) is the gentler alternative. For B from 64 to 8192, plain SGD and momentum 0.9, the same epochs
+for every B: the final test accuracy against the B_base run, and B_max, the largest batch up to
+which a rule keeps it within 1 pp.
+
+Claim tested:
+  S1  with warmup, linear scaling keeps accuracy within 1 pp of the B_base run up to some B_max > B_base,
+      and warmup raises B_max (B_max with warmup > B_max without), for each optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ...analysis.stats import mean_std
+from ...claims import Claim, inconclusive
+from ...engine import RunSpec
+from ...report.figures import PALETTE, band, new_figure
+from ...report.html import Table
+from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
+from .common import QUICK_SETUP, scaled_lr, warmup
+
+RULES = ("linear", "linear+warmup", "sqrt")
+S1_PP = 1.0
+SOURCE = "Goyal et al. 2017, Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour"
+
+
+class ScalingConfig(StudyConfig):
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (64, 128, 256, 512, 1024, 2048, 4096, 8192), min_length=2, description="Batch sizes; the first is B_base."
+    )
+    lr_base: float = Field(0.01, gt=0, description="The learning rate at B_base.")
+    optimizers: tuple[Literal["sgd", "momentum"], ...] = Field(
+        ("sgd", "momentum"), min_length=1, description="Plain SGD, and SGD with momentum 0.9."
+    )
+    epochs: int = Field(30, ge=1, description="Epochs of every run, whatever its batch size.")
+    warmup_epochs: float = Field(5, ge=0, description="Gradual warmup length (linear+warmup).")
+    seeds: int = Field(2, ge=1, le=100, description="Seeds per configuration.")
+
+    @model_validator(mode="after")
+    def _warmup_inside(self) -> "ScalingConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs:g}) must be shorter than epochs ({self.epochs})")
+        return self
+
+
+def b_max(batch_sizes, means, base_mean, pp: float = S1_PP) -> int:
+    """The largest B such that every B' <= B keeps the mean final accuracy within pp of the base run's."""
+    best = batch_sizes[0]
+    for b, m in zip(batch_sizes, means):
+        if not np.isfinite(m) or m < base_mean - pp / 100:
+            break
+        best = b
+    return best
+
+
+def rule_s1(b_maxes: dict[str, dict[str, int]], batch_base: int, largest: int) -> Claim:
+    """b_maxes[optimizer][rule] -> B_max."""
+    statement = "With gradual warmup, linear lr scaling keeps the accuracy of small-batch training up to a large batch."
+    rule = (
+        f"per optimizer: B_max (mean final test accuracy within {S1_PP:g} pp of the B_base run at every batch up to "
+        "it) of linear+warmup above B_base and above B_max of linear without warmup"
+    )
+    if not b_maxes:
+        return inconclusive("S1", statement, SOURCE, rule, "no runs stored")
+    evidence = {f"{opt}: B_max {r}": b for opt, per in b_maxes.items() for r, b in per.items()}
+    failed = [o for o, per in b_maxes.items() if per["linear+warmup"] <= batch_base]
+    lower = [o for o, per in b_maxes.items() if per["linear+warmup"] < per["linear"]]
+    ties = [o for o, per in b_maxes.items() if per["linear+warmup"] == per["linear"]]
+    if failed or lower:
+        why = (f"linear+warmup breaks right after B_base for {', '.join(failed)}" if failed else "") + (
+            f"{'; ' if failed else ''}warmup lowers B_max for {', '.join(lower)}" if lower else ""
+        )
+        return Claim("S1", statement, SOURCE, rule, "not supported", evidence, why)
+    if ties:
+        at_top = all(b_maxes[o]["linear"] == largest for o in ties)
+        why = f"warmup gives the same B_max as no warmup for {', '.join(ties)}" + (
+            f" (both reach the largest batch tested, {largest}: raise the batch sizes to see a difference)"
+            if at_top
+            else ""
+        )
+        return Claim("S1", statement, SOURCE, rule, "inconclusive", evidence, why)
+    why = "; ".join(f"{o}: {per['linear']} -> {per['linear+warmup']} with warmup" for o, per in b_maxes.items())
+    return Claim("S1", statement, SOURCE, rule, "supported", evidence, why)
+
+
+class LinearScaling(Study):
+    name = "linear-scaling"
+    title = "Linear and square-root learning-rate scaling, with and without warmup"
+    description = (
+        "For batch sizes from B_base = 64 up, the learning rate scaled linearly with the batch (with and without "
+        "Goyal et al.'s gradual warmup) or with its square root, for plain SGD and momentum 0.9, the same number "
+        "of epochs for every batch: how far does each rule keep the small-batch accuracy?"
+    )
+    Config = ScalingConfig
+    # quick: 10240 examples and a 128-wide MLP, batches 64..4096, 12 epochs with a 2-epoch warmup: a sixth
+    # of training, as the full 5 of 30 (with 2 of 8 epochs warmup cost 1.2 pp at batch 1024 by itself)
+    profiles = {
+        "quick": {
+            **QUICK_SETUP,
+            "widths": (128, 128),
+            "batch_sizes": (64, 256, 1024, 4096),
+            "epochs": 12,
+            "warmup_epochs": 2,
+        },
+        "full": {},
+    }
+
+    def runs(self, cfg: ScalingConfig) -> dict[tuple[str, str, int], list[RunSpec]]:
+        base = cfg.batch_sizes[0]
+        out = {}
+        for opt in cfg.optimizers:
+            momentum = 0.9 if opt == "momentum" else 0.0
+            for rule in RULES:
+                for b in cfg.batch_sizes:
+                    lr = scaled_lr(rule.split("+")[0], cfg.lr_base, b, base)
+                    schedule = warmup(cfg.lr_base, lr, cfg.warmup_epochs if rule.endswith("warmup") else 0)
+                    out[(opt, rule, b)] = cfg.seeded(
+                        batch_size=b,
+                        lr=lr,
+                        momentum=momentum,
+                        epochs=cfg.epochs,
+                        lr_schedule=schedule,
+                        probes=("metrics",),
+                    )
+        return out
+
+    def plan(self, cfg: ScalingConfig) -> list[RunSpec]:
+        return [r for runs in self.runs(cfg).values() for r in runs]
+
+    def analyze(self, cfg: ScalingConfig, results: Results) -> StudyOutput:
+        runs = self.runs(cfg)
+        final = {k: results.finals(v, "test_acc") for k, v in runs.items()}
+        means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for k, v in final.items()}
+        base = cfg.batch_sizes[0]
+        maxes = {
+            opt: {
+                rule: b_max(cfg.batch_sizes, [means[(opt, rule, b)] for b in cfg.batch_sizes], means[(opt, rule, base)])
+                for rule in RULES
+            }
+            for opt in cfg.optimizers
+        }
+        fig, axes = new_figure(ncols=len(cfg.optimizers) + 1, width=4.6 * (len(cfg.optimizers) + 1), height=4)
+        axes = np.atleast_1d(axes)
+        for ax, opt in zip(axes, cfg.optimizers):
+            for i, rule in enumerate(RULES):
+                ys = [100 * means[(opt, rule, b)] for b in cfg.batch_sizes]
+                ax.plot(cfg.batch_sizes, ys, "o-", color=PALETTE[i], label=f"{rule} (B_max {maxes[opt][rule]})")
+            ax.axhspan(
+                100 * means[(opt, RULES[0], base)] - S1_PP,
+                100 * means[(opt, RULES[0], base)] + 0.2,
+                color="#dddddd",
+                label=f"within {S1_PP:g} pp of B={base}",
+            )
+            ax.set(xscale="log", xlabel="batch size B", ylabel="final test accuracy (%)", title=opt)
+            ax.legend(frameon=False, fontsize=7)
+        largest = cfg.batch_sizes[-1]
+        for i, rule in enumerate(RULES):
+            specs = runs[(cfg.optimizers[-1], rule, largest)]
+            curves = results.curves(specs, "test_acc")
+            if curves.size:
+                m, s = mean_std(curves)
+                band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=rule, color=PALETTE[i])
+        axes[-1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}, {cfg.optimizers[-1]}")
+        axes[-1].legend(frameon=False, fontsize=7)
+        rows = [
+            {
+                "optimizer": o,
+                "rule": r,
+                "B": b,
+                "lr": runs[(o, r, b)][0].lr,
+                "mean final test acc (%)": 100 * means[(o, r, b)],
+                "seeds": int(np.isfinite(final[(o, r, b)]).sum()),
+            }
+            for (o, r, b) in runs
+        ]
+        return StudyOutput(
+            figures=[
+                FigureSpec(
+                    "accuracy_vs_batch",
+                    fig,
+                    "Final test accuracy against the batch size for each lr scaling rule (mean over seeds; the grey "
+                    f"band is within {S1_PP:g} pp of the B_base run), per optimizer; right: test accuracy during "
+                    "training at the largest batch. B_max in the legend is where a rule stops keeping up.",
+                )
+            ],
+            tables=[Table("scaling", rows, "Learning rate and mean final test accuracy per optimizer, rule and B.")],
+            claims=[rule_s1(maxes, base, largest)],
+        )
