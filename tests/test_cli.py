@@ -270,6 +270,10 @@ def tiny_profiles(monkeypatch):
             gradients |= {"noise_draws": 16, "noise_bootstrap": 20, "lrs": (0.1, 0.3), "target": 0.5}
             gradients |= {"max_steps": 60, "evaluations": 10, "batch_sizes": (16, 64, 256)}
             small |= {k: v for k, v in gradients.items() if k in study.Config.model_fields}
+        if type(study).__module__.startswith("batchlab.studies.equivalence"):
+            # the CNN's single-example passes dominate: fewer examples per batch, fewer batches
+            equivalence = {"batch_size": 8, "ks": (1, 2), "micro_batch": 4, "steps": 1}
+            small |= {k: v for k, v in equivalence.items() if k in study.Config.model_fields}
         if type(study).__module__.startswith("batchlab.studies.variants"):
             variants = {"lrs": (0.01, 0.1), "epochs": 2, "batch_sizes": (64, 256), "lars_lrs": (10.0,)}
             variants |= {"lamb_lrs": (0.01,), "n": 200, "contour_epochs": 1, "warmup_epochs": 1, "seeds": 2}
