@@ -277,6 +277,7 @@ def tiny_profiles(monkeypatch):
         if type(study).__module__.startswith("batchlab.studies.variants"):
             variants = {"lrs": (0.01, 0.1), "epochs": 2, "batch_sizes": (64, 256), "lars_lrs": (10.0,)}
             variants |= {"lamb_lrs": (0.01,), "n": 200, "contour_epochs": 1, "warmup_epochs": 1, "seeds": 2}
+            variants |= {"steps": 20, "timed_steps": 2}
             small |= {k: v for k, v in variants.items() if k in study.Config.model_fields}
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:

@@ -93,3 +93,19 @@ def test_regression_options_change_the_problem_and_the_model():
     first = [a.metrics[s]["w:linear.weight[0]"] for s in range(len(a.metrics))]
     assert len(set(first)) == len(first)  # one recorded value per step: the weights moved every step
     assert RunSpec(**common).key != RunSpec(**common, regression=(200, 2, 0.1, 1)).key
+
+
+def test_step_cost_on_a_cpu_estimates_more_memory_for_a_bigger_batch():
+    def cost(b):
+        spec = TaskSpec(
+            kind="step-cost", args={"run": {"train_subset": 1024, "widths": [16], "batch_size": b}, "steps": 2}
+        )
+        return execute(TaskUnit(spec, None), torch.device("cpu"), None).scalars
+
+    small, big = cost(8), cost(512)
+    assert small["memory_measured"] == big["memory_measured"] == 0.0  # no allocator peak on a CPU: estimated
+    # weights, gradients: 2 x (784*16 + 16 + 16*10 + 10) floats; activations: B x (784 + 16 + 10) x 2 floats
+    params = 784 * 16 + 16 + 16 * 10 + 10
+    assert small["peak_memory_bytes"] == 4 * (2 * params + 8 * 810 * 2)
+    assert big["peak_memory_bytes"] - small["peak_memory_bytes"] == 4 * (512 - 8) * 810 * 2
+    assert small["seconds_per_step"] > 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,26 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .engine import RunSpec
 from .engine.data import load_for
-from .engine.train import GroupTrainer
 from .env import environment
 from .models import build_model, init_module
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeat: int = 1) -> float:
-    """Best wall time of `repeat` calls of fn, synchronised."""
-    best = math.inf
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+from .timing import engine_steps_time, sync, timed  # noqa: F401  (sync: re-exported for callers)
 
 
 def measure_ceilings(device: torch.device) -> dict:
@@ -95,30 +77,6 @@ def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
             opt.step()
 
     loop(min(20, steps))  # warm-up
-    return timed(lambda: loop(steps), device) / steps
-
-
-def engine_steps_time(
-    specs: list[RunSpec], device: torch.device, steps: int, graphs: bool = True, fused: bool | None = None
-) -> float:
-    """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
-    trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=graphs, fused=fused)
-    bs = specs[0].batch_size
-    per_epoch = trainer.data.n_train // bs
-    if steps + 10 > len(trainer.lrs):
-        raise ValueError(f"{steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
-    trainer.start_epoch(0)
-
-    def loop(n):
-        done = 0
-        while done < n:
-            k = min(n - done, per_epoch)
-            trainer.offset.zero_()
-            for _ in range(k):
-                trainer.step(bs)
-            done += k
-
-    loop(min(10, steps))  # warm-up, graph capture
     return timed(lambda: loop(steps), device) / steps
 
 

@@ -30,3 +30,39 @@ def quadratic_gd(args: QuadraticArgs, ctx: TaskContext) -> TaskOutput:
             w = w - lrs * 2 * (w - args.w_star)
             errors[:, t] = (w - args.w_star)[:, 0]
     return TaskOutput(arrays={"errors": errors, "lrs": lrs[:, 0]})
+
+
+class StepCostArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    run: dict = Field(description="The RunSpec (its fields) whose training step is timed.")
+    steps: int = Field(20, ge=1, description="Steps timed (after a warm-up of up to 10).")
+
+
+@register_task("step-cost", StepCostArgs)
+def step_cost(args: StepCostArgs, ctx: TaskContext) -> TaskOutput:
+    """Seconds per training step of one run alone on this device, and the peak memory of its steps: measured
+    by the CUDA allocator on a GPU; on a CPU (where PyTorch keeps no peak) estimated from the tensors a
+    step must hold: weights, gradients and optimizer state, and the batch's activations for backward."""
+    import torch
+
+    from ..engine import RunSpec
+    from ..engine.data import load_for
+    from ..timing import engine_steps_time, peak_memory
+
+    spec = RunSpec(**args.run)
+    data = load_for(spec, ctx.device, ctx.data_dir)
+    per_epoch = -(-data.n_train // spec.batch_size)
+    spec = spec.model_copy(update={"epochs": max(spec.epochs, -(-(args.steps + 20) // per_epoch))})
+    seconds: list[float] = []
+    peak = peak_memory(lambda: seconds.append(engine_steps_time([spec], ctx.device, args.steps)), ctx.device)
+    scalars = {"seconds_per_step": seconds[0], "memory_measured": float(peak is not None)}
+    if peak is None:
+        widths = (data.input_dim, *spec.widths, data.num_classes or 1)
+        n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+        state = 2 if spec.optimizer in ("adam", "adamw", "lamb") else int(spec.momentum > 0 or spec.optimizer == "lars")
+        activations = spec.batch_size * sum(widths) * 2  # pre- and post-activation of every layer
+        bytes_per = torch.finfo(torch.float64 if spec.precision == "float64" else torch.float32).bits // 8
+        peak = (n_params * (2 + state) + activations) * bytes_per
+    scalars["peak_memory_bytes"] = float(peak)
+    return TaskOutput(scalars=scalars)

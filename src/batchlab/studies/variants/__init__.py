@@ -15,8 +15,9 @@ from .gd_variants import GDVariants, VariantsConfig
 from .lars import Lars, LarsConfig
 from .linear_scaling import LinearScaling, ScalingConfig
 from .lr_sensitivity import LRSensitivity, SensitivityConfig
+from .tradeoffs import Tradeoffs, TradeoffsConfig
 
-STUDIES: list[Study] = [GDVariants(), LRSensitivity(), LinearScaling(), Lars()]
+STUDIES: list[Study] = [GDVariants(), LRSensitivity(), LinearScaling(), Lars(), Tradeoffs()]
 
 __all__ = [
     "STUDIES",
@@ -28,4 +29,6 @@ __all__ = [
     "ScalingConfig",
     "Lars",
     "LarsConfig",
+    "Tradeoffs",
+    "TradeoffsConfig",
 ]

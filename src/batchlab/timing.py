@@ -1,0 +1,75 @@
+"""Timing on a device, shared by `batchlab bench` and the tasks that measure cost (`step-cost`).
+
+A CUDA kernel returns before it has run: every timing synchronises the device before it starts and
+after it ends, and takes the best of a few repeats (the least disturbed by other work).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .engine import RunSpec
+from .engine.data import load_for
+from .engine.train import GroupTrainer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Best wall time of `repeat` calls of fn, synchronised."""
+    best = math.inf
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_memory(fn, device: torch.device) -> int | None:
+    """Peak bytes the CUDA allocator held while fn ran; None on other devices (PyTorch keeps no peak of
+    its CPU allocations)."""
+    if device.type != "cuda":
+        fn()
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+def engine_steps_time(
+    specs: list[RunSpec],
+    device: torch.device,
+    steps: int,
+    graphs: bool = True,
+    fused: bool | None = None,
+    data_dir: str | None = None,
+) -> float:
+    """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
+    trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, graphs=graphs, fused=fused)
+    bs = specs[0].batch_size
+    per_epoch = trainer.data.n_train // bs
+    if steps + 10 > len(trainer.lrs):
+        raise ValueError(f"{steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
+    trainer.start_epoch(0)
+
+    def loop(n):
+        done = 0
+        while done < n:
+            k = min(n - done, per_epoch)
+            trainer.offset.zero_()
+            for _ in range(k):
+                trainer.step(bs)
+            done += k
+
+    loop(min(10, steps))  # warm-up, graph capture
+    return timed(lambda: loop(steps), device) / steps
