@@ -43,6 +43,12 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, heigh
     return fig, axes
 
 
+def legend(ax, **kw) -> None:
+    """ax.legend(**kw) when the axes has labelled artists (every run diverged: nothing to label, no warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _as_1d(values, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1:

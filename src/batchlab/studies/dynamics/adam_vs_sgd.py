@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from ...analysis.stats import linear_fit, mean_std
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, bars, new_figure
+from ...report.figures import PALETTE, band, bars, legend, new_figure
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .claims import D8_ADAM_COS_MAX, D8_SGD_COS_MIN, rule_d6, rule_d7, rule_d8
 from .common import (
@@ -139,7 +139,7 @@ class AdamVsSGD(Study):
         )
         axes[2].set(xlabel="epoch", ylabel="||w_t||", title="distance from origin")
         for ax in axes:
-            ax.legend(frameon=False, fontsize=7.5)
+            legend(ax, frameon=False, fontsize=7.5)
         fig.suptitle(f"Batch {cfg.batch_size}: SGD (lr {cfg.lr:g}) vs Adam (lr {cfg.adam_lr:g})")
         return fig
 

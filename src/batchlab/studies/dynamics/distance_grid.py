@@ -21,7 +21,7 @@ from pydantic import Field
 
 from ...analysis.stats import finite
 from ...engine import RunSpec
-from ...report.figures import PALETTE, heatmap, new_figure
+from ...report.figures import PALETTE, heatmap, legend, new_figure
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_d4, rule_d5
 from .common import CURVE_METRICS, QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, plot_curve, present, run_label
@@ -113,7 +113,7 @@ class DistanceGrid(Study):
         ax_s.set_xlabel("W (log scale)")
         ax_s.set_ylabel("test accuracy (%)")
         ax_s.set_title("test accuracy vs W (labels: batch size)")
-        ax_s.legend(frameon=False)
+        legend(ax_s, frameon=False)
         return fig
 
     def distance_figure(self, cfg: DistanceGridConfig, results: Results, trio: dict[str, list]):
