@@ -93,10 +93,10 @@ def two_batch_estimates(small_sq_norms, big_sq_norms, b_small: int, b_big: int) 
         raise ValueError(f"need 1 <= b_small < b_big (got {b_small}, {b_big})")
     s = float(_as_numpy(small_sq_norms).mean())
     b = float(_as_numpy(big_sq_norms).mean())
-    return _two_batch(s, b, b_small, b_big)
+    return two_batch(s, b, b_small, b_big)
 
 
-def _two_batch(s, b, b_small: int, b_big: int):
+def two_batch(s, b, b_small: int, b_big: int):
     """The two formulas, elementwise on floats or arrays."""
     grad_sq = (b_big * b - b_small * s) / (b_big - b_small)
     trace = (s - b) / (1.0 / b_small - 1.0 / b_big)
@@ -181,8 +181,8 @@ def bootstrap_two_batch_ci(
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, draws, size=(resamples, draws))
-    grad_sq, trace = _two_batch(small[idx].mean(1), big[idx].mean(1), b_small, b_big)
-    est = _two_batch(float(small.mean()), float(big.mean()), b_small, b_big)
+    grad_sq, trace = two_batch(small[idx].mean(1), big[idx].mean(1), b_small, b_big)
+    est = two_batch(float(small.mean()), float(big.mean()), b_small, b_big)
     inflate = math.sqrt(draws / (draws - 1))
     grad_sq = est.grad_sq_norm + inflate * (grad_sq - est.grad_sq_norm)
     trace = est.trace_sigma + inflate * (trace - est.trace_sigma)

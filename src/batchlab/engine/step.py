@@ -157,9 +157,12 @@ def per_example_sq_norms(
     return torch.cat(out)
 
 
-def _mlp_sq_norms(
+def mlp_deltas(
     base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
-) -> torch.Tensor:
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(a_l, delta_l) per linear layer: its inputs [N, in] and the gradient of example i's own loss at its
+    pre-activations [N, out], from one ordinary backward pass. Example i's gradient of layer l is then
+    delta_i a_i^T (weight) and delta_i (bias), without ever forming it (Goodfellow 2015)."""
     act = ACTIVATION_FNS[base.activation]
     n_layers = sum(1 for k in params if k.endswith(".weight"))
     h = x.flatten(1)
@@ -172,9 +175,14 @@ def _mlp_sq_norms(
         h = act(z) if i < n_layers - 1 else z
     # the sum of the examples' own losses: its gradient at z_i is example i's delta
     loss = per_run_loss(h.unsqueeze(0), y.unsqueeze(0), task, "sum").sum()
-    deltas = torch.autograd.grad(loss, pre)
+    return list(zip(inputs, torch.autograd.grad(loss, pre)))
+
+
+def _mlp_sq_norms(
+    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
+) -> torch.Tensor:
     sq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for a, d in zip(inputs, deltas):
+    for a, d in mlp_deltas(base, params, x, y, task):
         d2 = d.pow(2).sum(1)
         sq += d2 * a.pow(2).sum(1) + d2  # weight, then bias
     return sq.detach()

@@ -56,6 +56,19 @@ class TaskContext:
         }
         return params, buffers
 
+    def start_model(self):
+        """The start run, its data, its template model, and the checkpoint's params and buffers in the run's
+        compute dtype (buffers None when the model has none): what a task at a checkpoint works on."""
+        from ..engine.data import compute_dtype, load_for, template_model
+
+        run = self.spec.start.run
+        data = load_for(run, self.device, self.data_dir)
+        dtype = compute_dtype(run.precision)
+        params, buffers = self.start_params()
+        params = {k: v.to(dtype) for k, v in params.items()}
+        buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
+        return run, data, template_model(run, data), params, buffers or None
+
 
 @dataclass
 class TaskOutput:

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine.data import compute_dtype, load_for, template_model
 from ..engine.step import per_example_grads
 from . import TaskContext, TaskOutput, register_task
 
@@ -25,13 +24,7 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
     The two estimate E||g||^2 = ||G||^2 + tr(Sigma) and ||G||^2 (+ tr(Sigma)/n), the ingredients of the
     gradient noise scale B_simple = tr(Sigma) / ||G||^2 (McCandlish et al. 2018).
     """
-    run = ctx.spec.start.run
-    data = load_for(run, ctx.device, ctx.data_dir)
-    params, buffers = ctx.start_params()
-    dtype = compute_dtype(run.precision)
-    params = {k: v.to(dtype) for k, v in params.items()}
-    buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
-    base = template_model(run, data)
+    run, data, base, params, buffers = ctx.start_model()
     g = torch.Generator().manual_seed(ctx.spec.seed)
     idx = torch.randperm(data.n_train, generator=g)[: min(args.examples, data.n_train)].to(ctx.device)
     grads, losses = per_example_grads(
@@ -40,7 +33,7 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
         data.x_train[idx],
         data.y_train[idx],
         task=data.task,
-        buffers=buffers or None,
+        buffers=buffers,
         chunk_size=args.chunk_size,
     )
     sq = sum(v.flatten(1).double().pow(2).sum(1) for v in grads.values())

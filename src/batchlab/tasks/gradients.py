@@ -27,28 +27,14 @@ from torch import nn
 
 from ..analysis import noise
 from ..datasets import regression_problem
-from ..engine.data import compute_dtype, load_for, template_model
-from ..engine.step import batch_losses, per_example_grads, single_example_stack
+from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
 from ..models import MLP
-from ..models.mlp import ACTIVATION_FNS
-from ..probes import per_run_loss
 from . import TaskContext, TaskOutput, register_task
 
 # |gradient element| histogram: log-spaced edges (the same for every task, so counts add up and a
 # threshold at any edge can be applied afterwards), one count per sign
 HIST_EDGES = np.logspace(-10, 3, 131)
 PLAIN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _checkpoint(ctx: TaskContext):
-    """The start run's data, template model, and the checkpoint's weights in its compute dtype."""
-    run = ctx.spec.start.run
-    data = load_for(run, ctx.device, ctx.data_dir)
-    dtype = compute_dtype(run.precision)
-    params, buffers = ctx.start_params()
-    params = {k: v.to(dtype) for k, v in params.items()}
-    buffers = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in buffers.items()}
-    return run, data, template_model(run, data), params, buffers or None
 
 
 def trial_draws(seed: int, trials: int, examples: int, n: int) -> torch.Tensor:
@@ -87,7 +73,7 @@ class CompetitionArgs(BaseModel):
 @register_task("gradient-competition", CompetitionArgs)
 def gradient_competition(args: CompetitionArgs, ctx: TaskContext) -> TaskOutput:
     """||sum over the steps of the last layer's weight gradient|| per trial, and its elements' histogram."""
-    run, data, base, params, buffers = _checkpoint(ctx)
+    run, data, base, params, buffers = ctx.start_model()
     if args.examples > data.n_train:
         raise ValueError(f"examples {args.examples} exceeds the {data.n_train} training examples")
     last = [k for k in params if k.endswith(".weight")][-1]
@@ -133,20 +119,10 @@ def per_example_gram(
     from their per-example gradients, flattened.
     """
     if isinstance(base, MLP):
-        act = ACTIVATION_FNS[base.activation]
-        n_layers = sum(1 for k in params if k.endswith(".weight"))
-        h, inputs, pre = x.flatten(1), [], []
-        for i in range(n_layers):
-            w = params[f"net.{2 * i}.weight"].detach().requires_grad_(True)
-            z = torch.addmm(params[f"net.{2 * i}.bias"].detach(), h, w.t())
-            inputs.append(h.detach().double())
-            pre.append(z)
-            h = act(z) if i < n_layers - 1 else z
-        loss = per_run_loss(h.unsqueeze(0), y.unsqueeze(0), task, "sum").sum()
-        deltas = torch.autograd.grad(loss, pre)
         gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
-        for a, d in zip(inputs, deltas):
-            dd = d.double() @ d.double().T
+        for a, d in mlp_deltas(base, params, x, y, task):
+            a, d = a.double(), d.double()
+            dd = d @ d.T
             gram += dd * (a @ a.T) + dd
         return gram
     grads, _ = per_example_grads(base, params, x, y, task=task, buffers=buffers)
@@ -221,7 +197,7 @@ def gradient_variance(args: VarianceArgs, ctx: TaskContext) -> TaskOutput:
         n, d, noise = args.regression
         gram = regression_gram(ctx.spec.seed, n, d, noise, "cpu")
     else:
-        run, data, base, params, buffers = _checkpoint(ctx)
+        run, data, base, params, buffers = ctx.start_model()
         idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(ctx.spec.seed))[: args.examples]
         idx = idx.to(ctx.device)
         gram = per_example_gram(base, params, data.x_train[idx], data.y_train[idx], task=data.task, buffers=buffers)
@@ -274,7 +250,7 @@ def noise_scale_task(args: NoiseScaleArgs, ctx: TaskContext) -> TaskOutput:
     (B_big - B_small) and tr(Sigma) = (|g_small|^2 - |g_big|^2) / (1/B_small - 1/B_big), each
     averaged over the draws before the ratio is taken (the analysis does that from the stored norms).
     """
-    run, data, base, params, buffers = _checkpoint(ctx)
+    run, data, base, params, buffers = ctx.start_model()
     gen = torch.Generator().manual_seed(ctx.spec.seed)
     n = min(args.examples, data.n_train)
     idx = torch.randperm(data.n_train, generator=gen)[:n].to(ctx.device)
