@@ -42,3 +42,51 @@ def test_readme_table_is_generated_from_recorded_results(tmp_path):
     assert "938.0 ms" in text and "missed" in text  # 1 ms x 938 steps against a 0.6 s target
     assert not update_readme(readme, results)  # idempotent
     assert "No GPU result" in performance_table(tmp_path / "empty")
+
+
+def _recorded(directory, device="Some GPU"):
+    directory.mkdir(parents=True, exist_ok=True)
+    row = workload("P1 demo", 0.6, "epoch", 2e-3, 1e-3, floors(1_000_000, 64, 32, CEIL), 938)
+    result = {"date": "2026-01-01T00:00:00", "device": device, "torch": "2.x", "quick": False, "workloads": [row]}
+    (directory / f"bench-{device.lower().replace(' ', '-')}-2026-01-01.json").write_text(json.dumps(result))
+    return result
+
+
+def test_bench_without_table_never_edits_the_readme(tmp_path, monkeypatch, capsys):
+    """`bench --out DIR` writes its JSON into DIR and leaves the README (and its recorded rows) alone."""
+    from batchlab import bench, cli
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{START}\n| recorded H100 row |\n{END}\n")
+    before = readme.read_bytes()
+    monkeypatch.setattr(bench, "run_bench", lambda dev, **kw: _recorded(tmp_path / "elsewhere", "Other CPU"))
+    out = tmp_path / "out"
+    assert cli.run_cli(["bench", "--device", "cpu", "--quick", "--out", str(out), "--readme", str(readme)]) == 0
+    assert readme.read_bytes() == before
+    assert [p.name for p in out.iterdir()] == ["bench-other-cpu-2026-01-01.json"]
+    assert "README" not in capsys.readouterr().out
+
+
+def test_bench_table_regenerates_the_readme_from_out_without_timing(tmp_path, monkeypatch, capsys):
+    from batchlab import bench, cli
+
+    def no_timing(*a, **kw):
+        raise AssertionError("--table must not time anything")
+
+    monkeypatch.setattr(bench, "run_bench", no_timing)
+    _recorded(tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{START}\nold\n{END}\n")
+    args = ["bench", "--table", "--out", str(tmp_path / "results"), "--readme", str(readme)]
+    assert cli.run_cli(args) == 0
+    assert "| Some GPU | P1 demo |" in readme.read_text()
+    assert capsys.readouterr().out.strip() == f"updated the performance table in {readme}"
+    assert cli.run_cli(args) == 0 and capsys.readouterr().out.strip() == f"{readme}: the table is up to date"
+
+
+def test_bench_table_with_a_missing_readme_is_one_line_exit_2(tmp_path, capsys):
+    from batchlab import cli
+
+    assert cli.run_cli(["bench", "--table", "--readme", str(tmp_path / "nope.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such file" in err and "Traceback" not in err

@@ -20,6 +20,7 @@ from batchlab.studies import REGISTRY
 
 STUDY = "batch-size-sweep"
 TINY = ["--set", "epochs=2", "--set", "train_subset=1024", "--set", "test_subset=200", "--set", "widths=16"]
+TINY += ["--set", "seeds=2"]
 CLAIM_LINE = re.compile(r"^  (\S+) \[(supported|not supported|inconclusive)\] (.+)$")
 
 
@@ -246,7 +247,7 @@ def test_list_study_shows_its_config_keys_with_help(capsys):
     assert row.split() == ["batch_sizes", "list", "of", "int", "64,256,1024", "64,256,1024"], row
     assert lines[lines.index(row) + 1].strip() == study.Config.model_fields["batch_sizes"].description
     epochs = next(line for line in lines if line.startswith("epochs "))
-    assert epochs.split()[-2:] == ["30", "5"], epochs  # default, then the quick profile's value
+    assert epochs.split()[-2:] == ["30", "45"], epochs  # default, then the quick profile's value
     assert "SGD learning rate, the same for every batch size." in out
     assert "Independent runs (seeds 0..N-1) per configuration." in out  # a field every study shares
 
@@ -264,6 +265,9 @@ def tiny_profiles(monkeypatch):
             for k, v in {"train_subset": 1024, "test_subset": 200, "widths": (16,)}.items()
             if k in study.Config.model_fields
         }
+        if type(study).__module__.startswith("batchlab.studies.dynamics"):
+            dynamics = {"seeds": 2, "epochs": 3, "fit_start": 1}  # adam-vs-sgd's fit needs 3 epochs
+            small |= {k: v for k, v in dynamics.items() if k in study.Config.model_fields}
         if type(study).__module__.startswith("batchlab.studies.gradients"):
             gradients = {"trials": 4, "draws": 16, "bootstrap": 20, "early_epoch": 1, "late_epoch": 2}
             gradients |= {"regression_n": 512, "examples": 512, "big_batch": 256, "noise_examples": 512}
@@ -291,9 +295,22 @@ def tiny_profiles(monkeypatch):
 
 def test_reproduce(capsys, tmp_path, monkeypatch):
     tiny_profiles(monkeypatch)
+    # every figure of every study is checked as it is saved: title, axis labels, legend, colour-bar label
+    from batchlab import runner
+    from batchlab.report.figures import figure_problems
+
+    problems, saved = {}, runner.save_figure
+
+    def checked_save(fig, directory, name):
+        problems[f"{directory.parent.name}/{name}"] = figure_problems(fig)
+        return saved(fig, directory, name)
+
+    monkeypatch.setattr(runner, "save_figure", checked_save)
     out = tmp_path / "res"
     code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)
     assert code == 0, err
+    assert len(problems) >= len(REGISTRY)
+    assert {k: v for k, v in problems.items() if v} == {}
     index = out / "index.html"
     assert stdout.splitlines()[-1].startswith(f"reproduced {len(REGISTRY)} studies in ")
     assert stdout.splitlines()[-1].endswith(str(index))
@@ -305,6 +322,15 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     assert len(ids) >= len(REGISTRY) and len(set(ids)) == len(ids)
     for claim_id in ids:
         assert re.search(rf">\s*{re.escape(claim_id)}\s*<", html), claim_id
+    # each claim's ID links to its row in its study's report
+    links = dict((cid, href) for href, cid in re.findall(r'<td class="id"><a href="([^"]+)">([^<]+)</a>', html))
+    assert sorted(links) == sorted(ids)
+    for cid, href in links.items():
+        page, anchor = href.split("#")
+        assert f'<tr id="{anchor}"' in (out / page).read_text(), cid
+    assert "Full protocol (recorded)" in html and "NVIDIA H100 80GB HBM3" in html  # D1-D8 were recorded
+    for label in ("Device", "Torch", "Git commit", "Date", "Tasks", "Training runs"):
+        assert f"<dt>{label}</dt>" in html, label
     # resuming: a second reproduce trains nothing
     before = finished_at(out)
     code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)

@@ -12,6 +12,7 @@ import math
 import pytest
 
 from batchlab.runner import run_study, write_report
+from batchlab.store import Store
 from batchlab.studies import REGISTRY
 from batchlab.studies.common import StudyConfig
 from batchlab.studies.dynamics import QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS
@@ -31,8 +32,12 @@ FIGURES = {
     "distance-grid": ["distance_grid", "distance_vs_epoch_and_step"],
     "adam-vs-sgd": ["distance_from_init", "per_layer_cosine", "accuracy_vs_epoch"],
 }
-E = QUICK_EPOCHS
-N_TRAIN = QUICK_SETUP["train_subset"]
+# End to end the family runs a smaller miniature of its quick profile (same structure, 2 seeds, fewer
+# examples, epochs and units) so that the suite stays fast; the plans of the real quick profile are
+# checked separately below.
+TEST_SETUP = {"train_subset": 2048, "test_subset": 500, "widths": (64, 64), "seeds": 2}
+E = 5
+N_TRAIN = TEST_SETUP["train_subset"]
 
 
 def steps_per_epoch(batch: int) -> int:
@@ -97,12 +102,25 @@ def test_shared_configurations_are_the_same_runs(profile):
 
 
 def test_quick_epochs_are_scaled_consistently():
+    e = QUICK_EPOCHS
     sched = REGISTRY["schedule-switch"]
-    assert [s.epochs for s in sched.schedules(sched.config("quick"))] == [E, 2 * E, 1 + E, 2 * E, 2 * E]
+    assert [s.epochs for s in sched.schedules(sched.config("quick"))] == [e, 2 * e, 1 + e, 2 * e, 2 * e]
     grid = REGISTRY["distance-grid"].config("quick")
-    assert grid.long_epochs == 16 * E
+    assert grid.long_epochs == 16 * e
     adam = REGISTRY["adam-vs-sgd"].config("quick")
-    assert 1 <= adam.fit_start <= E - 2
+    assert adam.fit_start == round(5 * e / SPEC_EPOCHS)  # the fit window starts at the same fraction of training
+
+
+def test_quick_keeps_the_step_ratios_of_the_protocol():
+    """The quick subset is a whole number of large batches: batch 1024 takes exactly 1/16 of batch 64's steps per
+    epoch (full: 59 vs 938, ratio 15.9), and the long run evaluated every 16 epochs is measured every 64 steps,
+    as often per step as batch 64 is per epoch."""
+    n = QUICK_SETUP["train_subset"]
+    assert n % 1024 == 0 and (n // 64) == 16 * (n // 1024)
+    grid = REGISTRY["distance-grid"].config("quick")
+    (long_run, *_) = grid.long_run()
+    assert long_run.eval_every == grid.long_eval_epochs * (n // 1024) == n // 64
+    assert REGISTRY["distance-grid"].config("full").long_run()[0].eval_every == 0  # every epoch, as recorded
 
 
 # ------------------------------------------------------------------------------ end to end, quick
@@ -111,8 +129,15 @@ def test_quick_epochs_are_scaled_consistently():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dynamics")
-    done = {name: run_study(name, profile="quick", device="cpu", out=out) for name in [*NEW, "batch-size-sweep"]}
-    return out, done
+    with pytest.MonkeyPatch.context() as mp:
+        for name in FAMILY:
+            study = REGISTRY[name]
+            quick = study.profiles["quick"] | TEST_SETUP | {"epochs": E}
+            if name == "adam-vs-sgd":
+                quick["fit_start"] = 1
+            mp.setattr(study, "profiles", study.profiles | {"quick": quick})
+        done = {name: run_study(name, profile="quick", device="cpu", out=out) for name in [*NEW, "batch-size-sweep"]}
+        yield out, done
 
 
 def read_csv(path):
@@ -133,7 +158,7 @@ def test_report_figures_tables_claims(runs, name):
         # every run a claim needs is there (2 seeds): an undecided verdict comes from the statistics, and says so
         assert claim.evidence and claim.why
         if claim.verdict == "inconclusive":
-            assert "CI" in claim.why or "p =" in claim.why, claim.why
+            assert any(w in claim.why for w in ("CI", "p =", "p-value")), claim.why
     for fig in FIGURES.get(name, ["accuracy_vs_epoch"]):
         for ext in ("png", "svg"):
             assert (out / name / "figures" / f"{fig}.{ext}").stat().st_size > 1000
@@ -175,6 +200,14 @@ def test_long_run_has_sixteen_times_the_epochs(runs):
     long_rows = {r["configuration"]: r for r in next(t for t in grid.tables if t.name == "long_run").rows}
     ref, short, long = long_rows.values()
     assert long["epochs"] == 16 * ref["epochs"] == 16 * E
+    # evaluated every 16 epochs (and at the start): every 64 steps, as often as batch 64 (once per epoch)
+    out, _ = runs
+    grid_cfg = REGISTRY["distance-grid"].config("quick")
+    long_key, small_key = grid_cfg.long_run()[0].key, grid_cfg.sgd(64)[0].key
+    with Store(out) as store:
+        records = store.runs([long_key, small_key])
+    long_evals, small_evals = ([m["step"] for m in records[k].metrics] for k in (long_key, small_key))
+    assert long_evals == [16 * i * steps_per_epoch(1024) for i in range(E + 1)] == small_evals
     assert abs(long["steps"] - ref["steps"]) / ref["steps"] < 0.05  # as many steps as batch 64
     assert long["dist_init_w mean"] > short["dist_init_w mean"]
     d5 = next(c for c in grid.claims if c.id == "D5")

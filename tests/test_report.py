@@ -385,3 +385,290 @@ def test_format_helpers():
     assert format_duration(5.25) == "5.2 s" or format_duration(5.25) == "5.3 s"
     assert format_duration(83.2) == "1 min 23 s"
     assert format_duration(7200) == "2 h 00 min"
+
+
+# ------------------------------------------------------------------ recorded full-protocol verdicts, index links
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _claim(cid: str, verdict: str, evidence: dict | None = None) -> Claim:
+    return Claim(cid, f"statement {cid}", "src", "rule", verdict, evidence or {}, f"why {cid}")
+
+
+def _row(html: str, anchor: str) -> str:
+    """The <tr> whose id is `anchor`, up to its closing tag."""
+    start = html.index(f'<tr id="{anchor}"')
+    return html[start : html.index("</tr>\n", html.index("<td", start) + 1)]
+
+
+def test_recorded_full_verdicts_ship_as_package_data_with_provenance():
+    import json
+
+    from batchlab.report.recorded import recorded_claim, recordings
+
+    recs = recordings()
+    assert recs, "no recorded/*.json in the package"
+    rec, d1 = recorded_claim("D1")
+    assert rec.profile == "full" and "H100" in rec.device and rec.date == "2026-11-23"
+    assert (REPO / rec.source).is_file()
+    original = json.loads((REPO / rec.source).read_text())
+    assert {c["id"]: c["verdict"] for c in original["claims"]} == {k: c.verdict for k, c in rec.claims.items()}
+    assert d1.evidence == next(c for c in original["claims"] if c["id"] == "D1")["evidence"]
+    assert recorded_claim("NOPE") is None
+    pyproject = (REPO / "pyproject.toml").read_text()
+    line = re.search(r'^"batchlab\.report" = \[(.*)\]$', pyproject, re.M)
+    assert line and '"recorded/*.json"' in line[1]
+
+
+def test_key_numbers_pick_shared_numeric_evidence_without_p_values():
+    from batchlab.report.recorded import key_numbers
+
+    ours = {"acc (%)": 90.0, "x: p": 0.2, "x: test": "t", "x: seeds": "2/2", "gap (pp)": -1.5, "only ours": 1}
+    full = {"acc (%)": 98.0, "x: p": 0.01, "x: test": "t", "x: seeds": "3/3", "gap (pp)": -0.2}
+    assert key_numbers(ours, full) == [("acc (%)", 90.0, 98.0), ("gap (pp)", -1.5, -0.2)]
+    # no shared names: the first numbers of each side
+    assert key_numbers({"a": 1.0}, {"b": 2.0}) == [("a", 1.0, None), ("b", None, 2.0)]
+
+
+def test_index_links_every_claim_to_its_row_in_an_existing_study_report(tmp_path):
+    claims = {"s1": [_claim("D1", "supported"), _claim("Z9", "inconclusive")], "s2": [_claim("Q2", "not supported")]}
+    for name, cs in claims.items():
+        write_study_report(
+            tmp_path / name / "report.html",
+            study=name,
+            title=name.upper(),
+            description="",
+            meta={"profile": "quick"},
+            figures=[],
+            tables=[],
+            claims=cs,
+        )
+    studies = [
+        {
+            "name": n,
+            "title": n.upper(),
+            "href": f"{n}/report.html",
+            "wall_s": 1.0,
+            "n_runs": 2,
+            "claims": [c.id for c in cs],
+        }
+        for n, cs in claims.items()
+    ]
+    all_claims = [c for cs in claims.values() for c in cs]
+    html = write_index(
+        tmp_path / "index.html",
+        title="R",
+        meta={"profile": "quick"},
+        studies=studies,
+        claims=all_claims,
+        total_wall_s=2.0,
+    ).read_text()
+    links = re.findall(r'<td class="id"><a href="([^"#]+)#([^"]+)">([^<]+)</a>', html)
+    assert [cid for _, _, cid in links] == [c.id for c in all_claims]  # one row per claim, in order
+    for href, anchor, cid in links:
+        target = tmp_path / href
+        assert target.is_file(), href
+        assert f'<tr id="{anchor}"' in target.read_text(), (href, anchor)
+        assert anchor == f"claim-{cid.lower()}"
+    # a group row per study, linking its report
+    assert html.count('<tr class="group">') == 2
+
+
+def test_index_shows_the_recorded_full_verdict_beside_d1_and_the_numbers_where_they_differ(tmp_path):
+    quick = _claim("D1", "not supported", {"test accuracy batch 64 (%)": 88.8, "batch 64 -> batch 256: p": 0.3})
+    html = write_index(
+        tmp_path / "index.html",
+        title="R",
+        meta={"profile": "quick"},
+        studies=[
+            {"name": "s", "title": "S", "href": "s/report.html", "wall_s": 1, "n_runs": 1, "claims": ["D1", "X1"]}
+        ],
+        claims=[quick, _claim("X1", "supported")],
+        total_wall_s=1.0,
+    ).read_text()
+    assert "Full protocol (recorded)" in html
+    row = _row(html, "claim-d1")
+    cells = row.split('<td class="recorded">')
+    assert len(cells) == 2
+    assert 'class="badge not-supported"' in cells[0]  # the quick verdict first
+    assert 'class="badge supported"' in cells[1]  # then the recorded one
+    assert "NVIDIA H100 80GB HBM3" in cells[1] and "2026-11-23" in cells[1]
+    assert "quick profile is a miniature" in cells[1]
+    assert "test accuracy batch 64 (%)" in cells[1] and "88.8" in cells[1] and "98.15" in cells[1]
+    assert ": p<" not in cells[1]  # p-values are not key numbers
+    assert "not recorded" in _row(html, "claim-x1")
+    assert "agrees with it on <b>0 of 1</b>" in html
+
+
+def test_recorded_verdict_that_agrees_shows_no_note(tmp_path):
+    html = write_index(
+        tmp_path / "index.html",
+        title="R",
+        meta={"profile": "quick"},
+        studies=[],
+        claims=[_claim("D1", "supported")],
+        total_wall_s=1.0,
+    ).read_text()
+    row = _row(html, "claim-d1")
+    assert row.count('class="badge supported"') == 2 and "miniature" not in row and "key number" not in row
+    assert "agrees with it on <b>1 of 1</b>" in html
+
+
+def test_study_report_shows_the_recorded_verdict_unless_it_is_the_recorded_profile(tmp_path):
+    def render(profile):
+        return write_study_report(
+            tmp_path / profile / "report.html",
+            study="s",
+            title="S",
+            description="",
+            meta={"profile": profile},
+            figures=[],
+            tables=[],
+            claims=[_claim("D6", "supported", {"Adam exponent a (mean over seeds)": 0.9})],
+        ).read_text()
+
+    quick = render("quick")
+    assert "Full protocol (recorded)" in quick
+    recorded = _row(quick, "claim-d6").split('<td class="recorded">')[1]
+    assert 'class="badge not-supported"' in recorded and "0.3724" in recorded and "0.9" in recorded
+    full = render("full")
+    assert "Full protocol (recorded)" not in full and 'id="claim-d6"' in full
+
+
+def test_index_what_was_run_and_time_per_study(tmp_path):
+    meta = {"profile": "quick", "device": "cpu (x)", "torch": "2.13", "git_commit": "abc", "date": "2026-12-01 10:00"}
+    studies = [
+        {
+            "name": "a",
+            "title": "A",
+            "href": "a/report.html",
+            "wall_s": 61.0,
+            "compute_s": 3700.0,
+            "n_runs": 6,
+            "n_tasks": 2,
+            "trained": 8,
+            "reused": 0,
+            "claims": [],
+        },
+        {
+            "name": "b",
+            "title": "B",
+            "href": "b/report.html",
+            "wall_s": 2.0,
+            "compute_s": 20.0,
+            "n_runs": 4,
+            "n_tasks": 0,
+            "trained": 0,
+            "reused": 4,
+            "claims": [],
+        },
+    ]
+    html = write_index(
+        tmp_path / "i.html", title="R", meta=meta, studies=studies, claims=[], total_wall_s=63.0
+    ).read_text()
+    run = html[html.index('id="run"') : html.index('id="studies"')]
+    for v in meta.values():
+        assert v in run
+    table = html[html.index('<table class="studies">') :]
+    assert "1 min 01 s" in table and "1 min 03 s" in table  # per study and total, this run
+    assert "1 h 01 min" in table and "1 h 02 min" in table  # the stored units' compute time, per study and total
+    assert re.search(r"<tfoot>.*>10<.*>2<", table, re.S)  # 10 units of which 2 tasks
+    assert html.index('id="claims"') < html.index('id="run"') < html.index('id="studies"')
+
+
+def test_wide_tables_scroll_with_a_sticky_first_column_and_wrapping_headers(sample):
+    html = _write_sample(sample)
+    css = html[html.index("<style>") : html.index("</style>")]
+    assert ".table-wrap { overflow-x: auto;" in css
+    assert re.search(r"table\.data td:first-child \{\s*position: sticky; left: 0;", css)
+    assert re.search(r"table\.data thead th \{[^}]*white-space: normal", css)
+    assert '<div class="table-wrap">\n<table class="data">' in html
+    assert re.search(r"\.table-wrap\.tall \{ max-height: \d+px; overflow: auto; \}", css)
+
+
+# ------------------------------------------------------------------ figure checks and point labels
+
+
+def test_figure_problems_names_what_is_missing():
+    from batchlab.report.figures import figure_problems
+
+    fig, axes = new_figure(ncols=2)
+    axes[0].plot([0, 1], [0, 1], label="a")
+    axes[0].plot([0, 1], [1, 0], label="b")
+    axes[1].plot([0, 1], [0, 1])
+    problems = figure_problems(fig)
+    assert "the figure has no title (fig.suptitle, or a title on its only panel)" in problems
+    assert "panel 1 has no title" in problems and "panel 2 has no x label" in problems
+    assert any("panel 1" in p and "no legend" in p for p in problems)
+    fig.suptitle("t")
+    for ax in axes:
+        ax.set(title="p", xlabel="epoch", ylabel="test accuracy (%)")
+    axes[1].legend(*axes[0].get_legend_handles_labels())  # a legend shared with the other panel is enough
+    assert figure_problems(fig) == []
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_label_points_places_crowded_labels_without_overlap():
+    import matplotlib.pyplot as plt
+
+    from batchlab.report.figures import label_points
+
+    fig, ax = new_figure()
+    xs = [1.0, 1.02, 1.04, 1.0, 1.03, 2.0, 2.01]
+    ys = [1.0, 1.0, 1.01, 1.02, 0.99, 2.0, 2.0]
+    ax.scatter(xs, ys)
+    texts = label_points(ax, xs, ys, ["64", "256", "1024", "64", "256", "1024", "64"])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in texts]  # the words, without the leader lines
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (i, j)
+    again = [t.get_position() for t in label_points(ax, xs, ys, ["64", "256", "1024", "64", "256", "1024", "64"])]
+    assert again == [t.get_position() for t in texts]  # deterministic
+    plt.close(fig)
+
+
+def test_html_table_merges_mean_and_std_columns_and_rounds(tmp_path):
+    rows = [
+        {"configuration": "batch 64", "test_acc mean": 0.934712345, "test_acc std": 0.004242640687, "steps": 785},
+        {"configuration": "batch 1024", "test_acc mean": 0.70625, "test_acc std": float("nan"), "steps": 50},
+    ]
+    html = write_study_report(
+        tmp_path / "r.html",
+        study="s",
+        title="t",
+        description="",
+        meta={},
+        figures=[],
+        tables=[Table("final", rows)],
+        claims=[],
+    ).read_text()
+    assert ">test_acc (mean ± std)</th>" in html and ">test_acc std<" not in html
+    assert ">0.9347 ± 0.0042<" in html  # 4 significant digits, the spread 2
+    assert ">0.7063<" in html  # one seed: no spread to show
+    write_csv(tmp_path / "final.csv", rows)
+    assert (tmp_path / "final.csv").read_text().splitlines()[0] == "configuration,test_acc mean,test_acc std,steps"
+
+
+def test_long_tables_scroll_in_their_own_box_and_long_text_may_wrap(tmp_path):
+    note = "error: a long explanation of why this configuration could not be computed at all"
+    rows = [
+        {"tensor": f"features.{i}.weight", "AB_rel": 1e-7 * i, "outcome": note if i == 3 else "ok"} for i in range(30)
+    ]
+    html = write_study_report(
+        tmp_path / "r.html",
+        study="s",
+        title="t",
+        description="",
+        meta={},
+        figures=[],
+        tables=[Table("per_tensor", rows, "Per tensor."), Table("short", rows[:3])],
+        claims=[],
+    ).read_text()
+    assert html.count('<div class="table-wrap tall">') == 1 and "(30 rows: scroll inside the table)" in html
+    assert f'<td class="long">{note}</td>' in html and "<td>features.0.weight</td>" in html

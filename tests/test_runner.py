@@ -12,7 +12,7 @@ from batchlab.store import Store
 from batchlab.studies import get_study
 
 STUDY = "batch-size-sweep"
-TINY = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16}
+TINY = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16, "seeds": 2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -167,7 +167,7 @@ class Counting(runner.Monitor):
 def test_partial_plan_trains_only_missing_runs(tmp_path):
     out = tmp_path / "res"
     first = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256]}, device="cpu", out=out)
-    assert (first.trained, first.reused) == (4, 0)  # 2 batch sizes x 2 seeds (quick)
+    assert (first.trained, first.reused) == (4, 0)  # 2 batch sizes x 2 seeds
     with Store(out) as store:
         before = store.finished_at()
     monitor = Counting()

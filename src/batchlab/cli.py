@@ -358,9 +358,7 @@ def reproduce(
 ) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
     data_dir = use_data_dir(data_dir)
-    from .env import environment
-    from .report.html import write_index
-    from .runner import check_device, prepare
+    from .runner import check_device, prepare, write_reproduction_index
     from .studies import REGISTRY
 
     if profile is None:
@@ -368,32 +366,16 @@ def reproduce(
     # validate every study before training any, so bad input stops us before anything is written
     preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in REGISTRY]
     t0 = time.perf_counter()
-    studies, claims = [], []
+    done = []
     for prep in preps:
+        started = time.perf_counter()
         result = _train(prep)
-        studies.append(
-            {
-                "name": prep.name,
-                "title": prep.study.title,
-                "href": f"{prep.name}/report.html",
-                "wall_s": result.wall_s,
-                "n_runs": result.trained + result.reused,
-            }
-        )
-        claims += result.output.claims
+        done.append((prep, result, time.perf_counter() - started))  # with the report: what the user waited
     total = time.perf_counter() - t0
-    env = environment(check_device(device))
-    index = write_index(
-        out / "index.html",
-        title=f"batchlab reproduction ({profile})",
-        meta={"profile": profile, "device": env["device"], "torch": env["torch"], "git_commit": env["git_commit"]},
-        studies=studies,
-        claims=claims,
-        total_wall_s=total,
-    )
-    print_claims(claims)
+    index = write_reproduction_index(out, profile=profile, device=check_device(device), done=done, total_wall_s=total)
+    print_claims([c for _, result, _ in done for c in result.output.claims])
     out_console.print(
-        f"reproduced {len(studies)} studies in {total:.1f} s: {index}", highlight=False, markup=False, soft_wrap=True
+        f"reproduced {len(done)} studies in {total:.1f} s: {index}", highlight=False, markup=False, soft_wrap=True
     )
 
 
@@ -405,10 +387,15 @@ def bench(
     studies: Optional[Path] = typer.Option(
         None, "--studies", help="A results directory of full-profile studies: also time P6 against them."
     ),
-    table: bool = typer.Option(False, "--table", help="Only regenerate the README performance table."),
-    readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table is updated."),
+    table: bool = typer.Option(
+        False,
+        "--table",
+        help="Do not time anything: regenerate the README's performance table from the results in --out.",
+    ),
+    readme: Path = typer.Option(Path("README.md"), "--readme", help="The README whose table --table updates."),
 ) -> None:
-    """Time the engine against a naive PyTorch loop and the device's floor."""
+    """Time the engine against a naive PyTorch loop and the device's floor. Writes a JSON result into --out
+    and never edits a README unless asked with --table."""
     from .bench import run_bench, save, update_readme
     from .runner import check_device, check_writable
 
@@ -419,8 +406,12 @@ def bench(
             raise UsageError(f"--studies {studies}: no batchlab.sqlite there")
         result = run_bench(dev, quick=quick, progress=note, studies_dir=studies)
         out_console.print(f"bench: {save(result, out)}", highlight=False, markup=False, soft_wrap=True)
-    if readme.exists() and update_readme(readme, out):
-        out_console.print(f"updated the performance table in {readme}", highlight=False, markup=False)
+        return
+    if not readme.is_file():
+        raise UsageError(f"--readme {readme}: no such file")
+    changed = update_readme(readme, out)
+    message = f"updated the performance table in {readme}" if changed else f"{readme}: the table is up to date"
+    out_console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("noise-scale")
@@ -447,6 +438,18 @@ def noise_scale_command(
     except (ValueError, TypeError, ImportError) as e:
         raise UsageError(f"--model {model}: {' '.join(str(e).split())}") from None
     out_console.print(describe(result), highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def explore(
+    out: Path = OUT,
+    serve: bool = typer.Option(False, "--serve", help="Then serve the page on 127.0.0.1 until Ctrl-C."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port of --serve (0: any free port)."),
+) -> None:
+    """Write an interactive explorer page, OUT/explorer/index.html (no network needed); --serve serves it."""
+    from .explorer import explore as write_and_serve
+
+    write_and_serve(out, serve=serve, port=port, say=lambda line: print(line, flush=True))
 
 
 def run_cli(argv: list[str] | None = None) -> int:

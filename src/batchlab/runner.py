@@ -484,6 +484,16 @@ def save_task(store: Store, result: TaskResult) -> None:
 
 
 # --- report ------------------------------------------------------------------------------------------
+def recorded_results(store: Store, study: Study, record: dict) -> tuple[StudyConfig, list[Unit], Results]:
+    """A study's recorded config (`store.study(...)`), its plan and the `Results` of that plan in the store,
+    as its report reads them. A task's start run is read too: its metrics describe the checkpoint the task
+    measured. Raises ValueError (pydantic's included) when the study no longer accepts the recorded config."""
+    cfg = study.Config(**record["config"])
+    specs = study_units(study, cfg)
+    starts = [s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None]
+    return cfg, specs, Results(store.runs([*(s.key for s in specs), *starts]), store.load_array)
+
+
 def write_report(
     name: str, out: str | Path, *, profile: str | None = None, store: Store | None = None
 ) -> tuple[Path, StudyOutput]:
@@ -508,15 +518,11 @@ def write_report(
                 f"{name} has no recorded results{which} in {out}; run `batchlab run {name} --out {out}` first"
             )
         try:
-            cfg = study.Config(**record["config"])
-            specs = study_units(study, cfg)
+            cfg, specs, results = recorded_results(store, study, record)
         except ValueError as e:  # pydantic.ValidationError included: the study changed since the run
             raise UsageError(
                 f"the recorded config of {name} in {out} is no longer valid ({_one_line(e)}); run the study again"
             ) from None
-        # a task's start run is read too: its metrics describe the checkpoint the task measured
-        starts = [s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None]
-        results = Results(store.runs([*(s.key for s in specs), *starts]), store.load_array)
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
         output = with_rounding_evidence(study.analyze(cfg, results), results, specs)
@@ -566,6 +572,78 @@ def write_report(
         claims=output.claims,
     )
     return report, output
+
+
+def write_reproduction_index(
+    out: str | Path,
+    *,
+    profile: str,
+    device: torch.device,
+    done: list[tuple[Prepared, StudyRun, float]],
+    total_wall_s: float,
+) -> Path:
+    """`out/index.html` of `batchlab reproduce`: every claim (linked to its study report), what was run, and
+    the time per study. `done` has, per study in run order, its prepared execution, its result and the wall
+    time of both (computing what the store lacked, and the report)."""
+    from .report.html import write_index
+
+    env = environment(device)
+    studies, claims = [], []
+    with Store(out) as store:
+        compute = {prep.name: stored_compute_s(store, [s.key for s in prep.specs]) for prep, _, _ in done}
+    for prep, result, wall_s in done:
+        planned_tasks = sum(isinstance(s, TaskSpec) for s in prep.specs)
+        studies.append(
+            {
+                "name": prep.name,
+                "title": prep.study.title,
+                "href": f"{prep.name}/report.html",
+                "wall_s": wall_s,
+                "compute_s": compute[prep.name],
+                "n_runs": len(prep.specs),
+                "n_tasks": planned_tasks,
+                "trained": result.trained,
+                "reused": result.reused,
+                "claims": [c.id for c in result.output.claims],
+            }
+        )
+        claims += result.output.claims
+    n_units = sum(s["n_runs"] for s in studies)
+    n_tasks = sum(s["n_tasks"] for s in studies)
+    meta = {
+        "profile": profile,
+        "studies": len(studies),
+        "training runs": n_units - n_tasks,
+        "tasks": n_tasks,
+        "computed now": sum(s["trained"] for s in studies),
+        "reused from the store": sum(s["reused"] for s in studies),
+        "device": env["device"],
+        "torch": env["torch"],
+        "git_commit": env["git_commit"] or env["code_version"],
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "total_wall_s": total_wall_s,
+        "command": f"batchlab reproduce --profile {profile} --device {device} --out {out}",
+    }
+    return write_index(
+        Path(out) / "index.html",
+        title=f"batchlab reproduction ({profile})",
+        meta=meta,
+        studies=studies,
+        claims=claims,
+        total_wall_s=total_wall_s,
+    )
+
+
+def stored_compute_s(store: Store, keys: list[str]) -> float:
+    """Device time the stored units took when they were computed: each run's share of its group's wall time."""
+    total = 0.0
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        row = store.db.execute(
+            f"SELECT SUM(wall_s / group_size) FROM runs WHERE key IN ({','.join('?' * len(part))})", part
+        ).fetchone()
+        total += row[0] or 0.0
+    return total
 
 
 DIVERGED_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "epochs", "loss_reduction", "precision", "seed")

@@ -22,7 +22,17 @@ import numpy as np
 from .html import atomic_write_bytes
 from .style import MISSING_COLOR, PALETTE, PANEL_HEIGHT, PANEL_WIDTH, SAVE_DPI, apply_style
 
-__all__ = ["PALETTE", "apply_style", "new_figure", "band", "heatmap", "bars", "save_figure"]
+__all__ = [
+    "PALETTE",
+    "apply_style",
+    "new_figure",
+    "band",
+    "heatmap",
+    "bars",
+    "label_points",
+    "save_figure",
+    "figure_problems",
+]
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None):
@@ -225,6 +235,138 @@ def bars(
     if len(names) > 1:
         ax.legend()
     return containers
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two boxes (x0, y0, x1, y1)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def label_points(ax, xs, ys, labels, *, fontsize: float = 7.5, color: str = "#333333", marker_pt: float = 4.5):
+    """Write ``labels[i]`` beside the point ``(xs[i], ys[i])`` so that no two labels overlap; returns the texts.
+
+    Deterministic greedy placement: the most crowded points first, each label goes to the first free
+    spot of eight around its point (right, left, above, below and the diagonals), then of the same
+    eight farther and farther away (four more rings), with a thin leader line to the point. A spot is
+    free when the label stays inside the axes and covers no other label, no marker and not the axes'
+    legend; when no spot is free, the one that covers least. Call it after the axes' limits, scales and
+    legend are set (it draws the figure once to know where the points land).
+    """
+    fig = ax.figure
+    fig.canvas.draw()  # constrained layout done: display coordinates are those of the saved figure
+    to_pt = 72.0 / fig.dpi
+    pts = [tuple(ax.transData.transform((float(x), float(y))) * to_pt) for x, y in zip(xs, ys)]
+    bb = ax.get_window_extent()
+    frame = (bb.x0 * to_pt, bb.y0 * to_pt, bb.x1 * to_pt, bb.y1 * to_pt)
+    obstacles = [(px - marker_pt, py - marker_pt, px + marker_pt, py + marker_pt) for px, py in pts]
+    if ax.get_legend() is not None:
+        lb = ax.get_legend().get_window_extent()
+        obstacles.append((lb.x0 * to_pt, lb.y0 * to_pt, lb.x1 * to_pt, lb.y1 * to_pt))
+    height = 1.2 * fontsize  # a little more than the glyphs: labels keep a gap between them
+
+    def crowd(i: int) -> int:
+        return sum(1 for j, q in enumerate(pts) if j != i and abs(q[0] - pts[i][0]) + abs(q[1] - pts[i][1]) < 40)
+
+    order = sorted(range(len(pts)), key=lambda i: (-crowd(i), i))
+    placed: list[tuple[float, float, float, float]] = []
+    texts = [None] * len(pts)
+    for i in order:
+        px, py = pts[i]
+        width = 0.62 * fontsize * max(len(str(labels[i])), 1) + 1.0
+        best = None
+        for reach in (1.0, 2.4, 3.8, 5.5, 7.5):
+            g = 5.0 * reach
+            d = 0.75 * g
+            spots = [
+                (g, -height / 2),
+                (-g - width, -height / 2),
+                (-width / 2, g),
+                (-width / 2, -g - height),
+                (d, d),
+                (-d - width, d),
+                (d, -d - height),
+                (-d - width, -d - height),
+            ]
+            for dx, dy in spots:
+                box = (px + dx, py + dy, px + dx + width, py + dy + height)
+                inside = frame[0] <= box[0] and box[2] <= frame[2] and frame[1] <= box[1] and box[3] <= frame[3]
+                others = [o for j, o in enumerate(obstacles) if j != i]
+                cost = sum(_overlap(box, o) for o in placed + others) + (0.0 if inside else 1e6)
+                if best is None or cost < best[0]:
+                    best = (cost, dx, dy, box, reach)
+                if cost == 0:
+                    break
+            if best[0] == 0:
+                break
+        _, dx, dy, box, reach = best
+        placed.append(box)
+        arrow = None
+        if reach > 1.0:  # far from its point: a leader line says which point it names
+            arrow = {"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 3}
+        texts[i] = ax.annotate(
+            str(labels[i]),
+            (xs[i], ys[i]),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=fontsize,
+            color=color,
+            arrowprops=arrow,
+            zorder=4,
+        )
+    return texts
+
+
+def _is_colorbar(ax) -> bool:
+    return ax.get_label() == "<colorbar>" or getattr(ax, "_colorbar", None) is not None
+
+
+def _has_data(ax) -> bool:
+    return bool(ax.lines or ax.collections or ax.images or ax.patches or ax.containers)
+
+
+def figure_problems(fig) -> list[str]:
+    """What a reader would miss in ``fig``, as sentences; empty when it is complete.
+
+    Every figure has a title (``fig.suptitle``, or the title of its only panel); every panel that shows
+    data has a title, an x and a y label (a twin axis only its y label); a colour bar has a label; and
+    the labels of a panel with two or more labelled series are all in a legend (its own, another
+    panel's or the figure's). Units cannot be checked here: write them into the labels.
+    """
+    problems = []
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    panels = [ax for ax in axes if not _is_colorbar(ax) and _has_data(ax)]
+    suptitle = fig._suptitle.get_text().strip() if getattr(fig, "_suptitle", None) is not None else ""
+
+    def title(ax) -> str:
+        return " ".join(ax.get_title(loc=loc) for loc in ("left", "center", "right")).strip()
+
+    if not suptitle and not (len(panels) == 1 and title(panels[0])):
+        problems.append("the figure has no title (fig.suptitle, or a title on its only panel)")
+    legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
+    in_a_legend = {t.get_text() for leg in legends for t in leg.get_texts()}
+    seen: list[tuple] = []
+    for i, ax in enumerate(panels):
+        name = f"panel {i + 1}" + (f" ({title(ax)!r})" if title(ax) else "")
+        twin = tuple(ax.get_position().bounds) in seen  # twinx: a second y axis on an earlier panel
+        seen.append(tuple(ax.get_position().bounds))
+        if not title(ax) and len(panels) > 1 and not twin:
+            problems.append(f"{name} has no title")
+        if not ax.get_xlabel().strip() and not twin:
+            problems.append(f"{name} has no x label")
+        if not ax.get_ylabel().strip():
+            problems.append(f"{name} has no y label")
+        labelled = [lbl for lbl in ax.get_legend_handles_labels()[1] if lbl and not lbl.startswith("_")]
+        missing = [lbl for lbl in labelled if lbl not in in_a_legend]
+        if len(labelled) >= 2 and missing:  # a legend shared with another panel is as good as its own
+            problems.append(f"{name} has {len(labelled)} labelled series but no legend names {missing[0]!r}")
+    for ax in axes:
+        if _is_colorbar(ax) and not (ax.get_ylabel().strip() or ax.get_xlabel().strip()):
+            problems.append("a colour bar has no label")
+    return problems
 
 
 def save_figure(fig, directory: Path, name: str) -> dict[str, Path]:

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_text",
     "format_value",
     "format_duration",
+    "claim_anchor",
 ]
 
 
@@ -232,9 +233,10 @@ def _nested(d: Mapping) -> bool:
     return len(d) > 12 or any(isinstance(v, (Mapping, list, tuple)) for v in d.values())
 
 
-def _claim_view(c: Claim) -> dict:
+def _claim_view(c: Claim, *, profile: str | None = None, href: str = "", study: str = "") -> dict:
     return {
         "id": c.id,
+        "anchor": claim_anchor(c.id),
         "statement": c.statement,
         "source": c.source,
         "verdict": c.verdict,
@@ -242,7 +244,59 @@ def _claim_view(c: Claim) -> dict:
         "evidence": [(str(k), format_value(v)) for k, v in (c.evidence or {}).items()],
         "rule": c.rule,
         "why": c.why,
+        "href": href,
+        "study": study,
+        "recorded": _recorded_view(c, profile),
     }
+
+
+def claim_anchor(claim_id: str) -> str:
+    """The id of a claim's row in its study's report.html: ``report.html#claim-D1``."""
+    return "claim-" + _slug(claim_id)
+
+
+def _recorded_view(c: Claim, profile: str | None) -> dict | None:
+    """The recorded full-protocol verdict of this claim, when one is shipped and this run's profile differs."""
+    from .recorded import MINIATURE_NOTE, key_numbers, recorded_claim
+
+    found = recorded_claim(c.id)
+    if found is None:
+        return None
+    rec, full = found
+    if profile is not None and profile == rec.profile:
+        return None  # the run is itself of the recorded protocol: its own verdict is the one to read
+    differs = full.verdict != c.verdict
+    return {
+        "verdict": full.verdict,
+        "verdict_class": full.verdict.replace(" ", "-"),
+        "where": rec.label,
+        "ours": profile or "this run",
+        "source": rec.source,
+        "differs": differs,
+        "numbers": [(k, format_value(a), format_value(b)) for k, a, b in key_numbers(c.evidence, full.evidence)]
+        if differs
+        else [],
+        "note": MINIATURE_NOTE
+        if differs and profile == "quick"
+        else (f"This run ({profile or 'another profile'}) and the recorded full protocol disagree." if differs else ""),
+        "why": full.why,
+    }
+
+
+def _key_first(evidence: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Evidence with its key numbers (estimates, accuracies, ratios) before p-values, test names and seed counts."""
+    from .recorded import is_key_number
+
+    return [e for e in evidence if is_key_number(e[0])] + [e for e in evidence if not is_key_number(e[0])]
+
+
+def _agreement(views: list[dict]) -> dict | None:
+    """How many claims with a recorded full verdict agree with it: {"n", "agree", "where"}; None if none."""
+    compared = [v["recorded"] for v in views if v["recorded"]]
+    if not compared:
+        return None
+    wheres = sorted({r["where"] for r in compared})
+    return {"n": len(compared), "agree": sum(not r["differs"] for r in compared), "where": "; ".join(wheres)}
 
 
 def _verdict_counts(claims: list[Claim]) -> list[tuple[str, str, int]]:
@@ -253,20 +307,61 @@ def _verdict_counts(claims: list[Claim]) -> list[tuple[str, str, int]]:
 
 
 def _table_view(t: Table) -> dict:
+    """Cells formatted for people; a ``X mean`` column followed by ``X std`` becomes one ``X (mean ± std)``
+    column (the CSV keeps both, at full precision)."""
     rows = list(t.rows or [])
     cols = _columns(rows)
     numeric = {
         c: all((r.get(c) is None) or _is_numeric(r.get(c)) for r in rows) and any(_is_numeric(r.get(c)) for r in rows)
         for c in cols
     }
-    body = [[(format_value(r.get(c)) if c in r else "", numeric[c]) for c in cols] for r in rows]
+    shown: list[tuple[str, list[str]]] = []  # header, source columns
+    i = 0
+    while i < len(cols):
+        c = cols[i]
+        nxt = cols[i + 1] if i + 1 < len(cols) else None
+        if c.endswith(" mean") and nxt == c[: -len(" mean")] + " std" and numeric[c] and numeric[nxt]:
+            shown.append((c[: -len(" mean")] + " (mean ± std)", [c, nxt]))
+            i += 2
+        else:
+            shown.append((c, [c]))
+            i += 1
+
+    def cell(r: Mapping, sources: list[str]) -> str:
+        if len(sources) == 2:
+            mean, std = r.get(sources[0]), r.get(sources[1])
+            if mean is None or sources[0] not in r:
+                return ""
+            if std is None or not _is_numeric(std) or not math.isfinite(float(std)):
+                return format_value(mean)
+            return f"{format_value(mean)} ± {_short(std)}"
+        return format_value(r.get(sources[0])) if sources[0] in r else ""
+
+    body = [[_cell_view(cell(r, src), numeric[src[0]]) for _, src in shown] for r in rows]
     return {
         "name": t.name,
         "anchor": "table-" + _slug(t.name),
         "caption": t.caption,
-        "columns": [(c, numeric[c]) for c in cols],
+        "columns": [(h, numeric[src[0]]) for h, src in shown],
         "rows": body,
+        "tall": len(rows) > TALL_TABLE_ROWS,
     }
+
+
+#: A table with more rows scrolls inside a box of its own, its header row kept in view.
+TALL_TABLE_ROWS = 25
+LONG_TEXT = 40  # a text cell longer than this may wrap; shorter ones never break inside a word
+
+
+def _cell_view(text: str, numeric: bool) -> tuple[str, str]:
+    """(text, CSS class): "num" right-aligned numbers, "long" text that may wrap, "" text kept on one line."""
+    return text, "num" if numeric else ("long" if len(text) > LONG_TEXT else "")
+
+
+def _short(v) -> str:
+    """A spread to 2 significant digits (0.004243 -> 0.0042)."""
+    x = float(v)
+    return "0" if x == 0 else f"{x:.2g}"
 
 
 def _slug(text: str) -> str:
@@ -333,7 +428,13 @@ def render_study_report(
     tables: list[Table],
     claims: list[Claim],
 ) -> str:
-    """The study report as an HTML string (see :func:`write_study_report`)."""
+    """The study report as an HTML string (see :func:`write_study_report`).
+
+    ``meta["profile"]`` decides whether the recorded full-protocol verdicts are shown beside the claims
+    (they are, when a verdict is recorded and the profile is not the recorded one).
+    """
+    profile = (meta or {}).get("profile")
+    claim_views = [_claim_view(c, profile=profile) for c in claims]
     return (
         _env()
         .get_template("study.html.j2")
@@ -344,7 +445,9 @@ def render_study_report(
             meta=_meta_items(meta),
             figures=[_figure_view(f, i + 1) for i, f in enumerate(figures)],
             tables=[_table_view(t) for t in tables],
-            claims=[_claim_view(c) for c in claims],
+            claims=claim_views,
+            show_recorded=any(c["recorded"] for c in claim_views),
+            agreement=_agreement(claim_views),
             counts=_verdict_counts(claims),
             version=_version(),
         )
@@ -362,17 +465,34 @@ def write_study_report(path: Path, **fields) -> Path:
 
 def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Claim], total_wall_s: float) -> str:
     """The reproduction summary page as an HTML string (see :func:`write_index`)."""
-    study_views = []
+    profile = (meta or {}).get("profile")
+    study_views, claim_study = [], {}
     for s in studies:
-        study_views.append(
-            {
-                "name": str(s.get("name", "")),
-                "title": str(s.get("title") or s.get("name", "")),
-                "href": str(s.get("href", "")),
-                "wall_s": s.get("wall_s"),
-                "n_runs": s.get("n_runs"),
-            }
-        )
+        href = str(s.get("href", ""))
+        view = {
+            "name": str(s.get("name", "")),
+            "title": str(s.get("title") or s.get("name", "")),
+            "href": href,
+            "wall_s": s.get("wall_s"),
+            "compute_s": s.get("compute_s"),
+            "n_runs": s.get("n_runs"),
+            "n_tasks": s.get("n_tasks"),
+            "trained": s.get("trained"),
+            "reused": s.get("reused"),
+            "claims": list(s.get("claims") or []),
+        }
+        for cid in view["claims"]:
+            claim_study.setdefault(cid, view)
+        study_views.append(view)
+    claim_views = []
+    for c in claims:
+        s = claim_study.get(c.id)
+        href = f"{s['href']}#{claim_anchor(c.id)}" if s and s["href"] else ""
+        view = _claim_view(c, profile=profile, href=href, study=s["name"] if s else "")
+        view["evidence"] = _key_first(view["evidence"])  # the index shows the first few: the estimates
+        claim_views.append(view)
+    for s in study_views:
+        s["counts"] = _verdict_counts([c for c in claims if claim_study.get(c.id) is s])
     return (
         _env()
         .get_template("index.html.j2")
@@ -380,21 +500,39 @@ def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Cl
             title=title,
             meta=_meta_items(meta),
             studies=study_views,
-            claims=[_claim_view(c) for c in claims],
+            titles={s["name"]: s["title"] for s in study_views},
+            claims=claim_views,
+            show_recorded=any(c["recorded"] for c in claim_views),
+            agreement=_agreement(claim_views),
             counts=_verdict_counts(claims),
             total_wall=format_duration(total_wall_s),
-            n_runs_total=sum(int(s["n_runs"]) for s in study_views if _is_numeric(s["n_runs"])),
+            total_wall_s=total_wall_s,
+            n_runs_total=_total(study_views, "n_runs"),
+            n_tasks_total=_total(study_views, "n_tasks"),
+            compute_total=format_duration(
+                sum(float(v["compute_s"]) for v in study_views if _is_numeric(v["compute_s"]))
+            ),
+            show_compute=any(_is_numeric(v["compute_s"]) for v in study_views),
             version=_version(),
         )
     )
 
 
+def _total(views: list[dict], key: str) -> int | None:
+    values = [int(v[key]) for v in views if _is_numeric(v.get(key))]
+    return sum(values) if values else None
+
+
 def write_index(
     path: Path, *, title: str, meta: dict, studies: list[dict], claims: list[Claim], total_wall_s: float
 ) -> Path:
-    """Write the reproduction's ``index.html``: total time, full claims table, links to each study.
+    """Write the reproduction's ``index.html``: the full claims table (each claim linked to its row in its
+    study's report, with the recorded full-protocol verdict beside it when there is one), what was run,
+    and the time per study.
 
-    ``studies`` are dicts with keys ``name``, ``title``, ``href`` (relative link), ``wall_s``, ``n_runs``.
+    ``studies`` are dicts with keys ``name``, ``title``, ``href`` (relative link), ``wall_s``, ``n_runs`` and
+    optionally ``n_tasks``, ``trained``, ``reused``, ``compute_s`` (the device time its stored units took when
+    they were computed) and ``claims`` (the ids of the study's claims, for the links).
     """
     html = render_index(title=title, meta=meta, studies=studies, claims=claims, total_wall_s=total_wall_s)
     return atomic_write_text(Path(path), html)

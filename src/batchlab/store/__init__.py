@@ -1,5 +1,16 @@
 """The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
 
+from .export import SPEC_FIELDS, load_metrics
 from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreCorruptError, StoreVersionError
 
-__all__ = ["Store", "RunRecord", "ArtifactRef", "DB_NAME", "SCHEMA_VERSION", "StoreVersionError", "StoreCorruptError"]
+__all__ = [
+    "load_metrics",
+    "SPEC_FIELDS",
+    "Store",
+    "RunRecord",
+    "ArtifactRef",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "StoreVersionError",
+    "StoreCorruptError",
+]

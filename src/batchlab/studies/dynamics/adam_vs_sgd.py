@@ -130,15 +130,23 @@ class AdamVsSGD(Study):
         axes[1].axvspan(cfg.fit_start, cfg.epochs, color="#000000", alpha=0.05, linewidth=0)
         n0 = initial(results, groups["SGD"], "norm_w")
         if n0.size:
-            axes[2].axhline(n0.mean(), color="#555555", linestyle=":", linewidth=1, label="||w_0||")
+            axes[2].axhline(n0.mean(), color="#555555", linestyle=":", linewidth=1, label="‖w_0‖ (at init)")
         axes[0].set(
-            xscale="log", yscale="log", xlabel="step", ylabel="distance from init", title="W and B vs step (log-log)"
+            xscale="log",
+            yscale="log",
+            xlabel="step",
+            ylabel="L2 distance from init (W: weights, B: biases)",
+            title="W and B vs step (log-log)",
         )
         axes[1].set(
-            xlabel="epoch", ylabel="W / final W", title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})"
+            xlabel="epoch", ylabel="W / final W (ratio)", title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})"
         )
-        axes[2].set(xlabel="epoch", ylabel="||w_t||", title="distance from origin")
-        for ax in axes:
+        axes[2].set(xlabel="epoch", ylabel="‖w_t‖ (L2 norm of all weights)", title="distance from origin")
+        lo, hi = axes[0].get_ylim()
+        if lo > 0 and hi > lo:  # a decade of headroom on the log axis: the legend sits above the curves
+            axes[0].set_ylim(lo, hi * 12)
+        legend(axes[0], frameon=False, fontsize=7.5, ncols=2, loc="upper left")
+        for ax in axes[1:]:
             legend(ax, frameon=False, fontsize=7.5)
         fig.suptitle(f"Batch {cfg.batch_size}: SGD (lr {cfg.lr:g}) vs Adam (lr {cfg.adam_lr:g})")
         return fig
@@ -166,7 +174,12 @@ class AdamVsSGD(Study):
             D8_ADAM_COS_MAX, color=PALETTE[1], linestyle=":", linewidth=1.2, label=f"D8: Adam < {D8_ADAM_COS_MAX:g}"
         )
         lowest = min([0.0, *[h for v in heights.values() for h in v if np.isfinite(h)]])
-        ax.set(ylim=(lowest - 0.05, 1.35), ylabel="cos(w_T, w_0)", title="per-layer cosine to init")
+        ax.set(
+            ylim=(lowest - 0.05, 1.35),
+            xlabel="weight matrix, input to output",
+            ylabel="cos(w_T, w_0) (1 = unchanged direction)",
+            title="per-layer cosine to init after training",
+        )
         ax.legend(frameon=False, ncol=2, fontsize=8, loc="upper center")
         return fig
 
@@ -209,7 +222,9 @@ class AdamVsSGD(Study):
                 FigureSpec(
                     "distance_from_init",
                     self.distance_figure(cfg, results, groups),
-                    "Left: W (solid) and B (dotted) vs step on log-log axes, where W ~ steps^a is a "
+                    "Look at the gap between the two W lines (claim D7: Adam's W more than 10x SGD's) and at "
+                    "their slopes on the log-log plot (claim D6: a slope near 1 is linear growth, below 1 "
+                    "sublinear). Left: W (solid) and B (dotted) vs step on log-log axes, where W ~ steps^a is a "
                     "straight line of slope a. Middle: W divided by its final value vs epoch, with least-"
                     "squares lines over the shaded window where D6 fits W ~ t^a (R^2 shown as evidence only). "
                     "Right: distance from the origin ||w_t|| vs epoch, dotted = ||w_0||. Line = mean, band = ±1 std.",
@@ -217,13 +232,15 @@ class AdamVsSGD(Study):
                 FigureSpec(
                     "per_layer_cosine",
                     self.cosine_figure(cos),
-                    "Cosine between each weight matrix and its initial value after training (mean ± std "
-                    "over seeds); dotted: the D8 thresholds.",
+                    "Claim D8 expects every SGD bar above its dotted line (the direction of each layer barely "
+                    "changes) and every Adam bar below its own. Cosine between each weight matrix and its "
+                    "initial value after training (mean ± std over seeds); dotted: the D8 thresholds.",
                 ),
                 FigureSpec(
                     "accuracy_vs_epoch",
                     accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
-                    "Train (left) and test (right) accuracy vs epoch; line = mean, band = ±1 std.",
+                    "Look at the end of the test curves (right): claim D7 expects Adam below SGD. Train (left) "
+                    "and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
                 ),
             ],
             tables=[table],

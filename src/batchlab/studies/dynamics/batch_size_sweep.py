@@ -58,7 +58,8 @@ class BatchSizeSweep(Study):
                 FigureSpec(
                     "accuracy_vs_epoch",
                     fig,
-                    ACCURACY_CAPTION,
+                    "Look at where the test curves (right) end: at the same lr and number of epochs, each larger "
+                    "batch is expected to end lower (claim D1). " + ACCURACY_CAPTION,
                 )
             ],
             tables=[table],

@@ -17,10 +17,12 @@ from ...report.figures import PALETTE, band, new_figure
 from ...report.html import Table
 from ..common import Results, StudyConfig, mean_std
 
-# `quick`: a faithful miniature for a 2-core CPU: a 10k/2k MNIST subset, a 256-wide MLP, 2 seeds, and
-# QUICK_EPOCHS epochs where the published protocol trains SPEC_EPOCHS (other epoch counts scale with it).
-QUICK_SETUP = {"train_subset": 10_000, "test_subset": 2_000, "widths": (256, 256), "seeds": 2}
-QUICK_EPOCHS = 5
+# `quick`: a faithful miniature for a 2-core CPU that keeps the regime of the protocol (measured in
+# docs/profiles.md): batch 64 ends near 100 % training accuracy (full: 99.95 %), batch 1024 takes exactly
+# 1/16 of its steps per epoch (4096 = 4 batches of 1024), 3 seeds as in full. QUICK_EPOCHS replaces the
+# protocol's SPEC_EPOCHS; the other epoch counts (60, 31, 480) scale with it.
+QUICK_SETUP = {"train_subset": 4096, "test_subset": 2_000, "widths": (256, 256), "seeds": 3}
+QUICK_EPOCHS = 45
 SPEC_EPOCHS = 30
 
 SHEN_2018 = "K. Shen, 'Effect of batch size on training dynamics' (Mini Distill, 2018)"

@@ -55,7 +55,9 @@ class LRCompensation(Study):
                 FigureSpec(
                     "accuracy_vs_epoch",
                     fig,
-                    ACCURACY_CAPTION,
+                    f"Look at the end of the test curves (right): batch {cfg.large_batch} at lr {cfg.raised_lr:g} "
+                    f"should close the gap that batch {cfg.large_batch} at lr {cfg.lr:g} leaves below batch "
+                    f"{cfg.small_batch} (claim D2: within 0.5 percentage points). " + ACCURACY_CAPTION,
                 )
             ],
             tables=[

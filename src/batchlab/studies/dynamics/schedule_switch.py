@@ -125,6 +125,8 @@ class ScheduleSwitch(Study):
                 FigureSpec(
                     "last_epochs",
                     self.figure(cfg, results, schedules, D3_TOL_PP),
+                    "Look at the right panel: (c), (d) and (e) should end inside the shaded band around (a), "
+                    "and (b), which only trains longer at the large batch, below it (claim D3). "
                     f"Train and test accuracy of each schedule, aligned so that its last {cfg.epochs} "
                     f"epochs lie in [0, {cfg.epochs}]; the dashed line marks where (c), (d) switch to "
                     f"batch {cfg.small_batch} and (e) raises the lr; the shaded part is the schedule's "

@@ -116,7 +116,8 @@ class Accumulation(Study):
                 f"A1: below {ACCUMULATION_EXACT:g}": ACCUMULATION_EXACT,
                 f"A2: above {ACCUMULATION_BN_DIFFERS:g}": ACCUMULATION_BN_DIFFERS,
             },
-            ylabel="||W_micro - W_direct|| / ||W_direct - theta0||",
+            ylabel="‖W_micro − W_direct‖ / ‖W_direct − θ0‖",
+            xlabel="optimizer (one colour per model)",
         )
         axes[0].set_title("all weights", fontsize=9)
         per_layer = {LABELS[o]: scalars(results, tasks.get(("cnn-bn", o))) for o in cfg.optimizers}
@@ -127,7 +128,8 @@ class Accumulation(Study):
                 {lab: [v.get(f"MD_rel:{n}") for n in names] for lab, v in per_layer.items()},
                 [layer_label("cnn-bn", n) for n in names],
                 eps_lines=(cfg.precision,),
-                ylabel="per tensor relative difference",
+                ylabel="relative difference of the tensor (ratio)",
+                xlabel="parameter tensor (cnn-bn)",
             )
         axes[1].set_title("cnn-bn, per parameter tensor", fontsize=9)
         fig.suptitle(
@@ -177,6 +179,9 @@ class Accumulation(Study):
                 FigureSpec(
                     "relative_difference",
                     self.figure(cfg, results, tasks),
+                    "Look at the left panel: without BatchNorm the bars should sit at the rounding level, below "
+                    "the A1 line (accumulation is exact); with BatchNorm above the A2 line (each micro-batch is "
+                    "normalised by its own statistics). "
                     "Left: relative difference of the final weights, micro-batches vs direct batch, per "
                     "optimizer, without and with BatchNorm (log scale; dashed: machine epsilon, dotted: "
                     f"the A1/A2 thresholds; exactly 0 drawn at {LOG_FLOOR:g}). Right: with BatchNorm, per "

@@ -74,7 +74,8 @@ def log_bars(
     *,
     eps_lines: Sequence[str] = ("float32", "float64"),
     thresholds: Mapping[str, float] | None = None,
-    ylabel: str = "||A-X|| / ||A-theta0||",
+    ylabel: str = "‖A − X‖ / ‖A − θ0‖ (ratio, log scale)",
+    xlabel: str = "",
 ):
     """Grouped bars on a log y axis (0 drawn at LOG_FLOOR, NaN left out), with the machine epsilons of
     `eps_lines` (the rounding level of one operation) and optional named thresholds as horizontal lines."""
@@ -94,4 +95,6 @@ def log_bars(
     high = max([*finite, 1.0], default=1.0)
     ax.set_ylim(low / 10, high * 1e5)  # headroom above the bars for the legend
     ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
     ax.legend(frameon=False, fontsize=7, ncol=2)

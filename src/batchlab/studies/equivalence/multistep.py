@@ -120,13 +120,16 @@ class EquivalenceMultistep(Study):
             EPS[cfg.precision], color="#555555", linestyle="--", linewidth=1, label=f"{cfg.precision} machine epsilon"
         )
         axes[1].axhline(EXACT_F64, color="#555555", linestyle=":", linewidth=1.2, label=f"E6 threshold {EXACT_F64:g}")
-        axes[0].set(ylabel="mean |A-X| over all weights", title="mean difference from A")
-        axes[1].set(ylabel="||A-X|| / ||A-theta0||", title="relative difference from A")
+        axes[0].set(ylabel="mean |A − X| over all weights (log scale)", title="mean difference from A")
+        axes[1].set(ylabel="‖A − X‖ / ‖A − θ0‖ (ratio, log scale)", title="relative difference from A")
         for ax in axes:
-            ax.set(xlabel="K (batches)", yscale="log")
+            ax.set(xlabel="K (number of batches, one step each)", yscale="log")
             ax.set_xticks(ks)
             ax.legend(frameon=False, fontsize=7.5)
-        fig.suptitle(f"{cfg.precision}, batches of {cfg.batch_size}, lr {cfg.lr:g}, momentum {cfg.momentum:g}")
+        fig.suptitle(
+            f"K steps: how far B, C and D end from A ({cfg.precision}, batches of {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"momentum {cfg.momentum:g})"
+        )
         return fig
 
     def table(self, results: Results, tasks: dict[int, TaskSpec]) -> Table:
@@ -160,6 +163,8 @@ class EquivalenceMultistep(Study):
                 FigureSpec(
                     "difference_vs_k",
                     self.figure(cfg, results, tasks),
+                    "Look at the right panel: D (accumulation) should stay at the rounding level for every K "
+                    "(claim E6) while B's difference from A grows with K (E7). "
                     "Difference of B, C and D from A against the number of batches K (log scale): left the "
                     "mean absolute difference, right the difference relative to A's distance from theta0. "
                     f"Exactly 0 is drawn at {LOG_FLOOR:g}. D sits at the rounding level: accumulation "

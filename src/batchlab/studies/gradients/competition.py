@@ -38,6 +38,23 @@ BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024)
 TAIL_RMS = 5.0  # G3's fixed magnitude: 5x the RMS element of the largest batch's summed gradient
 
 
+def _sparse_symlog_ticks(ax, linthresh: float, per_side: int = 4) -> None:
+    """At most `per_side` labelled decades on each side of 0 of a symlog axis (all of them overlap)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    lo, hi = ax.get_xlim()
+    top = max(abs(lo), abs(hi), linthresh * 10)
+    kmin, kmax = int(np.ceil(np.log10(linthresh))), int(np.floor(np.log10(top)))
+    step = max(1, int(np.ceil((kmax - kmin + 1) / per_side)))
+    ks = list(range(kmax, kmin - 1, -step))
+    ticks = sorted([-(10.0**k) for k in ks] + [0.0] + [10.0**k for k in ks])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(FixedLocator([]))
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: "0" if v == 0 else f"${'-' if v < 0 else ''}10^{{{int(round(np.log10(abs(v))))}}}$")
+    )
+
+
 class CompetitionConfig(GradientConfig):
     batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         BATCH_SIZES, min_length=3, description="Batch sizes B; each trial takes its examples in batches of B."
@@ -181,6 +198,7 @@ class GradientCompetition(Study):
                 FigureSpec(
                     "rescaled",
                     self.rescaled_figure(cfg, norms),
+                    "Look at the dashed std lines: claim G2 expects them to rise with B. "
                     "Mean and std of ||sum|| rescaled by mu_largest B / mu_B, so that every B has the largest batch's "
                     "mean: what is left is the shape of the spread (G2: std/mean growing with B), per reduction.",
                 ),
@@ -231,10 +249,11 @@ class GradientCompetition(Study):
                 xscale="log",
                 yscale="log",
                 xlabel="batch size B",
-                ylabel="||sum|| (last-layer weight gradient)",
+                ylabel="‖Σ g‖: L2 norm of the summed\nlast-layer weight gradient (log)",
                 title=f"{regime} checkpoint",
             )
             ax.legend(frameon=False, fontsize=7)
+        fig.suptitle("Summed gradient of a batch against the batch size B (mean ± std over the trials)")
         return fig
 
     def rescaled_figure(self, cfg, norms):
@@ -252,10 +271,11 @@ class GradientCompetition(Study):
                 xscale="log",
                 yscale="log",
                 xlabel="batch size B",
-                ylabel="rescaled by mu_largest / mu_B",
+                ylabel="‖Σ g‖ × μ_largest B / μ_B (log)",
                 title=f"reduction: {variant}",
             )
             ax.legend(frameon=False, fontsize=7)
+        fig.suptitle("Spread of the summed gradient with the mean scaled away: std (dashed) vs mean (solid)")
         return fig
 
     def ridge_figure(self, cfg, norms):
@@ -274,7 +294,8 @@ class GradientCompetition(Study):
                 h = 0.9 * h / max(h.max(), 1)
                 ax.fill_between(edges[:-1], row, row + h, step="post", color=PALETTE[row % len(PALETTE)], alpha=0.7)
             ax.set_yticks(range(len(cfg.batch_sizes)), [str(b) for b in cfg.batch_sizes], fontsize=7)
-            ax.set(xlabel="rescaled ||sum||", ylabel="batch size B", title=f"{regime}, {variant}")
+            ax.set(xlabel="‖Σ g‖ × μ_largest B / μ_B", ylabel="batch size B", title=f"{regime}, {variant}")
+        fig.suptitle("Distribution of the rescaled summed-gradient norm over the trials, one row per batch size")
         return fig
 
     def element_figure(self, cfg, hists, counts, thresholds, moving):
@@ -289,22 +310,28 @@ class GradientCompetition(Study):
             color = PALETTE[row % len(PALETTE)]
             axes[0].plot(centers, np.where(pos > 0, pos, np.nan), color=color, linewidth=0.9, label=f"B={b}")
             axes[0].plot(-centers, np.where(neg > 0, neg, np.nan), color=color, linewidth=0.9)
-        axes[0].set_xscale("symlog", linthresh=float(HIST_EDGES[0]) * 10)
+        linthresh = float(HIST_EDGES[0]) * 10
+        axes[0].set_xscale("symlog", linthresh=linthresh)
+        _sparse_symlog_ticks(axes[0], linthresh)
         axes[0].axvline(thresholds[key], color="#555555", linestyle=":", linewidth=1)
         axes[0].axvline(-thresholds[key], color="#555555", linestyle=":", linewidth=1)
         axes[0].set(
             yscale="log",
-            xlabel="element of the summed gradient",
-            ylabel="count (all trials)",
+            xlabel="value of an element of the summed gradient (symlog)",
+            ylabel="count of elements, all trials (log)",
             title=f"{key[0]}, {key[1]}",
         )
         axes[0].legend(frameon=False, fontsize=6, ncols=3)
         for i, ((regime, variant), c) in enumerate((k, v) for k, v in counts.items() if k[1] in moving):
             axes[1].plot(cfg.batch_sizes, c, "o-", color=PALETTE[i], markersize=3, label=f"{regime}, {variant}")
         axes[1].set(
-            xscale="log", xlabel="batch size B", ylabel="elements beyond the fixed magnitude", title="tail count (G3)"
+            xscale="log",
+            xlabel="batch size B",
+            ylabel="elements beyond the fixed magnitude (count)",
+            title="tail count (G3)",
         )
         axes[1].legend(frameon=False, fontsize=7)
+        fig.suptitle("How heavy are the tails of the summed gradient's elements?")
         return fig
 
     def table(self, cfg, norms, counts) -> Table:

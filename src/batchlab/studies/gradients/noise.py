@@ -13,6 +13,7 @@ Claim tested:
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 from pydantic import Field
 
 from ...analysis.noise import NoiseScaleEMA
@@ -147,10 +148,13 @@ class NoiseScale(Study):
             markersize=3,
             label="B_simple (smoothed)",
         )
-        ax.set(yscale="log", xlabel="step", ylabel="B_simple (examples)", title="during the reference run")
+        ax.set(yscale="log", xlabel="step", ylabel="B_simple (examples, log)", title="during the reference run")
         loss = ax.twinx()
         loss.plot(steps, [r["train_loss"] for r in rows], color=PALETTE[1], linewidth=1, label="train loss")
-        loss.set(ylabel="train loss", yscale="log")
+        loss.set(ylabel="train loss (cross-entropy, nats, log)", yscale="log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # "0.6", not "6 x 10^-1", on a short log axis
+        loss.yaxis.set_major_formatter(plain)
+        loss.yaxis.set_minor_formatter(plain)
         lines = ax.get_lines() + loss.get_lines()
         ax.legend(lines, [line.get_label() for line in lines], frameon=False, fontsize=8, loc="upper left")
 
@@ -177,8 +181,14 @@ class NoiseScale(Study):
                 for r in REGIMES
             ],
         )
-        ax.set(yscale="log", ylabel="B_simple (examples)", title="gradient noise scale, 95 % bootstrap CIs")
+        ax.set(
+            yscale="log",
+            xlabel="checkpoint of the reference run",
+            ylabel="B_simple (examples, log)",
+            title="two estimators, 95 % bootstrap CIs",
+        )
         ax.legend(frameon=False, fontsize=8)
+        fig.suptitle("Gradient noise scale B_simple = tr(Σ) / |G|²: the batch size beyond which returns diminish")
         probe = self.during_training(cfg, results)
         self.training_panel(axes[1], probe)
         rows = [
@@ -191,6 +201,8 @@ class NoiseScale(Study):
                 FigureSpec(
                     "b_simple",
                     fig,
+                    "Look at the left panel: the two estimators' intervals should overlap at each checkpoint "
+                    "(claim N1). "
                     "Left: B_simple at the early and late checkpoints by both estimators, with 95 % bootstrap CIs "
                     "(log axis). Right: B_simple during the reference run, from the noise probe after every epoch "
                     "(|G|^2 and tr(Sigma) smoothed apart, ratio last), next to the training loss. A batch up to "

@@ -219,16 +219,18 @@ class StepsToTarget(Study):
                 fit["s_min"] * (1 + fit["b_noise"] / grid),
                 "k--",
                 linewidth=1,
-                label=f"S_min (1 + B_noise/B): S_min {fit['s_min']:.3g}, B_noise {fit['b_noise']:.3g}",
+                label=f"fit S_min (1 + B_noise/B), S_min {fit['s_min']:.3g}",
             )
-            axes[0].axvline(fit["b_noise"], color="#555555", linestyle=":", linewidth=1)
+            axes[0].axvline(
+                fit["b_noise"], color="#555555", linestyle=":", linewidth=1, label=f"B_noise {fit['b_noise']:.3g} (fit)"
+            )
         if math.isfinite(b_simple):
             axes[0].axvline(b_simple, color=PALETTE[5], linestyle="-.", linewidth=1, label=f"B_simple {b_simple:.3g}")
         axes[0].set(
             xscale="log",
             yscale="log",
             xlabel="batch size B",
-            ylabel=f"steps to {100 * cfg.target:g} % test acc",
+            ylabel=f"steps to {100 * cfg.target:g} % test accuracy (log)",
             title="steps to target",
         )
         examples = np.array(best) * bs
@@ -237,11 +239,11 @@ class StepsToTarget(Study):
             xscale="log",
             yscale="log",
             xlabel="batch size B",
-            ylabel="examples processed (steps x B)",
+            ylabel="examples processed, steps × B (log)",
             title="examples to target: flat while scaling is perfect",
         )
-        for ax in axes:
-            ax.legend(frameon=False, fontsize=7)
+        axes[0].legend(frameon=False, fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        fig.suptitle(f"Steps to reach {100 * cfg.target:g} % test accuracy against the batch size (SGD, best lr per B)")
         rows = [
             {"B": b, "best lr": lr, "steps to target": s, **{f"steps, lr {x:g}": table[(b, x)] for x in cfg.lrs}}
             for b, lr, s in zip(cfg.batch_sizes, best_lr, best)
@@ -251,6 +253,8 @@ class StepsToTarget(Study):
                 FigureSpec(
                     "steps_to_target",
                     fig,
+                    "Look at the stars (left): claim N2 expects them to halve with each doubling of B (slope -1) "
+                    "for small batches and to level off beyond a critical batch size near B_simple. "
                     f"Left: steps until the test accuracy first reaches {100 * cfg.target:g} % per batch size and "
                     "learning rate (stars: the best of the grid), with the fitted S_min (1 + B_noise / B) and "
                     "B_simple. Right: examples processed; flat where doubling the batch halves the steps. A missing "

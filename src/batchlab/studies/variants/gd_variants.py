@@ -107,14 +107,23 @@ class GDVariants(Study):
             rel = np.diff(half, axis=1) / half[:, :-1]
             smooth[name] = float(np.nanmean(np.nanstd(rel, axis=1)))
             del b
-        for ax, xlabel in zip(axes, ("epoch", "examples seen (gradient evaluations)", "step", "wall time (s)")):
-            ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="training loss (MSE)")
+        clocks = (
+            ("epoch", "per epoch"),
+            ("examples seen (gradient evaluations)", "per example seen"),
+            ("step (parameter updates)", "per step"),
+            ("wall time (s)", "per second"),
+        )
+        for ax, (xlabel, title) in zip(axes, clocks):
+            ax.set(xscale="log", yscale="log", xlabel=f"{xlabel}, log", ylabel="training loss (MSE, log)", title=title)
         axes[0].legend(frameon=False, fontsize=7)
+        fig.suptitle("Batch GD, SGD and mini-batch SGD on linear regression: training loss against four clocks")
         contour_fig, paths = self.contours(cfg, results)
         figures = [
             FigureSpec(
                 "loss_curves",
                 fig,
+                "Compare the left panel (per epoch: SGD and mini-batch far ahead) with the third (per step: batch GD "
+                "is the smooth curve): claim V2. "
                 "Training loss (mean over seeds, log-log) after every step of each variant, against epochs, examples "
                 "seen, steps and wall time on the device used (the group's time per step). Per epoch the stochastic "
                 "variants are far ahead; per step batch GD is the smooth one.",
@@ -125,6 +134,8 @@ class GDVariants(Study):
                 FigureSpec(
                     "paths",
                     contour_fig,
+                    "Look at how straight each path heads for the star: batch GD follows the contours' gradient, "
+                    "SGD zigzags around it. "
                     f"The 2-parameter problem (no bias): loss contours and each variant's path over "
                     f"{cfg.contour_epochs} epochs from the same start (seed 0); the star is the least-squares "
                     "solution.",
@@ -172,7 +183,7 @@ class GDVariants(Study):
         for i, (name, (w0, w1)) in enumerate(paths.items()):
             ax.plot(w0, w1, color=PALETTE[i], linewidth=0.9, marker="." if len(w0) < 60 else None, label=name)
         ax.plot(*w_ls, "k*", markersize=10, label="least squares")
-        ax.set(xlabel="w_0", ylabel="w_1", title="paths over the loss contours", aspect="equal")
+        ax.set(xlabel="weight w_0", ylabel="weight w_1", title="paths over the loss contours (MSE)", aspect="equal")
         ax.legend(frameon=False, fontsize=7)
         return fig, rows
 

@@ -23,7 +23,7 @@ from ...analysis.decisions import higher
 from ...analysis.stats import mean_std
 from ...claims import Claim
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, new_figure
+from ...report.figures import PALETTE, band, legend, new_figure
 from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP, scaled_lr, warmup
@@ -137,7 +137,11 @@ class Lars(Study):
                         color=PALETTE[i],
                         label=f"{opt}, lr {best[largest][opt][0]:g}",
                     )
-        axes[0].set(xscale="log", xlabel="batch size B", ylabel="final test accuracy (%), best lr", title="accuracy")
+        axes[0].set(
+            xscale="log", xlabel="batch size B (log)", ylabel="final test accuracy (%), best lr", title="accuracy vs B"
+        )
+        axes[0].set_xticks(list(cfg.batch_sizes), [str(b) for b in cfg.batch_sizes])  # the batch sizes run
+        axes[0].minorticks_off()
         axes[1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}")
         for j, opt in enumerate(("lars", "lamb")):
             if opt not in best[largest]:
@@ -157,11 +161,12 @@ class Lars(Study):
         axes[2].set(
             yscale="log",
             xlabel="epoch",
-            ylabel="trust ratio (LARS: local lr factor)",
+            ylabel="trust ratio (ratio, log; LARS: local lr factor)",
             title=f"per-layer trust ratios, B = {largest}, seed 0",
         )
         for ax in axes:
-            ax.legend(frameon=False, fontsize=7)
+            legend(ax, frameon=False, fontsize=7)
+        fig.suptitle("Layer-wise adaptive optimizers (LARS, LAMB) against linearly scaled SGD at large batches")
         rows = [
             {
                 "optimizer": o,
@@ -177,6 +182,8 @@ class Lars(Study):
                 FigureSpec(
                     "lars_lamb",
                     fig,
+                    "Look at the right end of the left panel: claim S2 expects LARS and LAMB above SGD at the largest "
+                    "batch. "
                     "Left: final test accuracy against the batch size, each optimizer at its best lr of the grid "
                     "(SGD: linear scaling). Middle: test accuracy during training at the largest batch (mean +- std "
                     "over seeds). Right: every layer's trust ratio during training (LARS: eta ||w|| / (||g|| + wd "

@@ -159,7 +159,9 @@ class LinearScaling(Study):
                 color="#dddddd",
                 label=f"within {S1_PP:g} pp of B={base}",
             )
-            ax.set(xscale="log", xlabel="batch size B", ylabel="final test accuracy (%)", title=opt)
+            ax.set(xscale="log", xlabel="batch size B (log)", ylabel="final test accuracy (%)", title=opt)
+            ax.set_xticks(list(cfg.batch_sizes), [str(b) for b in cfg.batch_sizes])  # the batch sizes run
+            ax.minorticks_off()
             ax.legend(frameon=False, fontsize=7)
         largest = cfg.batch_sizes[-1]
         for i, rule in enumerate(RULES):
@@ -170,6 +172,7 @@ class LinearScaling(Study):
                 band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=rule, color=PALETTE[i])
         axes[-1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}, {cfg.optimizers[-1]}")
         axes[-1].legend(frameon=False, fontsize=7)
+        fig.suptitle("Scaling the learning rate with the batch size: how far does each rule keep the accuracy?")
         rows = [
             {
                 "optimizer": o,
@@ -186,6 +189,8 @@ class LinearScaling(Study):
                 FigureSpec(
                     "accuracy_vs_batch",
                     fig,
+                    "Look for the largest B at which a rule's curve is still inside the grey band (its B_max): claim "
+                    "S1 expects linear scaling with warmup to stay in it up to a large batch. "
                     "Final test accuracy against the batch size for each lr scaling rule (mean over seeds; the grey "
                     f"band is within {S1_PP:g} pp of the B_base run), per optimizer; right: test accuracy during "
                     "training at the largest batch. B_max in the legend is where a rule stops keeping up.",

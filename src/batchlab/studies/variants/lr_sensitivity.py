@@ -111,7 +111,9 @@ class LRSensitivity(Study):
             claims.append(Claim("L1", statement, source, rule, verdict, evidence, why))
         else:
             claims.append(inconclusive("L1", statement, source, rule, "the quadratic task is missing"))
-        axes[0].set(yscale="log", xlabel="step", ylabel="|w - w*|", title="quadratic (w - 2)^2: error per step")
+        axes[0].set(
+            yscale="log", xlabel="step", ylabel="|w − w*|, distance to the minimum (log)", title="quadratic (w − 2)²"
+        )
         for i, (lr, specs) in enumerate(self.runs(cfg).items()):
             for spec in specs:
                 if not results.has(spec):
@@ -130,14 +132,20 @@ class LRSensitivity(Study):
                         "final train loss": float(loss[-1]),
                     }
                 )
-        axes[1].set(yscale="log", xlabel="step", ylabel="training loss", title="MNIST MLP (SGD)")
+        axes[1].set(
+            yscale="log", xlabel="step", ylabel="training loss (cross-entropy, nats, log)", title="MNIST MLP (SGD)"
+        )
         for ax in axes:
             ax.legend(frameon=False, fontsize=7)
+        fig.suptitle("Four learning-rate regimes: converges, oscillates, diverges, stalls (too slow)")
         return StudyOutput(
             figures=[
                 FigureSpec(
                     "regimes",
                     fig,
+                    "Claim L1: on the quadratic (left) every learning rate's curve should get the regime the "
+                    "theory gives it (each step multiplies the error by 1 − 2 lr: lr < 0.5 converges, 0.5 to 1 "
+                    "oscillates, above 1 diverges; too small an lr stalls within the step budget). "
                     "Left: distance to the minimum per step on the quadratic, coloured by the label its trajectory "
                     "got (log scale; a diverging trajectory leaves the plot). Right: training loss of the MLP per "
                     "learning rate, with its label; a run that became NaN stops where it diverged.",

@@ -85,7 +85,8 @@ class Tradeoffs(Study):
         after = np.flatnonzero(steps >= step)
         return float(results.series(spec, metric)[after[0]]) if after.size else np.nan
 
-    def analyze(self, cfg: TradeoffsConfig, results: Results) -> StudyOutput:
+    def table_rows(self, cfg: TradeoffsConfig, results: Results) -> list[dict]:
+        """One row per batch size: the report's table and figure, and the explorer's batch-size panel."""
         n = cfg.train_subset or 60_000
         noise_task = self.noise(cfg)
         trace = results.scalar(noise_task, "trace_sigma") if results.has(noise_task) else np.nan
@@ -113,24 +114,45 @@ class Tradeoffs(Study):
                     f"test acc after {cfg.steps} steps (%)": 100 * float(np.nanmean(acc_steps)) if present else None,
                 }
             )
+        return rows
+
+    def analyze(self, cfg: TradeoffsConfig, results: Results) -> StudyOutput:
+        rows = self.table_rows(cfg, results)
         bs = [r["B"] for r in rows]
         fig, axes = new_figure(ncols=3, nrows=2, width=13, height=7)
         panels = [
             ("time per epoch (s)", "time per epoch (s)", True),
             ("examples per second", "examples per second", True),
             ("peak memory (MB)", f"peak memory (MB, {rows[0]['memory'] if rows else ''})", True),
-            ("gradient noise tr(Sigma)/B", "E||g_B - G||^2 = tr(Sigma)/B", True),
+            ("gradient noise tr(Sigma)/B", "E‖g_B − G‖² = tr(Σ)/B", True),
             (f"test acc after {cfg.epochs} epochs (%)", f"test accuracy after {cfg.epochs} epochs (%)", False),
             (f"test acc after {cfg.steps} steps (%)", f"test accuracy after {cfg.steps} steps (%)", False),
         ]
-        for ax, (key, label, log) in zip(axes.flat, panels):
+        titles = (
+            "cost: time per epoch",
+            "cost: throughput",
+            "cost: memory",
+            "gain: less gradient noise",
+            f"accuracy at a budget of {cfg.epochs} epochs",
+            f"accuracy at a budget of {cfg.steps} steps",
+        )
+        for ax, (key, label, log), title in zip(axes.flat, panels, titles):
             ax.plot(bs, [r[key] for r in rows], "o-", color=PALETTE[0])
-            ax.set(xscale="log", yscale="log" if log else "linear", xlabel="batch size B", ylabel=label)
+            ax.set(
+                xscale="log",
+                yscale="log" if log else "linear",
+                xlabel="batch size B (log)",
+                ylabel=label + (", log" if log else ""),
+                title=title,
+            )
+        fig.suptitle("What a batch size costs and what it buys, measured on this device")
         return StudyOutput(
             figures=[
                 FigureSpec(
                     "tradeoffs",
                     fig,
+                    "Read the top row as the price of a larger batch and the bottom row as what it buys: at a fixed "
+                    "step budget a larger batch helps, at a fixed epoch budget it can hurt. "
                     "What a batch size costs (time per epoch, throughput, memory) and buys (less gradient noise; "
                     "accuracy at a fixed budget of epochs, i.e. of examples, and at a fixed budget of steps), per "
                     "batch size, on the device the study ran on.",
