@@ -633,21 +633,20 @@ def test_label_points_places_crowded_labels_without_overlap():
     plt.close(fig)
 
 
+def tables_page(tmp_path, tables) -> str:
+    """A study page with only these tables."""
+    path = write_study_report(
+        tmp_path / "r.html", study="s", title="t", description="", meta={}, figures=[], tables=tables, claims=[]
+    )
+    return path.read_text()
+
+
 def test_html_table_merges_mean_and_std_columns_and_rounds(tmp_path):
     rows = [
         {"configuration": "batch 64", "test_acc mean": 0.934712345, "test_acc std": 0.004242640687, "steps": 785},
         {"configuration": "batch 1024", "test_acc mean": 0.70625, "test_acc std": float("nan"), "steps": 50},
     ]
-    html = write_study_report(
-        tmp_path / "r.html",
-        study="s",
-        title="t",
-        description="",
-        meta={},
-        figures=[],
-        tables=[Table("final", rows)],
-        claims=[],
-    ).read_text()
+    html = tables_page(tmp_path, [Table("final", rows)])
     assert ">test_acc (mean ± std)</th>" in html and ">test_acc std<" not in html
     assert ">0.9347 ± 0.0042<" in html  # 4 significant digits, the spread 2
     assert ">0.7063<" in html  # one seed: no spread to show
@@ -660,15 +659,6 @@ def test_long_tables_scroll_in_their_own_box_and_long_text_may_wrap(tmp_path):
     rows = [
         {"tensor": f"features.{i}.weight", "AB_rel": 1e-7 * i, "outcome": note if i == 3 else "ok"} for i in range(30)
     ]
-    html = write_study_report(
-        tmp_path / "r.html",
-        study="s",
-        title="t",
-        description="",
-        meta={},
-        figures=[],
-        tables=[Table("per_tensor", rows, "Per tensor."), Table("short", rows[:3])],
-        claims=[],
-    ).read_text()
+    html = tables_page(tmp_path, [Table("per_tensor", rows, "Per tensor."), Table("short", rows[:3])])
     assert html.count('<div class="table-wrap tall">') == 1 and "(30 rows: scroll inside the table)" in html
     assert f'<td class="long">{note}</td>' in html and "<td>features.0.weight</td>" in html

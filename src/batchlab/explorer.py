@@ -36,6 +36,7 @@ from . import __version__
 from .engine.spec import TaskSpec
 from .errors import UsageError
 from .files import atomic_write_text
+from .report.html import json_ready
 from .report.style import PALETTE
 from .runner import _one_line, _store_hint, check_writable, open_store, recorded_results, study_units
 from .store import Store
@@ -134,12 +135,12 @@ def tradeoffs(store: Store | None, out: Path) -> dict:
     ]
     env = next(iter(results.records.values())).env
     return {
-        "rows": _plain(rows),
+        "rows": json_ready(rows),
         "fields": [{"key": k, "label": label, "unit": unit, "log": log} for k, label, unit, log in fields],
         "profile": record["profile"],
         "device": env.get("device"),
         "updated_at": record["updated_at"],
-        "config": {k: _plain(getattr(cfg, k)) for k in ("lr", "epochs", "steps", "train_subset", "widths")},
+        "config": {k: json_ready(getattr(cfg, k)) for k in ("lr", "epochs", "steps", "train_subset", "widths")},
     }
 
 
@@ -208,9 +209,9 @@ def runs(store: Store | None, out: Path) -> dict:
                 "studies": member.get(key, []),
                 "status": rec.status,
                 "diverged_step": rec.diverged_step,
-                "config": {f: _plain(config.get(f)) for f in RUN_FIELDS if f in config}
+                "config": {f: json_ready(config.get(f)) for f in RUN_FIELDS if f in config}
                 | {"schedule": (config.get("lr_schedule") or {}).get("kind", "constant")},
-                "epoch": [_plain(rec.metrics[i]["epoch"]) for i in keep],
+                "epoch": [json_ready(rec.metrics[i]["epoch"]) for i in keep],
                 "step": [rec.metrics[i]["step"] for i in keep],
                 "metrics": curves,
             }
@@ -227,19 +228,6 @@ def _thin(n: int) -> list[int]:
 
 def _rounded(values: np.ndarray) -> list:
     return [None if not math.isfinite(v) else float(f"{v:.6g}") for v in values.tolist()]
-
-
-def _plain(value):
-    """JSON-ready: numpy scalars become numbers, tuples lists, NaN and infinities null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- the page ----------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 import sqlite3
 import time
@@ -34,7 +33,7 @@ from .env import environment
 from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .report.figures import save_figure
-from .report.html import FigureRef, Table, atomic_write_text, write_csv, write_study_report
+from .report.html import FigureRef, Table, atomic_write_text, json_ready, write_csv, write_study_report
 from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
@@ -682,17 +681,4 @@ def diverged_table(results: Results, specs: list[Unit]) -> Table | None:
 def write_claims_json(path: Path, *, study: str, profile: str, claims: list, meta: dict) -> Path:
     """The claims as data beside report.html: id, statement, source, rule, verdict, why and evidence."""
     doc = {"study": study, "profile": profile, **meta, "claims": [c.to_dict() for c in claims]}
-    return atomic_write_text(path, json.dumps(_plain(doc), indent=1, allow_nan=False) + "\n")
-
-
-def _plain(value):
-    """JSON-ready: numpy scalars become numbers, NaN and infinities null (strict JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return atomic_write_text(path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")

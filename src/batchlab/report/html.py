@@ -139,6 +139,19 @@ def format_duration(seconds) -> str:
     return f"{h} h {rem // 60:02d} min"
 
 
+def json_ready(value):
+    """JSON-ready: numpy scalars become numbers, tuples lists, NaN and infinities null (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _json_default(o):
     if isinstance(o, Path):
         return str(o)
