@@ -10,6 +10,7 @@ import csv
 import math
 
 import pytest
+import scipy.stats
 
 from batchlab.runner import run_study, write_report
 from batchlab.store import Store
@@ -165,10 +166,10 @@ def test_report_figures_tables_claims(runs, name):
     for table in run.output.tables:
         rows = read_csv(out / name / "tables" / f"{table.name}.csv")
         assert len(rows) == len(table.rows) > 0
-        for row in rows:
+        for row, stored in zip(rows, table.rows):
             assert int(row["seeds"]) == 2 and int(row["diverged"]) == 0
-            for split in ("train", "test"):
-                assert 0.0 <= float(row[f"{split}_acc mean"]) <= 1.0
+            for split in ("train", "test"):  # the CSV holds the table's fractions at full precision
+                assert float(row[f"{split}_acc mean"]) == stored[f"{split}_acc mean"] > 0.1  # above chance
             assert float(row["dist_init_w mean"]) > 0
 
 
@@ -222,16 +223,17 @@ def test_grid_table_and_d4(runs):
     assert {(r["batch size"], r["lr"]) for r in cells} == {(b, lr) for b in (64, 256, 1024) for lr in (0.01, 0.1)}
     d4 = next(c for c in grid.claims if c.id == "D4")
     assert d4.evidence["cells"] == 6
-    assert -1 <= d4.evidence["Spearman rho(W, test accuracy)"] <= 1
+    # the rho of the claim is the rank correlation of the table's cell means (a brute-force recomputation)
+    rho = scipy.stats.spearmanr([r["dist_init_w mean"] for r in cells], [r["test_acc mean"] for r in cells])[0]
+    assert d4.evidence["Spearman rho(W, test accuracy)"] == pytest.approx(rho, abs=1e-12)
 
 
 def test_adam_vs_sgd_numbers(runs):
     _, done = runs
     out = done["adam-vs-sgd"].output
     rows = {r["configuration"]: r for r in out.tables[0].rows}
-    for opt in ("SGD", "Adam"):
-        for layer in ("net.0", "net.2", "net.4"):
-            assert -1 <= rows[opt][f"cos_init:{layer} mean"] <= 1
+    for layer in ("net.0", "net.2", "net.4"):  # Adam turns every layer farther from its init than SGD
+        assert rows["Adam"][f"cos_init:{layer} mean"] < rows["SGD"][f"cos_init:{layer} mean"]
     assert rows["Adam"]["dist_init_w mean"] > rows["SGD"]["dist_init_w mean"]
     d8 = next(c for c in out.claims if c.id == "D8")
     assert d8.evidence["SGD cos net.0 (mean)"] == pytest.approx(rows["SGD"]["cos_init:net.0 mean"])
