@@ -90,3 +90,12 @@ def test_bench_table_with_a_missing_readme_is_one_line_exit_2(tmp_path, capsys):
     assert cli.run_cli(["bench", "--table", "--readme", str(tmp_path / "nope.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no such file" in err and "Traceback" not in err
+
+
+def test_a_quick_result_is_saved_beside_the_full_one_of_the_same_day(tmp_path):
+    from batchlab.bench import save
+
+    full = {"date": "2026-01-01T00:00:00", "device": "cpu (x, 2 threads)", "quick": False, "workloads": []}
+    paths = [save(full, tmp_path), save(full | {"quick": True}, tmp_path)]
+    assert [p.name for p in paths] == ["bench-cpu-2026-01-01.json", "bench-cpu-quick-2026-01-01.json"]
+    assert json.loads(paths[0].read_text())["quick"] is False

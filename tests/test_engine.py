@@ -191,3 +191,29 @@ def test_cnn_group_matches_solo(model):
 def test_group_rejects_runs_that_cannot_step_together():
     with pytest.raises(ValueError, match="shared"):
         train_group([RunSpec(**SMALL), RunSpec(**{**SMALL, "batch_size": 32})], device="cpu")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_fused_cpu_update_equals_the_masked_update_bitwise(momentum):
+    """On the CPU, when no run of the group is frozen, SGD takes p - lr g in one fused pass instead of
+    the masked form: the same bits. And with a frozen run the masked form keeps that run's weights."""
+    from batchlab.engine.optim import SGD, RuleOptions
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(3, 5, 7, generator=gen)
+    g = torch.randn(3, 5, 7, generator=gen)
+    hp = {"lr": torch.tensor([0.1, 0.01, 1.0]), "momentum": torch.full((3,), momentum)}
+    hp |= {"nesterov": torch.zeros(3, dtype=torch.bool), "wd": torch.zeros(3)}
+    out = {}
+    for fused in (False, True):
+        q, opts = p.clone(), RuleOptions(momentum=momentum > 0, weight_decay=False, all_alive=fused)
+        rule = SGD()
+        state = rule.init("w", q, opts)
+        for _ in range(3):
+            alive = torch.ones(3, dtype=torch.bool)
+            rule.update("w", q, g.clone(), state, hp | {"alive": alive}, torch.tensor(1.0), opts)  # g is consumed
+        out[fused] = q
+    assert torch.equal(out[True], out[False]) and not torch.equal(out[True], p)
+    q, opts = p.clone(), RuleOptions(momentum=False, weight_decay=False)
+    SGD().update("w", q, g.clone(), {}, hp | {"alive": torch.tensor([True, False, True])}, torch.tensor(1.0), opts)
+    assert torch.equal(q[1], p[1]) and not torch.equal(q[0], p[0])

@@ -267,6 +267,7 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
 def save(result: dict, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tag = "".join(c if c.isalnum() else "-" for c in result["device"].split("(")[0].strip().lower())
+    tag += "-quick" if result.get("quick") else ""  # a quick result never replaces the full one of that day
     path = directory / f"bench-{tag}-{result['date'][:10]}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))

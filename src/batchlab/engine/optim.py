@@ -21,6 +21,7 @@ A run whose `alive` flag is False is frozen: its parameters are left exactly as 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,10 @@ class RuleOptions:
 
     momentum: bool
     weight_decay: bool
+    # every run is alive at this step, known without a device sync (on the CPU, where reading a flag is
+    # free), and the gradients are the step's own: a rule may skip the mask that keeps frozen runs exactly
+    # as they are, and overwrite the gradient
+    all_alive: bool = False
 
 
 class UpdateRule:
@@ -75,7 +80,13 @@ class SGD(UpdateRule):
             buf = state["buf"]
             buf.mul_(v("momentum")).add_(g)
             g = torch.where(v("nesterov"), g + v("momentum") * buf, buf)
-        p.sub_(torch.where(v("alive"), v("lr") * g, 0))
+        if opts.all_alive:
+            # no frozen run: p - lr g in place, the same bits as the masked form without its two temporaries
+            # of the size of the weights (2 CPU cores, 784-256-256-10, batch 64, one epoch of 10k examples
+            # for 32 runs: 7.3 s -> 3.2 s; 1 run: 0.29 -> 0.26 s; batch 2: 1340 -> 1220 us per step)
+            p.sub_(g.mul_(v("lr")))
+        else:
+            p.sub_(torch.where(v("alive"), v("lr") * g, 0))
 
 
 class Adam(UpdateRule):
@@ -234,13 +245,24 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(
-        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor, alive: torch.Tensor
+        self,
+        params: dict[str, torch.Tensor],
+        grads: dict[str, torch.Tensor],
+        lr: torch.Tensor,
+        alive: torch.Tensor,
+        *,
+        consume_grads: bool = False,
     ) -> None:
-        """Update `params` in place. lr: [R] for this step; alive: [R] bool."""
+        """Update `params` in place. lr: [R] for this step; alive: [R] bool. `consume_grads`: the caller
+        reads `grads` no more, so a rule may overwrite them (a training step; not a task that compares)."""
         self.t += 1
         hp = self.hp | {"lr": lr, "alive": alive}
+        # never a sync on CUDA, where the step is graph-captured
+        all_alive = consume_grads and alive.device.type == "cpu" and bool(alive.all())
         for fam, idx in self.families.items():
             rule, opts = self.rules[fam], self.opts[fam]
+            if all_alive:
+                opts = dataclasses.replace(opts, all_alive=True)
             if idx is None:  # every run of the group has this rule: update the stacked tensors directly
                 for name, p in params.items():
                     rule.update(name, p, grads[name], self.state[name], hp, self.t, opts)

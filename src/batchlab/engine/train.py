@@ -219,7 +219,7 @@ class GroupTrainer:
         self.diverged_step.copy_(torch.where(self.alive & ~finite, self.step_t, self.diverged_step))
         self.alive &= finite
         lr = self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
-        self.optimizer.step(self.stack.params, grads, lr, self.alive)
+        self.optimizer.step(self.stack.params, grads, lr, self.alive, consume_grads=True)
         self.step_t += 1
         self.offset += batch_size
 
