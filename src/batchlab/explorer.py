@@ -33,12 +33,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import __version__
-from .engine.spec import TaskSpec
 from .errors import UsageError
 from .files import atomic_write_text
 from .report.html import json_ready
 from .report.style import PALETTE
-from .runner import _one_line, _store_hint, check_writable, open_store, recorded_results, study_units
+from .runner import _one_line, _store_hint, check_writable, keys_read, open_store, recorded_results, study_units
 from .store import Store
 from .studies import REGISTRY, Results
 
@@ -160,8 +159,7 @@ def study_keys(store: Store) -> dict[str, set[str]]:
                 specs = study_units(study, study.Config(**record["config"]))
             except ValueError:  # the study changed since it ran: its record's keys only
                 continue
-            keys.update(s.key for s in specs)
-            keys.update(s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None)
+            keys.update(keys_read(specs))
     return out
 
 

@@ -489,8 +489,13 @@ def recorded_results(store: Store, study: Study, record: dict) -> tuple[StudyCon
     measured. Raises ValueError (pydantic's included) when the study no longer accepts the recorded config."""
     cfg = study.Config(**record["config"])
     specs = study_units(study, cfg)
+    return cfg, specs, Results(store.runs(keys_read(specs)), store.load_array)
+
+
+def keys_read(specs: list[Unit]) -> list[str]:
+    """The keys a report reads for a plan: its units, and the runs whose checkpoints its tasks start from."""
     starts = [s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None]
-    return cfg, specs, Results(store.runs([*(s.key for s in specs), *starts]), store.load_array)
+    return [*(s.key for s in specs), *starts]
 
 
 def write_report(

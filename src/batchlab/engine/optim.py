@@ -235,6 +235,7 @@ class StackedOptimizer:
             )
             for fam in self.families
         }
+        self.opts_all_alive = {fam: dataclasses.replace(o, all_alive=True) for fam, o in self.opts.items()}
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         for name, p in params.items():
             st: dict[str, torch.Tensor] = {}
@@ -260,9 +261,7 @@ class StackedOptimizer:
         # never a sync on CUDA, where the step is graph-captured
         all_alive = consume_grads and alive.device.type == "cpu" and bool(alive.all())
         for fam, idx in self.families.items():
-            rule, opts = self.rules[fam], self.opts[fam]
-            if all_alive:
-                opts = dataclasses.replace(opts, all_alive=True)
+            rule, opts = self.rules[fam], (self.opts_all_alive if all_alive else self.opts)[fam]
             if idx is None:  # every run of the group has this rule: update the stacked tensors directly
                 for name, p in params.items():
                     rule.update(name, p, grads[name], self.state[name], hp, self.t, opts)
