@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a device session runs (wheels for packages the device lacks are carried in .whl/):
-#   bash benchmarks/gpu_check.sh bench   CUDA tests, kernel profile, `batchlab bench`
+#   bash benchmarks/gpu_check.sh bench   CUDA tests, `batchlab bench`, the folded-update ablation, kernel profile
 #   bash benchmarks/gpu_check.sh full    `batchlab reproduce --profile full`, then P6 against its store
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
@@ -8,9 +8,10 @@ export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "${1:-bench}" = bench ]; then
-  python3 -m pytest -q tests/test_engine_cuda.py 2>&1 | tail -5
-  python3 benchmarks/profile_step.py > $OUT/profile.txt 2>&1; grep -A22 "===" $OUT/profile.txt | cut -c1-70,150-175
+  python3 -m pytest -q tests/test_engine_cuda.py tests/test_fold.py tests/test_fast_path.py 2>&1 | tail -5
   python3 -m batchlab bench --device cuda --out $OUT 2>&1 | grep -v Warn | tail -12
+  python3 benchmarks/fold_ablation.py --out $OUT 2>&1 | grep -v Warn
+  python3 benchmarks/profile_step.py > $OUT/profile.txt 2>&1; grep -A22 "===" $OUT/profile.txt | cut -c1-70,150-175
 else
   python3 benchmarks/small_batch.py 2>&1 | grep -v -i warn | tee $OUT/small_batch.txt
   # keep the multiply-sum layers only if they won at 3 runs (what the batch-2 group of the studies is)

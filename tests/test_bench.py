@@ -99,3 +99,16 @@ def test_a_quick_result_is_saved_beside_the_full_one_of_the_same_day(tmp_path):
     paths = [save(full, tmp_path), save(full | {"quick": True}, tmp_path)]
     assert [p.name for p in paths] == ["bench-cpu-2026-01-01.json", "bench-cpu-quick-2026-01-01.json"]
     assert json.loads(paths[0].read_text())["quick"] is False
+
+
+def test_cpu_targets_are_ratios_to_the_textbook_loop_and_the_floor():
+    from batchlab.bench import target_text, workload
+
+    floor = {"floor_s": 1.0, "flop_s": 1.0, "byte_s": 0.5, "bound": "FLOPs"}
+    # engine 1.25 s against the textbook's 2.5 s: 2x, and 80 % of a 1 s floor
+    met = workload("P", None, "epoch", 2.5, 1.25, floor, 1, target_speedup=2.0, target_fraction=0.75)
+    assert met["meets_target"] is True and target_text(met) == "≥ 2x textbook, ≥ 75% of floor met"
+    slow = workload("P", None, "epoch", 2.5, 1.4, floor, 1, target_speedup=2.0)  # 1.79x
+    assert slow["meets_target"] is False and target_text(slow) == "≥ 2x textbook missed"
+    assert workload("P", None, "epoch", 2.5, 1.4, floor, 1)["meets_target"] is None
+    assert target_text(workload("P", 0.6, "epoch", 2.5, 0.5, floor, 1)) == "≤ 600.0 ms met"

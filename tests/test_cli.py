@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from batchlab import cli, executor
+from batchlab.runner import parse_sets, prepare
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
@@ -156,7 +157,11 @@ def test_error_is_one_unwrapped_line_in_a_real_process(tmp_path):
 def test_quick_profile_rerun_and_report(tmp_path):
     """`run --profile quick` trains; the same command again trains nothing; `report` recomputes."""
     out = tmp_path / "res"
-    args = ["run", STUDY, "--profile", "quick", *TINY, "--set", "batch_sizes=64,256", "--device", "cpu", "--out", out]
+    sets = [*TINY, "--set", "batch_sizes=64,256"]
+    args = ["run", STUDY, "--profile", "quick", *sets, "--device", "cpu", "--out", out]
+    # a run with --set is a variant of the study: its report has a directory of its own
+    variant = prepare(STUDY, overrides=parse_sets(sets[1::2]), out=out, check_data_now=False).variant
+    report = out / f"{STUDY}@{variant}" / "report.html"
     first = subprocess_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "trained 4 runs, reused 0 from the store" in first.stdout
@@ -170,7 +175,7 @@ def test_quick_profile_rerun_and_report(tmp_path):
     claims = [m for m in map(CLAIM_LINE.match, first.stdout.splitlines()) if m]
     assert [m[1] for m in claims] == ["D1"]
     assert claims[0][3] == "At fixed lr and epochs, a larger batch gives lower final test accuracy."
-    assert first.stdout.splitlines()[-1] == f"report: {out / STUDY / 'report.html'}"
+    assert first.stdout.splitlines()[-1] == f"report: {report}"
     rows = finished_at(out)
     assert len(rows) == 4
 
@@ -180,9 +185,8 @@ def test_quick_profile_rerun_and_report(tmp_path):
     assert again.stderr.strip() == f"{STUDY}: all 4 runs are in the store, nothing to train"
     assert finished_at(out) == rows
 
-    report = out / STUDY / "report.html"
     report.unlink()
-    rep = subprocess_cli("report", STUDY, "--out", out)
+    rep = subprocess_cli("report", STUDY, *sets, "--out", out)
     assert rep.returncode == 0, rep.stderr
     assert report.is_file() and "D1" in report.read_text()
     assert [m[1] for m in map(CLAIM_LINE.match, rep.stdout.splitlines()) if m] == ["D1"]
@@ -295,9 +299,10 @@ def tiny_profiles(monkeypatch):
 
 def test_reproduce(capsys, tmp_path, monkeypatch):
     tiny_profiles(monkeypatch)
-    # every figure of every study is checked as it is saved: title, axis labels, legend, colour-bar label
+    # every figure of every study is checked as it is saved: title, axis labels, legend, colour-bar label, and
+    # for print: at most 7 in wide, no text under 8 pt, no legend over the data
     from batchlab import runner
-    from batchlab.report.figures import figure_problems
+    from batchlab.report.figures import figure_problems, missing_formats
 
     problems, saved = {}, runner.save_figure
 
@@ -317,6 +322,7 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     html = index.read_text()
     for name in REGISTRY:
         assert (out / name / "report.html").is_file()
+        assert missing_formats(out / name / "figures") == []  # a PDF and an SVG beside every PNG
         assert f'href="{name}/report.html"' in html
     ids = [m[1] for m in map(CLAIM_LINE.match, stdout.splitlines()) if m]
     assert len(ids) >= len(REGISTRY) and len(set(ids)) == len(ids)

@@ -120,3 +120,32 @@ def test_tiny_batch_multiply_sum_layers_match_the_plain_path():
     assert 2 in trainer.graphs
     assert_same_runs(fast, plain)
     assert fast[0].steps == 100
+
+
+def test_folded_step_in_a_captured_graph_matches_the_plain_path():
+    """Plain SGD with the folded step (the update inside the weight-gradient matmul; opt-in on CUDA),
+    feature-major and graph-captured; the plain path takes autograd and the optimizer's masked update."""
+    specs = [RunSpec(**SMALL, seed=s, precision="float64", lr=0.02 * (s + 1)) for s in range(4)]
+    _, plain = train_cuda(specs, fast=False)
+    device = torch.device("cuda")
+    trainer = GroupTrainer(specs, load_for(specs[0], device), device, fold=True)
+    fast = trainer.run(keep_params=True)
+    assert trainer.fold is not None and trainer.fold.feature_major and 64 in trainer.graphs
+    assert_same_runs(fast, plain)
+
+
+def test_folded_step_keeps_a_frozen_run_bitwise_on_cuda():
+    from batchlab.engine.fold import FoldedSGD
+    from batchlab.models import Stack, build_model
+
+    stack = Stack.from_seeds(build_model("mlp", widths=(64, 32)), "glorot", [0, 1, 2], "cuda", torch.float32)
+    stack.params["net.0.bias"][1, 3] = float("inf")  # run 1 has diverged: an infinite hidden activation
+    before = {k: v.clone() for k, v in stack.params.items()}
+    x, y = torch.randn(3, 16, 784, device="cuda"), torch.randint(10, (3, 16), device="cuda")
+    fold = FoldedSGD("relu", 3, "mean", feature_major=True)
+    alive = torch.isfinite(fold.losses(fold.forward(stack.params, x)[0], y))
+    assert alive.tolist() == [True, False, True]
+    fold.step(stack.params, x, y, torch.full((3,), 0.1, device="cuda"), alive)
+    for k, v in stack.params.items():
+        assert torch.equal(v[1], before[k][1]), k
+        assert torch.isfinite(v[0]).all() and not torch.equal(v[0], before[k][0]), k

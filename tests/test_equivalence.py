@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -248,7 +249,8 @@ def test_study_end_to_end(capsys, tmp_path, name):
     sets = [a for s in STUDY_SETS[name] for a in ("--set", s)]
     code, out, err = cli_run(capsys, "run", name, "--profile", "quick", "--device", "cpu", "--out", tmp_path, *sets)
     assert code == 0, err
-    study_dir = tmp_path / name
+    study_dir = Path(out.splitlines()[-1].removeprefix("report: ")).parent  # a variant: its --set values
+    assert study_dir.parent == tmp_path and study_dir.name.startswith(f"{name}@")
     html = (study_dir / "report.html").read_text()
     assert list((study_dir / "figures").glob("*.png")) and list((study_dir / "tables").glob("*.csv"))
     claims = json.loads((study_dir / "claims.json").read_text())["claims"]

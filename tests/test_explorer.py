@@ -336,7 +336,8 @@ def test_landscape_play_pause_step_and_reset(browser, results_dir):
 
 
 def test_the_tradeoffs_slider_shows_the_stored_numbers(browser, results_dir):
-    with open(results_dir / "tradeoffs" / "tables" / "tradeoffs.csv", newline="") as fh:
+    (study_dir,) = results_dir.glob("tradeoffs@*")  # run with --set values: the variant's own directory
+    with open(study_dir / "tables" / "tradeoffs.csv", newline="") as fh:
         table = list(csv.DictReader(fh))  # the table the study's report wrote (floats at full precision)
     load(browser, page(results_dir).as_uri())
     slider = browser.find_element("id", "bs-slider")

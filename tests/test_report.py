@@ -57,20 +57,20 @@ def test_apply_style_is_idempotent_and_uses_agg():
 def test_new_figure_shapes_and_sizes():
     fig, ax = new_figure()
     assert hasattr(ax, "plot")
-    assert tuple(fig.get_size_inches()) == pytest.approx((4.0, 3.0))
+    assert tuple(fig.get_size_inches()) == pytest.approx((3.3, 2.6))  # a paper's column
     fig2, axes = new_figure(ncols=3, nrows=2)
     assert axes.shape == (2, 3)
-    assert tuple(fig2.get_size_inches()) == pytest.approx((12.0, 6.0))
+    assert tuple(fig2.get_size_inches()) == pytest.approx((7.0, 5.2))  # the page
     fig3, axes3 = new_figure(ncols=2, width=9, height=3.5)
     assert len(axes3) == 2
-    assert tuple(fig3.get_size_inches()) == pytest.approx((9.0, 3.5))
+    assert tuple(fig3.get_size_inches()) == pytest.approx((7.0, 3.5 * 7 / 9))  # the shape asked, at the page
     import matplotlib.pyplot as plt
 
     for f in (fig, fig2, fig3):
         plt.close(f)
 
 
-def test_save_figure_writes_png_and_svg_atomically(tmp_path):
+def test_save_figure_writes_png_svg_and_pdf_atomically(tmp_path):
     before = _open_figures()
     fig, ax = new_figure()
     x = np.arange(20)
@@ -78,14 +78,15 @@ def test_save_figure_writes_png_and_svg_atomically(tmp_path):
     ax.legend()
     out_dir = tmp_path / "nested" / "figures"
     paths = save_figure(fig, out_dir, "curve")
-    assert set(paths) == {"png", "svg"}
+    assert set(paths) == {"png", "svg", "pdf"}
     assert paths["png"] == out_dir / "curve.png" and paths["svg"] == out_dir / "curve.svg"
+    assert paths["pdf"] == out_dir / "curve.pdf" and paths["pdf"].read_bytes().startswith(b"%PDF")
     png = paths["png"].read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
     svg = paths["svg"].read_text()
     assert "<svg" in svg and len(svg) > 1000
     assert _no_temp_files(out_dir)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["curve.png", "curve.svg"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["curve.pdf", "curve.png", "curve.svg"]
     assert _open_figures() == before  # save_figure closed the figure
 
 
@@ -264,7 +265,9 @@ def test_study_report_contents(sample):
     assert "Final accuracy." in html
     # meta
     assert "quick" in html and "abc1234" in html and "2.13.0" in html
-    assert "<details>" in html and "&#34;widths&#34;: [64, 64]" in html
+    # the config as a table, every key (a nested value as JSON)
+    model = "{&#34;kind&#34;: &#34;mlp&#34;, &#34;widths&#34;: [64, 64]}"
+    assert f'<td class="mono">model</td><td class="long">{model}</td>' in html
     assert "1 min 23 s" in html
 
 

@@ -203,7 +203,7 @@ def test_interrupted_study_resumes(tmp_path, monkeypatch):
     with Store(out) as store:
         assert store.count_runs() == 2  # the first group (batch 64, 2 seeds) was saved
         assert store.study(STUDY) is None
-    assert not (out / STUDY / "report.html").exists()
+    assert not list(out.glob("*/report.html"))
     monkeypatch.setattr(executor, "train_group", real)
     resumed = run_study(STUDY, overrides=overrides, device="cpu", out=out)
     assert (resumed.trained, resumed.reused) == (2, 2)
@@ -221,13 +221,14 @@ def test_rerun_and_report_do_not_train(tmp_path, monkeypatch):
     monkeypatch.setattr(executor, "train_group", no_training)
     again = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256]}, device="cpu", out=out)
     assert (again.trained, again.reused) == (0, 4)
-    report = out / STUDY / "report.html"
+    report = first.report
+    assert report.parent.name.startswith(f"{STUDY}@")  # a run with overrides: a variant, its own directory
     report.unlink()
-    path, output = write_report(STUDY, out)
+    path, output = write_report(STUDY, out)  # the latest record, whatever its overrides
     assert path == report and report.is_file()
     assert [c.verdict for c in output.claims] == [c.verdict for c in first.output.claims]
-    assert (out / STUDY / "tables" / "final.csv").is_file()
-    assert list((out / STUDY / "figures").glob("*.png"))
+    assert (report.parent / "tables" / "final.csv").is_file()
+    assert list((report.parent / "figures").glob("*.png"))
     with Store(out) as store:
         assert store.finished_at() == before
     with pytest.raises(UsageError, match="no recorded results with profile 'full'"):

@@ -1,13 +1,17 @@
-"""The `batchlab` command: list, run, report, reproduce, bench.
+"""The `batchlab` command: list, show, run, report, reproduce, export, bench, explore, noise-scale.
+
+`run` and `reproduce` compute in this process (`--executor local`) or as Ray tasks (`--executor ray`,
+batchlab.ray_executor): every GPU or CPU of this machine, or a Ray cluster.
 
 Bad input (an unknown study, profile or key, an invalid value, an unwritable --out, a missing
 device, a report with no results) prints one line on stderr and exits with code 2, before anything
-is written. Interrupting (Ctrl-C) exits with 130; every finished run is already in the store and the
-same command resumes.
+is written. Interrupting (Ctrl-C) exits with 130; every finished run is already in the store, the runs
+in training keep their finished epochs, and the same command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import types
@@ -17,12 +21,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from .datasets import DataError
 from .errors import UsageError
+from .executor import LocalExecutor
+from .ray_executor import UnitsFailed
 from .runner import Monitor
 
 try:  # typer >= 0.2x vendors click; older typer uses click itself
@@ -43,6 +49,37 @@ OUT = typer.Option(Path("batchlab-results"), "--out", help="Results directory (S
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 DATA_DIR = typer.Option(None, "--data-dir", help="Where to look first for dataset files (like $BATCHLAB_DATA).")
 PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the published protocol, for a GPU)")
+EXECUTOR = typer.Option(
+    "local",
+    "--executor",
+    help="local (this process, one device) | ray (one Ray task per work unit: every GPU or CPU of this machine, "
+    "or a Ray cluster; needs Ray, the optional extra 'ray' of batchlab)",
+)
+RAY_ADDRESS = typer.Option(
+    None,
+    "--ray-address",
+    help="With --executor ray: an existing cluster, auto or ray://HOST:10001 (default: start Ray here).",
+)
+GPUS_PER_UNIT = typer.Option(
+    None,
+    "--gpus-per-unit",
+    min=0,
+    help="With --executor ray: GPUs each work unit asks for (default: 1 when the cluster has GPUs, else 0; "
+    "0.5: two units share one).",
+)
+CPUS_PER_UNIT = typer.Option(
+    None,
+    "--cpus-per-unit",
+    min=1,
+    help="With --executor ray: CPUs (and torch threads) each work unit asks for (default 1).",
+)
+
+DRY_RUN = typer.Option(
+    False,
+    "--dry-run",
+    help="Validate, then print what would be computed (runs and tasks, what the store has, an estimated time); "
+    "write nothing.",
+)
 
 VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
 
@@ -60,16 +97,54 @@ def note(message: str) -> None:
 
 
 def live_bar(extra, unit: str) -> Progress:
-    """A started rich bar: description, bar, [extra column], done/total `unit`, elapsed, time left."""
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), *([extra] if extra else [])]
-    columns += [MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]
-    bar = Progress(*columns, console=console, transient=False)
+    """A started rich bar: description, bar, [extra column], done/total `unit`; below it, the status line."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), *([extra] if extra else [])]
+    bar = StatusProgress(*columns, MofNCompleteColumn(), TextColumn(unit), console=console, transient=False)
     bar.start()
     return bar
 
 
+class StatusProgress(Progress):
+    """A rich bar with a status line under each task: 'elapsed 0:01:02 · left ~0:03:10' (each time labelled
+    before it, so neither reads as the other), then the task's `status` field (the metrics in training).
+    Two lines, so that the bar still fits an 80-column terminal."""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            elapsed = task.finished_time if task.finished else task.elapsed
+            status = task.fields.get("status", "")
+            line = f"  {clocks(elapsed, task.time_remaining)}" + (f" · {status}" if status else "")
+            yield Text(line, "progress.elapsed")
+
+
+def clocks(elapsed: float | None, left: float | None) -> str:
+    """'elapsed 0:01:02 · left ~0:03:10' ('left ?' until a rate is known)."""
+    return f"elapsed {_clock(elapsed or 0)} · left " + ("?" if left is None else f"~{_clock(left)}")
+
+
+def describe_metrics(values: dict[str, dict]) -> str:
+    """The latest evaluation of the runs in training, as their mean: 'mean of 4 runs: train loss 0.312 · test
+    acc 97.2%' (test loss where there is no accuracy; runs whose values are not finite are left out)."""
+    accuracy = any("test_acc" in v for v in values.values())
+    names = [("train_loss", "train loss"), ("test_acc", "test acc") if accuracy else ("test_loss", "test loss")]
+    parts, counted = [], 0
+    for name, label in names:
+        xs = [v[name] for v in values.values() if isinstance(v.get(name), (int, float))]
+        if xs:
+            mean = sum(xs) / len(xs)
+            parts.append(f"{label} {100 * mean:.1f}%" if name.endswith("acc") else f"{label} {mean:.3g}")
+            counted = max(counted, len(xs))
+    if not parts:
+        return ""
+    runs = f"{counted} runs" if counted == len(values) else f"{counted} of {len(values)} runs"
+    return f"mean of {runs}: " + " · ".join(parts)
+
+
 class TrainingProgress(Monitor):
-    """Progress of one study's training: runs saved, run-epochs done, elapsed and time left.
+    """Progress of one study's training: runs saved, run-epochs done (advancing inside an epoch, a few
+    times a second), elapsed and time left, and the mean metrics of the runs in training at their latest
+    evaluation.
 
     On a terminal, a live rich progress bar. Elsewhere (CI logs, pipes) a live bar would either
     spam or print nothing until the end, so it writes a plain line at the start, at each quarter of
@@ -78,9 +153,12 @@ class TrainingProgress(Monitor):
 
     def __init__(self, live: bool | None = None):
         self.live = console.is_terminal and not console.is_dumb_terminal if live is None else live
-        self.progress: Progress | None = None
+        self.bar: Progress | None = None
         self.task = None
         self.study, self.total, self.done, self.runs, self.saved_runs, self.planned_runs = "", 0, 0, 0, 0, 0
+        self.current = 0.0  # run-epochs done inside the epoch in progress
+        self.metrics_text = ""
+        self.kept_state: tuple[int, int, int] | None = None  # (runs, epoch, epochs) kept at an interrupt
         self.t0 = time.perf_counter()
         self.next_quarter = 1
 
@@ -98,28 +176,48 @@ class TrainingProgress(Monitor):
         if not self.live:
             note(f"{study}: training {pending} runs ({run_epochs} run-epochs){reused}")
             return
-        self.progress = live_bar(TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"), "run-epochs")
-        self.task = self.progress.add_task(study, total=max(run_epochs, 1), saved=0, runs=pending)
+        self.bar = live_bar(TextColumn("{task.fields[saved]}/{task.fields[runs]} runs"), "run-epochs")
+        self.task = self.bar.add_task(study, total=max(run_epochs, 1), saved=0, runs=pending, status="")
+
+    def resumed(self, runs: int, epoch: int, epochs: int) -> None:
+        note(f"  {runs} runs continue after epoch {epoch} of {epochs}, kept when they were interrupted")
 
     def epoch(self, runs: int, epochs: int) -> None:
         self.done += runs * epochs
-        if self.progress is not None:
-            self.progress.advance(self.task, runs * epochs)
+        self.current = 0.0
+        self._update()
+
+    def progress(self, runs: int, fraction: float) -> None:
+        self.current = runs * fraction
+        self._update()
+
+    def metrics(self, epoch: float, step: int, values: dict[str, dict]) -> None:
+        self.metrics_text = describe_metrics(values)
+        if self.bar is not None:
+            self.bar.update(self.task, status=self.metrics_text)
+
+    def _update(self) -> None:
+        completed = min(self.done + self.current, self.total)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed)
         elif not self.live and self.total:
-            quarter = 4 * self.done // self.total
+            quarter = int(4 * completed // self.total)
             if quarter >= self.next_quarter and quarter < 4:
                 self.next_quarter = quarter + 1
                 elapsed = time.perf_counter() - self.t0
-                left = elapsed * (self.total - self.done) / max(self.done, 1)
+                left = elapsed * (self.total - completed) / max(completed, 1e-9)
                 note(
-                    f"  {25 * quarter}% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs "
-                    f"saved), {_clock(elapsed)} elapsed, ~{_clock(left)} left"
+                    f"  {25 * quarter}% ({int(completed)}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs "
+                    f"saved), {clocks(elapsed, left)}" + (f"; {self.metrics_text}" if self.metrics_text else "")
                 )
 
     def saved(self, runs: int) -> None:
         self.saved_runs += runs
-        if self.progress is not None:
-            self.progress.update(self.task, saved=self.saved_runs)
+        if self.bar is not None:
+            self.bar.update(self.task, saved=self.saved_runs)
+
+    def kept(self, runs: int, epoch: int, epochs: int) -> None:
+        self.kept_state = (runs, epoch, epochs)
 
     def tasks(self, pending: int) -> None:
         self.tasks_total, self.tasks_done = pending, 0
@@ -127,13 +225,13 @@ class TrainingProgress(Monitor):
         if not self.live:
             note(f"{self.study}: computing {pending} tasks")
             return
-        self.progress = live_bar(None, "tasks")
-        self.task = self.progress.add_task(self.study, total=pending)
+        self.bar = live_bar(None, "tasks")
+        self.task = self.bar.add_task(self.study, total=pending)
 
     def task_done(self) -> None:
         self.tasks_done += 1
-        if self.progress is not None:
-            self.progress.advance(self.task, 1)
+        if self.bar is not None:
+            self.bar.advance(self.task, 1)
             if self.tasks_done == self.tasks_total:
                 self.close()
         elif self.tasks_done == self.tasks_total:
@@ -144,7 +242,7 @@ class TrainingProgress(Monitor):
         if not self.live and self.runs:
             note(
                 f"  100% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs saved) "
-                f"in {_clock(time.perf_counter() - self.t0)}"
+                f"in {_clock(time.perf_counter() - self.t0)}" + (f"; {self.metrics_text}" if self.metrics_text else "")
             )
 
     def summary(self, out) -> str:
@@ -154,12 +252,16 @@ class TrainingProgress(Monitor):
         text = f"{self.study or 'the study'}: {stored} of {planned} runs"
         if getattr(self, "tasks_total", 0):
             text += f" and {self.tasks_done} of {self.tasks_total} pending tasks"
-        return f"{text} are in the store in {out}"
+        text += f" are in the store in {out}"
+        if self.kept_state is not None:
+            runs, epoch, epochs = self.kept_state
+            text += f", and {runs} more runs keep {epoch} of their {epochs} epochs"
+        return text
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _clock(seconds: float) -> str:
@@ -182,17 +284,53 @@ def print_claims(claims) -> None:
 interrupted: list[str] = []
 
 
-def _train(prep):
+def _train(prep, executor=None):
     from .runner import execute
 
     bar = TrainingProgress()
     try:
-        return execute(prep, bar)
+        return execute(prep, bar, executor)
     except KeyboardInterrupt:
         interrupted.append(bar.summary(prep.out))
         raise
     finally:
         bar.close()
+
+
+def make_executor(
+    executor: str, ray_address: Optional[str], gpus_per_unit: Optional[float], cpus_per_unit: Optional[int], device: str
+):
+    """The executor the options ask for; Ray is imported (and its absence reported) here, started later."""
+    if executor == "local":
+        given = {"--ray-address": ray_address, "--gpus-per-unit": gpus_per_unit, "--cpus-per-unit": cpus_per_unit}
+        for option, value in given.items():
+            if value is not None:
+                raise UsageError(f"{option} needs --executor ray")
+        return LocalExecutor()
+    if executor != "ray":
+        raise UsageError(f"--executor {executor}: choose local or ray")
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(ray_address, gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit or 1, device=device)
+
+
+def started(executor):
+    """A with-block in which the executor is ready (Ray started or joined), and closed after it."""
+    return executor if hasattr(executor, "start") else contextlib.nullcontext(executor)
+
+
+def print_dry_run(preps) -> None:
+    """What `run`/`reproduce` would compute, per study and (several studies) in all; nothing is written."""
+    from .preview import describe as describe_plan
+    from .preview import dry_run, summary
+
+    plans = []
+    for prep in preps:
+        plans.append(dry_run(prep))
+        for line in describe_plan(plans[-1], prep.out):
+            out_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for line in summary(plans, preps[0].out):
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
@@ -202,13 +340,36 @@ def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
     return None if data_dir is None else str(data_dir)
 
 
-@app.command("list")
-def list_studies(
-    study: Optional[str] = typer.Argument(
-        None, help="A study: show its description, profiles and config keys (what `run --set` accepts)."
+def print_version(value: bool) -> None:
+    if value:
+        import torch
+
+        from . import __version__
+
+        out_console.print(f"batchlab {__version__} (torch {torch.__version__})", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=print_version, is_eager=True, help="Print the versions of batchlab and torch."
     ),
 ) -> None:
-    """List the studies and their profiles; with a study name, describe that study and its config keys."""
+    """batchlab: how batch size, learning rate and optimizer shape training."""
+
+
+@app.command()
+def show(study: str = typer.Argument(..., help="Study name (see `batchlab list`).")) -> None:
+    """Describe a study: its claims, profiles and config keys (type, default, quick value, help)."""
+    describe_study(study)
+
+
+@app.command("list")
+def list_studies(
+    study: Optional[str] = typer.Argument(None, help="A study: the same as `batchlab show STUDY`."),
+) -> None:
+    """List the studies and their profiles; with a study name, describe it (as `batchlab show STUDY`)."""
     from .studies import REGISTRY
 
     if study is not None:
@@ -228,6 +389,7 @@ def describe_study(name: str) -> None:
     """
     from rich.padding import Padding
 
+    from .preview import study_claims
     from .runner import lookup
 
     study = lookup(name)
@@ -259,6 +421,11 @@ def describe_study(name: str) -> None:
         out_console.print(line(cells, styles), highlight=False, overflow="ignore", crop=False)
         if help_text:
             out_console.print(Padding(Text(help_text, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
+    out_console.print()
+    claims = study_claims(study, quick or study.config(next(iter(study.profiles))))
+    out_console.print(Text("claims" if claims else "claims: none (a measurement)", style="bold"), highlight=False)
+    for claim_id, statement in claims:
+        out_console.print(f"  {claim_id}  {statement}", highlight=False, markup=False, soft_wrap=True)
     out_console.print()
     out_console.print(
         f"change a key: batchlab run {study.name} --set key=value (a list: --set key=a,b)",
@@ -313,14 +480,23 @@ def run(
     device: str = DEVICE,
     out: Path = OUT,
     data_dir: Optional[Path] = DATA_DIR,
+    executor: str = EXECUTOR,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_unit: Optional[float] = GPUS_PER_UNIT,
+    cpus_per_unit: Optional[int] = CPUS_PER_UNIT,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
     from .runner import parse_sets, prepare
 
+    ex = make_executor(executor, ray_address, gpus_per_unit, cpus_per_unit, device)
     prep = prepare(
         study, profile=profile, overrides=parse_sets(set_), device=device, out=out, data_dir=use_data_dir(data_dir)
     )
-    result = _train(prep)
+    if dry_run:
+        return print_dry_run([prep])
+    with started(ex):
+        result = _train(prep, ex)
     out_console.print(
         f"{study}: trained {result.trained - result.tasks} runs, "
         + (f"computed {result.tasks} tasks, " if result.tasks else "")
@@ -338,11 +514,14 @@ def report(
     study: str = typer.Argument(..., help="Study name."),
     out: Path = OUT,
     profile: Optional[str] = typer.Option(None, "--profile", help="Which recorded profile (default: latest)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Which variant: the --set values it was run with (default: none, the plain profile)."
+    ),
 ) -> None:
     """Recompute a study's figures, tables and claims from the store (no training)."""
-    from .runner import write_report
+    from .runner import parse_sets, write_report
 
-    path, output = write_report(study, out, profile=profile)
+    path, output = write_report(study, out, profile=profile, sets=parse_sets(set_))
     print_claims(output.claims)
     out_console.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
 
@@ -355,23 +534,34 @@ def reproduce(
     device: str = DEVICE,
     out: Path = OUT,
     data_dir: Optional[Path] = DATA_DIR,
+    executor: str = EXECUTOR,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_unit: Optional[float] = GPUS_PER_UNIT,
+    cpus_per_unit: Optional[int] = CPUS_PER_UNIT,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Run every study of a profile and write index.html with the whole claims table."""
     data_dir = use_data_dir(data_dir)
     from .runner import check_device, prepare, write_reproduction_index
     from .studies import REGISTRY
 
-    if profile is None:
-        profile = "full" if check_device(device).type == "cuda" else "quick"
-    # validate every study before training any, so bad input stops us before anything is written
-    preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in REGISTRY]
-    t0 = time.perf_counter()
-    done = []
-    for prep in preps:
-        started = time.perf_counter()
-        result = _train(prep)
-        done.append((prep, result, time.perf_counter() - started))  # with the report: what the user waited
-    total = time.perf_counter() - t0
+    ex = make_executor(executor, ray_address, gpus_per_unit, cpus_per_unit, device)
+    if dry_run:  # without starting an executor: what this device would compute
+        profile = profile or ("full" if check_device(device).type == "cuda" else "quick")
+        return print_dry_run([prepare(n, profile=profile, device=device, out=out, data_dir=data_dir) for n in REGISTRY])
+    with started(ex):
+        if profile is None:  # with Ray: whether the workers' units get GPUs
+            gpu = ex.gpus_per_unit > 0 if ex.name == "ray" else check_device(device).type == "cuda"
+            profile = "full" if gpu else "quick"
+        # validate every study before training any, so bad input stops us before anything is written
+        preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in REGISTRY]
+        t0 = time.perf_counter()
+        done = []
+        for prep in preps:
+            began = time.perf_counter()
+            result = _train(prep, ex)
+            done.append((prep, result, time.perf_counter() - began))  # with the report: what the user waited
+        total = time.perf_counter() - t0
     index = write_reproduction_index(out, profile=profile, device=check_device(device), done=done, total_wall_s=total)
     print_claims([c for _, result, _ in done for c in result.output.claims])
     out_console.print(
@@ -452,6 +642,40 @@ def explore(
     write_and_serve(out, serve=serve, port=port, say=lambda line: print(line, flush=True))
 
 
+@app.command("export")
+def export_command(
+    out: Path = OUT,
+    study: Optional[str] = typer.Option(None, "--study", help="Only the runs of this study's latest execution."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Write the CSV to this file (default: standard output)."),
+    tasks: bool = typer.Option(False, "--tasks", help="Also the tasks' scalar results (as metrics at step 0)."),
+) -> None:
+    """Every stored metric as CSV, one row per run and evaluation (the columns of batchlab.load_metrics)."""
+    import sqlite3
+
+    from .files import atomic_write_text
+    from .runner import lookup
+    from .store import StoreCorruptError, StoreVersionError, load_metrics, metrics_csv
+
+    if study is not None:
+        lookup(study)
+    if to is not None and to.is_dir():
+        raise UsageError(f"--to {to}: is a directory; give a file name, e.g. {to / 'metrics.csv'}")
+    try:
+        text = metrics_csv(load_metrics(out, study=study, tasks=tasks))
+    except (FileNotFoundError, KeyError) as e:
+        raise UsageError(e.args[0]) from None
+    except (StoreVersionError, StoreCorruptError, sqlite3.Error) as e:
+        raise UsageError(f"cannot read the store in {out}: {e}") from None
+    if to is None:
+        sys.stdout.write(text)
+        return
+    try:
+        atomic_write_text(to, text)
+    except OSError as e:
+        raise UsageError(f"--to {to}: cannot write it ({e.strerror or e})") from None
+    note(f"wrote {text.count(chr(10)) - 1} rows to {to}")
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code; never exits."""
     interrupted.clear()
@@ -460,6 +684,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except (UsageError, DataError) as e:
         error(str(e))
         return 2
+    except UnitsFailed as e:  # some work units failed on Ray workers; the rest is stored
+        error(str(e))
+        return 1
     except NoArgsIsHelpError as e:
         e.show()
         return 2

@@ -18,6 +18,7 @@ import torch
 
 from .engine import RunResult, RunSpec, resolve_device, train_group
 from .engine.spec import TaskSpec
+from .engine.train import MetricsCallback, PartialCallback, PartialState, ProgressCallback
 from .env import environment
 from .tasks import TaskContext, TaskError, TaskResult, task_kind
 
@@ -25,10 +26,12 @@ from .tasks import TaskContext, TaskError, TaskResult, task_kind
 @dataclass(frozen=True)
 class TrainUnit:
     """Runs that share a group key, trained in lock-step; `checkpoints[key]` lists the epochs after
-    which that run's weights are returned (0: its initialisation)."""
+    which that run's weights are returned (0: its initialisation); `resume`: kept states of its runs'
+    interrupted training, to continue from."""
 
     specs: tuple[RunSpec, ...]
     checkpoints: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    resume: tuple[PartialState, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -58,8 +61,11 @@ def execute(
     *,
     on_epoch: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[list[RunResult]], None] | None = None,
+    on_metrics: MetricsCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_partial: PartialCallback | None = None,
 ) -> Result:
-    """Compute one unit on `device`. `on_epoch`/`on_chunk` are optional progress hooks of a local caller."""
+    """Compute one unit on `device`. The `on_*` hooks are optional, for a local caller (see `train_group`)."""
     device = resolve_device(device)
     env = environment(device)
     if isinstance(unit, TaskUnit):
@@ -82,6 +88,10 @@ def execute(
         data_dir=data_dir,
         checkpoints=frozenset(wanted),
         on_chunk=finish,
+        on_metrics=on_metrics,
+        on_progress=on_progress,
+        on_partial=on_partial,
+        resume=unit.resume,
     )
 
 
@@ -110,8 +120,10 @@ class LocalExecutor:
         *,
         on_epoch: Callable[[int, int], None] | None = None,
         on_chunk: Callable[[list[RunResult]], None] | None = None,
+        **hooks,
     ) -> Iterator[tuple[Unit, Result]]:
         """Yield (unit, result) as each unit finishes. A training unit's chunks also reach `on_chunk`
-        as soon as they exist, so a driver can store them before the whole group is done."""
+        as soon as they exist, so a driver can store them before the whole group is done; `hooks`
+        (`on_metrics`, `on_progress`, `on_partial`) reach `execute`."""
         for unit in units:
-            yield unit, execute(unit, device, data_dir, on_epoch=on_epoch, on_chunk=on_chunk)
+            yield unit, execute(unit, device, data_dir, on_epoch=on_epoch, on_chunk=on_chunk, **hooks)

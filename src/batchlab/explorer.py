@@ -144,15 +144,12 @@ def tradeoffs(store: Store | None, out: Path) -> dict:
 
 
 def study_keys(store: Store) -> dict[str, set[str]]:
-    """study -> the keys of its units, over every recorded profile: the recorded plan (with the runs whose
-    checkpoints its tasks start from, which `write_report` reads too) and the keys the record lists."""
+    """study -> the keys of its units, over every recorded profile and variant: the recorded plan (with the runs
+    whose checkpoints its tasks start from, which `write_report` reads too) and the keys the record lists."""
 
     out: dict[str, set[str]] = {}
     for name, study in REGISTRY.items():
-        for profile in study.profiles:
-            record = store.study(name, profile)
-            if record is None:
-                continue
+        for record in store.study_records(name):  # every profile, and the runs with --set overrides
             keys = out.setdefault(name, set())
             keys.update(record["run_keys"])
             try:

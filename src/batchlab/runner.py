@@ -29,11 +29,14 @@ import torch
 
 from .engine import RunResult, RunSpec, partition, resolve_device
 from .engine.spec import TaskSpec, Unit
+from .engine.train import PartialState
 from .env import environment
 from .errors import UsageError
 from .executor import LocalExecutor, TaskUnit, TrainUnit
-from .report.figures import save_figure
+from .ray_executor import RayExecutor, UnitFailure, UnitsFailed, failure_message
+from .report.figures import fit_text, save_figure
 from .report.html import FigureRef, Table, atomic_write_text, json_ready, write_csv, write_study_report
+from .report.variants import describe, overrides, report_dir_name, set_value, variant_label
 from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
@@ -73,6 +76,18 @@ class Monitor:
     def finish(self) -> None:
         """Training is over (the report is written next)."""
 
+    def progress(self, runs: int, fraction: float) -> None:
+        """`runs` runs are `fraction` (0 to 1) through their current epoch (heard a few times a second)."""
+
+    def metrics(self, epoch: float, step: int, values: dict[str, dict]) -> None:
+        """An evaluation of the runs in training: run key -> metric name -> value (None where not finite)."""
+
+    def resumed(self, runs: int, epoch: int, epochs: int) -> None:
+        """`runs` runs continue after epoch `epoch` of `epochs`, from the state kept when they were interrupted."""
+
+    def kept(self, runs: int, epoch: int, epochs: int) -> None:
+        """Interrupted: the state of `runs` runs after `epoch` of their `epochs` epochs was kept in the store."""
+
 
 # --- `--set key=value` ------------------------------------------------------------------------------
 def parse_value(raw: str) -> Any:
@@ -107,11 +122,14 @@ def _is_sequence_type(annotation: Any) -> bool:
 
 
 def coerce_overrides(config_cls: type[StudyConfig], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A bare value for a tuple field becomes a 1-tuple: `--set widths=32` means widths=(32,)."""
+    """A bare value for a tuple field becomes a 1-tuple: `--set widths=32` means widths=(32,); and an empty one
+    the empty list, so that `--set widths=` is refused as empty rather than as a list holding ''."""
     out = dict(overrides)
     for key, value in overrides.items():
         field = config_cls.model_fields.get(key)
-        if (
+        if value == "" and field is not None and _is_sequence_type(field.annotation):
+            out[key] = ()
+        elif (
             field is not None
             and value is not None
             and not isinstance(value, (list, tuple, dict))
@@ -300,6 +318,16 @@ class Prepared:
     def name(self) -> str:
         return self.study.name
 
+    @property
+    def variant(self) -> str:
+        """The label of the keys set away from the profile ("" for none): it names the report's directory."""
+        return variant_label(config_overrides(self.study, self.profile, self.config))
+
+
+def config_overrides(study: Study, profile: str, cfg: StudyConfig) -> dict[str, Any]:
+    """The keys of `cfg` whose values differ from the profile's (JSON values, sorted by key)."""
+    return overrides(cfg.model_dump(mode="json"), study.config(profile).model_dump(mode="json"))
+
 
 def prepare(
     name: str,
@@ -361,8 +389,14 @@ def work_plan(store: Store, units: list[Unit]) -> WorkPlan:
     return WorkPlan(pending_runs, checkpoints, pending_tasks, rerun)
 
 
-def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecutor | None = None) -> StudyRun:
-    """Compute whatever the plan lacks in the store (one transaction per unit), then write the report."""
+def execute(
+    prep: Prepared, monitor: Monitor | None = None, executor: LocalExecutor | RayExecutor | None = None
+) -> StudyRun:
+    """Compute whatever the plan lacks in the store (one transaction per unit), then write the report.
+
+    A unit the executor could not compute (a Ray worker lost more often than Ray retries it) comes back as
+    a `UnitFailure`: everything else is stored, the tasks that start from its runs are not shipped, and
+    `UnitsFailed` is raised before the study is recorded; the same call then computes only what is missing."""
     monitor = monitor or Monitor()
     executor = executor or LocalExecutor()
     t0 = time.perf_counter()
@@ -370,32 +404,64 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
     try:
         plan = work_plan(store, prep.specs)
         planned_runs = [s for s in prep.specs if isinstance(s, RunSpec)]
-        monitor.start(prep.name, len(planned_runs), len(plan.runs), sum(s.epochs for s in plan.runs))
+        resume = kept_states(store, plan.runs)
+        epochs = {s.key: s.epochs for s in plan.runs}
+        kept_epochs = sum(len(p.keys) * p.epoch for p in resume)
+        monitor.start(prep.name, len(planned_runs), len(plan.runs), sum(epochs.values()) - kept_epochs)
+        for p in resume:
+            monitor.resumed(len(p.keys), p.epoch, epochs[p.keys[0]])
         env: dict = {}
 
         def save_chunk(results: list[RunResult]) -> None:
             for result in results:
                 env.update(result.env)
                 save_result(store, result, rerun=result.key in plan.rerun_for_checkpoints)
+            store.delete_partials([r.key for r in results])
             monitor.saved(len(results))
 
+        def keep(partial: PartialState) -> None:
+            store.save_partial(list(partial.keys), partial.epoch, partial.meta, partial.arrays)
+            monitor.kept(len(partial.keys), partial.epoch, epochs[partial.keys[0]])
+
         units = [
-            TrainUnit(tuple(group), {s.key: tuple(sorted(plan.checkpoints.get(s.key, ()))) for s in group})
+            TrainUnit(
+                tuple(group),
+                {s.key: tuple(sorted(plan.checkpoints.get(s.key, ()))) for s in group},
+                tuple(p for p in resume if set(p.keys) <= {s.key for s in group}),
+            )
             for group in partition(plan.runs)
         ]
-        for _ in executor.map(units, prep.device, prep.data_dir, on_epoch=monitor.epoch, on_chunk=save_chunk):
-            pass
+        # the live hooks need the work in this process (a distributed executor reports finished units only)
+        hooks = (
+            {"on_metrics": monitor.metrics, "on_progress": monitor.progress, "on_partial": keep}
+            if isinstance(executor, LocalExecutor)
+            else {}
+        )
+        failed: list[UnitFailure] = []
+        for _, result in executor.map(
+            units, prep.device, prep.data_dir, on_epoch=monitor.epoch, on_chunk=save_chunk, **hooks
+        ):
+            if isinstance(result, UnitFailure):
+                failed.append(result)
         monitor.finish()
-        if plan.tasks:
-            monitor.tasks(len(plan.tasks))
+        lost = {key for f in failed for key in f.keys}
+        tasks = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
+        if tasks:
+            monitor.tasks(len(tasks))
             task_units = (
                 TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch))
-                for t in plan.tasks
+                for t in tasks
             )
             for _, result in executor.map(task_units, prep.device, prep.data_dir):
+                if isinstance(result, UnitFailure):
+                    failed.append(result)
+                    continue
                 env.update(result.env)
                 save_task(store, result)
                 monitor.task_done()
+        if failed:
+            units_planned = len(units) + len(plan.tasks)
+            raise UnitsFailed(failure_message(failed, units_planned, prep.out, len(plan.tasks) - len(tasks)))
         wall = time.perf_counter() - t0
         trained = len(plan.runs) + len(plan.tasks)
         env = env or environment(prep.device)
@@ -408,6 +474,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
             "trained_runs": len(plan.runs),
             "computed_tasks": len(plan.tasks),
             "reused_units": len(prep.specs) - trained,
+            "overrides": config_overrides(prep.study, prep.profile, prep.config),
         }
         store.save_study(
             name=prep.name,
@@ -416,8 +483,9 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: LocalExecu
             run_keys=[s.key for s in prep.specs],
             wall_s=wall,
             meta=meta,
+            variant=prep.variant,
         )
-        report, output = write_report(prep.name, prep.out, profile=prep.profile, store=store)
+        report, output = write_report(prep.name, prep.out, profile=prep.profile, variant=prep.variant, store=store)
     finally:
         store.close()
     reused = max(len(prep.specs) - trained, 0)
@@ -433,11 +501,33 @@ def run_study(
     out: str | Path = "batchlab-results",
     monitor: Monitor | None = None,
     data_dir: str | Path | None = None,
+    executor: LocalExecutor | RayExecutor | None = None,
 ) -> StudyRun:
     """Compute whatever the study's plan lacks in the store, then write its report."""
     return execute(
-        prepare(name, profile=profile, overrides=overrides, device=device, out=out, data_dir=data_dir), monitor
+        prepare(name, profile=profile, overrides=overrides, device=device, out=out, data_dir=data_dir),
+        monitor,
+        executor,
     )
+
+
+def kept_states(store: Store, runs: list[RunSpec]) -> list[PartialState]:
+    """The states kept from interrupted training whose runs are all among `runs` (to continue from). A
+    state whose runs were stored since (by another process, or an older batchlab) is deleted; one of
+    other runs (another study's) is left alone; an unreadable one is ignored (its runs start again)."""
+    pending = {s.key for s in runs}
+    out = []
+    for record in store.partials():
+        if not set(record.keys) <= pending:
+            if store.done(record.keys):
+                store.delete_partials(record.keys)
+            continue
+        try:
+            arrays = store.load_partial(record)
+        except OSError:
+            continue
+        out.append(PartialState(record.keys, record.epoch, record.meta, arrays))
+    return out
 
 
 def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None:
@@ -498,11 +588,38 @@ def keys_read(specs: list[Unit]) -> list[str]:
     return [*(s.key for s in specs), *starts]
 
 
+def find_record(
+    store: Store, study: Study, profile: str | None, variant: str | None, sets: dict[str, Any] | None
+) -> dict | None:
+    """The latest study record of `profile` (any if None) and `variant` (any if None), or, when `sets` (the
+    `--set` overrides, {} for none) is given, the latest record whose config those overrides give: their
+    variant label is computed for each profile (the label depends on the profile's defaults)."""
+    if sets is None:
+        return store.study(study.name, profile, variant)
+    wanted, errors = set(), []
+    for p in [profile] if profile else list(study.profiles):
+        try:
+            wanted.add((p, variant_label(config_overrides(study, p, make_config(study, p, sets)[0]))))
+        except UsageError as e:
+            errors.append(e)
+    if not wanted:
+        raise errors[0]
+    return next((r for r in store.study_records(study.name) if (r["profile"], r["variant"]) in wanted), None)
+
+
 def write_report(
-    name: str, out: str | Path, *, profile: str | None = None, store: Store | None = None
+    name: str,
+    out: str | Path,
+    *,
+    profile: str | None = None,
+    variant: str | None = None,
+    sets: dict[str, Any] | None = None,
+    store: Store | None = None,
 ) -> tuple[Path, StudyOutput]:
     """Recompute a study's figures, tables and claims from the store and write its report.html.
 
+    Which record: the latest of `profile` and `variant` (None: any); `sets` (`--set` overrides, {} for the
+    plain profile) names the variant as `batchlab run` did. A variant's report goes to `out/STUDY@<label>/`.
     Every check (study, profile, results present, recorded config valid) runs before any write.
     """
     study = lookup(name)
@@ -515,11 +632,14 @@ def write_report(
             raise UsageError(f"no results in {out}: run `batchlab run {name} --out {out}` first")
         store = open_store(out)
     try:
-        record = store.study(name, profile)
+        record = find_record(store, study, profile, variant, sets)
         if record is None:
             which = f" with profile {profile!r}" if profile else ""
+            which += " with these --set values" if sets else (f" for {variant}" if variant else "")
+            others = [r["variant"] for r in store.study_records(name) if r["variant"]]
+            hint = f" (it has results with --set: {', '.join(sorted(set(others)))})" if others and not sets else ""
             raise UsageError(
-                f"{name} has no recorded results{which} in {out}; run `batchlab run {name} --out {out}` first"
+                f"{name} has no recorded results{which} in {out}{hint}; run `batchlab run {name} --out {out}` first"
             )
         try:
             cfg, specs, results = recorded_results(store, study, record)
@@ -540,15 +660,17 @@ def write_report(
     finally:
         if own:
             store.close()
-    study_dir = out / name
+    study_dir = out / report_dir_name(name, record["variant"])
+    changed = config_overrides(study, record["profile"], cfg)
     figures = []
     for fig in output.figures:
-        paths = save_figure(fig.figure, study_dir / "figures", fig.name)
+        paths = save_figure(fit_text(fig.figure), study_dir / "figures", fig.name)  # labels wrapped to the page
         figures.append(FigureRef(paths["png"], fig.caption))
     for table in output.tables:
         write_csv(study_dir / "tables" / f"{table.name}.csv", table.rows)
     meta = {
         "profile": record["profile"],
+        "overrides": describe(changed, record["profile"]),
         "seeds": getattr(cfg, "seeds", None),
         "device": env.get("device"),
         "library versions": {k: env.get(k) for k in ("torch", "cuda", "numpy", "python", "batchlab")},
@@ -563,7 +685,11 @@ def write_report(
         study=name,
         profile=record["profile"],
         claims=output.claims,
-        meta={k: meta[k] for k in ("device", "git_commit", "code_version", "library versions")},
+        meta={
+            "overrides": changed,
+            "config": meta["config"],
+            **{k: meta[k] for k in ("device", "git_commit", "code_version", "library versions")},
+        },
     )
     report = write_study_report(
         study_dir / "report.html",
@@ -574,6 +700,7 @@ def write_report(
         figures=figures,
         tables=output.tables,
         claims=output.claims,
+        overrides=changed,
     )
     return report, output
 
@@ -595,6 +722,7 @@ def write_reproduction_index(
     studies, claims = [], []
     with Store(out) as store:
         compute = {prep.name: stored_compute_s(store, [s.key for s in prep.specs]) for prep, _, _ in done}
+        variants = [variant_view(out, r) for r in store.study_records() if r["variant"]]
     for prep, result, wall_s in done:
         planned_tasks = sum(isinstance(s, TaskSpec) for s in prep.specs)
         studies.append(
@@ -635,7 +763,21 @@ def write_reproduction_index(
         studies=studies,
         claims=claims,
         total_wall_s=total_wall_s,
+        variants=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
     )
+
+
+def variant_view(out: str | Path, record: dict) -> dict:
+    """A study record with `--set` overrides, as the index lists it (a link when its report exists)."""
+    page = f"{report_dir_name(record['name'], record['variant'])}/report.html"
+    overrides = record["meta"].get("overrides")
+    return {
+        "name": record["name"],
+        "profile": record["profile"],
+        "overrides": ", ".join(f"{k}={set_value(v)}" for k, v in overrides.items()) if overrides else record["variant"],
+        "href": page if (Path(out) / page).is_file() else "",
+        "updated_at": record["updated_at"],
+    }
 
 
 def stored_compute_s(store: Store, keys: list[str]) -> float:

@@ -53,9 +53,15 @@ def engine_steps_time(
     graphs: bool = True,
     fused: bool | None = None,
     data_dir: str | None = None,
+    setup=None,
+    fold: bool | None = None,
 ) -> float:
-    """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation)."""
-    trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, graphs=graphs, fused=fused)
+    """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation).
+
+    `setup(trainer)`, if given, may switch one of the trainer's tricks off before the timing (an ablation)."""
+    trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, graphs=graphs, fused=fused, fold=fold)
+    if setup is not None:
+        setup(trainer)
     bs = specs[0].batch_size
     per_epoch = trainer.data.n_train // bs
     if steps + 10 > len(trainer.lrs):

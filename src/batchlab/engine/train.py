@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,6 +28,7 @@ from ..errors import UsageError
 from ..models import Stack
 from ..probes import ProbeContext, run_probes
 from .data import compute_dtype, data_order, load_for, template_model
+from .fold import FoldedSGD, fold_blocker
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
@@ -35,6 +38,7 @@ from .step import accumulate_grads, batch_losses
 # group has several runs (H100, batch 2: 3 runs 158 us/step vs 210 with cuBLAS; 1 run 109 vs 98.5,
 # so a single run keeps cuBLAS; benchmarks/small_batch.py measures it).
 MATVEC_MAX_BATCH = int(os.environ.get("BATCHLAB_MATVEC_MAX_BATCH", "4"))
+FOLD_ON_CUDA = os.environ.get("BATCHLAB_FOLD_CUDA", "0") == "1"  # see GroupTrainer: the folded SGD step on CUDA
 
 
 @dataclass
@@ -61,6 +65,50 @@ class RunResult:
 
 EpochCallback = Callable[[int, int], None]  # (runs in chunk, epochs done in this call) -> None
 ChunkCallback = Callable[[list["RunResult"]], None]  # the results of a chunk, as soon as it is done
+# (epoch, step, run key -> metric name -> value): each evaluation's numbers, None where not finite
+MetricsCallback = Callable[[float, int, dict[str, dict]], None]
+ProgressCallback = Callable[[int, float], None]  # (runs in chunk, fraction of the current epoch done)
+PartialCallback = Callable[["PartialState"], None]  # an interrupted chunk's state, to keep
+
+PROGRESS_EVERY_S = 0.2  # `on_progress` is called at most this often (a clock read per step, no device sync)
+SNAPSHOT_EVERY_S = 1.0  # an epoch's end is copied to the host (for Ctrl-C) at most this often
+
+
+@dataclass(eq=False)
+class PartialState:
+    """A chunk interrupted after `epoch` finished epochs: what its runs need to continue exactly.
+
+    `keys`: the runs, in the chunk's order. `arrays`: stacked [R, ...] host arrays of every tensor that
+    training changes (GroupTrainer.state_tensors: weights, buffers, optimizer state and step count, the
+    alive and diverged flags) and the checkpoints kept so far ("checkpoint:<epoch>:param:<name>").
+    `meta`: the step count, the wall time so far and the metric records so far (plain JSON).
+    """
+
+    keys: tuple[str, ...]
+    epoch: int
+    meta: dict
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    def has_checkpoints(self, epochs) -> bool:
+        """Whether it holds every checkpoint of `epochs` that lies before its epoch (else it cannot stand in)."""
+        return all(any(k.startswith(f"checkpoint:{e}:") for k in self.arrays) for e in epochs if e <= self.epoch)
+
+
+_warned_no_compiler = False
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether torch.compile can build kernels here: on the CPU, inductor needs a C++ compiler ($CXX, g++ or
+    clang++). Without one the step runs eagerly (the same results), and a warning says so once."""
+    global _warned_no_compiler
+    if device.type != "cpu" or any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return True
+    if not _warned_no_compiler:
+        _warned_no_compiler = True
+        warnings.warn(
+            "no C++ compiler found (torch.compile needs one on the CPU): the step runs uncompiled", stacklevel=3
+        )
+    return False
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -124,6 +172,7 @@ class GroupTrainer:
         fused: bool | None = None,
         start: dict[str, np.ndarray] | None = None,
         orders: list | None = None,
+        fold: bool | None = None,
     ):
         self.specs, self.data, self.device = specs, data, device
         # CUDA graphs: each batch shape's whole step is captured once and replayed: per-step launch overhead goes
@@ -167,10 +216,20 @@ class GroupTrainer:
         # fused: torch.compile merges the loss and the per-step bookkeeping + optimizer update into a
         # few generated kernels (each weight read once per update instead of once per elementwise op).
         self.loss_fn, self.finish_step = self._loss, self._finish_step
-        if fused or (fused is None and device.type == "cuda"):  # None: on CUDA, where it pays
+        if (fused or (fused is None and device.type == "cuda")) and can_compile(device):  # None: on CUDA
             self.loss_fn = torch.compile(self._loss)
             self.finish_step = torch.compile(self._finish_step)
             self.stack.matvec_max_batch = MATVEC_MAX_BATCH if len(specs) > 1 else 0
+        # plain SGD on an MLP: the update folded into the weight-gradient matmul (engine/fold.py), except for
+        # the plain path (fused=False) and the tiny batches that take the multiply-sum layers. `fold=None`: on
+        # the CPU, where it is measured; on CUDA only with BATCHLAB_FOLD_CUDA=1 until a GPU has timed it
+        # against the graph-captured autograd step (benchmarks/fold_ablation.py)
+        if fold is None:
+            fold = device.type == "cpu" or FOLD_ON_CUDA
+        self.fold = None
+        if fold and fused is not False and fold_blocker(specs, base, data.task) is None:
+            self.fold = FoldedSGD(head.activation, len(head.widths) + 1, self.reduction, device.type == "cuda")
+        self.fold_min_batch = MATVEC_MAX_BATCH if device.type == "cuda" else 0
 
     @staticmethod
     def _check_orders(orders, runs: int, n: int, epochs: int) -> list | None:
@@ -196,6 +255,8 @@ class GroupTrainer:
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
         idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
+        if self.fold is not None and batch_size > self.fold_min_batch:
+            return self._folded_step(idx, batch_size)
         losses, grads = accumulate_grads(
             self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
         )
@@ -215,11 +276,30 @@ class GroupTrainer:
 
     def _finish_step(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
         """Divergence mask, this step's lr from the table, the update, the counters."""
+        lr = self._check_losses(losses)
+        self.optimizer.step(self.stack.params, grads, lr, self.alive, consume_grads=True)
+        self.step_t += 1
+        self.offset += batch_size
+
+    def _check_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        """A run whose loss is not finite stops (diverged); returns this step's lr [R] from the table."""
         finite = torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(self.alive & ~finite, self.step_t, self.diverged_step))
         self.alive &= finite
-        lr = self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
-        self.optimizer.step(self.stack.params, grads, lr, self.alive, consume_grads=True)
+        return self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
+
+    def _folded_step(self, idx: torch.Tensor, batch_size: int) -> None:
+        """The plain-SGD step with the update inside the weight-gradient matmul (engine/fold.py)."""
+        y = self.data.y_train[idx]
+        logits, cache = self.fold.forward(self.stack.params, self.data.x_train[idx])
+        if self.device.type == "cpu" and bool(self.alive.all()) and bool(torch.isfinite(logits.sum())):
+            # every run alive and its logits finite (so its loss too), a free check on the CPU: no
+            # per-run losses, no divergence bookkeeping, no masks (a dozen operations fewer per step)
+            lr, mask = self.lrs[int(self.step_t)], False
+        else:
+            lr, mask = self._check_losses(self.fold.losses(logits, y)), True
+        self.fold.backward_update(self.stack.params, logits, y, cache, lr, self.alive, mask)
+        self.optimizer.t += 1
         self.step_t += 1
         self.offset += batch_size
 
@@ -345,37 +425,83 @@ class GroupTrainer:
         on_epoch: EpochCallback | None = None,
         keep_params: bool = False,
         checkpoints: set[int] | frozenset[int] = frozenset(),
+        *,
+        on_metrics: MetricsCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_partial: PartialCallback | None = None,
+        resume: PartialState | None = None,
     ) -> list[RunResult]:
-        """Train every epoch, evaluating at the runs' cadence; keep the weights at `checkpoints` epochs."""
+        """Train every epoch, evaluating at the runs' cadence; keep the weights at `checkpoints` epochs.
+
+        `on_metrics` hears each evaluation's values (read back without stalling the device), `on_progress`
+        the position inside the epoch, a few times a second. Interrupted (KeyboardInterrupt), the chunk's
+        state at the end of its last finished epoch goes to `on_partial` (the end of the current epoch if
+        the interrupt comes there, else the last one copied to the host: they are copied at most every
+        SNAPSHOT_EVERY_S); `resume` continues from such a state, to the numbers of an uninterrupted run.
+        """
         t0 = time.perf_counter()
         records: list[dict] = []
         saved: dict[int, list[dict[str, np.ndarray]]] = {}
+        feed = _MetricsFeed([s.key for s in self.specs], on_metrics) if on_metrics else None
+        last_progress = [t0]
 
         def record(step: int, epoch: float) -> None:
             if self.probes and (not records or records[-1]["step"] != step):
                 records.append({"epoch": epoch, "step": step, **self.measure(step)})
                 if self.stop_metric is not None:
                     self.stop_reached(records[-1])
+                if feed is not None:
+                    feed.add(records[-1])
 
-        def every_n_steps(step: int, epoch: float) -> None:
-            if step % self.eval_every == 0:
+        def after_step(step: int, epoch: float) -> None:
+            if self.eval_every and step % self.eval_every == 0:
                 record(step, epoch)
+            now = time.perf_counter()
+            if now - last_progress[0] >= PROGRESS_EVERY_S:
+                last_progress[0] = now
+                if feed is not None:
+                    feed.flush()
+                if on_progress is not None:
+                    on_progress(len(self.specs), epoch - math.ceil(epoch) + 1)  # (k + 1) / steps of this epoch
 
-        record(0, 0)
-        if 0 in checkpoints:
-            saved[0] = self.snapshot()
-        step = 0
-        for epoch in range(len(self.plan)):
-            step += self.train_epoch(epoch, step, every_n_steps if self.eval_every else None)
-            self.freeze_nonfinite()
-            if not self.eval_every or epoch == len(self.plan) - 1:
-                record(step, epoch + 1)
-            if epoch + 1 in checkpoints:
-                saved[epoch + 1] = self.snapshot()
-            if on_epoch:
-                on_epoch(len(self.specs), len(self.plan) - epoch if self.all_stopped else 1)
-            if self.all_stopped:
-                break
+        if resume is not None:
+            self.restore(resume)
+            records, saved = [dict(r) for r in resume.meta["records"]], resume_checkpoints(resume)
+            step, first = int(resume.meta["step"]), resume.epoch
+            t0 -= float(resume.meta.get("wall_s", 0.0))
+        else:
+            record(0, 0)
+            if 0 in checkpoints:
+                saved[0] = self.snapshot()
+            step, first = 0, 0
+        hooked = self.eval_every or on_progress is not None or feed is not None
+        copied: dict | None = None  # the last epoch end copied to the host, for an interrupt inside an epoch
+        at_end: tuple[int, int, int] | None = None  # (epochs, steps, records) when the live state is an epoch end
+        try:
+            for epoch in range(first, len(self.plan)):
+                at_end = None
+                step += self.train_epoch(epoch, step, after_step if hooked else None)
+                self.freeze_nonfinite()
+                if not self.eval_every or epoch == len(self.plan) - 1:
+                    record(step, epoch + 1)
+                if epoch + 1 in checkpoints:
+                    saved[epoch + 1] = self.snapshot()
+                at_end = (epoch + 1, step, len(records))
+                if on_partial is not None and (copied is None or time.perf_counter() - copied["t"] >= SNAPSHOT_EVERY_S):
+                    copied = self._copy_state(*at_end)
+                if on_epoch:
+                    on_epoch(len(self.specs), len(self.plan) - epoch if self.all_stopped else 1)
+                if self.all_stopped:
+                    break
+        except KeyboardInterrupt:
+            if on_partial is not None:
+                if at_end is not None:  # the live state is an epoch end: nothing is lost
+                    copied = self._copy_state(*at_end)
+                if copied is not None:
+                    on_partial(self._partial_state(copied, records, saved, time.perf_counter() - t0))
+            raise
+        if feed is not None:
+            feed.flush(wait=True)
         wall = time.perf_counter() - t0
         results = self._results(records, step, wall, keep_params)
         for e, per_run in saved.items():
@@ -383,10 +509,64 @@ class GroupTrainer:
                 result.checkpoints[e] = arrays
         return results
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor that training changes: weights, buffers, optimizer state, flags, the step count."""
+        out = {f"param:{k}": v for k, v in self.stack.params.items()}
+        out |= {f"buffer:{k}": v for k, v in self.stack.buffers.items()}
+        out |= {f"opt:{p}:{k}": v for p, st in self.optimizer.state.items() for k, v in st.items()}
+        return out | {
+            "opt:t": self.optimizer.t,
+            "alive": self.alive,
+            "diverged": self.diverged_step,
+            "step": self.step_t,
+        }
+
+    def restore(self, partial: PartialState) -> None:
+        """Put an interrupted chunk's kept state (the same runs, in the same order) into this trainer."""
+        if partial.keys != tuple(s.key for s in self.specs):
+            raise ValueError("the kept state is of other runs than this chunk's")
+        live = self.state_tensors()
+        for name, t in live.items():
+            if name not in partial.arrays or tuple(partial.arrays[name].shape) != tuple(t.shape):
+                raise ValueError(f"the kept state does not fit these runs: {name!r} is missing or of another shape")
+        with torch.no_grad():
+            for name, t in live.items():
+                t.copy_(torch.tensor(partial.arrays[name]))
+
+    def _copy_state(self, epochs: int, steps: int, n_records: int) -> dict:
+        """The state as host copies: on CUDA into pinned memory without waiting (an event tells when done)."""
+        cuda = self.device.type == "cuda"
+        tensors = {k: v.detach().to("cpu", non_blocking=cuda, copy=True) for k, v in self.state_tensors().items()}
+        event = None
+        if cuda:
+            event = torch.cuda.Event()
+            event.record()
+        return {
+            "epochs": epochs,
+            "steps": steps,
+            "records": n_records,
+            "tensors": tensors,
+            "event": event,
+            "t": time.perf_counter(),
+        }
+
+    def _partial_state(self, copied: dict, records: list[dict], saved: dict, wall: float) -> PartialState:
+        if copied["event"] is not None:
+            copied["event"].synchronize()
+        epochs = copied["epochs"]
+        arrays = {k: v.numpy() for k, v in copied["tensors"].items()}
+        for e, per_run in saved.items():
+            if e <= epochs:
+                arrays |= {f"checkpoint:{e}:{n}": np.stack([run[n] for run in per_run]) for n in per_run[0]}
+        meta = {
+            "step": copied["steps"],
+            "wall_s": wall,
+            "records": [host_record(r) for r in records[: copied["records"]]],
+        }
+        return PartialState(tuple(s.key for s in self.specs), epochs, meta, arrays)
+
     def _results(self, records, steps, wall, keep_params) -> list[RunResult]:
-        host = [
-            {k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records
-        ]
+        host = [host_record(rec) for rec in records]
         diverged = self.diverged_step.cpu().tolist()
         results = []
         for r, spec in enumerate(self.specs):
@@ -411,6 +591,61 @@ class GroupTrainer:
                 )
             )
         return results
+
+
+def host_record(record: dict) -> dict:
+    """An evaluation's record as plain numbers: each metric a list with one value per run."""
+    return {k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in record.items()}
+
+
+def resume_checkpoints(partial: PartialState) -> dict[int, list[dict[str, np.ndarray]]]:
+    """The checkpoints a kept state holds, as `run` keeps them: epoch -> per run, name -> array."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for key, array in partial.arrays.items():
+        if key.startswith("checkpoint:"):
+            _, epoch, name = key.split(":", 2)
+            out.setdefault(int(epoch), {})[name] = array
+    return {
+        e: [{n: a[r].copy() for n, a in arrays.items()} for r in range(len(partial.keys))] for e, arrays in out.items()
+    }
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class _MetricsFeed:
+    """Hands each evaluation's values to `on_metrics` once they are on the host. On CUDA they are copied
+    without waiting and delivered when an event says they have arrived, so reporting never stalls the device."""
+
+    def __init__(self, keys: list[str], fn: MetricsCallback):
+        self.keys, self.fn, self.queue = keys, fn, []
+
+    def add(self, record: dict) -> None:
+        values = {k: v for k, v in record.items() if k not in ("epoch", "step")}
+        cuda = any(torch.is_tensor(v) and v.is_cuda for v in values.values())
+        host = {
+            k: (v.detach().to("cpu", non_blocking=cuda, copy=True) if torch.is_tensor(v) else v)
+            for k, v in values.items()
+        }
+        event = None
+        if cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self.queue.append((record["epoch"], record["step"], host, event))
+        self.flush()
+
+    def flush(self, wait: bool = False) -> None:
+        while self.queue and (wait or self.queue[0][3] is None or self.queue[0][3].query()):
+            epoch, step, host, event = self.queue.pop(0)
+            if event is not None:
+                event.synchronize()
+            values = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in host.items()}
+            per_run = {
+                key: {k: _finite(v[r] if isinstance(v, list) else v) for k, v in values.items()}
+                for r, key in enumerate(self.keys)
+            }
+            self.fn(epoch, step, per_run)
 
 
 class OutOfMemory(UsageError):
@@ -439,6 +674,10 @@ def train_group(
     checkpoints: set[int] | frozenset[int] = frozenset(),
     start: dict[str, np.ndarray] | None = None,
     orders: list | None = None,
+    on_metrics: MetricsCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_partial: PartialCallback | None = None,
+    resume: tuple[PartialState, ...] | list[PartialState] = (),
 ) -> list[RunResult]:
     """Train runs that share a group key in lock-step, chunked to fit memory; results in input order.
 
@@ -447,6 +686,9 @@ def train_group(
     path (cuBLAS matmuls, one kernel per elementwise op); `fused=None` compiles on CUDA only.
     `checkpoints`: epochs after which every run's weights are kept (0: the init). `start` and
     `orders`: given initial weights ([R, ...] arrays) and example orders, as for GroupTrainer.
+    `on_metrics(epoch, step, {run key: {metric: value}})` hears every evaluation; `on_progress` and
+    `on_partial`: see `GroupTrainer.run`. `resume`: states kept by `on_partial`; a chunk of exactly
+    those runs is trained first and continues where it stopped.
     """
     if not specs:
         return []
@@ -456,31 +698,56 @@ def train_group(
     device = resolve_device(device)
     data = load_for(specs[0], device, data_dir)
     chunk = min(max_runs or len(specs), runs_that_fit(specs[0], data, device))
-    results: list[RunResult] = []
-    begin = 0
-    while begin < len(specs):
-        part = specs[begin : begin + chunk]
-        part_start = None if start is None else {k: np.asarray(v)[begin : begin + chunk] for k, v in start.items()}
-        part_orders = None if orders is None else orders[begin : begin + chunk]
+    index = {s.key: i for i, s in enumerate(specs)}
+    resumed: list[tuple[list[int], PartialState]] = []  # (run indices, kept state): trained first, as they were
+    taken: set[int] = set()
+    for partial in resume:
+        idx = [index.get(k, -1) for k in partial.keys]
+        if -1 not in idx and not taken & set(idx) and partial.has_checkpoints(checkpoints):
+            resumed.append((idx, partial))
+            taken |= set(idx)
+    rest = [i for i in range(len(specs)) if i not in taken]
+    results: list[RunResult | None] = [None] * len(specs)
+    while resumed or rest:
+        idx, partial = resumed[0] if resumed else (rest[:chunk], None)
+        part = [specs[i] for i in idx]
+        part_start = None if start is None else {k: np.asarray(v)[idx] for k, v in start.items()}
+        part_orders = None if orders is None else [orders[i] for i in idx]
         try:
             trainer = GroupTrainer(part, data, device, graphs, fused, part_start, part_orders)
-            done = trainer.run(on_epoch, keep_params, checkpoints)
+            done = trainer.run(
+                on_epoch,
+                keep_params,
+                checkpoints,
+                on_metrics=on_metrics,
+                on_progress=on_progress,
+                on_partial=on_partial,
+                resume=partial,
+            )
         except (RuntimeError, MemoryError) as e:
             if not is_out_of_memory(e):
                 raise
             del e  # the traceback holds the failed chunk's tensors
-            if chunk == 1:
+            if partial is not None:  # the interrupted chunk does not fit any more: its runs start again
+                resumed.pop(0)
+                rest = sorted(rest + idx)
+            elif chunk == 1:
                 s = part[0]
                 raise OutOfMemory(
                     f"out of memory on {device} for a single run ({s.model} {list(s.widths)}, batch "
                     f"{s.batch_size}, {s.precision}): use a smaller batch_size or model, micro_batch, or another device"
                 ) from None
-            chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
+            else:
+                chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
         if on_chunk:
             on_chunk(done)
-        results += done
-        begin += len(part)
+        for i, result in zip(idx, done):
+            results[i] = result
+        if partial is not None:
+            resumed.pop(0)
+        else:
+            rest = rest[len(idx) :]
     return results

@@ -1,12 +1,16 @@
-"""Figure helpers: one style, a few plot types every study needs, and atomic PNG + SVG output.
+"""Figure helpers: one style, a few plot types every study needs, and atomic PNG + SVG + PDF output.
 
 Typical use in a study::
 
-    fig, ax = new_figure()
-    band(ax, steps, mean_acc, std_acc, label="B = 64")
-    ax.set(xlabel="step", ylabel="test accuracy")
-    ax.legend()
+    colors = config_colors(f"B = {b}" for b in cfg.batch_sizes)  # once per study: one colour per configuration
+    fig, ax = new_figure()                                         # 3.3 in wide: a paper's column
+    band(ax, steps, mean_acc, std_acc, label="B = 64", color=colors["B = 64"])
+    ax.set(xlabel="step", ylabel="test accuracy (%)", title="...")
+    zoom_accuracy(ax, top=100)                                     # where the runs differ, not 0..100
+    legend_below(fig)                                              # never over the data
     save_figure(fig, out_dir / "figures", "accuracy_vs_step")
+
+:func:`figure_problems` checks a finished figure for what a reader (or a journal) would miss.
 """
 
 from __future__ import annotations
@@ -18,14 +22,33 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.ticker import FixedLocator, NullFormatter
 
 from .html import atomic_write_bytes
-from .style import MISSING_COLOR, PALETTE, PANEL_HEIGHT, PANEL_WIDTH, SAVE_DPI, apply_style
+from .style import (
+    COLUMN_WIDTH,
+    MIN_FONT_PT,
+    MIN_ROW_HEIGHT,
+    MISSING_COLOR,
+    PAGE_WIDTH,
+    PALETTE,
+    PANEL_HEIGHT,
+    SAVE_DPI,
+    apply_style,
+    color_of,
+    config_colors,
+)
 
 __all__ = [
     "PALETTE",
     "apply_style",
+    "config_colors",
+    "color_of",
     "new_figure",
+    "fit_text",
+    "zoom_accuracy",
+    "legend_below",
+    "missing_formats",
     "band",
     "heatmap",
     "bars",
@@ -36,21 +59,178 @@ __all__ = [
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None):
-    """Apply the style and return ``(fig, axes)`` with a sensible default size per panel.
+    """Apply the style and return ``(fig, axes)`` at the width a paper prints it.
 
     ``axes`` follows :func:`matplotlib.pyplot.subplots` (``squeeze=True``): a single ``Axes`` for
-    one panel, a 1-D array for one row or column, a 2-D array otherwise. ``width``/``height`` are
-    the whole figure's size in inches (default 4 x 3 inches per panel). Layout is constrained.
+    one panel, a 1-D array for one row or column, a 2-D array otherwise. Layout is constrained.
+
+    The figure is one column wide (3.3 in) with one panel and a page wide (7 in) with more. A ``width``
+    asks for a shape rather than a size: up to 4.5 in it gives a column, beyond it a page, and ``height``
+    (default 2.6 in per row) is scaled by the same factor, but never below 2.6 in per row. So text set
+    at 8 pt is 8 pt in the paper, and a study written for a wider screen figure still fits the page.
     """
     apply_style()
     import matplotlib.pyplot as plt
 
     if ncols < 1 or nrows < 1:
         raise ValueError(f"need at least one panel, got ncols={ncols}, nrows={nrows}")
-    w = float(width) if width is not None else PANEL_WIDTH * ncols
-    h = float(height) if height is not None else PANEL_HEIGHT * nrows
+    asked = float(width) if width is not None else (COLUMN_WIDTH if ncols == 1 else PAGE_WIDTH)
+    w = COLUMN_WIDTH if asked <= 4.5 else PAGE_WIDTH
+    h = float(height) * w / asked if height is not None else PANEL_HEIGHT * nrows
+    h = max(h, MIN_ROW_HEIGHT * nrows)
     fig, axes = plt.subplots(nrows=nrows, ncols=ncols, figsize=(w, h), layout="constrained")
     return fig, axes
+
+
+def fit_text(fig):
+    """Wrap every title, axis label and the suptitle that is longer than the room it has (its panel's width,
+    a y label its panel's height, the suptitle the figure's width) onto more lines, and thin tick labels
+    that overlap (first the minor labels of a log axis, then every other major one); returns ``fig``.
+
+    Studies write labels for a wide screen; at a paper's 3.3 or 7 in they would run into the next panel
+    or off the page. Measured after a draw (the constrained layout's sizes), up to three times, since
+    wrapping moves the panels. Idempotent: what fits is left as it is.
+    """
+    import textwrap
+
+    for _ in range(3):
+        fig.canvas.draw()
+        changed = False
+        sup = getattr(fig, "_suptitle", None)
+        if sup is not None and sup.get_text().strip():
+            changed |= _wrap(sup, 0.98 * fig.bbox.width, vertical=False, fill=textwrap.fill)
+        for ax in fig.axes:
+            if not ax.get_visible():
+                continue
+            box = ax.get_window_extent()
+            for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label):
+                changed |= _wrap(t, box.width, vertical=False, fill=textwrap.fill)
+            changed |= _wrap(ax.yaxis.label, box.height, vertical=True, fill=textwrap.fill)
+            for axis in (ax.xaxis, ax.yaxis):
+                if not _clashing_ticks(axis):
+                    continue
+                if any(t.get_text() for t in axis.get_ticklabels(minor=True)):
+                    axis.set_minor_formatter(NullFormatter())  # crowded minor labels (2x10^1 3x10^1 ...)
+                    changed = True
+                    continue
+                lo, hi = sorted(axis.get_view_interval())
+                locs = [x for x in axis.get_majorticklocs() if lo <= x <= hi]
+                if len(locs) > 2:  # crowded major labels: every other one
+                    axis.set_major_locator(FixedLocator(locs[::2]))
+                    changed = True
+        if not changed:
+            break
+    return fig
+
+
+def _clashing_ticks(axis) -> bool:
+    """Whether two of the tick labels drawn on an axis (major and minor) overlap."""
+    ax = axis.axes
+    span = ax.get_window_extent()
+    lo, hi = (span.x0, span.x1) if axis is ax.xaxis else (span.y0, span.y1)
+    boxes = []
+    for t in [*axis.get_ticklabels(), *axis.get_ticklabels(minor=True)]:
+        if t.get_rotation() % 90:
+            return False  # slanted labels: their upright boxes overlap where the words do not
+        if t.get_visible() and t.get_text().strip():
+            b = t.get_window_extent()
+            centre = (b.x0 + b.x1) / 2 if axis is ax.xaxis else (b.y0 + b.y1) / 2
+            if lo - 1 <= centre <= hi + 1:  # matplotlib keeps labels of ticks outside the view: not drawn
+                boxes.append(b.extents)
+    return any(_overlap(a, b) > 1.0 for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def _wrap(text, room: float, *, vertical: bool, fill) -> bool:
+    """Break ``text`` into lines short enough for ``room`` (display units); whether it changed."""
+    content = text.get_text()
+    if not text.get_visible() or not content.strip() or room <= 0:
+        return False
+    box = text.get_window_extent()
+    length = box.height if vertical else box.width
+    if length <= room + 0.5:
+        return False
+    chars = max(len(line) for line in content.split("\n"))
+    width = max(12, int(chars * room / length * 0.95))
+    if width >= chars:
+        return False  # no shorter line is possible
+    wrapped = fill(" ".join(content.split()), width)
+    if wrapped == content:
+        return False
+    text.set_text(wrapped)
+    return True
+
+
+def zoom_accuracy(ax, *, tail: float = 0.5, margin: float = 0.15, top: float | None = None) -> tuple[float, float]:
+    """Set the y limits of an accuracy panel to where its runs differ; returns them.
+
+    The rule: take every data line of ``ax`` (and its ±std bands) over the last ``tail`` of its x range
+    (the part a claim compares: where training ends), find the lowest and highest value there, and add
+    ``margin`` of that range on each side (at least 0.5 % of the axis' scale, ``top`` or 1). The values
+    that the figure is about (every plotted run's final portion, bands included) are therefore always
+    inside the axes; only the early, low part of a curve can leave it at the bottom. ``top`` (100 for
+    percent, 1 for fractions) caps the upper limit, as no accuracy exceeds it. Reference lines drawn in
+    axes coordinates (``axhline``) are not data. Leaves the limits alone when there is no finite value.
+    """
+    values = []
+    for x, y in _data_xy(ax):
+        finite = np.isfinite(x) & np.isfinite(y)
+        if not finite.any():
+            continue
+        x0, x1 = x[finite].min(), x[finite].max()
+        keep = finite & (x >= x1 - tail * (x1 - x0))
+        values.append(y[keep])
+    if not values:
+        return ax.get_ylim()
+    ys = np.concatenate(values)
+    lo, hi = float(ys.min()), float(ys.max())
+    pad = max(margin * (hi - lo), 0.005 * (top if top is not None else 1.0))
+    lo, hi = lo - pad, hi + pad
+    if top is not None:
+        hi = min(hi, top + pad / 2)  # room for a line at the top itself
+    ax.set_ylim(lo, hi)
+    return lo, hi
+
+
+def _data_xy(ax):
+    """(x, y) arrays of the data drawn in data coordinates: lines, and the outlines of filled bands."""
+    from matplotlib.collections import PolyCollection
+
+    for line in ax.get_lines():
+        if line.get_visible() and line.get_transform() == ax.transData:
+            x, y = line.get_data()
+            yield np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    for coll in ax.collections:
+        if isinstance(coll, PolyCollection) and coll.get_visible() and coll.get_transform() == ax.transData:
+            for path in coll.get_paths():
+                yield path.vertices[:, 0].astype(float), path.vertices[:, 1].astype(float)
+
+
+def legend_below(fig, *, ncols: int | None = None, **kw):
+    """One legend for the whole figure, below its panels, where it covers no data; returns it (None when
+    nothing is labelled). Labels are gathered from every panel, each once, in the order first drawn.
+
+    ``loc="best"`` inside the axes cannot avoid lines that fill them (accuracy curves of several runs do);
+    below the panels the legend never covers data, and one legend serves all panels (a configuration has
+    one colour in every panel).
+    """
+    for old in list(fig.legends):  # called again (after another panel is drawn): one legend, not two
+        old.remove()
+    handles: dict[str, object] = {}
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label and not label.startswith("_"):
+                handles.setdefault(label, handle)
+    if not handles:
+        return None
+    if ncols is None:  # as many columns as fit the figure's width (at most 4), the rows as even as can be
+        size = kw.get("fontsize", matplotlib.rcParams["legend.fontsize"])
+        size = size if isinstance(size, (int, float)) else MIN_FONT_PT
+        entry = max(0.55 * size * len(label) / 72 + 0.45 for label in handles)  # inches: text and line sample
+        fit = max(1, min(4, int(0.95 * fig.get_figwidth() // entry)))
+        ncols = math.ceil(len(handles) / math.ceil(len(handles) / fit))
+    return fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=ncols, **kw)
 
 
 def legend(ax, **kw) -> None:
@@ -165,7 +345,7 @@ def heatmap(ax, values2d, row_labels, col_labels, *, cell_text=None, cmap="virid
         for lbl in ax.get_xticklabels():
             lbl.set_horizontalalignment("right")
 
-    fontsize = 8.5 if max(n_rows, n_cols) <= 8 else 7
+    fontsize = MIN_FONT_PT
     for i in range(n_rows):
         for j in range(n_cols):
             if bad[i, j]:
@@ -189,11 +369,13 @@ def bars(
     categories: Sequence[str],
     *,
     errors: Mapping[str, Sequence[float]] | None = None,
+    colors: Mapping[str, str] | None = None,
 ):
     """Grouped bar chart: one colour per group, one cluster of bars per category.
 
     ``groups[g][k]`` is the height of group ``g`` in category ``categories[k]``; ``errors`` (same
-    keys, optional per group) gives symmetric error bars. Returns ``{group: BarContainer}``.
+    keys, optional per group) gives symmetric error bars; ``colors`` (a :func:`config_colors` mapping)
+    the group colours, the palette in order by default. Returns ``{group: BarContainer}``.
     A legend is added when there is more than one group.
     """
     names = list(groups)
@@ -213,7 +395,7 @@ def bars(
             if err.shape != (n_cat,):
                 raise ValueError(f"bars: errors for {name!r} have {err.size} values for {n_cat} categories")
         offset = (k - (n_groups - 1) / 2) * width
-        color = PALETTE[k % len(PALETTE)]
+        color = color_of(colors, name) if colors is not None else PALETTE[k % len(PALETTE)]
         containers[name] = ax.bar(
             x + offset,
             heights,
@@ -244,7 +426,7 @@ def _overlap(a, b) -> float:
     return w * h if w > 0 and h > 0 else 0.0
 
 
-def label_points(ax, xs, ys, labels, *, fontsize: float = 7.5, color: str = "#333333", marker_pt: float = 4.5):
+def label_points(ax, xs, ys, labels, *, fontsize: float = MIN_FONT_PT, color: str = "#333333", marker_pt: float = 4.5):
     """Write ``labels[i]`` beside the point ``(xs[i], ys[i])`` so that no two labels overlap; returns the texts.
 
     Deterministic greedy placement: the most crowded points first, each label goes to the first free
@@ -320,6 +502,10 @@ def label_points(ax, xs, ys, labels, *, fontsize: float = 7.5, color: str = "#33
     return texts
 
 
+def _title(ax) -> str:
+    return " ".join(ax.get_title(loc=loc) for loc in ("left", "center", "right")).strip()
+
+
 def _is_colorbar(ax) -> bool:
     return ax.get_label() == "<colorbar>" or getattr(ax, "_colorbar", None) is not None
 
@@ -335,14 +521,19 @@ def figure_problems(fig) -> list[str]:
     data has a title, an x and a y label (a twin axis only its y label); a colour bar has a label; and
     the labels of a panel with two or more labelled series are all in a legend (its own, another
     panel's or the figure's). Units cannot be checked here: write them into the labels.
+
+    For print: the figure is at most a page (7 in) wide; no text is smaller than 8 pt at that size; every
+    title, label and axis fits inside the figure, none overlaps another, and no two tick labels of an axis
+    overlap (:func:`fit_text` wraps and thins what it can); no panel is squeezed below 0.6 in; and no
+    legend inside a panel covers its lines, points or bars (a legend below the panels, see
+    :func:`legend_below`, never does). Whether the PDF was written beside the PNG is
+    :func:`missing_formats`' question.
     """
     problems = []
     axes = [ax for ax in fig.axes if ax.get_visible()]
     panels = [ax for ax in axes if not _is_colorbar(ax) and _has_data(ax)]
     suptitle = fig._suptitle.get_text().strip() if getattr(fig, "_suptitle", None) is not None else ""
-
-    def title(ax) -> str:
-        return " ".join(ax.get_title(loc=loc) for loc in ("left", "center", "right")).strip()
+    title = _title
 
     if not suptitle and not (len(panels) == 1 and title(panels[0])):
         problems.append("the figure has no title (fig.suptitle, or a title on its only panel)")
@@ -366,17 +557,176 @@ def figure_problems(fig) -> list[str]:
     for ax in axes:
         if _is_colorbar(ax) and not (ax.get_ylabel().strip() or ax.get_xlabel().strip()):
             problems.append("a colour bar has no label")
+    if fig.get_figwidth() > PAGE_WIDTH + 0.01:
+        problems.append(f"the figure is {fig.get_figwidth():.3g} in wide, more than a page ({PAGE_WIDTH:g} in)")
+    small = sorted(
+        {(t.get_fontsize(), t.get_text()) for t in _texts(fig) if t.get_fontsize() < MIN_FONT_PT - 1e-9},
+        key=lambda x: x[0],
+    )
+    if small:
+        size, text = small[0]
+        problems.append(f"{len(small)} texts are smaller than {MIN_FONT_PT:g} pt (e.g. {text!r} at {size:g} pt)")
+    problems += text_clashes(fig, draw=False)  # _texts drew it
+    for i, ax in enumerate(panels):
+        box = ax.get_window_extent()  # drawn by _texts: the constrained layout's final size
+        w, h = box.width / fig.dpi, box.height / fig.dpi
+        if min(w, h) < MIN_PANEL_IN:
+            problems.append(f"panel {i + 1} is only {w:.2g} x {h:.2g} in: its labels and legends leave no room")
+    problems += legend_overlaps(fig, draw=False)
     return problems
 
 
-def save_figure(fig, directory: Path, name: str) -> dict[str, Path]:
-    """Write ``directory/name.png`` (150 dpi) and ``directory/name.svg``, each atomically; close ``fig``.
+def _texts(fig):
+    """The visible, non-empty texts of a figure (tick labels, titles, legends, annotations)."""
+    from matplotlib.text import Text
 
-    Creates ``directory``. Returns ``{"png": path, "svg": path}``. The figure is closed even when
-    saving fails, so a long study never accumulates open figures.
+    fig.canvas.draw()  # tick labels exist once drawn
+    return [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_figure() is not None and _shown(t)
+    ]
+
+
+def _shown(artist) -> bool:
+    """Whether an artist is drawn: it and every parent visible (an invisible axes hides its texts)."""
+    axes = getattr(artist, "axes", None)
+    return artist.get_visible() and (axes is None or axes.get_visible())
+
+
+def text_clashes(fig, *, draw: bool = True) -> list[str]:
+    """Texts cut off at the figure's edge, and titles, axis labels and legends that overlap one another
+    (a long y label running into the next panel's title): what a cramped layout does, as sentences.
+    ``draw=False`` when the figure was just drawn (its layout is final)."""
+    if draw:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    problems = []
+
+    def outside(b) -> bool:
+        return b.x0 < frame.x0 - 1 or b.y0 < frame.y0 - 1 or b.x1 > frame.x1 + 1 or b.y1 > frame.y1 + 1
+
+    named = []  # (what, box)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label):
+            if t.get_visible() and t.get_text().strip():
+                named.append((repr(t.get_text()), t.get_window_extent()))
+        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            box = axis.get_tightbbox(renderer)  # the tick labels drawn (inside the view) and the label
+            where = f"the {name} axis of {_title(ax) or 'a panel'!r}"
+            if axis.get_visible() and box is not None and outside(box):
+                problems.append(f"{where} does not fit in the figure")
+            if axis.get_visible() and _clashing_ticks(axis):
+                problems.append(f"tick labels of {where} overlap")
+        if ax.get_legend() is not None and ax.get_legend().get_visible():
+            named.append(("a legend", ax.get_legend().get_window_extent()))
+    for leg in fig.legends:
+        named.append(("the figure's legend", leg.get_window_extent()))
+    if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text().strip():
+        named.append((repr(fig._suptitle.get_text()), fig._suptitle.get_window_extent()))
+    problems += [f"{what} does not fit in the figure" for what, box in named if outside(box)]
+    for i, (a, box_a) in enumerate(named):
+        for b, box_b in named[i + 1 :]:
+            if _overlap(box_a.extents, box_b.extents) > 1.0:  # more than a pixel's worth of area
+                problems.append(f"{a} overlaps {b}")
+    return problems
+
+
+def legend_overlaps(fig, *, draw: bool = True) -> list[str]:
+    """Legends inside a panel that cover some of its data: a line passing through the legend's box, a
+    marker (of a line or a scatter) or a bar inside it. Each line is followed at 1-pixel steps in display
+    space, so a line that crosses the box between two of its points counts too. Reference lines and spans
+    in axes coordinates (``axhline``, ``axvspan``) are not data. ``draw=False`` when the figure was just drawn."""
+    if draw:
+        fig.canvas.draw()
+    problems = []
+    panels = [ax for ax in fig.axes if ax.get_visible() and not _is_colorbar(ax)]
+    for i, ax in enumerate(panels):
+        leg = ax.get_legend()
+        if leg is None or not leg.get_visible():
+            continue
+        box = leg.get_window_extent()
+        # a twin axis shares the panel's area: its data lie under this legend too
+        same = [a for a in panels if a.get_position().bounds == ax.get_position().bounds]
+        covered = next((label for a in same for label in _covered(a, box)), None)
+        if covered is not None:
+            name = covered if covered and not covered.startswith("_") else "a data series"
+            problems.append(f"panel {i + 1}'s legend covers data ({name!r})")
+    return problems
+
+
+def _covered(ax, box):
+    """The labels of the data series of ``ax`` that reach into ``box`` (display coordinates), lazily."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.container import BarContainer
+
+    for line in ax.get_lines():
+        if line.get_visible() and line.get_transform() == ax.transData:
+            xy = ax.transData.transform(np.column_stack(line.get_data()).astype(float))
+            if _enters(xy, box, joined=line.get_linestyle() not in ("None", "", " ")):
+                yield line.get_label()
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection) and coll.get_visible() and len(coll.get_offsets()):
+            xy = coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), dtype=float))
+            if _enters(xy, box, joined=False):
+                yield coll.get_label()
+    for container in ax.containers:
+        if isinstance(container, BarContainer):
+            if any(_overlap(bar.get_window_extent().extents, box.extents) > 1.0 for bar in container):
+                yield container.get_label()
+
+
+def _enters(points: np.ndarray, box, joined: bool) -> bool:
+    """Whether a series (display coordinates; a NaN breaks a line) has a point, or with ``joined`` a
+    segment, strictly inside the box."""
+    if len(points) == 0:
+        return False
+    parts = [points]
+    if joined and len(points) > 1:
+        a, b = points[:-1], points[1:]
+        ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+        a, b = a[ok], b[ok]
+        n = np.minimum(np.hypot(*(b - a).T), 5000).astype(int) + 1  # about one point per pixel
+        seg = np.repeat(np.arange(len(a)), n)
+        t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / np.repeat(n, n)  # 0 .. (n-1)/n per segment
+        parts.append(a[seg] + (b[seg] - a[seg]) * t[:, None])
+    p = np.concatenate(parts)
+    p = p[np.isfinite(p).all(axis=1)]
+    return bool(((p[:, 0] > box.x0) & (p[:, 0] < box.x1) & (p[:, 1] > box.y0) & (p[:, 1] < box.y1)).any())
+
+
+def missing_formats(directory: Path) -> list[str]:
+    """The files missing beside each PNG of a figures directory (its SVG and PDF), as sentences."""
+    directory = Path(directory)
+    return [
+        f"{png.name} has no {png.with_suffix('.' + fmt).name} beside it"
+        for png in sorted(directory.glob("*.png"))
+        for fmt in FORMATS
+        if not png.with_suffix("." + fmt).is_file()
+    ]
+
+
+#: A panel smaller than this (in inches, either way) has been squeezed by its labels: the layout failed.
+MIN_PANEL_IN = 0.6
+
+#: The files of every figure: PNG for the HTML report, SVG and PDF (vector, fonts embedded) for papers.
+FORMATS = ("png", "svg", "pdf")
+
+
+def save_figure(fig, directory: Path, name: str) -> dict[str, Path]:
+    """Write ``directory/name.png`` (150 dpi), ``.svg`` and ``.pdf``, each atomically; close ``fig``.
+
+    Creates ``directory``. Returns ``{"png": path, "svg": path, "pdf": path}``. The PDF embeds its fonts as
+    TrueType (``pdf.fonttype`` 42: text stays text, as journals ask) and carries no date, so the same
+    figure gives the same bytes. The figure is closed even when saving fails, so a long study never
+    accumulates open figures.
     """
     import matplotlib.pyplot as plt
 
+    fit_text(fig)
     directory = Path(directory)
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"save_figure: bad figure name {name!r}")
@@ -386,6 +736,7 @@ def save_figure(fig, directory: Path, name: str) -> dict[str, Path]:
         for fmt, metadata in (
             ("png", {"Software": None}),
             ("svg", {"Date": None, "Creator": None}),
+            ("pdf", {"CreationDate": None, "Creator": None, "Producer": None}),
         ):
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt, dpi=SAVE_DPI, metadata=metadata)

@@ -73,15 +73,20 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
     Floats are written at full precision (``repr``), missing keys as empty cells.
     """
+    return atomic_write_text(Path(path), csv_text(rows))
+
+
+def csv_text(rows: Iterable[Mapping], columns: list[str] | None = None) -> str:
+    """``rows`` as CSV text, as :func:`write_csv` writes them (``columns``: the header, default the union of keys)."""
     rows = list(rows)
-    cols = _columns(rows)
+    cols = _columns(rows) if columns is None else columns
     buf = io.StringIO(newline="")
     if cols:
         writer = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({str(k): _csv_value(v) for k, v in row.items()})
-    return atomic_write_text(Path(path), buf.getvalue())
+    return buf.getvalue()
 
 
 def _csv_value(v):
@@ -388,6 +393,12 @@ _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".j
 def _figure_view(f: FigureRef, index: int) -> dict:
     path = Path(f.path)
     view = {"caption": f.caption, "name": path.name, "index": index, "anchor": f"fig-{index}", "src": None}
+    # the files beside the report (PNG, SVG, PDF for a paper), linked relative to it: figures/NAME.EXT
+    view["files"] = [
+        (ext, f"{path.parent.name}/{path.stem}.{ext}")
+        for ext in ("png", "svg", "pdf")
+        if path.parent.name == "figures" and path.with_suffix(f".{ext}").is_file()
+    ]
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -440,14 +451,19 @@ def render_study_report(
     figures: list[FigureRef],
     tables: list[Table],
     claims: list[Claim],
+    overrides: Mapping | None = None,
 ) -> str:
     """The study report as an HTML string (see :func:`write_study_report`).
 
     ``meta["profile"]`` decides whether the recorded full-protocol verdicts are shown beside the claims
-    (they are, when a verdict is recorded and the profile is not the recorded one).
+    (they are, when a verdict is recorded and the profile is not the recorded one). The page says which
+    configuration it shows: the profile and ``overrides`` (the keys set away from the profile's values) in
+    its header, and ``meta["config"]`` as a table with those keys marked.
     """
     profile = (meta or {}).get("profile")
     claim_views = [_claim_view(c, profile=profile) for c in claims]
+    config = (meta or {}).get("config")
+    configuration = _configuration_view(profile, overrides or {}, config if isinstance(config, Mapping) else None)
     return (
         _env()
         .get_template("study.html.j2")
@@ -455,7 +471,8 @@ def render_study_report(
             study=study,
             title=title,
             description=description,
-            meta=_meta_items(meta),
+            meta=_meta_items({k: v for k, v in (meta or {}).items() if not (k == "config" and configuration["rows"])}),
+            configuration=configuration,
             figures=[_figure_view(f, i + 1) for i, f in enumerate(figures)],
             tables=[_table_view(t) for t in tables],
             claims=claim_views,
@@ -467,6 +484,19 @@ def render_study_report(
     )
 
 
+def _configuration_view(profile: str | None, overrides: Mapping, config: Mapping | None) -> dict:
+    """Which configuration a page shows: a line (the profile, and ``key=value`` for each override) and the
+    rows of the full config, ``(key, value, overridden)``."""
+    from .variants import set_value
+
+    line = " ".join(f"--set {k}={set_value(v)}" for k, v in overrides.items())  # as typed: copy, paste
+    return {
+        "profile": profile or "",
+        "overrides": line,
+        "rows": [(str(k), format_value(v), k in overrides) for k, v in (config or {}).items()],
+    }
+
+
 def write_study_report(path: Path, **fields) -> Path:
     """Write one self-contained HTML report for a study (figures embedded, CSS inline), atomically.
 
@@ -476,7 +506,15 @@ def write_study_report(path: Path, **fields) -> Path:
     return atomic_write_text(Path(path), render_study_report(**fields))
 
 
-def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Claim], total_wall_s: float) -> str:
+def render_index(
+    *,
+    title: str,
+    meta: dict,
+    studies: list[dict],
+    claims: list[Claim],
+    total_wall_s: float,
+    variants: list[dict] | None = None,
+) -> str:
     """The reproduction summary page as an HTML string (see :func:`write_index`)."""
     profile = (meta or {}).get("profile")
     study_views, claim_study = [], {}
@@ -526,6 +564,7 @@ def render_index(*, title: str, meta: dict, studies: list[dict], claims: list[Cl
                 sum(float(v["compute_s"]) for v in study_views if _is_numeric(v["compute_s"]))
             ),
             show_compute=any(_is_numeric(v["compute_s"]) for v in study_views),
+            variants=list(variants or []),
             version=_version(),
         )
     )
@@ -536,16 +575,16 @@ def _total(views: list[dict], key: str) -> int | None:
     return sum(values) if values else None
 
 
-def write_index(
-    path: Path, *, title: str, meta: dict, studies: list[dict], claims: list[Claim], total_wall_s: float
-) -> Path:
+def write_index(path: Path, **fields) -> Path:
     """Write the reproduction's ``index.html``: the full claims table (each claim linked to its row in its
     study's report, with the recorded full-protocol verdict beside it when there is one), what was run,
     and the time per study.
 
+    `fields` are those of :func:`render_index` (title, meta, studies, claims, total_wall_s, variants).
     ``studies`` are dicts with keys ``name``, ``title``, ``href`` (relative link), ``wall_s``, ``n_runs`` and
     optionally ``n_tasks``, ``trained``, ``reused``, ``compute_s`` (the device time its stored units took when
-    they were computed) and ``claims`` (the ids of the study's claims, for the links).
+    they were computed) and ``claims`` (the ids of the study's claims, for the links). ``variants`` (dicts with
+    ``name``, ``profile``, ``overrides``, ``href``, ``updated_at``) are the studies' runs with ``--set`` overrides
+    in the store: listed apart, below, since the claims above are those of the plain profile.
     """
-    html = render_index(title=title, meta=meta, studies=studies, claims=claims, total_wall_s=total_wall_s)
-    return atomic_write_text(Path(path), html)
+    return atomic_write_text(Path(path), render_index(**fields))

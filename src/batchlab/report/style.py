@@ -1,13 +1,20 @@
 """One consistent, paper-ready matplotlib style for every batchlab figure.
 
+Figures are made at the size they are printed: one column of a paper (:data:`COLUMN_WIDTH`, 3.3 in) or
+the whole page width (:data:`PAGE_WIDTH`, 7 in), with no text smaller than :data:`MIN_FONT_PT` (8 pt) at
+that size, so a figure dropped into a paper unscaled stays readable.
+
 The palette is Okabe & Ito's colour-blind-safe set ("Color Universal Design", 2008), reordered so
 that the first colours are the most distinct from each other and yellow (hard to see on white) comes
-last. :func:`apply_style` is idempotent and cheap: studies may call it as often as they like.
+last. :func:`config_colors` gives each configuration of a study one colour for all its figures.
+:func:`apply_style` is idempotent and cheap: studies may call it as often as they like.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterable, Mapping
 
 import matplotlib
 from cycler import cycler
@@ -30,25 +37,30 @@ MISSING_COLOR = "#d0d0d0"
 INK = "#222222"
 GRID = "#e3e3e3"
 
-#: Default size of one panel, in inches (a 3-panel row is a full-width paper figure).
-PANEL_WIDTH = 4.0
-PANEL_HEIGHT = 3.0
-SAVE_DPI = 150
+#: A paper's column and page widths, in inches: every figure is made at one of them.
+COLUMN_WIDTH = 3.3
+PAGE_WIDTH = 7.0
+#: Default height of one row of panels, and the least a row is given when a wide figure is narrowed.
+PANEL_HEIGHT = 2.6
+MIN_ROW_HEIGHT = 2.6
+#: No text of a figure is smaller than this, at the figure's own (printed) size.
+MIN_FONT_PT = 8.0
+SAVE_DPI = 200
 
 RC: dict[str, object] = {
     # fonts: a readable sans-serif that exists everywhere matplotlib does
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Helvetica", "Arial", "Liberation Sans", "sans-serif"],
-    "font.size": 10.0,
-    "axes.titlesize": 11.0,
+    "font.size": 8.5,
+    "axes.titlesize": 9.0,
     "axes.titleweight": "bold",
     "axes.titlelocation": "left",
-    "axes.labelsize": 10.0,
-    "xtick.labelsize": 9.0,
-    "ytick.labelsize": 9.0,
-    "legend.fontsize": 9.0,
-    "legend.title_fontsize": 9.0,
-    "figure.titlesize": 12.0,
+    "axes.labelsize": 8.5,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
+    "legend.fontsize": 8.0,
+    "legend.title_fontsize": 8.0,
+    "figure.titlesize": 9.5,
     "figure.titleweight": "bold",
     "mathtext.default": "regular",
     # colours
@@ -81,8 +93,8 @@ RC: dict[str, object] = {
     "xtick.direction": "out",
     "ytick.direction": "out",
     # lines and markers
-    "lines.linewidth": 1.8,
-    "lines.markersize": 5.0,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 4.0,
     "patch.linewidth": 0.5,
     "errorbar.capsize": 3.0,
     # legend
@@ -90,7 +102,7 @@ RC: dict[str, object] = {
     "legend.handlelength": 1.8,
     "legend.borderaxespad": 0.3,
     # figure and output
-    "figure.figsize": (PANEL_WIDTH, PANEL_HEIGHT),
+    "figure.figsize": (COLUMN_WIDTH, PANEL_HEIGHT),
     "figure.dpi": 100,
     "figure.constrained_layout.use": True,
     "savefig.dpi": SAVE_DPI,
@@ -100,6 +112,30 @@ RC: dict[str, object] = {
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
 }
+
+
+def config_colors(labels: Iterable) -> dict[str, str]:
+    """One colour per configuration label (``"batch 64"``, ``"Adam"``, ``256``), the same in every figure.
+
+    Labels are put in natural order (the numbers in them compared as numbers: batch 64 before batch 256,
+    then the text) and given the palette in that order, so the mapping depends only on the set of labels:
+    build it once from a study's config (all the configurations it has) and use it in each of its
+    figures, and a figure that shows only some configurations keeps their colours. Beyond eight labels
+    the palette repeats.
+    """
+    unique = {str(label): None for label in labels}
+    ordered = sorted(unique, key=_natural)
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(ordered)}
+
+
+def color_of(colors: Mapping[str, str], label) -> str:
+    """The colour of ``label`` in a :func:`config_colors` mapping (grey when it is not there)."""
+    return colors.get(str(label), MISSING_COLOR)
+
+
+def _natural(label: str) -> tuple:
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", label)
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
 
 
 def _in_notebook() -> bool:

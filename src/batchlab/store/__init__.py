@@ -1,10 +1,11 @@
 """The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
 
-from .export import SPEC_FIELDS, load_metrics
+from .export import SPEC_FIELDS, load_metrics, metrics_csv
 from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreCorruptError, StoreVersionError
 
 __all__ = [
     "load_metrics",
+    "metrics_csv",
     "SPEC_FIELDS",
     "Store",
     "RunRecord",

@@ -9,6 +9,7 @@ then ``epoch``, ``step`` and every metric recorded at that evaluation (``train_a
 A metric stored as NULL (a NaN or infinite value, e.g. after a divergence) is ``float("nan")``; a
 metric a unit did not record at that evaluation is absent from the record (pandas shows NaN).
 Plain lists of dicts: batchlab does not need pandas, and any tool that reads records can use them.
+``metrics_csv`` writes the same records as CSV (``batchlab export``), for tools that read files, not Python.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .sqlite import DB_NAME, Store
 
-__all__ = ["SPEC_FIELDS", "load_metrics"]
+__all__ = ["SPEC_FIELDS", "load_metrics", "metrics_columns", "metrics_csv"]
 
 #: The RunSpec fields copied into every record: what most analyses group or filter by. A field a unit's
 #: spec lacks (a task's spec has other fields) is None. Lists (widths, batch_switch) stay lists.
@@ -92,3 +93,22 @@ def load_metrics(
                 rows.append(current)
             current[name] = float("nan") if value is None else float(value)
     return rows
+
+
+def metrics_columns(rows: Sequence[dict]) -> list[str]:
+    """The CSV header of ``load_metrics`` records: the unit and spec columns in record order, then ``epoch``,
+    ``step``, then every metric any record has, sorted by name."""
+    if not rows:
+        return [*_LEADING, *SPEC_FIELDS, "epoch", "step"]
+    fixed = list(rows[0])[: list(rows[0]).index("step") + 1]
+    metrics = sorted({name for row in rows for name in row} - set(fixed))
+    return [*fixed, *metrics]
+
+
+def metrics_csv(rows: Sequence[dict]) -> str:
+    """``load_metrics`` records as CSV text, one line per record. Cells: floats at full precision (``repr``,
+    ``nan`` for a value stored as not finite), lists as JSON (``widths`` ``[256, 256]``), an empty cell for
+    None or for a metric the unit did not record at that evaluation."""
+    from ..report.html import csv_text
+
+    return csv_text(rows, metrics_columns(rows))

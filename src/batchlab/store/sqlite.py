@@ -12,6 +12,9 @@ transaction that references them commits. So a row never points at a partial fil
 the two leaves at most an unreferenced file, which is harmless; equal arrays are stored once; the
 SQLite file (and its write-ahead log) stays small however large the checkpoints are; and any tool
 that reads .npy can open them. The cost: a store is a folder, not a single file.
+
+Not results: the `partial` table and `partial/<sha256>.npz` keep the training state of runs interrupted
+by Ctrl-C (weights, optimizer state, metrics so far) until the same runs are trained again and stored.
 """
 
 from __future__ import annotations
@@ -91,8 +94,21 @@ DROP TABLE metrics;
 ALTER TABLE metrics_v2 RENAME TO metrics;
 """
 
+# Created on the first interrupt that keeps something (not part of the schema version: a batchlab that does
+# not know the table never reads it, and a stale row is never used, see `Store.partials`).
+PARTIAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS partial (
+    keys TEXT PRIMARY KEY,       -- JSON list: the run keys of an interrupted group chunk, in its order
+    epoch INTEGER NOT NULL,      -- finished epochs the state holds
+    meta TEXT NOT NULL,          -- JSON: step count, wall time, the metric records so far
+    sha256 TEXT NOT NULL,        -- the arrays (weights, optimizer state, flags): partial/<sha256>.npz
+    saved_at TEXT NOT NULL
+)
+"""
+
 DB_NAME = "batchlab.sqlite"
 ARTIFACT_DIR = "artifacts"
+PARTIAL_DIR = "partial"
 SCHEMA_VERSION = 2
 CHECKPOINT_EPOCHLESS = -1  # the epoch column of a task's arrays
 
@@ -143,6 +159,17 @@ class ArtifactRef:
     sha256: str
     dtype: str
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PartialRecord:
+    """An interrupted group chunk's training state, kept so that the same runs continue from `epoch`."""
+
+    keys: tuple[str, ...]
+    epoch: int
+    meta: dict
+    sha256: str
+    saved_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -444,15 +471,92 @@ class Store:
         """key -> when the unit was written, for every unit in the store."""
         return dict(self.db.execute("SELECT key, finished_at FROM runs"))
 
+    # --- the state of interrupted training ---------------------------------------------------------
+    def partial_path(self, sha256: str) -> Path:
+        return self.root / PARTIAL_DIR / f"{sha256}.npz"
+
+    def save_partial(self, keys: list[str], epoch: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Keep an interrupted chunk's state, replacing an older one of the same runs. The arrays' file is
+        written atomically first, then the row in one transaction: a reader finds the whole state or none."""
+        buf = io.BytesIO()
+        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()})  # (ascontiguousarray makes 0-d 1-d)
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        new_file = not self.partial_path(sha).exists()
+        if new_file:
+            atomic_write_bytes(self.partial_path(sha), data)
+        try:
+            with self.transaction() as db:
+                db.execute(PARTIAL_SCHEMA)
+                old = db.execute("SELECT sha256 FROM partial WHERE keys = ?", (json.dumps(list(keys)),)).fetchall()
+                db.execute(
+                    "INSERT OR REPLACE INTO partial VALUES (?,?,?,?,?)",
+                    (json.dumps(list(keys)), int(epoch), json.dumps(meta), sha, _now()),
+                )
+        except BaseException:  # e.g. a second Ctrl-C: no row, so no file either
+            if new_file:
+                self.partial_path(sha).unlink(missing_ok=True)
+            raise
+        self._drop_partial_files({h for (h,) in old})
+
+    def partials(self) -> list[PartialRecord]:
+        """Every kept state of interrupted training (the caller checks that its runs are still to train)."""
+        if not self._has_partial_table():
+            return []
+        rows = self.db.execute("SELECT keys, epoch, meta, sha256, saved_at FROM partial ORDER BY rowid")
+        return [PartialRecord(tuple(json.loads(k)), e, json.loads(m), h, t) for k, e, m, h, t in rows]
+
+    def load_partial(self, record: PartialRecord) -> dict[str, np.ndarray]:
+        path = self.partial_path(record.sha256)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise OSError(f"the kept training state {path.name} in {self.root} is missing or unreadable: {e}") from None
+
+    def delete_partials(self, keys) -> int:
+        """Forget every kept state that holds one of `keys` (its runs are stored now); returns how many."""
+        if not self._has_partial_table():
+            return 0
+        keys = set(keys)
+        rows = self.db.execute("SELECT keys, sha256 FROM partial").fetchall()
+        stale = [(k, h) for k, h in rows if keys & set(json.loads(k))]
+        if stale:
+            with self.transaction() as db:
+                db.executemany("DELETE FROM partial WHERE keys = ?", [(k,) for k, _ in stale])
+            self._drop_partial_files({h for _, h in stale})
+        return len(stale)
+
+    def _has_partial_table(self) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial'").fetchone())
+
+    def _drop_partial_files(self, shas: set[str]) -> None:
+        """Remove the arrays of replaced or deleted states that no row refers to any more, and those of a
+        write that never got its row (older than an hour: a newer one may be another process's, about to)."""
+        used = {h for (h,) in self.db.execute("SELECT sha256 FROM partial")}
+        old = {p.stem for p in (self.root / PARTIAL_DIR).glob("*.npz") if time.time() - p.stat().st_mtime > 3600}
+        for sha in (shas | old) - used:
+            self.partial_path(sha).unlink(missing_ok=True)
+
     # --- studies ----------------------------------------------------------------------------------
     def save_study(
-        self, *, name: str, profile: str, config: dict, run_keys: list[str], wall_s: float, meta: dict
+        self,
+        *,
+        name: str,
+        profile: str,
+        config: dict,
+        run_keys: list[str],
+        wall_s: float,
+        meta: dict,
+        variant: str = "",
     ) -> None:
+        """Record a study's execution. A `variant` (the label of its `--set` overrides) is recorded as its own
+        study, `name@variant`, so it never replaces the record of the plain profile."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?,?,?)",
                 (
-                    name,
+                    f"{name}@{variant}" if variant else name,
                     profile,
                     json.dumps(config, sort_keys=True),
                     json.dumps(run_keys),
@@ -462,23 +566,41 @@ class Store:
                 ),
             )
 
-    def study(self, name: str, profile: str | None = None) -> dict | None:
-        """The latest recorded execution of a study (of one profile, if given)."""
-        sql = "SELECT name, profile, config, run_keys, wall_s, meta, updated_at FROM studies WHERE name = ?"
-        args: tuple = (name,)
+    def study(self, name: str, profile: str | None = None, variant: str | None = None) -> dict | None:
+        """The latest recorded execution of a study (of one profile, if given; of one `variant`, if given:
+        "" is the plain profile, None any variant). The record's `variant` is "" for the plain profile."""
+        rows = self.study_records(name, profile, variant, latest=True)
+        return rows[0] if rows else None
+
+    def study_records(
+        self, name: str | None = None, profile: str | None = None, variant: str | None = None, *, latest=False
+    ) -> list[dict]:
+        """Recorded executions, latest first: of a study (all of them if None), a profile, a variant."""
+        sql = "SELECT name, profile, config, run_keys, wall_s, meta, updated_at FROM studies WHERE 1"
+        args: list = []
+        if name is not None and variant is None:  # the study itself or any of its variants
+            sql += " AND (name = ? OR substr(name, 1, ?) = ?)"
+            args += [name, len(name) + 1, f"{name}@"]
+        elif name is not None:
+            sql, args = sql + " AND name = ?", [*args, f"{name}@{variant}" if variant else name]
         if profile:
-            sql, args = sql + " AND profile = ?", (name, profile)
+            sql, args = sql + " AND profile = ?", [*args, profile]
         # INSERT OR REPLACE gives a replaced row a new rowid, so the largest rowid is the latest
         # record (updated_at has a one-second resolution and cannot break ties).
-        row = self.db.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
-        if row is None:
-            return None
-        return {
-            "name": row[0],
-            "profile": row[1],
-            "config": json.loads(row[2]),
-            "run_keys": json.loads(row[3]),
-            "wall_s": row[4],
-            "meta": json.loads(row[5]),
-            "updated_at": row[6],
-        }
+        sql += " ORDER BY rowid DESC" + (" LIMIT 1" if latest else "")
+        out = []
+        for row in self.db.execute(sql, args):
+            study, _, label = row[0].partition("@")
+            out.append(
+                {
+                    "name": study,
+                    "variant": label,
+                    "profile": row[1],
+                    "config": json.loads(row[2]),
+                    "run_keys": json.loads(row[3]),
+                    "wall_s": row[4],
+                    "meta": json.loads(row[5]),
+                    "updated_at": row[6],
+                }
+            )
+        return out

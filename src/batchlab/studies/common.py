@@ -6,18 +6,42 @@ results through `Results` (studies know nothing about SQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
 from ..claims import Claim
 from ..engine import RunSpec
-from ..engine.spec import TaskSpec
+from ..engine.spec import DATASET_SIZES, TaskSpec
 from ..report.html import Table
+
+
+def check_fits(sizes: Mapping[str, Any], n: int | None, what: str) -> None:
+    """Refuse the first of ``sizes`` (a batch size, an example count, or a list of them; None is skipped) that is
+    larger than ``n``, the examples a config draws them from; ``what`` names those examples in the message."""
+    if n is None:
+        return
+    for name, value in sizes.items():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if v is not None and v > n:
+                raise ValueError(f"{name} {v} exceeds the {n} {what}")
+
+
+def check_subsets(dataset: str, train_subset: int | None, test_subset: int | None) -> int | None:
+    """Refuse a subset larger than its split of ``dataset``; return the training examples used (None: unknown)."""
+    n_train, n_test = DATASET_SIZES.get(dataset, (None, None))
+    check_fits({"train_subset": train_subset}, n_train, f"examples of {dataset}")
+    check_fits({"test_subset": test_subset}, n_test, f"examples of {dataset}")
+    return train_subset or n_train
+
+
+# config fields that are drawn from the training set (batch sizes, example counts): each must fit in it
+DRAWN_FROM_TRAIN = re.compile(r"batch_sizes?|\w+_batch|examples")
 
 
 class StudyConfig(BaseModel):
@@ -76,6 +100,15 @@ class StudyConfig(BaseModel):
         "drop_last",
         "precision",
     )
+
+    @model_validator(mode="after")
+    def _fits_the_data(self) -> "StudyConfig":
+        """Subsets, batch sizes and example counts within the data this config uses, each named when it is not."""
+        n_train = check_subsets(self.dataset, self.train_subset, self.test_subset)
+        drawn = {k: getattr(self, k) for k in type(self).model_fields if DRAWN_FROM_TRAIN.fullmatch(k)}
+        source = f"train_subset={self.train_subset}" if self.train_subset else self.dataset
+        check_fits(drawn, n_train, f"training examples ({source})")
+        return self
 
     def run(self, seed: int, **fields: Any) -> RunSpec:
         """A RunSpec of the reference setup with this config's choices and the given overrides."""

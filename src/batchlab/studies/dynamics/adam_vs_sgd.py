@@ -23,10 +23,11 @@ from pydantic import Field, model_validator
 
 from ...analysis.stats import linear_fit, mean_std
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, bars, legend, new_figure
+from ...report.figures import band, bars, color_of, config_colors, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .claims import D8_ADAM_COS_MAX, D8_SGD_COS_MIN, rule_d6, rule_d7, rule_d8
 from .common import (
+    ACCURACY_CAPTION,
     CURVE_METRICS,
     QUICK_EPOCHS,
     QUICK_SETUP,
@@ -96,8 +97,9 @@ class AdamVsSGD(Study):
 
     def distance_figure(self, cfg: AdamVsSGDConfig, results: Results, groups: dict[str, list]):
         fig, axes = new_figure(ncols=3, width=13, height=3.8)
-        for i, (label, specs) in enumerate(groups.items()):
-            color = PALETTE[i]
+        colors = config_colors(groups)  # SGD and Adam have one colour each in all three figures
+        for label, specs in groups.items():
+            color = color_of(colors, label)
             for metric, ls in (("dist_init_w", "-"), ("dist_init_b", ":")):
                 curve = mean_curve(results, specs, metric, x="step")
                 if curve is not None:  # log-log: W(0) = 0 is left out; a power law is a straight line
@@ -142,12 +144,7 @@ class AdamVsSGD(Study):
             xlabel="epoch", ylabel="W / final W (ratio)", title=f"shape of W (fit: epochs {cfg.fit_start}-{cfg.epochs})"
         )
         axes[2].set(xlabel="epoch", ylabel="‖w_t‖ (L2 norm of all weights)", title="distance from origin")
-        lo, hi = axes[0].get_ylim()
-        if lo > 0 and hi > lo:  # a decade of headroom on the log axis: the legend sits above the curves
-            axes[0].set_ylim(lo, hi * 12)
-        legend(axes[0], frameon=False, fontsize=7.5, ncols=2, loc="upper left")
-        for ax in axes[1:]:
-            legend(ax, frameon=False, fontsize=7.5)
+        legend_below(fig)
         fig.suptitle(f"Batch {cfg.batch_size}: SGD (lr {cfg.lr:g}) vs Adam (lr {cfg.adam_lr:g})")
         return fig
 
@@ -155,6 +152,7 @@ class AdamVsSGD(Study):
         return {name: results.finals(specs, name) for name in layer_names(results, specs)}
 
     def cosine_figure(self, cos: dict[str, dict[str, np.ndarray]]):
+        colors = config_colors(cos)
         fig, ax = new_figure(width=5, height=3.4)
         layers = list(dict.fromkeys(k for c in cos.values() for k in c))  # layer order, as recorded
         heights = {
@@ -166,13 +164,11 @@ class AdamVsSGD(Study):
             heights,
             [f"layer {i + 1}\n({k.removeprefix('cos_init:')})" for i, k in enumerate(layers)],
             errors=errors,
+            colors=colors,
         )
-        ax.axhline(
-            D8_SGD_COS_MIN, color=PALETTE[0], linestyle=":", linewidth=1.2, label=f"D8: SGD > {D8_SGD_COS_MIN:g}"
-        )
-        ax.axhline(
-            D8_ADAM_COS_MAX, color=PALETTE[1], linestyle=":", linewidth=1.2, label=f"D8: Adam < {D8_ADAM_COS_MAX:g}"
-        )
+        sgd, adam = color_of(colors, "SGD"), color_of(colors, "Adam")
+        ax.axhline(D8_SGD_COS_MIN, color=sgd, linestyle=":", linewidth=1.2, label=f"D8: SGD > {D8_SGD_COS_MIN:g}")
+        ax.axhline(D8_ADAM_COS_MAX, color=adam, linestyle=":", linewidth=1.2, label=f"D8: Adam < {D8_ADAM_COS_MAX:g}")
         lowest = min([0.0, *[h for v in heights.values() for h in v if np.isfinite(h)]])
         ax.set(
             ylim=(lowest - 0.05, 1.35),
@@ -239,8 +235,7 @@ class AdamVsSGD(Study):
                 FigureSpec(
                     "accuracy_vs_epoch",
                     accuracy_curves(results, groups, "SGD vs Adam: accuracy vs epoch"),
-                    "Look at the end of the test curves (right): claim D7 expects Adam below SGD. Train (left) "
-                    "and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std.",
+                    "Look at the end of the test curves (right): claim D7 expects Adam below SGD. " + ACCURACY_CAPTION,
                 ),
             ],
             tables=[table],

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, new_figure
+from ...report.figures import band, color_of, config_colors, legend_below, new_figure, zoom_accuracy
 from ...report.html import Table
 from ..common import Results, StudyConfig, mean_std
 
@@ -29,7 +29,10 @@ SHEN_2018 = "K. Shen, 'Effect of batch size on training dynamics' (Mini Distill,
 HOFFER_2017 = "Hoffer, Hubara & Soudry 2017 (Train longer, generalize better)"
 WILSON_2017 = "Wilson et al. 2017 (The marginal value of adaptive gradient methods)"
 
-ACCURACY_CAPTION = "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std."
+ACCURACY_CAPTION = (
+    "Train (left) and test (right) accuracy vs epoch; line = mean over seeds, band = ±1 std. The y axes are "
+    "zoomed to the last half of training, where the runs are compared (earlier, lower values leave at the bottom)."
+)
 
 CURVE_METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "dist_init_w", "dist_init_b")
 
@@ -118,17 +121,23 @@ def initial(results: Results, specs: list[RunSpec], metric: str) -> np.ndarray:
     return np.array([results.series(s, metric)[0] for s in present(results, specs)])
 
 
-def accuracy_curves(results: Results, groups: dict[str, list], title: str, x: str = "epoch"):
-    """Train and test accuracy vs epoch (or step), mean and ±1 std band over seeds, one colour per label."""
+def accuracy_curves(
+    results: Results, groups: dict[str, list], title: str, x: str = "epoch", colors: dict[str, str] | None = None
+):
+    """Train and test accuracy vs epoch (or step), mean and ±1 std band over seeds, one colour per label
+    (`colors`, by default `config_colors` of the labels), each panel zoomed to where the runs end
+    (`zoom_accuracy`), one legend below both."""
+    colors = colors or config_colors(groups)
     fig, (ax_tr, ax_te) = new_figure(ncols=2)
-    for i, (label, specs) in enumerate(groups.items()):
+    for label, specs in groups.items():
         for ax, metric in ((ax_tr, "train_acc"), (ax_te, "test_acc")):
-            plot_curve(ax, results, specs, metric, x=x, scale=100, label=label, color=PALETTE[i % len(PALETTE)])
+            plot_curve(ax, results, specs, metric, x=x, scale=100, label=label, color=color_of(colors, label))
     for ax, split in ((ax_tr, "train"), (ax_te, "test")):
         ax.set_xlabel(x)
         ax.set_ylabel(f"{split} accuracy (%)")
         ax.set_title(f"{split} accuracy")
-    ax_te.legend(frameon=False)
+        zoom_accuracy(ax, top=100)
+    legend_below(fig)
     fig.suptitle(title)
     return fig
 

@@ -22,7 +22,7 @@ from pydantic import Field
 from ...analysis.stats import finite
 from ...engine import RunSpec
 from ...engine.spec import DATASET_SIZES
-from ...report.figures import PALETTE, heatmap, label_points, new_figure
+from ...report.figures import PALETTE, heatmap, label_points, legend_below, new_figure, zoom_accuracy
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_d4, rule_d5
 from .common import CURVE_METRICS, QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, plot_curve, present, run_label
@@ -166,21 +166,19 @@ class DistanceGrid(Study):
         ref = finite(results.finals(next(iter(trio.values())), "dist_init_w"))
         for k, ax in enumerate(axes[:2]):
             if ref.size:
-                line = ax.axhline(
+                ax.axhline(
                     ref.mean(),
                     color="#555555",
                     linestyle=":",
                     linewidth=1,
                     label=f"final W of batch {cfg.small_batch}" if k == 0 else None,
                 )
-                if k == 0:
-                    ax.legend(handles=[line], frameon=False, fontsize=8, loc="lower right")
             ax.set_ylabel("W = ‖w_t − w_0‖ (L2 distance from init)")
         axes[0].set(xlabel="epoch", title="distance from init vs epoch")
         axes[1].set(xlabel="step", title="distance from init vs step")
         axes[2].set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy vs step")
-        handles, labels = axes[2].get_legend_handles_labels()
-        axes[2].legend(handles[::-1], labels[::-1], frameon=False, fontsize=8, loc="lower right")
+        zoom_accuracy(axes[2], top=100)  # where each run ends, not 0-100 %
+        legend_below(fig)
         fig.suptitle(
             f"SGD, lr {cfg.lr:g}: batch {cfg.small_batch} and {cfg.large_batch} for {cfg.epochs} epochs, "
             f"and batch {cfg.large_batch} for {cfg.long_epochs} (as many steps as batch {cfg.small_batch})"

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from ...analysis.stats import finite
 from ...engine import LRSchedule
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import D3_TOL_PP, rule_d3
 from .common import QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, mean_curve, plot_curve
@@ -112,7 +112,7 @@ class ScheduleSwitch(Study):
                 if (c := mean_curve(results, sch.specs, "test_acc")) is not None
             ]
             zoom.set_ylim(max(min(lo), min(finals) - 5) - 0.5, max(finals) + 1)
-        zoom.legend(frameon=False, fontsize=7.5, loc="lower right")
+        legend_below(fig)
         fig.suptitle(f"Five schedules aligned on their last {e} epochs")
         return fig
 

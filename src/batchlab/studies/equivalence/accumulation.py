@@ -25,7 +25,7 @@ from ...engine.spec import TaskSpec
 from ...report.figures import new_figure
 from ...report.html import Table
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, Precision
-from ..common import FigureSpec, Results, Study, StudyOutput
+from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
@@ -59,6 +59,10 @@ class AccumulationConfig(BaseModel):
         for name in ("models", "optimizers"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one value")
+        n_train = check_subsets("mnist", None, self.test_subset)
+        if self.steps * self.batch_size > n_train:
+            need = f"{self.steps} steps of batch_size {self.batch_size} need more than the {n_train} training images"
+            raise ValueError(need)
         if self.batch_size % self.micro_batch or self.micro_batch >= self.batch_size:
             raise ValueError(f"micro_batch {self.micro_batch} must be a proper divisor of batch_size {self.batch_size}")
         return self

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...engine.spec import TaskSpec
 from ...models import build_model
-from ...report.figures import PALETTE, bars
+from ...report.figures import PALETTE, bars, legend_below
 from ..common import Results
 
 # a difference of exactly 0 cannot sit on a log axis: it is drawn at this height (and said so in captions)
@@ -93,8 +93,8 @@ def log_bars(
     finite = [h for v in clipped.values() for h in v if np.isfinite(h) and h > 0]
     low = min([*finite, *(EPS[n] for n in eps_lines)], default=1e-17)
     high = max([*finite, 1.0], default=1.0)
-    ax.set_ylim(low / 10, high * 1e5)  # headroom above the bars for the legend
+    ax.set_ylim(low / 10, high * 10)
     ax.set_ylabel(ylabel)
     if xlabel:
         ax.set_xlabel(xlabel)
-    ax.legend(frameon=False, fontsize=7, ncol=2)
+    legend_below(ax.figure)  # below the panels: bars of every height stay visible

@@ -32,7 +32,7 @@ from ...engine.spec import TaskSpec
 from ...report.figures import new_figure
 from ...report.html import Table
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, OneStepArgs, OptimizerName, Precision
-from ..common import FigureSpec, Results, Study, StudyOutput
+from ..common import FigureSpec, Results, Study, StudyOutput, check_fits, check_subsets
 from .claims import BN_BREAKS, EXACT_F64, rule_e1, rule_e2, rule_e3, rule_e4, rule_e5
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
@@ -78,8 +78,8 @@ class EquivalenceConfig(BaseModel):
         for name in ("models", "optimizers", "precision"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one value")
-        if self.train_subset is not None and self.batch_size > self.train_subset:
-            raise ValueError(f"batch_size {self.batch_size} is larger than train_subset {self.train_subset}")
+        n_train = check_subsets("mnist", self.train_subset, self.test_subset)
+        check_fits({"batch_size": self.batch_size}, n_train, "training images the batch is drawn from")
         return self
 
 
@@ -144,7 +144,7 @@ class Equivalence(Study):
     def difference_figure(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]):
         combos = [(m, o) for m in cfg.models for o in cfg.optimizers]
         labels = [f"{m}\n{OPTIMIZER_LABELS[o]}" for m, o in combos]
-        fig, axes = new_figure(ncols=2, width=13, height=4.2)
+        fig, axes = new_figure(nrows=2, width=7, height=6.4)  # one above the other: the page is 7 in wide
         for ax, pair, title in (
             (axes[0], "AB", "A (batch step) vs B (average of single-example steps)"),
             (axes[1], "AC", "A (batch step) vs C (mean per-example gradient, one step)"),
@@ -175,7 +175,7 @@ class Equivalence(Study):
 
     def per_layer_figure(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]):
         precision = "float64" if "float64" in cfg.precision else cfg.precision[0]
-        fig, axes = new_figure(ncols=len(cfg.models), width=6.5 * len(cfg.models), height=4.2)
+        fig, axes = new_figure(nrows=len(cfg.models), width=7, height=3.4 * len(cfg.models))
         axes = np.atleast_1d(axes)
         for ax, model in zip(axes, cfg.models):
             bn = cfg.bn_single if model == "cnn-bn" else "eval"

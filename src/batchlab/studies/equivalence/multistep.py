@@ -25,10 +25,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.equivalence import MultistepArgs, Precision
-from ..common import FigureSpec, Results, Study, StudyOutput
+from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import EXACT_F64, rule_e6, rule_e7, rule_e8
 from .common import EPS, LOG_FLOOR, outcome, scalars, value
 
@@ -64,10 +64,10 @@ class MultistepConfig(BaseModel):
     def _check(self):
         if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
             raise ValueError("ks must be one or more distinct positive numbers of batches")
-        if self.train_subset is not None and max(self.ks) * self.batch_size > self.train_subset:
-            raise ValueError(
-                f"{max(self.ks)} batches of {self.batch_size} need more than train_subset {self.train_subset} images"
-            )
+        n_train = check_subsets("mnist", self.train_subset, self.test_subset)
+        if max(self.ks) * self.batch_size > n_train:
+            need = f"{max(self.ks)} batches of {self.batch_size} need more than the {n_train} training images"
+            raise ValueError(need)
         return self
 
 
@@ -125,7 +125,7 @@ class EquivalenceMultistep(Study):
         for ax in axes:
             ax.set(xlabel="K (number of batches, one step each)", yscale="log")
             ax.set_xticks(ks)
-            ax.legend(frameon=False, fontsize=7.5)
+        legend_below(fig)
         fig.suptitle(
             f"K steps: how far B, C and D end from A ({cfg.precision}, batches of {cfg.batch_size}, lr {cfg.lr:g}, "
             f"momentum {cfg.momentum:g})"

@@ -120,9 +120,12 @@ def rule_g3(batch_sizes: Sequence[int], tails: Mapping[str, Mapping[str, np.ndar
         holds[regime] = {}
         for reduction, counts in per.items():
             counts = np.asarray(counts, dtype=float)
-            ok = bool(np.all(np.diff(counts) >= 0)) if counts.size > 1 else None
+            # a missing task (NaN count) leaves the rule undecided, as too few batch sizes do
+            ok = bool(np.all(np.diff(counts) >= 0)) if counts.size > 1 and np.isfinite(counts).all() else None
             holds[regime][reduction] = ok
-            evidence[f"{regime}, {reduction}: counts by B"] = ", ".join(f"{int(c)}" for c in counts)
+            evidence[f"{regime}, {reduction}: counts by B"] = ", ".join(
+                f"{int(c)}" if np.isfinite(c) else "missing" for c in counts
+            )
     verdict, why = _per_reduction("the tail count never decreases with B", holds)
     return Claim("G3", statement, SOURCE_COMPETITION, rule, verdict, evidence, why)
 

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.gradients import HIST_EDGES, CompetitionArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
@@ -228,7 +228,7 @@ class GradientCompetition(Study):
                 n = norms[(regime, variant)]
                 mean, std = np.nanmean(n, 1), np.nanstd(n, 1, ddof=1)
                 control = variant.endswith("lr 0")
-                label = f"{variant}" + (" (control)" if control else "")
+                label = f"{regime}, {variant}" + (" (control)" if control else "")
                 fit = fits[regime].get(variant.split(",")[0]) if not control else None
                 if fit and np.isfinite(fit["alpha"]):
                     label += f": alpha {fit['alpha']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
@@ -252,7 +252,7 @@ class GradientCompetition(Study):
                 ylabel="‖Σ g‖: L2 norm of the summed\nlast-layer weight gradient (log)",
                 title=f"{regime} checkpoint",
             )
-            ax.legend(frameon=False, fontsize=7)
+        legend_below(fig)
         fig.suptitle("Summed gradient of a batch against the batch size B (mean ± std over the trials)")
         return fig
 
@@ -274,7 +274,7 @@ class GradientCompetition(Study):
                 ylabel="‖Σ g‖ × μ_largest B / μ_B (log)",
                 title=f"reduction: {variant}",
             )
-            ax.legend(frameon=False, fontsize=7)
+            ax.legend(frameon=False)
         fig.suptitle("Spread of the summed gradient with the mean scaled away: std (dashed) vs mean (solid)")
         return fig
 
@@ -293,7 +293,7 @@ class GradientCompetition(Study):
                 h, edges = np.histogram(scaled[row][np.isfinite(scaled[row])], bins=bins)
                 h = 0.9 * h / max(h.max(), 1)
                 ax.fill_between(edges[:-1], row, row + h, step="post", color=PALETTE[row % len(PALETTE)], alpha=0.7)
-            ax.set_yticks(range(len(cfg.batch_sizes)), [str(b) for b in cfg.batch_sizes], fontsize=7)
+            ax.set_yticks(range(len(cfg.batch_sizes)), [str(b) for b in cfg.batch_sizes])
             ax.set(xlabel="‖Σ g‖ × μ_largest B / μ_B", ylabel="batch size B", title=f"{regime}, {variant}")
         fig.suptitle("Distribution of the rescaled summed-gradient norm over the trials, one row per batch size")
         return fig
@@ -321,7 +321,6 @@ class GradientCompetition(Study):
             ylabel="count of elements, all trials (log)",
             title=f"{key[0]}, {key[1]}",
         )
-        axes[0].legend(frameon=False, fontsize=6, ncols=3)
         for i, ((regime, variant), c) in enumerate((k, v) for k, v in counts.items() if k[1] in moving):
             axes[1].plot(cfg.batch_sizes, c, "o-", color=PALETTE[i], markersize=3, label=f"{regime}, {variant}")
         axes[1].set(
@@ -330,7 +329,7 @@ class GradientCompetition(Study):
             ylabel="elements beyond the fixed magnitude (count)",
             title="tail count (G3)",
         )
-        axes[1].legend(frameon=False, fontsize=7)
+        legend_below(fig)
         fig.suptitle("How heavy are the tails of the summed gradient's elements?")
         return fig
 

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ...analysis.noise import NoiseScaleEMA
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.gradients import NoiseScaleArgs, two_batch_estimates
 from ..common import FigureSpec, Results, Study, StudyOutput
@@ -155,8 +155,6 @@ class NoiseScale(Study):
         plain = FuncFormatter(lambda v, _: f"{v:g}")  # "0.6", not "6 x 10^-1", on a short log axis
         loss.yaxis.set_major_formatter(plain)
         loss.yaxis.set_minor_formatter(plain)
-        lines = ax.get_lines() + loss.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], frameon=False, fontsize=8, loc="upper left")
 
     def analyze(self, cfg: NoiseScaleConfig, results: Results) -> StudyOutput:
         est = self.estimates(cfg, results)
@@ -187,10 +185,10 @@ class NoiseScale(Study):
             ylabel="B_simple (examples, log)",
             title="two estimators, 95 % bootstrap CIs",
         )
-        ax.legend(frameon=False, fontsize=8)
         fig.suptitle("Gradient noise scale B_simple = tr(Σ) / |G|²: the batch size beyond which returns diminish")
         probe = self.during_training(cfg, results)
         self.training_panel(axes[1], probe)
+        legend_below(fig)  # one legend for both panels and the twin axis: below, never over the curves
         rows = [
             {"regime": r, **{k: (f"[{v[0]:.4g}, {v[1]:.4g}]" if isinstance(v, tuple) else v) for k, v in e.items()}}
             for r, e in est.items()

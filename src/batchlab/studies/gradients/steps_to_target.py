@@ -25,7 +25,7 @@ from scipy.optimize import curve_fit
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.gradients import NoiseScaleArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
@@ -242,7 +242,7 @@ class StepsToTarget(Study):
             ylabel="examples processed, steps × B (log)",
             title="examples to target: flat while scaling is perfect",
         )
-        axes[0].legend(frameon=False, fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        legend_below(fig)
         fig.suptitle(f"Steps to reach {100 * cfg.target:g} % test accuracy against the batch size (SGD, best lr per B)")
         rows = [
             {"B": b, "best lr": lr, "steps to target": s, **{f"steps, lr {x:g}": table[(b, x)] for x in cfg.lrs}}

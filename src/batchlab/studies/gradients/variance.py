@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.gradients import VarianceArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
@@ -125,8 +125,7 @@ class GradientVariance(Study):
             ylabel="B · E‖g_B − G‖² / tr(Σ) (ratio)",
             title="with replacement: constant if variance ~ 1/B",
         )
-        for ax in axes:
-            ax.legend(frameon=False, fontsize=7)
+        legend_below(fig)
         fig.suptitle("Mini-batch gradient variance against the batch size B: measured vs the 1/B prediction")
         problems = {name: (d["batch_sizes"], d["measured_with_replacement"], trace[name]) for name, d in data.items()}
         return StudyOutput(

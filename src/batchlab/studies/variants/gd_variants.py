@@ -16,14 +16,14 @@ Claim tested:
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...claims import Claim, inconclusive
 from ...datasets import regression_problem
 from ...engine import RunSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
-from ..common import FigureSpec, Results, Study, StudyOutput
+from ..common import FigureSpec, Results, Study, StudyOutput, check_fits
 
 SOURCE = "textbook (e.g. Bottou, Curtis & Nocedal 2018, Optimization Methods for Large-Scale Machine Learning)"
 
@@ -42,6 +42,11 @@ class VariantsConfig(BaseModel):
     minibatch: int = Field(32, ge=1, description="The mini-batch size.")
     minibatch_lr: float = Field(0.05, gt=0, description="Mini-batch SGD's learning rate.")
     contour_epochs: int = Field(5, ge=1, description="Epochs of the 2-parameter paths over the contours.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "VariantsConfig":
+        check_fits({"minibatch": self.minibatch}, self.n, f"examples of the regression problem (n={self.n})")
+        return self
 
 
 class GDVariants(Study):
@@ -115,7 +120,7 @@ class GDVariants(Study):
         )
         for ax, (xlabel, title) in zip(axes, clocks):
             ax.set(xscale="log", yscale="log", xlabel=f"{xlabel}, log", ylabel="training loss (MSE, log)", title=title)
-        axes[0].legend(frameon=False, fontsize=7)
+        legend_below(fig)
         fig.suptitle("Batch GD, SGD and mini-batch SGD on linear regression: training loss against four clocks")
         contour_fig, paths = self.contours(cfg, results)
         figures = [
@@ -184,7 +189,7 @@ class GDVariants(Study):
             ax.plot(w0, w1, color=PALETTE[i], linewidth=0.9, marker="." if len(w0) < 60 else None, label=name)
         ax.plot(*w_ls, "k*", markersize=10, label="least squares")
         ax.set(xlabel="weight w_0", ylabel="weight w_1", title="paths over the loss contours (MSE)", aspect="equal")
-        ax.legend(frameon=False, fontsize=7)
+        ax.legend(frameon=False)
         return fig, rows
 
     @staticmethod

@@ -23,7 +23,7 @@ from ...analysis.decisions import higher
 from ...analysis.stats import mean_std
 from ...claims import Claim
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, legend, new_figure
+from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
 from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP, scaled_lr, warmup
@@ -164,8 +164,8 @@ class Lars(Study):
             ylabel="trust ratio (ratio, log; LARS: local lr factor)",
             title=f"per-layer trust ratios, B = {largest}, seed 0",
         )
-        for ax in axes:
-            legend(ax, frameon=False, fontsize=7)
+        zoom_accuracy(axes[1], top=100)  # where the runs end, not 0-100 %
+        legend_below(fig)
         fig.suptitle("Layer-wise adaptive optimizers (LARS, LAMB) against linearly scaled SGD at large batches")
         rows = [
             {

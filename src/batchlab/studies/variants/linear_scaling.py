@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from ...analysis.stats import mean_std
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
-from ...report.figures import PALETTE, band, new_figure
+from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
 from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP, scaled_lr, warmup
@@ -162,7 +162,6 @@ class LinearScaling(Study):
             ax.set(xscale="log", xlabel="batch size B (log)", ylabel="final test accuracy (%)", title=opt)
             ax.set_xticks(list(cfg.batch_sizes), [str(b) for b in cfg.batch_sizes])  # the batch sizes run
             ax.minorticks_off()
-            ax.legend(frameon=False, fontsize=7)
         largest = cfg.batch_sizes[-1]
         for i, rule in enumerate(RULES):
             specs = runs[(cfg.optimizers[-1], rule, largest)]
@@ -171,7 +170,8 @@ class LinearScaling(Study):
                 m, s = mean_std(curves)
                 band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=rule, color=PALETTE[i])
         axes[-1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}, {cfg.optimizers[-1]}")
-        axes[-1].legend(frameon=False, fontsize=7)
+        zoom_accuracy(axes[-1], top=100)  # where the runs end, not 0-100 %
+        legend_below(fig)
         fig.suptitle("Scaling the learning rate with the batch size: how far does each rule keep the accuracy?")
         rows = [
             {

@@ -22,7 +22,7 @@ from ...analysis.regimes import LABELS, classify_loss, classify_trajectory, quad
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
-from ...report.figures import PALETTE, new_figure
+from ...report.figures import PALETTE, legend_below, new_figure
 from ...report.html import Table
 from ...tasks.variants import QuadraticArgs
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
@@ -135,8 +135,7 @@ class LRSensitivity(Study):
         axes[1].set(
             yscale="log", xlabel="step", ylabel="training loss (cross-entropy, nats, log)", title="MNIST MLP (SGD)"
         )
-        for ax in axes:
-            ax.legend(frameon=False, fontsize=7)
+        legend_below(fig)
         fig.suptitle("Four learning-rate regimes: converges, oscillates, diverges, stalls (too slow)")
         return StudyOutput(
             figures=[

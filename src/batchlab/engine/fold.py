@@ -1,0 +1,153 @@
+"""Plain SGD on a stack of MLPs with the update folded into the weight-gradient matmul.
+
+The autograd step writes each weight gradient dW = delta a^T to memory, then the optimizer reads it
+back with W and writes W - lr dW: three passes over the weights after the matmul. For plain SGD (no
+momentum, no weight decay) the matmul can accumulate into W itself, a GEMM with C = W and beta = 1:
+
+    W <- W - (lr delta) a^T        `W.baddbmm_(lr * delta, a^T, alpha=-1)`
+
+which reads W once and writes it once; dW never exists. The per-run lr is folded into delta at the
+output layer, where it is a small [R, classes, b] tensor, and it then flows through the backward
+pass unchanged (every later delta is linear in it), so the bias step is simply the sum of delta.
+The forward and backward passes are written out (the same math as `stacked_mlp_forward` and the
+autograd of `per_run_loss`), so there is also no autograd bookkeeping per step, which is most of a
+tiny batch's cost on the CPU.
+
+Results equal the autograd step up to rounding (the lr multiplies before the matmul's sum instead of
+after it); tests/test_fold.py checks it against the plain path and a literal torch.optim loop.
+Runs whose `alive` flag is False keep their weights bitwise: their delta is masked to exactly 0, and
+so are their hidden activations, which may be infinite at the step where a run diverges (0 x inf is
+NaN); on the CPU, where reading the flags costs nothing, the masks are skipped when every run is alive.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import MLP
+from .optim import RULES, SGD
+from .spec import RunSpec
+
+# d(loss)/d(pre-activation) from d(loss)/d(activation): the kernels autograd itself uses
+ACTIVATION_BACKWARD = {
+    "relu": lambda grad, z, h: torch.ops.aten.threshold_backward(grad, h, 0),
+    "tanh": lambda grad, z, h: torch.ops.aten.tanh_backward(grad, h),
+    "sigmoid": lambda grad, z, h: torch.ops.aten.sigmoid_backward(grad, h),
+    "gelu": lambda grad, z, h: torch.ops.aten.gelu_backward(grad, z),
+}
+ACTIVATION_FORWARD = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": torch.nn.functional.gelu,
+}
+
+
+def fold_blocker(specs: list[RunSpec], base, task: str) -> str | None:
+    """Why a group cannot take the folded step (None: it can). Only plain SGD on an MLP qualifies."""
+    head = specs[0]
+    if not isinstance(base, MLP):
+        return f"model {head.model}"
+    if task != "classification":
+        return f"task {task}"
+    if head.precision == "bf16":
+        return "bf16 autocast"
+    if head.micro_batch is not None:
+        return "micro-batches"
+    for s in specs:
+        if s.optimizer != "sgd" or s.momentum > 0 or s.weight_decay > 0:
+            return f"optimizer {s.optimizer} (momentum {s.momentum}, weight decay {s.weight_decay})"
+    if type(RULES["sgd"]) is not SGD:  # a rule registered in SGD's place is respected
+        return f"a registered sgd rule ({type(RULES['sgd']).__name__})"
+    return None
+
+
+class FoldedSGD:
+    """One training step of a stack of MLPs: forward, loss, and backward with the SGD update folded in.
+
+    `feature_major`: activations [R, features, b] (z = W a + b, as `stacked_mlp_forward` keeps them) or
+    batch-major [R, b, features] (z = a W^T + b). The CPU's GEMMs want batch-major for tiny batches
+    (2 cores, one 256x784 layer at batch 2: forward 14 us instead of 62, input gradient 8 instead of 55;
+    the same at batch 64); the GPU keeps the layout the rest of its engine uses.
+    """
+
+    def __init__(self, activation: str, n_layers: int, reduction: str, feature_major: bool = False):
+        self.act, self.act_backward = ACTIVATION_FORWARD[activation], ACTIVATION_BACKWARD[activation]
+        self.keep_pre = activation == "gelu"  # the others' derivatives need only the activation
+        self.n_layers, self.reduction, self.feature_major = n_layers, reduction, feature_major
+        self.f = 1 if feature_major else 2  # the feature dimension of activations and deltas
+        self._minus_one: dict[torch.Size, torch.Tensor] = {}  # the one-hot's -1 per target shape, made once
+
+    @torch.no_grad()
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor):
+        """Logits of batches x [R, b, in] (in this layout) and the activations the backward pass needs."""
+        a = x.transpose(1, 2) if self.feature_major else x
+        inputs, pre = [], []
+        for i in range(self.n_layers):
+            w, bias = params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"]
+            if self.feature_major:
+                z = torch.baddbmm(bias.unsqueeze(2), w, a)
+            else:
+                z = torch.baddbmm(bias.unsqueeze(1), a, w.transpose(1, 2))
+            inputs.append(a)
+            if i < self.n_layers - 1:
+                pre.append(z if self.keep_pre else None)
+                a = self.act(z)
+        return z, (inputs, pre)
+
+    def step(self, params, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, alive: torch.Tensor, mask: bool = True):
+        """A whole step (forward, losses, update) with the given `alive` flags; returns the losses [R]."""
+        logits, cache = self.forward(params, x)
+        losses = self.losses(logits, y)
+        self.backward_update(params, logits, y, cache, lr, alive, mask)
+        return losses
+
+    @torch.no_grad()
+    def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each run's cross-entropy [R] on its batch (y [R, b]), as `per_run_loss` computes it."""
+        logp = torch.log_softmax(logits, dim=self.f)  # one kernel (z - logsumexp(z) is five on the CPU)
+        losses = -logp.gather(self.f, y.unsqueeze(self.f)).squeeze(self.f)  # [R, b]
+        return losses.mean(1) if self.reduction == "mean" else losses.sum(1)
+
+    @torch.no_grad()
+    def backward_update(
+        self,
+        params: dict[str, torch.Tensor],
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        cache,
+        lr: torch.Tensor,
+        alive: torch.Tensor,
+        mask: bool = True,
+    ) -> None:
+        """W <- W - lr dW and b <- b - lr db for every layer, in place. lr, alive: [R].
+
+        `mask=False` (every run known to be alive) skips the masks that keep frozen runs exact."""
+        inputs, pre = cache
+        b = logits.shape[3 - self.f]
+        scale = (lr / b if self.reduction == "mean" else lr).view(-1, 1, 1)
+        target = y.unsqueeze(self.f)
+        minus_one = self._minus_one.get(target.shape)
+        if minus_one is None or minus_one.dtype != logits.dtype or minus_one.device != logits.device:
+            minus_one = torch.full(target.shape, -1.0, dtype=logits.dtype, device=logits.device)
+            self._minus_one[target.shape] = minus_one
+        delta = torch.softmax(logits, dim=self.f).scatter_add_(self.f, target, minus_one)  # d(loss)/d(logits)
+        delta.mul_(scale)  # times lr: the lr rides along through every layer below
+        if mask:
+            live = alive.view(-1, 1, 1)
+            delta = torch.where(live, delta, 0)
+        for i in reversed(range(self.n_layers)):
+            w, bias, a = params[f"net.{2 * i}.weight"], params[f"net.{2 * i}.bias"], inputs[i]
+            below = None
+            if i > 0:  # the gradient for the layer below, through the weights before their update
+                grad_a = torch.bmm(w.transpose(1, 2), delta) if self.feature_major else torch.bmm(delta, w)
+                below = self.act_backward(grad_a, pre[i - 1], a)
+                if mask:
+                    a = torch.where(live, a, 0)
+            if self.feature_major:
+                w.baddbmm_(delta, a.transpose(1, 2), alpha=-1)
+            else:
+                w.baddbmm_(delta.transpose(1, 2), a, alpha=-1)
+            bias.sub_(delta.sum(3 - self.f))
+            if below is not None:
+                delta = below
