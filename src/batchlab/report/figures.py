@@ -93,8 +93,11 @@ def fit_text(fig):
     """
     import textwrap
 
+    if getattr(fig, "_batchlab_fitted", False):  # fitted already (the runner fits, then save_figure): one layout
+        return fig
+    fig._batchlab_fitted = True
     for _ in range(3):
-        fig.canvas.draw()
+        fig.draw_without_rendering()
         changed = False
         sup = getattr(fig, "_suptitle", None)
         if sup is not None and sup.get_text().strip():
@@ -437,7 +440,7 @@ def label_points(ax, xs, ys, labels, *, fontsize: float = MIN_FONT_PT, color: st
     legend are set (it draws the figure once to know where the points land).
     """
     fig = ax.figure
-    fig.canvas.draw()  # constrained layout done: display coordinates are those of the saved figure
+    fig.draw_without_rendering()  # constrained layout done: display coordinates are those of the saved figure
     to_pt = 72.0 / fig.dpi
     pts = [tuple(ax.transData.transform((float(x), float(y))) * to_pt) for x, y in zip(xs, ys)]
     bb = ax.get_window_extent()
@@ -580,7 +583,7 @@ def _texts(fig):
     """The visible, non-empty texts of a figure (tick labels, titles, legends, annotations)."""
     from matplotlib.text import Text
 
-    fig.canvas.draw()  # tick labels exist once drawn
+    fig.draw_without_rendering()  # tick labels exist once drawn
     return [
         t
         for t in fig.findobj(Text)
@@ -599,7 +602,7 @@ def text_clashes(fig, *, draw: bool = True) -> list[str]:
     (a long y label running into the next panel's title): what a cramped layout does, as sentences.
     ``draw=False`` when the figure was just drawn (its layout is final)."""
     if draw:
-        fig.canvas.draw()
+        fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     frame = fig.bbox
     problems = []
@@ -641,7 +644,7 @@ def legend_overlaps(fig, *, draw: bool = True) -> list[str]:
     space, so a line that crosses the box between two of its points counts too. Reference lines and spans
     in axes coordinates (``axhline``, ``axvspan``) are not data. ``draw=False`` when the figure was just drawn."""
     if draw:
-        fig.canvas.draw()
+        fig.draw_without_rendering()
     problems = []
     panels = [ax for ax in fig.axes if ax.get_visible() and not _is_colorbar(ax)]
     for i, ax in enumerate(panels):
