@@ -29,7 +29,9 @@ from .datasets import DataError
 from .errors import UsageError
 from .executor import LocalExecutor
 from .ray_executor import UnitsFailed
+from .report.variants import set_value
 from .runner import Monitor
+from .timing import clock
 
 try:  # typer >= 0.2x vendors click; older typer uses click itself
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -120,7 +122,7 @@ class StatusProgress(Progress):
 
 def clocks(elapsed: float | None, left: float | None) -> str:
     """'elapsed 0:01:02 · left ~0:03:10' ('left ?' until a rate is known)."""
-    return f"elapsed {_clock(elapsed or 0)} · left " + ("?" if left is None else f"~{_clock(left)}")
+    return f"elapsed {clock(elapsed or 0)} · left " + ("?" if left is None else f"~{clock(left)}")
 
 
 def describe_metrics(values: dict[str, dict]) -> str:
@@ -235,14 +237,14 @@ class TrainingProgress(Monitor):
             if self.tasks_done == self.tasks_total:
                 self.close()
         elif self.tasks_done == self.tasks_total:
-            note(f"  {self.tasks_done}/{self.tasks_total} tasks in {_clock(time.perf_counter() - self.t_tasks)}")
+            note(f"  {self.tasks_done}/{self.tasks_total} tasks in {clock(time.perf_counter() - self.t_tasks)}")
 
     def finish(self) -> None:
         self.close()
         if not self.live and self.runs:
             note(
                 f"  100% ({self.done}/{self.total} run-epochs, {self.saved_runs}/{self.runs} runs saved) "
-                f"in {_clock(time.perf_counter() - self.t0)}" + (f"; {self.metrics_text}" if self.metrics_text else "")
+                f"in {clock(time.perf_counter() - self.t0)}" + (f"; {self.metrics_text}" if self.metrics_text else "")
             )
 
     def summary(self, out) -> str:
@@ -262,11 +264,6 @@ class TrainingProgress(Monitor):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def print_claims(claims) -> None:
@@ -402,9 +399,9 @@ def describe_study(name: str) -> None:
     header = ("key", "type", "default", *(["quick"] if quick is not None else []))
     rows = []
     for key, field in study.Config.model_fields.items():
-        cells = [key, _type_name(field.annotation), _set_value(field.get_default(call_default_factory=True))]
+        cells = [key, _type_name(field.annotation), set_value(field.get_default(call_default_factory=True))]
         if quick is not None:
-            cells.append(_set_value(getattr(quick, key)))
+            cells.append(set_value(getattr(quick, key)))
         rows.append((cells, field.description or ""))
     widths = [max(len(c[i]) for c in [header, *(cells for cells, _ in rows)]) for i in range(len(header))]
 
@@ -440,18 +437,7 @@ def _profile_summary(study, profile: str) -> str:
         return "quick (the default of `run`; its values are in the quick column)"
     if not overrides:
         return f"{profile} (the defaults)"
-    return f"{profile} (the defaults, with {', '.join(f'{k}={_set_value(v)}' for k, v in overrides.items())})"
-
-
-def _set_value(value) -> str:
-    """A config value as it is written after `--set key=`."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (tuple, list)):
-        return ",".join(_set_value(v) for v in value)
-    return str(value)
+    return f"{profile} (the defaults, with {', '.join(f'{k}={set_value(v)}' for k, v in overrides.items())})"
 
 
 def _type_name(annotation) -> str:

@@ -3,3 +3,8 @@
 
 class UsageError(Exception):
     """Bad input from the user (unknown study or key, invalid value, unwritable directory...)."""
+
+
+def one_line(text) -> str:
+    """A message (or an exception's text) on one line: every run of whitespace, newlines too, one space."""
+    return " ".join(str(text).split())

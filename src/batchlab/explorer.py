@@ -33,11 +33,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import __version__
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .files import atomic_write_text
 from .report.html import json_ready
 from .report.style import PALETTE
-from .runner import _one_line, _store_hint, check_writable, keys_read, open_store, recorded_results, study_units
+from .runner import _store_hint, check_writable, keys_read, open_store, recorded_results, study_units
 from .store import Store
 from .studies import REGISTRY, Results
 
@@ -234,9 +234,9 @@ def gather(out: Path) -> dict:
     try:
         data = {"tradeoffs": tradeoffs(store, out), "results": runs(store, out)}
     except sqlite3.Error as e:
-        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{_store_hint(e)}") from None
     except OSError as e:
-        raise UsageError(f"{_one_line(e)}; the store is damaged: move {out} aside and run again") from None
+        raise UsageError(f"{one_line(e)}; the store is damaged: move {out} aside and run again") from None
     finally:
         if store is not None:
             store.close()
@@ -265,7 +265,7 @@ def write_explorer(out: Path, page: str) -> Path:
     try:
         return atomic_write_text(path, page)
     except OSError as e:
-        raise UsageError(f"--out {out}: cannot write {path}: {_one_line(e.strerror or e)}") from None
+        raise UsageError(f"--out {out}: cannot write {path}: {one_line(e.strerror or e)}") from None
 
 
 # --- the server --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ The time estimate is rough and says where it comes from. For a pending run it is
    the best of 5). Rough both ways: small batches run below that rate, a group of runs stepped together above
    it, and the rate is only as good as the device is idle now. On the project's 2-core CPU, busy with other
    work, it said 37 s for the quick batch-size-sweep (which took 34 s there) and 19 to 43 min for the training
-   runs of the quick `reproduce` (measured at 99 and 44 GFLOP/s; 8-9 min in all on an idle machine).
+   runs of the quick `reproduce` (measured at 99 and 44 GFLOP/s; 7-9 min in all on an idle machine).
 
 A pending task is estimated by the mean stored wall time of tasks of the same kind on the same device, and is
 otherwise left out of the estimate (and counted as such).
@@ -21,8 +21,6 @@ otherwise left out of the estimate (and counted as such).
 from __future__ import annotations
 
 import json
-import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,9 +29,11 @@ import numpy as np
 import torch
 
 from .engine import RunSpec
+from .engine.schedules import epoch_plan
 from .engine.spec import TaskSpec
 from .env import device_name
 from .store import Store
+from .timing import clock, timed
 
 
 def study_claims(study, cfg) -> list[tuple[str, str]]:
@@ -100,8 +100,6 @@ class Estimate:
 
     def describe(self) -> str:
         """The estimate in words, each part with its source."""
-        from .cli import _clock
-
         parts = []
         if self.stored_units:
             parts.append(f"{self.stored_units} units from stored timings of comparable units on this device")
@@ -113,7 +111,7 @@ class Estimate:
         unknown = f"{self.unestimated_tasks} tasks with no stored timing of their kind, not estimated"
         if not parts:
             return f"unknown ({unknown})" if self.unestimated_tasks else "nothing to compute"
-        when = f"about {_clock(self.seconds)}" if self.seconds >= 1 else "under a second"
+        when = f"about {clock(self.seconds)}" if self.seconds >= 1 else "under a second"
         more = f", plus {unknown}" if self.unestimated_tasks else ""
         return f"{when}{more} ({'; '.join(parts)})"
 
@@ -156,7 +154,7 @@ def dry_run(prep) -> StudyPlan:
     )
     for spec in plan.runs:
         out.run_epochs += spec.epochs
-        out.steps += sum(steps_per_epoch(spec, n_train(spec, prep), e) for e in range(spec.epochs))
+        out.steps += sum(steps for _, steps in epoch_plan(spec, n_train(spec, prep)))
         out.estimates[spec.key] = timings.run(spec, prep)
     for task in plan.tasks:
         out.estimates[task.key] = timings.task(task)
@@ -168,11 +166,6 @@ def n_train(spec: RunSpec, prep) -> int:
     from .engine.data import load_for
 
     return load_for(spec, prep.device, prep.data_dir).n_train
-
-
-def steps_per_epoch(spec: RunSpec, n: int, epoch: int) -> int:
-    bs = spec.batch_size_at(epoch)
-    return n // bs if spec.drop_last else math.ceil(n / bs)
 
 
 # --- timings -------------------------------------------------------------------------------------------
@@ -249,19 +242,7 @@ def matmul_rate(device: torch.device, n: int = 1024) -> float:
     """FLOP/s of an n x n float32 matmul on `device`: the best of 5 timings (the least disturbed by other work)."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b  # warm-up
-    best = math.inf
-    for _ in range(5):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return 2.0 * n**3 / timed(lambda: a @ b, device, 5)
 
 
 # --- in words ------------------------------------------------------------------------------------------

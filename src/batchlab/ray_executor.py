@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .executor import Result, TrainUnit, Unit, execute
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'batchlab[ray]'"
@@ -48,10 +48,6 @@ class UnitFailure:
 
 class UnitsFailed(RuntimeError):
     """Some units could not be computed; every other finished unit is in the store (exit code 1)."""
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def run_on_worker(fn: Callable, unit: Unit, device: str, data_dir: str | None, threads: int) -> Result:
@@ -124,7 +120,7 @@ class RayExecutor:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
                 hint = " (is the cluster up? `ray status` on its head node)" if self.address else ""
-                raise UsageError(f"cannot start or reach {where}: {_one_line(e)}{hint}") from None
+                raise UsageError(f"cannot start or reach {where}: {one_line(e)}{hint}") from None
             self.started_ray = True
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
@@ -229,8 +225,8 @@ def describe_failure(e: Exception) -> str:
     """One line for a failed Ray task: the exception the unit raised, or how its worker was lost."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, Exception):
-        return f"{type(cause).__name__}: {_one_line(cause)}"
-    text = _one_line(e)
+        return f"{type(cause).__name__}: {one_line(cause)}"
+    text = one_line(e)
     return f"{type(e).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 

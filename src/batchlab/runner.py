@@ -31,7 +31,7 @@ from .engine import RunResult, RunSpec, partition, resolve_device
 from .engine.spec import TaskSpec, Unit
 from .engine.train import PartialState
 from .env import environment
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .executor import LocalExecutor, TaskUnit, TrainUnit
 from .ray_executor import RayExecutor, UnitFailure, UnitsFailed, failure_message
 from .report.figures import fit_text, save_figure
@@ -139,10 +139,6 @@ def coerce_overrides(config_cls: type[StudyConfig], overrides: dict[str, Any]) -
     return out
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str, Any] | None = None) -> str:
     err = e.errors()[0]
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
@@ -151,7 +147,7 @@ def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str
         value = given[err["loc"][0]]  # what the user typed, not its coerced form
     got = f" (got {value!r})" if "input" in err and not isinstance(value, (dict, pydantic.BaseModel)) else ""
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    msg = _one_line(err["msg"]).removeprefix("Value error, ")
+    msg = one_line(err["msg"]).removeprefix("Value error, ")
     if where == "config":
         return f"invalid value for {loc}: {msg}{got}{more}" if loc else f"invalid config: {msg}{more}"
     # the study's config validated but a run it plans does not: name the run's field
@@ -179,7 +175,7 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
     except pydantic.ValidationError as e:
         raise UsageError(_validation_message(e, "plan")) from None
     except ValueError as e:
-        raise UsageError(f"invalid config: {_one_line(e)}") from None
+        raise UsageError(f"invalid config: {one_line(e)}") from None
     for spec in specs:
         if isinstance(spec, TaskSpec):
             try:
@@ -187,7 +183,7 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
             except pydantic.ValidationError as e:
                 raise UsageError(_validation_message(e, "plan")) from None
             except ValueError as e:
-                raise UsageError(f"invalid config: {_one_line(e)}") from None
+                raise UsageError(f"invalid config: {one_line(e)}") from None
     return cfg, specs
 
 
@@ -239,7 +235,7 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = resolve_device(device)
     except ValueError as e:
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
     except RuntimeError:  # torch.device("gpu"): not a device string
         raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -252,9 +248,9 @@ def open_store(out: Path) -> Store:
     try:
         return Store(out)
     except (StoreVersionError, StoreCorruptError) as e:
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
-        raise UsageError(f"cannot open the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+        raise UsageError(f"cannot open the store in {out}: {one_line(e)}{_store_hint(e)}") from None
 
 
 def _store_hint(e: Exception) -> str:
@@ -280,9 +276,9 @@ def _done_in(out: Path, keys: list[str]) -> set[str]:
         with Store(out) as store:
             return store.done(keys)
     except (StoreVersionError, StoreCorruptError) as e:
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
-        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{_store_hint(e)}") from None
 
 
 def check_data(specs: list[Unit], device: torch.device, data_dir: str | None = None) -> None:
@@ -645,7 +641,7 @@ def write_report(
             cfg, specs, results = recorded_results(store, study, record)
         except ValueError as e:  # pydantic.ValidationError included: the study changed since the run
             raise UsageError(
-                f"the recorded config of {name} in {out} is no longer valid ({_one_line(e)}); run the study again"
+                f"the recorded config of {name} in {out} is no longer valid ({one_line(e)}); run the study again"
             ) from None
         if not results.records:
             raise UsageError(f"{name}: none of its runs are in {out}; run `batchlab run {name} --out {out}` first")
@@ -654,9 +650,9 @@ def write_report(
             output.tables.append(diverged)
         env = next(iter(results.records.values())).env
     except sqlite3.Error as e:
-        raise UsageError(f"cannot read the store in {out}: {_one_line(e)}{_store_hint(e)}") from None
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{_store_hint(e)}") from None
     except OSError as e:  # an artifact file missing or unreadable
-        raise UsageError(f"{_one_line(e)}; the store is damaged: move {out} aside and run again") from None
+        raise UsageError(f"{one_line(e)}; the store is damaged: move {out} aside and run again") from None
     finally:
         if own:
             store.close()

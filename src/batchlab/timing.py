@@ -16,6 +16,12 @@ from .engine.data import load_for
 from .engine.train import GroupTrainer
 
 
+def clock(seconds: float) -> str:
+    """Seconds as H:MM:SS, as progress lines and estimates print them."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
