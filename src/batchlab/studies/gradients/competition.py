@@ -221,7 +221,7 @@ class GradientCompetition(Study):
         )
 
     def norm_figure(self, cfg, norms, fits):
-        fig, axes = new_figure(ncols=len(REGIMES), width=5.2 * len(REGIMES), height=4)
+        fig, axes = new_figure(ncols=len(REGIMES), width=5.2 * len(REGIMES), height=6)  # room for a 6-line legend
         variants = list(dict.fromkeys(v for _, v in norms))
         for ax, regime in zip(np.atleast_1d(axes), REGIMES):
             for i, variant in enumerate(variants):
@@ -274,7 +274,7 @@ class GradientCompetition(Study):
                 ylabel="‖Σ g‖ × μ_largest B / μ_B (log)",
                 title=f"reduction: {variant}",
             )
-            ax.legend(frameon=False)
+        legend_below(fig)  # the same four labels in each panel; inside, they covered the sum panel's lines
         fig.suptitle("Spread of the summed gradient with the mean scaled away: std (dashed) vs mean (solid)")
         return fig
 
@@ -299,17 +299,24 @@ class GradientCompetition(Study):
         return fig
 
     def element_figure(self, cfg, hists, counts, thresholds, moving):
-        fig, axes = new_figure(ncols=2, width=11, height=4)
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import LogNorm
+
+        fig, axes = new_figure(ncols=2, width=11, height=5)
         key = (REGIMES[0], moving[0])
         centers = np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:])
-        for row, (b, h) in enumerate(zip(cfg.batch_sizes, hists[key])):
+        # one line per batch size, 15 of them: coloured along a scale of B with a colour bar, not a legend (a
+        # legend of 15 entries took most of the page and the 8-colour palette repeated)
+        shade = plt.cm.ScalarMappable(LogNorm(min(cfg.batch_sizes), max(cfg.batch_sizes)), "viridis")
+        for b, h in zip(cfg.batch_sizes, hists[key]):
             if h is None:
                 continue
             pos = h[0, 1:-1]
             neg = h[1, 1:-1]
-            color = PALETTE[row % len(PALETTE)]
-            axes[0].plot(centers, np.where(pos > 0, pos, np.nan), color=color, linewidth=0.9, label=f"B={b}")
+            color = shade.to_rgba(b)
+            axes[0].plot(centers, np.where(pos > 0, pos, np.nan), color=color, linewidth=0.9)
             axes[0].plot(-centers, np.where(neg > 0, neg, np.nan), color=color, linewidth=0.9)
+        fig.colorbar(shade, ax=axes[0], label="batch size B", fraction=0.05, pad=0.02)
         linthresh = float(HIST_EDGES[0]) * 10
         axes[0].set_xscale("symlog", linthresh=linthresh)
         _sparse_symlog_ticks(axes[0], linthresh)
