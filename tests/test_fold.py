@@ -58,15 +58,21 @@ def stack_and_batch(runs=2, b=5):
     return stack, x, y
 
 
-@pytest.mark.parametrize("feature_major", [False, True])
-def test_a_frozen_run_keeps_its_weights_bitwise_even_with_infinite_activations(feature_major):
+@pytest.mark.parametrize("feature_major,defer", [(False, False), (True, False), (False, True)])
+def test_a_frozen_run_keeps_its_weights_bitwise_even_with_infinite_activations(feature_major, defer, monkeypatch):
+    from batchlab.engine import fold as fold_module
+
+    monkeypatch.setattr(fold_module, "DEFER_MIN_WEIGHTS", 0)
     stack, x, y = stack_and_batch()
     stack.params["net.0.bias"][1, 0] = float("inf")  # run 1's hidden unit 0 is infinite: it has diverged
     before = {k: v.clone() for k, v in stack.params.items()}
-    fold = FoldedSGD("relu", 3, "mean", feature_major)
+    fold = FoldedSGD("relu", 3, "mean", feature_major, defer_rows=32 if defer else 0)
     alive = torch.isfinite(fold.losses(fold.forward(stack.params, x)[0], y))
     assert alive.tolist() == [True, False]
-    fold.step(stack.params, x, y, torch.tensor([0.1, 0.1], dtype=torch.float64), alive)
+    for _ in range(3 if defer else 1):  # deferred: three steps, then the flush
+        fold.step(stack.params, x, y, torch.tensor([0.1, 0.1], dtype=torch.float64), alive)
+    assert fold.rows == (15 if defer else 0)
+    fold.flush(stack.params)
     for k, v in stack.params.items():
         assert torch.equal(v[1], before[k][1]), k
         assert not torch.equal(v[0], before[k][0]), k  # the live run moved
@@ -133,3 +139,60 @@ def test_without_a_compiler_the_cpu_step_runs_uncompiled_and_says_so_once(monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second trainer does not warn again
         GroupTrainer([spec], data, CPU, graphs=False, fused=True)
+
+
+# --- deferred updates: tiny batches keep big layers' updates as factors until the weights are read ---
+
+
+@pytest.fixture
+def defer_every_layer(monkeypatch):
+    """Deferral for the tests' small layers too (it is kept for layers of at least 2^16 weights)."""
+    from batchlab.engine import fold
+
+    monkeypatch.setattr(fold, "DEFER_MIN_WEIGHTS", 0)
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 8])
+def test_deferred_updates_equal_the_autograd_step_over_epochs_in_float64(defer_every_layer, batch_size):
+    # 3 does not divide the 32 deferred rows (flushed early) nor the 90 examples (the last batch is 0 mod 3);
+    # every epoch's evaluation reads the weights in between
+    spec = dict(TINY, train_subset=90, batch_size=batch_size, epochs=3)
+    specs = [RunSpec(**spec, seed=s, lr=0.05 * (1 + s)) for s in range(2)]
+    deferred_trainer, deferred = trained(specs, None)
+    _, plain = trained(specs, False)
+    assert set(deferred_trainer.fold.pending) == {0, 1, 2}
+    for a, b in zip(deferred, plain):
+        for k in a.params:
+            torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-11, atol=1e-12)
+        assert [m["train_loss"] for m in a.metrics] == pytest.approx([m["train_loss"] for m in b.metrics], rel=1e-10)
+
+
+def test_reading_the_weights_adds_the_deferred_updates_first(defer_every_layer):
+    spec = RunSpec(**dict(TINY, batch_size=2))
+    data = load_for(spec, CPU)
+    deferred = GroupTrainer([spec], data, CPU, graphs=False)
+    eager = GroupTrainer([spec], data, CPU, graphs=False)
+    eager.fold.defer_rows = 0
+    for trainer in (deferred, eager):
+        trainer.start_epoch(0)
+        for _ in range(5):
+            trainer.step(2)
+    assert deferred.fold.rows == 10 and eager.fold.rows == 0 and not eager.fold.pending
+    weights = deferred.stack.params  # reading them flushes
+    assert deferred.fold.rows == 0
+    for k, v in eager.stack.params.items():
+        torch.testing.assert_close(weights[k], v, rtol=1e-12, atol=1e-13)
+    assert all(not t.any() for factors in deferred.fold.pending.values() for t in factors[:2])  # emptied
+
+
+def test_a_batch_too_big_to_defer_adds_the_deferred_updates_first(defer_every_layer):
+    stack, x, y = stack_and_batch(runs=2, b=12)
+    other = {k: v.clone() for k, v in stack.params.items()}
+    lr, alive = torch.tensor([0.1, 0.2], dtype=torch.float64), torch.ones(2, dtype=torch.bool)
+    deferred, eager = FoldedSGD("relu", 3, "mean", defer_rows=32), FoldedSGD("relu", 3, "mean")
+    for b in (2, 2, 12):  # two deferred steps, then one above DEFER_MAX_BATCH
+        deferred.step(stack.params, x[:, :b], y[:, :b], lr, alive)
+        eager.step(other, x[:, :b], y[:, :b], lr, alive)
+    assert deferred.rows == 0
+    for k, v in other.items():
+        torch.testing.assert_close(stack.params[k], v, rtol=1e-12, atol=1e-13)

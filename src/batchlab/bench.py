@@ -55,12 +55,25 @@ def fold_tiny_batches(trainer) -> None:
     trainer.fold_min_batch = 0
 
 
+def no_deferral(trainer) -> None:
+    """Ablation: every tiny-batch update added to the weights at once instead of deferred (engine/fold.py)."""
+    trainer.fold.defer_rows = 0
+
+
+def unpadded(trainer) -> None:
+    """Ablation: the weights in contiguous storage instead of rows padded past 4 KiB (Stack.pad_rows)."""
+    params = trainer.stack.raw_params
+    for name, w in params.items():
+        params[name] = w.detach().contiguous().requires_grad_(w.requires_grad)
+
+
 def reference_spec(batch_size: int, **kw) -> RunSpec:
     return RunSpec(batch_size=batch_size, epochs=1, **kw)
 
 
-def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
-    """Seconds per step of the textbook loop: nn.Module + torch.optim.SGD + DataLoader (CPU data)."""
+def naive_steps_time(spec: RunSpec, device: torch.device, steps: int, repeat: int = 1) -> float:
+    """Seconds per step of the textbook loop: nn.Module + torch.optim.SGD + DataLoader (CPU data); the best
+    of `repeat` timings."""
     data = load_for(spec, torch.device("cpu"))
     model = build_model("mlp", widths=spec.widths)
     init_module(model, spec.init, torch.Generator().manual_seed(spec.seed))
@@ -82,7 +95,7 @@ def naive_steps_time(spec: RunSpec, device: torch.device, steps: int) -> float:
             opt.step()
 
     loop(min(20, steps))  # warm-up
-    return timed(lambda: loop(steps), device) / steps
+    return timed(lambda: loop(steps), device, repeat) / steps
 
 
 def naive_eval_time(spec: RunSpec, device: torch.device) -> float:
@@ -217,6 +230,9 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     widths = (1024, 1024) if not quick else (256, 256)
     n_params = sum(p.numel() for p in build_model("mlp", widths=widths).parameters())
     steps = 300 if device.type == "cuda" else 20
+    # the best of 3 timings on the CPU, for the textbook loop and the engine alike: one timing of this 2-core
+    # machine varies by 10-30 % from the next
+    repeat = 1 if device.type == "cuda" else 3
     rows = []
     n_train = 60_000
     extra = {} if not quick else {"widths": widths, "train_subset": 10_000}
@@ -228,14 +244,14 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     # than the textbook loop; 32 runs within 1.35x of the floor; batch 2 at most half the textbook's time
     cpu = device.type == "cpu"
     base64 = reference_spec(64, **extra)
-    naive64 = naive_steps_time(base64, device, steps)
+    naive64 = naive_steps_time(base64, device, steps, repeat)
     epoch_steps = math.ceil(n_train / 64)
     variants = [(1, None, "float32"), (32, 0.6, "float32")]
     if device.type == "cuda":
         variants.append((32, None, "tf32"))  # the same work with TF32 matmuls (an option, not the default)
     for runs, target, precision in variants:
         specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
-        eng = engine_steps_time(specs, device, steps)
+        eng = engine_steps_time(specs, device, steps, repeat=repeat)
         name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch" + (
             f" ({precision})" if precision != "float32" else ""
         )
@@ -255,8 +271,8 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
         )
         progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s, engine {rows[-1]['engine_s']:.3f} s")
     base2 = reference_spec(2, **extra)
-    naive2 = naive_steps_time(base2, device, steps * 3)
-    eng2 = engine_steps_time([base2], device, steps * 10)
+    naive2 = naive_steps_time(base2, device, steps * (3 if device.type == "cuda" else 10), repeat)
+    eng2 = engine_steps_time([base2], device, steps * 10, repeat=repeat)
     rows.append(
         workload(
             "P2 mlp batch 2, 1 run, per step",
@@ -298,6 +314,16 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     ablation["1 run batch 2, autograd step and a separate update (s/step)"] = engine_steps_time(
         [base2], device, fold_b2, fold=False
     )
+    if device.type == "cpu":  # the CPU's folded step: deferred tiny-batch updates, padded weight rows
+        ablation["1 run batch 2, folded, updates not deferred (s/step)"] = engine_steps_time(
+            [base2], device, fold_b2, setup=no_deferral, repeat=repeat
+        )
+        ablation["1 run batch 2, folded, updates deferred (s/step)"] = engine_steps_time(
+            [base2], device, fold_b2, repeat=repeat
+        )
+        ablation["32 runs batch 64, folded, weight rows not padded (s/step)"] = engine_steps_time(
+            specs32, device, steps, setup=unpadded
+        )
     p6 = p6_from_store(studies_dir, device, progress) if studies_dir else None
     env = environment(device)
     return {

@@ -61,17 +61,19 @@ def engine_steps_time(
     data_dir: str | None = None,
     setup=None,
     fold: bool | None = None,
+    repeat: int = 1,
 ) -> float:
     """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation).
 
-    `setup(trainer)`, if given, may switch one of the trainer's tricks off before the timing (an ablation)."""
+    `setup(trainer)`, if given, may switch one of the trainer's tricks off before the timing (an ablation);
+    `repeat`: the best of that many timings of `steps` steps."""
     trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, graphs=graphs, fused=fused, fold=fold)
     if setup is not None:
         setup(trainer)
     bs = specs[0].batch_size
     per_epoch = trainer.data.n_train // bs
-    if steps + 10 > len(trainer.lrs):
-        raise ValueError(f"{steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
+    if repeat * steps + 10 > len(trainer.lrs):
+        raise ValueError(f"{repeat} x {steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
     trainer.start_epoch(0)
 
     def loop(n):
@@ -84,4 +86,4 @@ def engine_steps_time(
             done += k
 
     loop(min(10, steps))  # warm-up, graph capture
-    return timed(lambda: loop(steps), device) / steps
+    return timed(lambda: loop(steps), device, repeat) / steps

@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..models import Stack
 from ..probes import ProbeContext, run_probes
 from .data import compute_dtype, data_order, load_for, template_model
-from .fold import FoldedSGD, fold_blocker
+from .fold import DEFER_ROWS, FoldedSGD, fold_blocker
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec, group_key
@@ -194,6 +194,8 @@ class GroupTrainer:
                 device,
                 self.dtype,
             )
+        if device.type == "cpu" and self._folds(fold, fused, specs, base, data.task):
+            self.stack.pad_rows()  # the folded step's matmuls walk down the weights' columns
         self.orders = self._check_orders(orders, len(specs), data.n_train, len(epoch_plan(head, data.n_train)))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
         for p in self.stack.params.values():
@@ -224,12 +226,21 @@ class GroupTrainer:
         # the plain path (fused=False) and the tiny batches that take the multiply-sum layers. `fold=None`: on
         # the CPU, where it is measured; on CUDA only with BATCHLAB_FOLD_CUDA=1 until a GPU has timed it
         # against the graph-captured autograd step (benchmarks/fold_ablation.py)
-        if fold is None:
-            fold = device.type == "cpu" or FOLD_ON_CUDA
         self.fold = None
-        if fold and fused is not False and fold_blocker(specs, base, data.task) is None:
-            self.fold = FoldedSGD(head.activation, len(head.widths) + 1, self.reduction, device.type == "cuda")
+        if self._folds(fold, fused, specs, base, data.task):
+            cuda = device.type == "cuda"
+            self.fold = FoldedSGD(
+                head.activation, len(head.widths) + 1, self.reduction, cuda, 0 if cuda else DEFER_ROWS
+            )
+            self.stack.deferred = self.fold
         self.fold_min_batch = MATVEC_MAX_BATCH if device.type == "cuda" else 0
+
+    def _folds(self, fold: bool | None, fused: bool | None, specs: list[RunSpec], base, task: str) -> bool:
+        """Whether this group takes the folded SGD step (`fold=None`: on the CPU, and on CUDA with
+        BATCHLAB_FOLD_CUDA=1)."""
+        if fold is None:
+            fold = self.device.type == "cpu" or FOLD_ON_CUDA
+        return bool(fold) and fused is not False and fold_blocker(specs, base, task) is None
 
     @staticmethod
     def _check_orders(orders, runs: int, n: int, epochs: int) -> list | None:
@@ -254,9 +265,9 @@ class GroupTrainer:
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
     def train_step(self, batch_size: int) -> None:
-        idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
         if self.fold is not None and batch_size > self.fold_min_batch:
-            return self._folded_step(idx, batch_size)
+            return self._folded_step(batch_size)
+        idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
         losses, grads = accumulate_grads(
             self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
         )
@@ -288,22 +299,31 @@ class GroupTrainer:
         self.alive &= finite
         return self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
 
-    def _folded_step(self, idx: torch.Tensor, batch_size: int) -> None:
+    def _folded_step(self, batch_size: int) -> None:
         """The plain-SGD step with the update inside the weight-gradient matmul (engine/fold.py)."""
+        cpu = self.device.type == "cpu"
+        if cpu:  # reading the position costs nothing on the CPU: a slice instead of three index kernels
+            offset = int(self.offset)
+            idx = self.perm[:, offset : offset + batch_size]
+        else:
+            idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])
         y = self.data.y_train[idx]
-        logits, cache = self.fold.forward(self.stack.params, self.data.x_train[idx])
-        if self.device.type == "cpu" and bool(self.alive.all()) and bool(torch.isfinite(logits.sum())):
+        params = self.stack.raw_params  # as they are: the step adds or keeps its deferred updates itself
+        logits, cache = self.fold.forward(params, self.data.x_train[idx])
+        if cpu and bool(self.alive.all()) and math.isfinite(logits.sum().item()):
             # every run alive and its logits finite (so its loss too), a free check on the CPU: no
             # per-run losses, no divergence bookkeeping, no masks (a dozen operations fewer per step)
             lr, mask = self.lrs[int(self.step_t)], False
         else:
             lr, mask = self._check_losses(self.fold.losses(logits, y)), True
-        self.fold.backward_update(self.stack.params, logits, y, cache, lr, self.alive, mask)
+        self.fold.backward_update(params, logits, y, cache, lr, self.alive, mask)
         self.optimizer.t += 1
         self.step_t += 1
         self.offset += batch_size
 
     def step(self, batch_size: int) -> None:
+        if self.device.type == "cpu":  # TF32 is a CUDA setting: 2.5 us a step saved on a tiny batch
+            return self.train_step(batch_size)
         with tf32_mode(self.precision):
             self._step(batch_size)
 
