@@ -196,3 +196,37 @@ def test_a_batch_too_big_to_defer_adds_the_deferred_updates_first(defer_every_la
     assert deferred.rows == 0
     for k, v in other.items():
         torch.testing.assert_close(stack.params[k], v, rtol=1e-12, atol=1e-13)
+
+
+# --- padded weight rows: 4 KiB rows get 64 unused bytes each, the values and the training unchanged ---
+
+
+def test_pad_rows_pads_only_rows_of_the_multiple_and_keeps_the_values():
+    stack, _, _ = stack_and_batch()  # weights [2, 8, 784], [2, 6, 8], [2, 10, 6]
+    before = {k: v.clone() for k, v in stack.params.items()}
+    stack.pad_rows(multiple=6, extra=16)
+    w = stack.params["net.4.weight"]  # rows of 6 floats: padded
+    assert w.shape == (2, 10, 6) and w.stride() == (10 * 22, 22, 1)
+    assert stack.params["net.0.weight"].is_contiguous() and stack.params["net.2.weight"].is_contiguous()
+    assert all(torch.equal(stack.params[k], v) for k, v in before.items())
+
+
+def test_a_cpu_trainer_pads_1024_wide_rows_only_for_the_folded_step():
+    spec = RunSpec(**dict(TINY, widths=(1024,), epochs=1))
+    data = load_for(spec, CPU)
+    folded = GroupTrainer([spec], data, CPU, graphs=False)
+    assert folded.stack.params["net.2.weight"].stride()[1] == 1024 + 16  # [1, 10, 1024]: padded
+    assert folded.stack.params["net.0.weight"].is_contiguous()  # rows of 784
+    plain = GroupTrainer([spec], data, CPU, graphs=False, fused=False)
+    assert plain.stack.params["net.2.weight"].is_contiguous()
+
+
+def test_training_with_padded_rows_equals_training_without(defer_every_layer):
+    specs = [RunSpec(**dict(TINY, batch_size=4, train_subset=96), seed=s, lr=0.1) for s in range(2)]
+    padded = GroupTrainer(specs, load_for(specs[0], CPU), CPU, graphs=False)
+    padded.stack.pad_rows(multiple=1)  # every weight padded
+    plain = GroupTrainer(specs, load_for(specs[0], CPU), CPU, graphs=False)
+    assert not padded.stack.params["net.0.weight"].is_contiguous()
+    for a, b in zip(padded.run(keep_params=True), plain.run(keep_params=True)):
+        for k in a.params:
+            torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-12, atol=1e-13)

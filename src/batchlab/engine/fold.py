@@ -114,7 +114,8 @@ class FoldedSGD:
 
     @torch.no_grad()
     def flush(self, params: dict[str, torch.Tensor]) -> None:
-        """Add the deferred updates to the weights: W <- W - D^T A, one matmul of depth `rows` per layer."""
+        """Add the deferred updates to the weights: W <- W - D^T A, one matmul per layer over all `defer_rows`
+        rows (the unused ones are zero), then empty the factors."""
         for i, (a, d, _, d_t) in self.pending.items():
             params[f"net.{2 * i}.weight"].baddbmm_(d_t, a, alpha=-1)
             a.zero_(), d.zero_()

@@ -194,7 +194,8 @@ class GroupTrainer:
                 device,
                 self.dtype,
             )
-        if device.type == "cpu" and self._folds(fold, fused, specs, base, data.task):
+        folds = self._folds(fold, fused, specs, base, data.task)
+        if folds and device.type == "cpu":
             self.stack.pad_rows()  # the folded step's matmuls walk down the weights' columns
         self.orders = self._check_orders(orders, len(specs), data.n_train, len(epoch_plan(head, data.n_train)))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
@@ -227,7 +228,7 @@ class GroupTrainer:
         # the CPU, where it is measured; on CUDA only with BATCHLAB_FOLD_CUDA=1 until a GPU has timed it
         # against the graph-captured autograd step (benchmarks/fold_ablation.py)
         self.fold = None
-        if self._folds(fold, fused, specs, base, data.task):
+        if folds:
             cuda = device.type == "cuda"
             self.fold = FoldedSGD(
                 head.activation, len(head.widths) + 1, self.reduction, cuda, 0 if cuda else DEFER_ROWS
@@ -264,10 +265,18 @@ class GroupTrainer:
         return out
 
     # --- one training step: everything is a device tensor, so the step can be graph-captured ---
+    def batch_indices(self, batch_size: int) -> torch.Tensor:
+        """[R, b]: each run's next batch in its order. On the CPU, where reading the position costs
+        nothing, a slice instead of three index kernels."""
+        if self.device.type == "cpu":
+            offset = int(self.offset)
+            return self.perm[:, offset : offset + batch_size]
+        return self.perm.index_select(1, self.offset + self.arange[:batch_size])
+
     def train_step(self, batch_size: int) -> None:
         if self.fold is not None and batch_size > self.fold_min_batch:
             return self._folded_step(batch_size)
-        idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])  # [R, b]: each run's batch
+        idx = self.batch_indices(batch_size)
         losses, grads = accumulate_grads(
             self.loss_fn, idx, self.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
         )
@@ -301,16 +310,11 @@ class GroupTrainer:
 
     def _folded_step(self, batch_size: int) -> None:
         """The plain-SGD step with the update inside the weight-gradient matmul (engine/fold.py)."""
-        cpu = self.device.type == "cpu"
-        if cpu:  # reading the position costs nothing on the CPU: a slice instead of three index kernels
-            offset = int(self.offset)
-            idx = self.perm[:, offset : offset + batch_size]
-        else:
-            idx = self.perm.index_select(1, self.offset + self.arange[:batch_size])
+        idx = self.batch_indices(batch_size)
         y = self.data.y_train[idx]
         params = self.stack.raw_params  # as they are: the step adds or keeps its deferred updates itself
         logits, cache = self.fold.forward(params, self.data.x_train[idx])
-        if cpu and bool(self.alive.all()) and math.isfinite(logits.sum().item()):
+        if self.device.type == "cpu" and bool(self.alive.all()) and math.isfinite(logits.sum().item()):
             # every run alive and its logits finite (so its loss too), a free check on the CPU: no
             # per-run losses, no divergence bookkeeping, no masks (a dozen operations fewer per step)
             lr, mask = self.lrs[int(self.step_t)], False
