@@ -35,7 +35,7 @@ import numpy as np
 from . import __version__
 from .errors import UsageError, one_line
 from .files import atomic_write_text
-from .report.html import json_ready
+from .outputs import json_ready
 from .report.style import PALETTE
 from .runner import _store_hint, check_writable, keys_read, open_store, recorded_results, study_units
 from .store import Store

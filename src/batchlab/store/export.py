@@ -109,6 +109,6 @@ def metrics_csv(rows: Sequence[dict]) -> str:
     """``load_metrics`` records as CSV text, one line per record. Cells: floats at full precision (``repr``,
     ``nan`` for a value stored as not finite), lists as JSON (``widths`` ``[256, 256]``), an empty cell for
     None or for a metric the unit did not record at that evaluation."""
-    from ..report.html import csv_text
+    from ..outputs import csv_text
 
     return csv_text(rows, metrics_columns(rows))

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
-from ..claims import Claim
 from ..engine import RunSpec
 from ..engine.spec import DATASET_SIZES, TaskSpec
-from ..report.html import Table
+from ..outputs import FigureSpec, StudyOutput, Table  # noqa: F401
 
 
 def check_fits(sizes: Mapping[str, Any], n: int | None, what: str) -> None:
@@ -118,22 +116,6 @@ class StudyConfig(BaseModel):
     def seeded(self, **fields: Any) -> list[RunSpec]:
         """One RunSpec per seed (0 .. seeds-1) of the same configuration."""
         return [self.run(seed, **fields) for seed in range(self.seeds)]
-
-
-@dataclass
-class FigureSpec:
-    """A matplotlib figure a study made, its file stem and caption (saved by the runner)."""
-
-    name: str
-    figure: Any
-    caption: str
-
-
-@dataclass
-class StudyOutput:
-    figures: list[FigureSpec] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    claims: list[Claim] = field(default_factory=list)
 
 
 class Study:

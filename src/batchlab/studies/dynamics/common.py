@@ -13,8 +13,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...engine import RunSpec
+from ...outputs import Table
 from ...report.figures import band, color_of, config_colors, legend_below, new_figure, zoom_accuracy
-from ...report.html import Table
 from ..common import Results, StudyConfig, mean_std
 
 # `quick`: a faithful miniature for a 2-core CPU that keeps the regime of the protocol (measured in

@@ -22,8 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import new_figure
-from ...report.html import Table
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2

@@ -29,8 +29,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import new_figure
-from ...report.html import Table
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, OneStepArgs, OptimizerName, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_fits, check_subsets
 from .claims import BN_BREAKS, EXACT_F64, rule_e1, rule_e2, rule_e3, rule_e4, rule_e5

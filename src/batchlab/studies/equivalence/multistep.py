@@ -25,8 +25,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.equivalence import MultistepArgs, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import EXACT_F64, rule_e6, rule_e7, rule_e8

@@ -27,8 +27,8 @@ import numpy as np
 from pydantic import Field
 
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.gradients import HIST_EDGES, CompetitionArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import power_law, rule_g1, rule_g2, rule_g3, rule_g4

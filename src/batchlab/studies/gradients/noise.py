@@ -18,8 +18,8 @@ from pydantic import Field
 
 from ...analysis.noise import NoiseScaleEMA
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.gradients import NoiseScaleArgs, two_batch_estimates
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_n1

@@ -25,8 +25,8 @@ from scipy.optimize import curve_fit
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.gradients import NoiseScaleArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .common import QUICK_REFERENCE, GradientConfig

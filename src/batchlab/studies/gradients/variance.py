@@ -16,8 +16,8 @@ from typing import Annotated
 from pydantic import Field
 
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.gradients import VarianceArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_v1

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ...claims import Claim, inconclusive
 from ...datasets import regression_problem
 from ...engine import RunSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyOutput, check_fits
 
 SOURCE = "textbook (e.g. Bottou, Curtis & Nocedal 2018, Optimization Methods for Large-Scale Machine Learning)"

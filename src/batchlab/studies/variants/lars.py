@@ -23,8 +23,8 @@ from ...analysis.decisions import higher
 from ...analysis.stats import mean_std
 from ...claims import Claim
 from ...engine import RunSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
-from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP, scaled_lr, warmup
 

@@ -22,8 +22,8 @@ from pydantic import Field, model_validator
 from ...analysis.stats import mean_std
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
-from ...report.html import Table
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP, scaled_lr, warmup
 

@@ -22,8 +22,8 @@ from ...analysis.regimes import LABELS, classify_loss, classify_trajectory, quad
 from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...report.html import Table
 from ...tasks.variants import QuadraticArgs
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .common import QUICK_SETUP

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from ...engine import RunSpec
 from ...engine.spec import Checkpoint, TaskSpec
+from ...outputs import Table
 from ...report.figures import PALETTE, new_figure
-from ...report.html import Table
 from ...tasks.gradients import VarianceArgs
 from ...tasks.variants import StepCostArgs
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
