@@ -1,9 +1,11 @@
 """The engine: runs as plain data (RunSpec), grouped and trained in lock-step on one device."""
 
 from .data import data_order
-from .groups import partition
+from .device import resolve_device
+from .groups import partition, train_group
+from .paths import choose_path
 from .spec import LRSchedule, RunSpec, group_key
-from .train import RunResult, resolve_device, train_group
+from .train import RunResult
 
 __all__ = [
     "RunSpec",
@@ -14,4 +16,5 @@ __all__ = [
     "RunResult",
     "data_order",
     "resolve_device",
+    "choose_path",
 ]
