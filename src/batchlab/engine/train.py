@@ -81,8 +81,8 @@ class GroupTrainer:
         orders: list | None = None,
     ):
         self.specs, self.data, self.device = specs, data, device
-        self.state = GroupState(specs, data, device, start, orders)
         path_class, self.path_reason = choose_path(specs, device, path, data.task)
+        self.state = GroupState(specs, data, device, start, orders)
         self.path = path_class(self.state)
         self.graphs = CudaGraphs(self.path.step, device) if self.path.graphs and device.type == "cuda" else None
         head = specs[0]
@@ -97,7 +97,10 @@ class GroupTrainer:
         if self.device.type == "cpu":  # TF32 is a CUDA setting: 2.5 us a step saved on a tiny batch
             return self.path.step(batch_size)
         with tf32_mode(self.precision):
-            (self.graphs or self.path.step)(batch_size)
+            if self.graphs is not None:
+                self.graphs(batch_size)
+            else:
+                self.path.step(batch_size)
         return None
 
     def train_epoch(self, epoch: int, step0: int = 0, on_step: Callable[[int, float], None] | None = None) -> int:
