@@ -2,7 +2,8 @@
 
 - spec.py: RunSpec and TaskSpec; data.py: each run's data on the device and its example order.
 - groups.py: runs partitioned into groups, each trained in chunks that fit the device (`train_group`).
-- train.py: the loop over a chunk's epochs (GroupTrainer): steps, evaluations, checkpoints, interrupts.
+- train.py: the loop over a chunk's epochs (GroupTrainer): steps, evaluations, checkpoints, interrupts;
+  feed.py hands each evaluation's values to a listener without stalling the device.
 - state.py: the chunk's device state (GroupState, with `advance()`) and its host copies (PartialState).
 - paths/: the step paths (autograd, compiled, folded) and `choose_path`; fold.py: the folded step's math.
 - device.py: device, precision, compiler and CUDA-graph helpers; optim.py, schedules.py, step.py: the
