@@ -10,7 +10,7 @@ import torch
 
 from batchlab.engine import RunSpec, choose_path
 from batchlab.engine.data import load_for
-from batchlab.engine.paths import AutogradPath, CompiledPath, FoldedPath
+from batchlab.engine.paths import PATHS, AutogradPath, CompiledPath, FoldedPath
 from batchlab.engine.train import GroupTrainer
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # choose_path only reads the device's type
@@ -103,6 +103,25 @@ def test_without_a_compiler_the_compiled_request_runs_uncompiled_and_says_so_onc
         warnings.simplefilter("error")  # a second choice does not warn again
         trainer = GroupTrainer([spec], load_for(spec, CPU), CPU, "compiled")
     assert trainer.path.losses == trainer.path.eager_losses and trainer.path.update == trainer.path.eager_update
+
+
+# every path but the reference; "compiled" is checked in test_fast_path.py (its CPU compilation takes ~30 s)
+@pytest.mark.parametrize("name", sorted(set(PATHS) - {"autograd", "compiled"}))
+def test_every_path_computes_the_autograd_paths_numbers(name):
+    """A new path in PATHS is checked here too: plain SGD in float64, which every path takes, over two epochs
+    (batch 16, then 4: the folded path's deferred updates; an evaluation in between)."""
+    specs = [
+        RunSpec(**TINY | {"epochs": 2}, precision="float64", seed=s, lr=0.05 * (1 + s), batch_switch=((1, 4),))
+        for s in range(2)
+    ]
+    data = load_for(specs[0], CPU)
+    trainer = GroupTrainer(specs, data, CPU, name)
+    assert trainer.path.name == name
+    for a, b in zip(trainer.run(keep_params=True), GroupTrainer(specs, data, CPU, "autograd").run(keep_params=True)):
+        assert a.step_path == name and b.step_path == "autograd" and a.steps == b.steps
+        for k in a.params:
+            torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-11, atol=1e-12)
+        assert a.metrics[-1]["test_loss"] == pytest.approx(b.metrics[-1]["test_loss"], rel=1e-10)
 
 
 @pytest.mark.parametrize("spec,path", [(PLAIN, "folded"), (ADAM, "autograd")])
