@@ -28,15 +28,15 @@ from batchlab.timing import engine_steps_time
 
 def layout(feature_major: bool):
     def setup(trainer):
-        trainer.fold.feature_major = feature_major
-        trainer.fold.f = 1 if feature_major else 2
+        trainer.path.fold.feature_major = feature_major
+        trainer.path.fold.f = 1 if feature_major else 2
 
     return setup
 
 
 def no_masks(trainer):
-    update = trainer.fold.backward_update
-    trainer.fold.backward_update = lambda *args, mask=True: update(*args, mask=False)
+    update = trainer.path.fold.backward_update
+    trainer.path.fold.backward_update = lambda *args, mask=True: update(*args, mask=False)
 
 
 def main() -> None:
@@ -52,15 +52,16 @@ def main() -> None:
         specs = [reference_spec(bs, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
         n = steps * (5 if bs == 2 else 1)
         tiny = fold_tiny_batches if bs == 2 else (lambda t: None)
-        variants = {  # name: (fold, setup); the folded step is opt-in on CUDA, so it is asked for here
-            "autograd": (False, None),
-            "fold": (True, tiny),
-            "fold-fm": (True, lambda t: (tiny(t), layout(True)(t))),
-            "fold-bm": (True, lambda t: (tiny(t), layout(False)(t))),
-            "fold-nomask": (True, lambda t: (tiny(t), no_masks(t))),
+        unfolded = "compiled" if device.type == "cuda" else "autograd"
+        variants = {  # name: (step path, setup); the folded step is opt-in on CUDA, so it is asked for here
+            "autograd": (unfolded, None),
+            "fold": ("folded", tiny),
+            "fold-fm": ("folded", lambda t: (tiny(t), layout(True)(t))),
+            "fold-bm": ("folded", lambda t: (tiny(t), layout(False)(t))),
+            "fold-nomask": ("folded", lambda t: (tiny(t), no_masks(t))),
         }
-        for name, (fold, setup) in variants.items():
-            t = engine_steps_time(specs, device, n, setup=setup, fold=fold)
+        for name, (path, setup) in variants.items():
+            t = engine_steps_time(specs, device, n, path, setup=setup)
             key = f"{runs} runs batch {bs} {precision} {name}"
             rows[key] = t
             print(f"{key:45s} {t * 1e6:9.1f} us/step", flush=True)

@@ -14,7 +14,7 @@ def profile_step(runs: int, batch_size: int, precision: str = "float32", steps: 
     specs = [RunSpec(batch_size=batch_size, epochs=1, seed=s, precision=precision) for s in range(runs)]
     device = torch.device("cuda")
     tr = GroupTrainer(specs, load_for(specs[0], device), device)
-    tr.start_epoch(0)
+    tr.state.start_epoch(0)
     for _ in range(10):
         tr.step(batch_size)
     torch.cuda.synchronize()

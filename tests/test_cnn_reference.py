@@ -72,7 +72,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def trained(request, one_thread):
     """(specs, engine results, reference modules) for one model: both optimizers in one group."""
     specs = [RunSpec(model=request.param, **SMALL, **kw) for kw in OPTIMIZERS]
-    results = train_group(specs, device="cpu", keep_params=True, graphs=False, fused=False)
+    results = train_group(specs, device="cpu", keep_params=True, path="autograd")
     return specs, results, [reference_run(s) for s in specs]
 
 

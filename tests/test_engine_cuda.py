@@ -1,8 +1,8 @@
-"""The CUDA paths (graph-captured step, fused update) against the plain path; skipped without a GPU.
+"""The CUDA step paths (compiled and graph-captured, folded) against the plain path; skipped without a GPU.
 
-"The plain path" is `graphs=False, fused=False`: eager, one kernel per elementwise op, cuBLAS
-matmuls and no multiply-sum layers (those are switched on only when fused). Note that `train_group`'s
-default `fused=None` compiles on CUDA, so `graphs=False` alone is not the plain path.
+"The plain path" is the step path "autograd": eager, one kernel per elementwise op, cuBLAS matmuls and no
+multiply-sum layers (those are switched on only when compiled). `train_group`'s default path ("auto")
+is the compiled one on CUDA.
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ def rel_diff(a: dict, b: dict) -> float:
 
 
 def train_cuda(specs: list[RunSpec], *, fast: bool):
-    """(trainer, results) of one chunk on CUDA: the fast path (graphs and fused) or the plain path."""
+    """(trainer, results) of one chunk on CUDA: the fast path (compiled, in CUDA graphs) or the plain path."""
     device = torch.device("cuda")
-    trainer = GroupTrainer(specs, load_for(specs[0], device), device, graphs=fast, fused=fast)
+    trainer = GroupTrainer(specs, load_for(specs[0], device), device, "compiled" if fast else "autograd")
     results = trainer.run(keep_params=True)
+    path = trainer.path
     if not fast:  # really the plain path: eager, uncompiled, cuBLAS layers
-        assert not trainer.use_graphs and not trainer.graphs
-        assert trainer.loss_fn == trainer._loss and trainer.finish_step == trainer._finish_step
-        assert trainer.stack.matvec_max_batch == 0
+        assert trainer.graphs is None
+        assert path.losses == path.eager_losses and path.update == path.eager_update
+        assert trainer.state.stack.matvec_max_batch == 0
     else:
-        assert trainer.use_graphs
-        assert trainer.loss_fn != trainer._loss and trainer.finish_step != trainer._finish_step
+        assert trainer.graphs is not None
+        assert path.losses != path.eager_losses and path.update != path.eager_update
     return trainer, results
 
 
@@ -68,7 +69,7 @@ def test_graph_and_fused_update_match_the_plain_path(opt):
     specs = [RunSpec(**SMALL, seed=s, precision="float64", **opt) for s in range(4)]
     _, plain = train_cuda(specs, fast=False)
     trainer, fast = train_cuda(specs, fast=True)
-    assert 64 in trainer.graphs  # the full-batch step was captured, then replayed
+    assert 64 in trainer.graphs.captured  # the full-batch step was captured, then replayed
     assert_same_runs(fast, plain)
 
 
@@ -116,8 +117,8 @@ def test_tiny_batch_multiply_sum_layers_match_the_plain_path():
     trainer, fast = train_cuda(specs, fast=True)
     # every training batch (2 examples per run) is at most matvec_max_batch: the multiply-sum branch
     assert trainer.plan == [(2, 100)]
-    assert trainer.stack.matvec_max_batch >= 2, "multiply-sum layers off (BATCHLAB_MATVEC_MAX_BATCH < 2?)"
-    assert 2 in trainer.graphs
+    assert trainer.state.stack.matvec_max_batch >= 2, "multiply-sum layers off (BATCHLAB_MATVEC_MAX_BATCH < 2?)"
+    assert 2 in trainer.graphs.captured
     assert_same_runs(fast, plain)
     assert fast[0].steps == 100
 
@@ -128,24 +129,25 @@ def test_folded_step_in_a_captured_graph_matches_the_plain_path():
     specs = [RunSpec(**SMALL, seed=s, precision="float64", lr=0.02 * (s + 1)) for s in range(4)]
     _, plain = train_cuda(specs, fast=False)
     device = torch.device("cuda")
-    trainer = GroupTrainer(specs, load_for(specs[0], device), device, fold=True)
+    trainer = GroupTrainer(specs, load_for(specs[0], device), device, "folded")
     fast = trainer.run(keep_params=True)
-    assert trainer.fold is not None and trainer.fold.feature_major and 64 in trainer.graphs
+    assert trainer.path.name == "folded" and trainer.path.fold.feature_major and 64 in trainer.graphs.captured
     assert_same_runs(fast, plain)
 
 
 def test_folded_step_keeps_a_frozen_run_bitwise_on_cuda():
-    from batchlab.engine.fold import FoldedSGD
-    from batchlab.models import Stack, build_model
-
-    stack = Stack.from_seeds(build_model("mlp", widths=(64, 32)), "glorot", [0, 1, 2], "cuda", torch.float32)
-    stack.params["net.0.bias"][1, 3] = float("inf")  # run 1 has diverged: an infinite hidden activation
-    before = {k: v.clone() for k, v in stack.params.items()}
-    x, y = torch.randn(3, 16, 784, device="cuda"), torch.randint(10, (3, 16), device="cuda")
-    fold = FoldedSGD("relu", 3, "mean", feature_major=True)
-    alive = torch.isfinite(fold.losses(fold.forward(stack.params, x)[0], y))
-    assert alive.tolist() == [True, False, True]
-    fold.step(stack.params, x, y, torch.full((3,), 0.1, device="cuda"), alive)
-    for k, v in stack.params.items():
+    """The folded path's masked step (always taken on CUDA) leaves a diverged run's weights as they were."""
+    small = SMALL | {"widths": (64, 32), "batch_size": 16, "train_subset": 64}
+    specs = [RunSpec(**small, seed=s, lr=0.1) for s in range(3)]
+    device = torch.device("cuda")
+    trainer = GroupTrainer(specs, load_for(specs[0], device), device, "folded")
+    params = trainer.state.stack.params
+    with torch.no_grad():
+        params["net.0.bias"][1, 3] = float("inf")  # run 1 has diverged: an infinite hidden activation
+    before = {k: v.detach().clone() for k, v in params.items()}
+    trainer.state.start_epoch(0)
+    trainer.path.step(16)
+    assert trainer.state.alive.tolist() == [True, False, True]
+    for k, v in params.items():
         assert torch.equal(v[1], before[k][1]), k
         assert torch.isfinite(v[0]).all() and not torch.equal(v[0], before[k][0]), k

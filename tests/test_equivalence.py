@@ -156,8 +156,8 @@ def test_micro_batches_equal_the_direct_batch_without_batchnorm_and_differ_with_
     for model in ("cnn", "cnn-bn"):
         direct = [RunSpec(model=model, **common, **o) for o in opts]
         micro = [s.model_copy(update={"micro_batch": 4}) for s in direct]
-        a = train_group(direct, device="cpu", keep_params=True, graphs=False, fused=False)
-        b = train_group(micro, device="cpu", keep_params=True, graphs=False, fused=False)
+        a = train_group(direct, device="cpu", keep_params=True, path="autograd")
+        b = train_group(micro, device="cpu", keep_params=True, path="autograd")
         params0 = {k: v.double() for k, v in init_params(build_model(model), "torch", 0).items()}
         diffs = [rel(rb.params, ra.params, params0) for ra, rb in zip(a, b)]
         if model == "cnn":

@@ -1,6 +1,6 @@
 """The fast path (batched-matmul MLP forward, compiled loss and update) computes what the plain path does.
 
-The plain path is `graphs=False, fused=False`: eager, uncompiled, no multiply-sum layers.
+The plain path is the step path "autograd": eager, uncompiled, no multiply-sum layers.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ def test_compiled_step_matches_the_plain_step():
         for s in range(3)
     ]
     data = load_for(specs[0], torch.device("cpu"))
-    plain_trainer = GroupTrainer(specs, data, torch.device("cpu"), graphs=False, fused=False)
-    assert plain_trainer.loss_fn == plain_trainer._loss and plain_trainer.stack.matvec_max_batch == 0
+    plain_trainer = GroupTrainer(specs, data, torch.device("cpu"), "autograd")
+    path = plain_trainer.path
+    assert path.losses == path.eager_losses and plain_trainer.state.stack.matvec_max_batch == 0
     plain = plain_trainer.run(keep_params=True)
-    fused = GroupTrainer(specs, data, torch.device("cpu"), graphs=False, fused=True).run(keep_params=True)
+    fused = GroupTrainer(specs, data, torch.device("cpu"), "compiled").run(keep_params=True)
     for a, b in zip(fused, plain):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-5, atol=1e-6)

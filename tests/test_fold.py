@@ -1,15 +1,17 @@
-"""The folded SGD step (the update inside the weight-gradient matmul) against the autograd step."""
+"""The folded SGD step (the update inside the weight-gradient matmul) against the autograd step.
+
+Every test steps through the objects a training run uses: a FoldedPath on a GroupState, or a GroupTrainer.
+"""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
 
 from batchlab.engine import RunSpec
 from batchlab.engine.data import load_for
-from batchlab.engine.fold import FoldedSGD, fold_blocker
+from batchlab.engine.paths import FoldedPath
+from batchlab.engine.state import GroupState
 from batchlab.engine.train import GroupTrainer
 from batchlab.models import Stack, build_model
 
@@ -17,9 +19,35 @@ CPU = torch.device("cpu")
 TINY = dict(train_subset=600, test_subset=100, widths=(24, 16), batch_size=32, epochs=2, precision="float64")
 
 
-def trained(specs, fused):
-    trainer = GroupTrainer(specs, load_for(specs[0], CPU), CPU, graphs=False, fused=fused)
+def trained(specs, path):
+    trainer = GroupTrainer(specs, load_for(specs[0], CPU), CPU, path)
     return trainer, trainer.run(keep_params=True)
+
+
+def folded_path(lrs=(0.1, 0.1), batch_size=5, activation="relu", **options) -> FoldedPath:
+    """A folded path on a fresh group of float64 MLPs 784-8-6-10 (one run per lr), at the start of epoch 0."""
+    specs = [
+        RunSpec(
+            train_subset=64,
+            test_subset=16,
+            widths=(8, 6),
+            batch_size=batch_size,
+            epochs=1,
+            precision="float64",
+            activation=activation,
+            seed=r,
+            lr=lr,
+        )
+        for r, lr in enumerate(lrs)
+    ]
+    state = GroupState(specs, load_for(specs[0], CPU), CPU)
+    state.start_epoch(0)
+    return FoldedPath(state, **options)
+
+
+def weights(path: FoldedPath) -> dict[str, torch.Tensor]:
+    path.flush()
+    return {k: v.detach().clone() for k, v in path.state.stack.params.items()}
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
@@ -29,9 +57,9 @@ def test_folded_step_equals_the_autograd_step_in_float64(activation, reduction):
     specs = [
         RunSpec(**TINY, activation=activation, loss_reduction=reduction, seed=s, lr=lr * (1 + s)) for s in range(3)
     ]
-    folded_trainer, folded = trained(specs, None)
-    plain_trainer, plain = trained(specs, False)
-    assert folded_trainer.fold is not None and plain_trainer.fold is None
+    folded_trainer, folded = trained(specs, "auto")
+    plain_trainer, plain = trained(specs, "autograd")
+    assert folded_trainer.path.name == "folded" and plain_trainer.path.name == "autograd"
     for a, b in zip(folded, plain):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-11, atol=1e-12)
@@ -43,19 +71,11 @@ def test_folded_step_equals_the_autograd_step_in_float32_with_a_schedule():
         RunSpec(**{**TINY, "precision": "float32"}, seed=s, lr=0.1, lr_schedule={"kind": "step", "milestones": [1]})
         for s in range(2)
     ]
-    _, folded = trained(specs, None)
-    _, plain = trained(specs, False)
+    _, folded = trained(specs, "folded")
+    _, plain = trained(specs, "autograd")
     for a, b in zip(folded, plain):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-4, atol=1e-5)
-
-
-def stack_and_batch(runs=2, b=5):
-    base = build_model("mlp", widths=(8, 6))
-    stack = Stack.from_seeds(base, "glorot", list(range(runs)), CPU, torch.float64)
-    x = torch.randn(runs, b, 784, dtype=torch.float64)
-    y = torch.randint(10, (runs, b))
-    return stack, x, y
 
 
 @pytest.mark.parametrize("feature_major,defer", [(False, False), (True, False), (False, True)])
@@ -63,85 +83,54 @@ def test_a_frozen_run_keeps_its_weights_bitwise_even_with_infinite_activations(f
     from batchlab.engine import fold as fold_module
 
     monkeypatch.setattr(fold_module, "DEFER_MIN_WEIGHTS", 0)
-    stack, x, y = stack_and_batch()
-    stack.params["net.0.bias"][1, 0] = float("inf")  # run 1's hidden unit 0 is infinite: it has diverged
-    before = {k: v.clone() for k, v in stack.params.items()}
-    fold = FoldedSGD("relu", 3, "mean", feature_major, defer_rows=32 if defer else 0)
-    alive = torch.isfinite(fold.losses(fold.forward(stack.params, x)[0], y))
-    assert alive.tolist() == [True, False]
+    path = folded_path(feature_major=feature_major, defer_rows=32 if defer else 0)
+    with torch.no_grad():
+        path.state.stack.params["net.0.bias"][1, 0] = float("inf")  # run 1's hidden unit 0: it diverges
+    before = weights(path)
     for _ in range(3 if defer else 1):  # deferred: three steps, then the flush
-        fold.step(stack.params, x, y, torch.tensor([0.1, 0.1], dtype=torch.float64), alive)
-    assert fold.rows == (15 if defer else 0)
-    fold.flush(stack.params)
-    for k, v in stack.params.items():
+        path.step(5)
+    assert path.state.alive.tolist() == [True, False] and path.state.diverged_step.tolist() == [-1, 0]
+    assert path.fold.rows == (15 if defer else 0)
+    after = weights(path)
+    for k, v in after.items():
         assert torch.equal(v[1], before[k][1]), k
         assert not torch.equal(v[0], before[k][0]), k  # the live run moved
 
 
 @pytest.mark.parametrize("feature_major", [False, True])
 def test_skipping_the_masks_when_every_run_is_alive_changes_no_bit(feature_major):
-    stack, x, y = stack_and_batch(runs=3)
-    other = {k: v.clone() for k, v in stack.params.items()}
-    fold = FoldedSGD("tanh", 3, "mean", feature_major)
-    lr, alive = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), torch.ones(3, dtype=torch.bool)
-    fold.step(stack.params, x, y, lr, alive, mask=True)
-    fold.step(other, x, y, lr, alive, mask=False)
-    assert all(torch.equal(stack.params[k], other[k]) for k in other)
+    skipped = folded_path((0.1, 0.2, 0.3), activation="tanh", feature_major=feature_major)
+    masked = folded_path((0.1, 0.2, 0.3), activation="tanh", feature_major=feature_major)
+    masked.all_alive_and_finite = lambda logits: False  # as on CUDA: per-run losses, divergence check, masks
+    for path in (skipped, masked):
+        for _ in range(3):
+            path.step(5)
+    a, b = weights(skipped), weights(masked)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("feature_major", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_one_folded_step_equals_a_literal_torch_optim_step(feature_major, activation):
-    stack, x, y = stack_and_batch(runs=2, b=7)
     lrs = [0.3, 0.05]
+    path = folded_path(lrs, batch_size=7, activation=activation, feature_major=feature_major)
+    s = path.state
+    idx = s.batch_indices(7).clone()
     expected = []
     for r in range(2):
         model = build_model("mlp", widths=(8, 6), activation=activation).double()
-        model.load_state_dict({k: v[r] for k, v in stack.params.items()})
+        model.load_state_dict({k: v[r] for k, v in s.stack.params.items()})
         opt = torch.optim.SGD(model.parameters(), lr=lrs[r])
-        torch.nn.functional.cross_entropy(model(x[r]), y[r]).backward()
+        torch.nn.functional.cross_entropy(model(s.data.x_train[idx[r]]), s.data.y_train[idx[r]]).backward()
         opt.step()
         expected.append(dict(model.named_parameters()))
-    fold = FoldedSGD(activation, 3, "mean", feature_major)
-    fold.step(stack.params, x, y, torch.tensor(lrs, dtype=torch.float64), torch.ones(2, dtype=torch.bool))
+    path.step(7)
     for r in range(2):
         for k, v in expected[r].items():
-            torch.testing.assert_close(stack.params[k][r], v.detach(), rtol=1e-13, atol=1e-14)
+            torch.testing.assert_close(s.stack.params[k][r], v.detach(), rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize(
-    "change,reason",
-    [
-        (dict(momentum=0.9), "optimizer sgd (momentum 0.9"),
-        (dict(optimizer="adam", lr=1e-3), "optimizer adam"),
-        (dict(weight_decay=1e-4), "weight decay 0.0001"),
-        (dict(precision="bf16"), "bf16"),
-        (dict(micro_batch=8), "micro-batches"),
-    ],
-)
-def test_only_plain_sgd_on_an_mlp_takes_the_folded_step(change, reason):
-    spec = RunSpec(**{**TINY, **change})
-    data = load_for(spec, CPU)
-    assert reason in fold_blocker([spec], build_model("mlp", widths=spec.widths), data.task)
-    assert GroupTrainer([spec], data, CPU, graphs=False).fold is None
-
-
-def test_without_a_compiler_the_cpu_step_runs_uncompiled_and_says_so_once(monkeypatch):
-    from batchlab.engine import train
-
-    monkeypatch.setattr(train.shutil, "which", lambda name: None)
-    monkeypatch.setattr(train, "_warned_no_compiler", False)
-    spec = RunSpec(**{**TINY, "momentum": 0.9})  # the autograd step, which fused=True would compile
-    data = load_for(spec, CPU)
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
-        trainer = GroupTrainer([spec], data, CPU, graphs=False, fused=True)
-    assert trainer.loss_fn == trainer._loss and trainer.finish_step == trainer._finish_step
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a second trainer does not warn again
-        GroupTrainer([spec], data, CPU, graphs=False, fused=True)
-
-
-# --- deferred updates: tiny batches keep big layers' updates as factors until the weights are read ---
+# --- deferred updates: tiny batches keep big layers' updates as factors until the path flushes them ---
 
 
 @pytest.fixture
@@ -158,52 +147,61 @@ def test_deferred_updates_equal_the_autograd_step_over_epochs_in_float64(defer_e
     # every epoch's evaluation reads the weights in between
     spec = dict(TINY, train_subset=90, batch_size=batch_size, epochs=3)
     specs = [RunSpec(**spec, seed=s, lr=0.05 * (1 + s)) for s in range(2)]
-    deferred_trainer, deferred = trained(specs, None)
-    _, plain = trained(specs, False)
-    assert set(deferred_trainer.fold.pending) == {0, 1, 2}
+    deferred_trainer, deferred = trained(specs, "auto")
+    _, plain = trained(specs, "autograd")
+    assert set(deferred_trainer.path.fold.pending) == {0, 1, 2}
     for a, b in zip(deferred, plain):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-11, atol=1e-12)
         assert [m["train_loss"] for m in a.metrics] == pytest.approx([m["train_loss"] for m in b.metrics], rel=1e-10)
 
 
-def test_reading_the_weights_adds_the_deferred_updates_first(defer_every_layer):
+READERS = {
+    "evaluation": lambda t: t.measure(),
+    "checkpoint": lambda t: t.snapshot(),
+    "state copy": lambda t: t.host_copy(0, 5, 0),
+    "overflow check": lambda t: t.freeze_nonfinite(),
+    "results": lambda t: t.results([], 5, 0.0, keep_params=True),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_the_folded_path_flushes_before_anything_reads_the_weights(defer_every_layer, reader):
     spec = RunSpec(**dict(TINY, batch_size=2))
     data = load_for(spec, CPU)
-    deferred = GroupTrainer([spec], data, CPU, graphs=False)
-    eager = GroupTrainer([spec], data, CPU, graphs=False)
-    eager.fold.defer_rows = 0
+    deferred, eager = GroupTrainer([spec], data, CPU), GroupTrainer([spec], data, CPU)
+    eager.path.fold.defer_rows = 0
     for trainer in (deferred, eager):
-        trainer.start_epoch(0)
+        trainer.state.start_epoch(0)
         for _ in range(5):
             trainer.step(2)
-    assert deferred.fold.rows == 10 and eager.fold.rows == 0 and not eager.fold.pending
-    weights = deferred.stack.params  # reading them flushes
-    assert deferred.fold.rows == 0
-    for k, v in eager.stack.params.items():
-        torch.testing.assert_close(weights[k], v, rtol=1e-12, atol=1e-13)
-    assert all(not t.any() for factors in deferred.fold.pending.values() for t in factors[:2])  # emptied
+    assert deferred.path.fold.rows == 10 and eager.path.fold.rows == 0 and not eager.path.fold.pending
+    READERS[reader](deferred)
+    assert deferred.path.fold.rows == 0
+    for k, v in eager.state.stack.params.items():
+        torch.testing.assert_close(deferred.state.stack.params[k], v, rtol=1e-12, atol=1e-13)
+    assert all(not t.any() for factors in deferred.path.fold.pending.values() for t in factors[:2])  # emptied
+    assert "params" in vars(deferred.state.stack)  # a plain attribute: reading it changes nothing
 
 
 def test_a_batch_too_big_to_defer_adds_the_deferred_updates_first(defer_every_layer):
-    stack, x, y = stack_and_batch(runs=2, b=12)
-    other = {k: v.clone() for k, v in stack.params.items()}
-    lr, alive = torch.tensor([0.1, 0.2], dtype=torch.float64), torch.ones(2, dtype=torch.bool)
-    deferred, eager = FoldedSGD("relu", 3, "mean", defer_rows=32), FoldedSGD("relu", 3, "mean")
-    for b in (2, 2, 12):  # two deferred steps, then one above DEFER_MAX_BATCH
-        deferred.step(stack.params, x[:, :b], y[:, :b], lr, alive)
-        eager.step(other, x[:, :b], y[:, :b], lr, alive)
-    assert deferred.rows == 0
-    for k, v in other.items():
-        torch.testing.assert_close(stack.params[k], v, rtol=1e-12, atol=1e-13)
+    deferred = folded_path((0.1, 0.2), batch_size=2, defer_rows=32)
+    eager = folded_path((0.1, 0.2), batch_size=2, defer_rows=0)
+    for path in (deferred, eager):
+        for b in (2, 2, 12):  # two deferred steps, then one above DEFER_MAX_BATCH
+            path.step(b)
+    assert deferred.fold.rows == 0
+    a, b = weights(deferred), weights(eager)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-13)
 
 
 # --- padded weight rows: 4 KiB rows get 64 unused bytes each, the values and the training unchanged ---
 
 
 def test_pad_rows_pads_only_rows_of_the_multiple_and_keeps_the_values():
-    stack, _, _ = stack_and_batch()  # weights [2, 8, 784], [2, 6, 8], [2, 10, 6]
-    before = {k: v.clone() for k, v in stack.params.items()}
+    stack = Stack.from_seeds(build_model("mlp", widths=(8, 6)), "glorot", [0, 1], CPU, torch.float64)
+    before = {k: v.clone() for k, v in stack.params.items()}  # weights [2, 8, 784], [2, 6, 8], [2, 10, 6]
     stack.pad_rows(multiple=6, extra=16)
     w = stack.params["net.4.weight"]  # rows of 6 floats: padded
     assert w.shape == (2, 10, 6) and w.stride() == (10 * 22, 22, 1)
@@ -214,19 +212,19 @@ def test_pad_rows_pads_only_rows_of_the_multiple_and_keeps_the_values():
 def test_a_cpu_trainer_pads_1024_wide_rows_only_for_the_folded_step():
     spec = RunSpec(**dict(TINY, widths=(1024,), epochs=1))
     data = load_for(spec, CPU)
-    folded = GroupTrainer([spec], data, CPU, graphs=False)
-    assert folded.stack.params["net.2.weight"].stride()[1] == 1024 + 16  # [1, 10, 1024]: padded
-    assert folded.stack.params["net.0.weight"].is_contiguous()  # rows of 784
-    plain = GroupTrainer([spec], data, CPU, graphs=False, fused=False)
-    assert plain.stack.params["net.2.weight"].is_contiguous()
+    folded = GroupTrainer([spec], data, CPU).state.stack
+    assert folded.params["net.2.weight"].stride()[1] == 1024 + 16  # [1, 10, 1024]: padded
+    assert folded.params["net.0.weight"].is_contiguous()  # rows of 784
+    plain = GroupTrainer([spec], data, CPU, "autograd").state.stack
+    assert plain.params["net.2.weight"].is_contiguous()
 
 
 def test_training_with_padded_rows_equals_training_without(defer_every_layer):
     specs = [RunSpec(**dict(TINY, batch_size=4, train_subset=96), seed=s, lr=0.1) for s in range(2)]
-    padded = GroupTrainer(specs, load_for(specs[0], CPU), CPU, graphs=False)
-    padded.stack.pad_rows(multiple=1)  # every weight padded
-    plain = GroupTrainer(specs, load_for(specs[0], CPU), CPU, graphs=False)
-    assert not padded.stack.params["net.0.weight"].is_contiguous()
+    padded = GroupTrainer(specs, load_for(specs[0], CPU), CPU)
+    padded.state.stack.pad_rows(multiple=1)  # every weight padded
+    plain = GroupTrainer(specs, load_for(specs[0], CPU), CPU)
+    assert not padded.state.stack.params["net.0.weight"].is_contiguous()
     for a, b in zip(padded.run(keep_params=True), plain.run(keep_params=True)):
         for k in a.params:
             torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-12, atol=1e-13)

@@ -21,7 +21,7 @@ import torch
 from conftest import store_dump
 
 from batchlab import cli
-from batchlab.engine import train as engine_train
+from batchlab.engine import groups as engine_groups
 from batchlab.runner import make_config, run_study, study_units
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import Results, get_study
@@ -204,7 +204,7 @@ def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, mon
     sets = [*sets[:-1], "batch_sizes=64,256", "seeds=4"]
     reference = run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "ref")
     sizes = []
-    real = engine_train.GroupTrainer
+    real = engine_groups.GroupTrainer
 
     class SmallDevice(real):
         def __init__(self, specs, *a, **kw):
@@ -213,7 +213,7 @@ def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, mon
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             super().__init__(specs, *a, **kw)
 
-    monkeypatch.setattr(engine_train, "GroupTrainer", SmallDevice)
+    monkeypatch.setattr(engine_groups, "GroupTrainer", SmallDevice)
     split = run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "split")
     assert sizes == [4, 2, 2, 4, 2, 2]  # each group of 4 seeds tried whole, then in halves
     assert store_dump(tmp_path / "split") == store_dump(tmp_path / "ref")
@@ -221,11 +221,11 @@ def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, mon
 
 
 def test_out_of_memory_for_a_single_run_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    class NoMemory(engine_train.GroupTrainer):
+    class NoMemory(engine_groups.GroupTrainer):
         def __init__(self, specs, *a, **kw):
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(engine_train, "GroupTrainer", NoMemory)
+    monkeypatch.setattr(engine_groups, "GroupTrainer", NoMemory)
     study, sets = SWEEP
     code = cli.run_cli(batchlab_args(study, sets, tmp_path / "res"))
     _, err = capsys.readouterr()

@@ -157,7 +157,7 @@ def test_an_update_rule_sees_parameter_names():
         register_rule("sgd", SGD())
     # the plain path, as with the registered rule (the built-in SGD's own folded step rounds differently)
     (b,) = train_group(
-        [RunSpec(**(TINY | {"epochs": 1}), precision="float64")], device="cpu", keep_params=True, fused=False
+        [RunSpec(**(TINY | {"epochs": 1}), precision="float64")], device="cpu", keep_params=True, path="autograd"
     )
     assert seen[:4] == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
     assert all(torch.equal(a.params[k], b.params[k]) for k in a.params) and isinstance(RULES["sgd"], SGD)

@@ -52,17 +52,24 @@ def measure_ceilings(device: torch.device) -> dict:
 
 def fold_tiny_batches(trainer) -> None:
     """Ablation: the folded step also for the tiny batches that the GPU gives to multiply-sum layers."""
-    trainer.fold_min_batch = 0
+    trainer.path.min_batch = 0
 
 
 def no_deferral(trainer) -> None:
     """Ablation: every tiny-batch update added to the weights at once instead of deferred (engine/fold.py)."""
-    trainer.fold.defer_rows = 0
+    trainer.path.fold.defer_rows = 0
+
+
+def uncompiled(trainer) -> None:
+    """Ablation: the compiled path's step (in CUDA graphs) with the eager loss and update, cuBLAS layers."""
+    path = trainer.path
+    path.losses, path.update = path.eager_losses, path.eager_update
+    trainer.state.stack.matvec_max_batch = 0
 
 
 def unpadded(trainer) -> None:
     """Ablation: the weights in contiguous storage instead of rows padded past 4 KiB (Stack.pad_rows)."""
-    params = trainer.stack.raw_params
+    params = trainer.state.stack.params
     for name, w in params.items():
         params[name] = w.detach().contiguous().requires_grad_(w.requires_grad)
 
@@ -291,28 +298,29 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     specs32 = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), **extra) for s in range(32)]
     if device.type == "cuda":
         ablation["32 runs batch 64, eager step, unfused update (s/step)"] = engine_steps_time(
-            specs32, device, steps, False, False
+            specs32, device, steps, "autograd"
         )
         ablation["32 runs batch 64, graph, unfused update (s/step)"] = engine_steps_time(
-            specs32, device, steps, True, False
+            specs32, device, steps, "compiled", setup=uncompiled
         )
         ablation["32 runs batch 64, graph, fused update (s/step)"] = engine_steps_time(
-            specs32, device, steps, True, True, fold=False
+            specs32, device, steps, "compiled"
         )
-        ablation["1 run batch 2, eager step (s/step)"] = engine_steps_time([base2], device, steps, False, False)
+        ablation["1 run batch 2, eager step (s/step)"] = engine_steps_time([base2], device, steps, "autograd")
     # the folded SGD step (on by default on the CPU, opt-in on CUDA) against the autograd step
+    unfolded = "compiled" if device.type == "cuda" else "autograd"  # what "auto" takes without the fold
     ablation["32 runs batch 64, update folded into the matmul (s/step)"] = engine_steps_time(
-        specs32, device, steps, fold=True
+        specs32, device, steps, "folded"
     )
     ablation["32 runs batch 64, autograd step and a separate update (s/step)"] = engine_steps_time(
-        specs32, device, steps, fold=False
+        specs32, device, steps, unfolded
     )
     fold_b2 = 10 * steps if device.type == "cpu" else steps
     ablation["1 run batch 2, update folded into the matmul (s/step)"] = engine_steps_time(
-        [base2], device, fold_b2, setup=fold_tiny_batches, fold=True
+        [base2], device, fold_b2, "folded", setup=fold_tiny_batches
     )
     ablation["1 run batch 2, autograd step and a separate update (s/step)"] = engine_steps_time(
-        [base2], device, fold_b2, fold=False
+        [base2], device, fold_b2, unfolded
     )
     if device.type == "cpu":  # the CPU's folded step: deferred tiny-batch updates, padded weight rows
         ablation["1 run batch 2, folded, updates not deferred (s/step)"] = engine_steps_time(

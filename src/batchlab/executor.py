@@ -74,7 +74,7 @@ def execute(
 
     def finish(results: list[RunResult]) -> list[RunResult]:
         for r in results:
-            r.env = env
+            r.env = env | {"step_path": r.step_path, "step_path_reason": r.step_path_reason}  # which arithmetic
             keep = set(unit.checkpoints.get(r.key, ()))
             r.checkpoints = {e: a for e, a in r.checkpoints.items() if e in keep}
         if on_chunk is not None:

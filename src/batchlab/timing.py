@@ -56,31 +56,31 @@ def engine_steps_time(
     specs: list[RunSpec],
     device: torch.device,
     steps: int,
-    graphs: bool = True,
-    fused: bool | None = None,
+    path: str = "auto",
     data_dir: str | None = None,
     setup=None,
-    fold: bool | None = None,
     repeat: int = 1,
 ) -> float:
     """Seconds per lock-step step of the engine for a group of runs (training only, no evaluation).
 
-    `setup(trainer)`, if given, may switch one of the trainer's tricks off before the timing (an ablation);
-    `repeat`: the best of that many timings of `steps` steps."""
-    trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, graphs=graphs, fused=fused, fold=fold)
+    `path`: the step path asked for (engine/paths, `choose_path`). `setup(trainer)`, if given, may switch one
+    of the path's tricks off before the timing (an ablation); `repeat`: the best of that many timings of
+    `steps` steps."""
+    trainer = GroupTrainer(specs, load_for(specs[0], device, data_dir), device, path)
     if setup is not None:
         setup(trainer)
     bs = specs[0].batch_size
     per_epoch = trainer.data.n_train // bs
-    if repeat * steps + 10 > len(trainer.lrs):
-        raise ValueError(f"{repeat} x {steps} steps exceed the {len(trainer.lrs)} steps the runs' lr table covers")
-    trainer.start_epoch(0)
+    state = trainer.state
+    if repeat * steps + 10 > len(state.lrs):
+        raise ValueError(f"{repeat} x {steps} steps exceed the {len(state.lrs)} steps the runs' lr table covers")
+    state.start_epoch(0)
 
     def loop(n):
         done = 0
         while done < n:
             k = min(n - done, per_epoch)
-            trainer.offset.zero_()
+            state.offset.zero_()
             for _ in range(k):
                 trainer.step(bs)
             done += k

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..datasets import Dataset, load_dataset
-from ..models import build_model
+from ..models import build_model, model_traits
 from .spec import RunSpec
 
 
@@ -65,7 +65,7 @@ def template_model(spec: RunSpec, data: Dataset) -> nn.Module:
 
 def load_for(spec: RunSpec, device: torch.device, data_dir: str | None = None) -> Dataset:
     """The dataset a run trains on, on `device`, in the run's compute dtype (cached per process)."""
-    flatten = spec.model not in ("cnn", "cnn-bn")
+    flatten = not model_traits(spec.model).images
     return _load(
         spec.dataset,
         str(device),

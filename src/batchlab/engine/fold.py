@@ -18,10 +18,12 @@ to change them by a matrix of rank b. For tiny batches the big layers therefore 
 updates are kept as factors, W_now = W - D^T A (D: the lr-scaled deltas, A: the layer inputs, one row
 per example), the forward and backward passes use W_now through two small matmuls each
 (a W_now^T = a W^T - (a A^T) D), and one matmul adds the factors to W when DEFER_ROWS rows are full,
-before a bigger batch, or when anyone reads `Stack.params`.
+before a bigger batch, or when the step path flushes them (before anything reads the weights:
+engine/paths/folded.py).
 
-Results equal the autograd step up to rounding (the lr multiplies before the matmul's sum instead of
-after it); tests/test_fold.py checks it against the plain path and a literal torch.optim loop.
+This module is the math; engine/paths/folded.py composes it into the engine's step. Results equal the
+autograd step up to rounding (the lr multiplies before the matmul's sum instead of after it);
+tests/test_fold.py checks that step against the autograd path and a literal torch.optim loop.
 Runs whose `alive` flag is False keep their weights bitwise: their delta is masked to exactly 0, and
 so are their hidden activations, which may be infinite at the step where a run diverges (0 x inf is
 NaN); on the CPU, where reading the flags costs nothing, the masks are skipped when every run is alive.
@@ -30,10 +32,6 @@ NaN); on the CPU, where reading the flags costs nothing, the masks are skipped w
 from __future__ import annotations
 
 import torch
-
-from ..models import MLP
-from .optim import RULES, SGD
-from .spec import RunSpec
 
 # d(loss)/d(pre-activation) from d(loss)/d(activation): the kernels autograd itself uses
 ACTIVATION_BACKWARD = {
@@ -48,25 +46,6 @@ ACTIVATION_FORWARD = {
     "sigmoid": torch.sigmoid,
     "gelu": torch.nn.functional.gelu,
 }
-
-
-def fold_blocker(specs: list[RunSpec], base, task: str) -> str | None:
-    """Why a group cannot take the folded step (None: it can). Only plain SGD on an MLP qualifies."""
-    head = specs[0]
-    if not isinstance(base, MLP):
-        return f"model {head.model}"
-    if task != "classification":
-        return f"task {task}"
-    if head.precision == "bf16":
-        return "bf16 autocast"
-    if head.micro_batch is not None:
-        return "micro-batches"
-    for s in specs:
-        if s.optimizer != "sgd" or s.momentum > 0 or s.weight_decay > 0:
-            return f"optimizer {s.optimizer} (momentum {s.momentum}, weight decay {s.weight_decay})"
-    if type(RULES["sgd"]) is not SGD:  # a rule registered in SGD's place is respected
-        return f"a registered sgd rule ({type(RULES['sgd']).__name__})"
-    return None
 
 
 # deferred updates (FoldedSGD): for batches of at most DEFER_MAX_BATCH examples, the layers of at least
@@ -144,13 +123,6 @@ class FoldedSGD:
                 pre.append(z if self.keep_pre else None)
                 a = self.act(z)
         return z, (inputs, pre)
-
-    def step(self, params, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, alive: torch.Tensor, mask: bool = True):
-        """A whole step (forward, losses, update) with the given `alive` flags; returns the losses [R]."""
-        logits, cache = self.forward(params, x)
-        losses = self.losses(logits, y)
-        self.backward_update(params, logits, y, cache, lr, alive, mask)
-        return losses
 
     @torch.no_grad()
     def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

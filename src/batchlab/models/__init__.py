@@ -9,8 +9,16 @@ from .init import INITS, init_module
 from .linear import LinearRegression
 from .mlp import ACTIVATIONS, MLP
 from .stack import Stack, init_params
+from .traits import ModelTraits, traits_of
 
-MODELS = ("mlp", "cnn", "cnn-bn", "linear")
+# RunSpec.model -> its class (build_model constructs it)
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "cnn-bn": CNN, "linear": LinearRegression}
+MODELS = tuple(MODEL_CLASSES)
+
+
+def model_traits(name: str) -> ModelTraits:
+    """What the engine needs to know about the named architecture (see ModelTraits)."""
+    return traits_of(MODEL_CLASSES[name])
 
 
 def build_model(
@@ -40,6 +48,9 @@ __all__ = [
     "build_model",
     "init_module",
     "init_params",
+    "ModelTraits",
+    "model_traits",
+    "traits_of",
     "MODELS",
     "INITS",
     "ACTIVATIONS",

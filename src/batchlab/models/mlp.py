@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .traits import ModelTraits
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 # the same nonlinearities as functions, for the stacked and per-example paths that bypass the modules
 ACTIVATION_FNS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu}
@@ -12,6 +14,8 @@ ACTIVATION_FNS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmo
 
 class MLP(nn.Module):
     """Linear layers with an activation between them; `sizes` includes input and output."""
+
+    TRAITS = ModelTraits(folds=True)
 
     def __init__(self, sizes: tuple[int, ...] = (784, 1024, 1024, 10), activation: str = "relu"):
         super().__init__()

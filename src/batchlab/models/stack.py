@@ -30,17 +30,8 @@ class Stack:
     def __init__(self, base: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
         self.base = base
         self.matvec_max_batch = 0  # see stacked_mlp_forward; the engine raises it when it compiles
-        self.raw_params = params
+        self.params = params
         self.buffers = buffers
-        # updates the engine has computed but not yet added to the weights (engine/fold.py); reading
-        # `params` adds them first, so every reader sees the weights as of the last step
-        self.deferred = None
-
-    @property
-    def params(self) -> dict[str, torch.Tensor]:
-        if self.deferred is not None and self.deferred.rows:
-            self.deferred.flush(self.raw_params)
-        return self.raw_params
 
     @classmethod
     def from_seeds(cls, base: nn.Module, init: str, seeds: list[int], device, dtype) -> "Stack":
@@ -73,11 +64,11 @@ class Stack:
         column. Measured on 2 cores, 32 runs of 784-1024-1024-10 at batch 64: 109 ms a step, 99 ms padded (no
         change for 256-wide rows, and within noise at batch 2). The weights become views into the padded
         storage; their values are unchanged."""
-        for name, w in self.raw_params.items():
+        for name, w in self.params.items():
             if w.dim() == 3 and w.shape[2] % multiple == 0:
                 padded = w.new_empty(*w.shape[:2], w.shape[2] + extra)[:, :, : w.shape[2]]
                 padded.copy_(w.detach())
-                self.raw_params[name] = padded.requires_grad_(w.requires_grad)
+                self.params[name] = padded.requires_grad_(w.requires_grad)
 
     @property
     def n_runs(self) -> int:

@@ -552,9 +552,7 @@ def accumulation(args: AccumulationArgs, ctx: TaskContext) -> TaskOutput:
     direct, micro = accumulation_specs(args, ctx.spec.seed)
     runs = {}
     for label, spec in (("direct", direct), ("micro", micro)):
-        (res,) = train_group(
-            [spec], device=ctx.device, keep_params=True, data_dir=ctx.data_dir, graphs=False, fused=False
-        )
+        (res,) = train_group([spec], device=ctx.device, keep_params=True, data_dir=ctx.data_dir, path="autograd")
         runs[label] = res
     base = build_model(args.model)
     params0, buffers0 = initial_weights(base, ctx.spec.seed, torch.device("cpu"), compute_dtype(args.precision))
