@@ -1,12 +1,79 @@
-"""Shared test fixtures and helpers (`from conftest import store_dump`)."""
+"""Shared test fixtures and helpers (`from conftest import store_dump, cli_run, ...`), and the test tiers.
+
+Tiers: a test is marked `slow` when it runs a study through the driver (`batchlab run`/`reproduce` in process or
+`run_study`, training to the end), starts a subprocess, drives a browser (selenium) or starts Ray. The rule is
+applied here, centrally (`SLOW` below, by file and test name, and `SLOW_FIXTURES`, the fixtures that run a study
+or start a browser), so test files carry no tier markers. `make test-fast` runs `-m "not slow"`; `make test` runs
+everything.
+"""
+
+from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from batchlab.store import Store
+
+# --- the tiers -------------------------------------------------------------------------------------------
+
+# Fixtures that run a study, start a browser or a subprocess: every test that uses one is slow.
+SLOW_FIXTURES = {
+    "results_dir",  # test_explorer.py, test_bad_input.py: a store filled by `batchlab run`
+    "browser",  # test_explorer.py: headless Chromium through selenium
+    "served",  # test_explorer.py: `batchlab explore --serve` in a subprocess
+    "reference",  # test_resume.py: the uninterrupted study, run to the end
+    "study_store",  # test_variants_reports.py: a store filled by `batchlab run`
+    "swept",  # test_dynamics.py: the dynamics studies run through the driver
+}
+
+# {file: {test name (without parameters): kind}}; "*" marks every test of the file.
+SLOW: dict[str, dict[str, str]] = {
+    "test_ray_executor.py": {"*": "ray"},
+    "test_reliability.py": {"*": "subprocess or study"},
+}
+
+
+def slow_kind(item: pytest.Item) -> str | None:
+    """Why `item` is in the slow tier (study, subprocess, browser, ray), or None."""
+    rules = SLOW.get(Path(str(item.fspath)).name, {})
+    name = getattr(item, "originalname", None) or item.name.split("[")[0]
+    if name in rules or "*" in rules:
+        return rules.get(name, rules.get("*"))
+    used = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    return f"fixture {min(used)}" if used else None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs a study, a subprocess, a browser or Ray (set in conftest.py; `make test-fast` skips)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if slow_kind(item) is not None:
+            item.add_marker(pytest.mark.slow)
+
+
+# --- fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny workloads: one thread is as fast, and far faster on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
 
 
 def store_dump(out: Path) -> dict:
@@ -25,10 +92,75 @@ def store_dump(out: Path) -> dict:
         }
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny workloads: one thread is as fast, and far faster on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def rel_diff(a, b) -> float:
+    """||a - b|| / ||b|| in float64: numbers, tensors, or dicts of tensors (the norm over all of them)."""
+    if isinstance(b, dict):
+        num = math.fsum(float((a[k].double() - b[k].double()).square().sum()) for k in b)
+        den = math.fsum(float(b[k].double().square().sum()) for k in b)
+        return math.sqrt(num / den)
+    if isinstance(b, torch.Tensor):
+        return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
+    return abs(a - b) / abs(b)
+
+
+def cli_run(capsys, *args) -> tuple[int, str, str]:
+    """`batchlab ARGS` in this process: (exit code, stdout, stderr)."""
+    from batchlab import cli
+
+    code = cli.run_cli([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def set_args(sets) -> list[str]:
+    """`--set` arguments for "key=value" strings or a {key: value} dict (a list or tuple joined by commas)."""
+    if isinstance(sets, dict):
+        sets = [f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in sets.items()]
+    return [a for s in sets for a in ("--set", s)]
+
+
+# The tiny batch-size sweep of the CLI and runner tests (2 seeds x 2 epochs of a 16-unit MLP on 1024 examples).
+TINY_SWEEP = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16, "seeds": 2}
+
+# A tiny training run: 256 MNIST examples, a 16-unit MLP, 8 steps per epoch, 2 epochs.
+TINY_RUN = dict(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=2)
+
+
+def tiny_run(**changes):
+    """A RunSpec of TINY_RUN with `changes` (a seconds-long run)."""
+    from batchlab.engine import RunSpec
+
+    return RunSpec(**(TINY_RUN | changes))
+
+
+def linear_regression_noise(x, y, w, b=0.0) -> tuple[float, float, float]:
+    """(|G|², tr(Σ), B_simple) of the squared error (x.w + b - y)² over the n examples, by hand in float64.
+
+    Example i's gradient is g_i = 2 r_i [x_i, 1] with r_i = x_i.w + b - y_i; tr(Σ) = Σ_i |g_i - ḡ|² / (n - 1)
+    and |G|² = |ḡ|² - tr(Σ) / n (unbiased), B_simple = tr(Σ) / |G|² (McCandlish et al. 2018)."""
+    x = np.asarray(x, dtype=np.float64)
+    r = x @ np.asarray(w, dtype=np.float64).reshape(-1) + float(b) - np.asarray(y, dtype=np.float64).reshape(-1)
+    g = 2 * r[:, None] * np.concatenate([x, np.ones((len(r), 1))], axis=1)
+    n, mean = len(r), g.mean(axis=0)
+    trace = float(np.square(g - mean).sum() / (n - 1))
+    grad_sq = float(mean @ mean) - trace / n
+    return grad_sq, trace, trace / grad_sq
+
+
+def local_fashion_mnist() -> Path | None:
+    """The Fashion-MNIST folder batchlab itself would find without downloading ($BATCHLAB_DATA, the Debian
+    package's folder, the user cache), or None: the tests that need the real files skip without one."""
+    from batchlab.datasets import registry
+    from batchlab.errors import DataError
+
+    offline = os.environ.get("BATCHLAB_OFFLINE")
+    os.environ["BATCHLAB_OFFLINE"] = "1"
+    try:
+        return registry.find_fashion_mnist()
+    except DataError:
+        return None
+    finally:
+        if offline is None:
+            del os.environ["BATCHLAB_OFFLINE"]
+        else:
+            os.environ["BATCHLAB_OFFLINE"] = offline
