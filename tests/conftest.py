@@ -49,12 +49,6 @@ def slow_kind(item: pytest.Item) -> str | None:
     return f"fixture {min(used)}" if used else None
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "slow: runs a study, a subprocess, a browser or Ray (set in conftest.py; `make test-fast` skips)"
-    )
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if slow_kind(item) is not None:
@@ -133,17 +127,19 @@ def tiny_run(**changes):
     return RunSpec(**(TINY_RUN | changes))
 
 
-def linear_regression_noise(x, y, w, b=0.0) -> tuple[float, float, float]:
+def linear_regression_noise(x, y, w, b=0.0, *, population: int | None = None) -> tuple[float, float, float]:
     """(|G|², tr(Σ), B_simple) of the squared error (x.w + b - y)² over the n examples, by hand in float64.
 
-    Example i's gradient is g_i = 2 r_i [x_i, 1] with r_i = x_i.w + b - y_i; tr(Σ) = Σ_i |g_i - ḡ|² / (n - 1)
-    and |G|² = |ḡ|² - tr(Σ) / n (unbiased), B_simple = tr(Σ) / |G|² (McCandlish et al. 2018)."""
-    x = np.asarray(x, dtype=np.float64)
-    r = x @ np.asarray(w, dtype=np.float64).reshape(-1) + float(b) - np.asarray(y, dtype=np.float64).reshape(-1)
+    Example i's gradient is g_i = 2 r_i [x_i, 1] with r_i = x_i.w + b - y_i; tr(Σ) = Σ_i |g_i - ḡ|² / (n - 1),
+    |G|² = |ḡ|² - (1 - n / population) tr(Σ) / n (unbiased; the examples drawn without replacement from
+    `population`, by default an infinite one), B_simple = tr(Σ) / |G|² (McCandlish et al. 2018)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
+    w, b = np.asarray(w, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(())
+    r = x @ w + b - y
     g = 2 * r[:, None] * np.concatenate([x, np.ones((len(r), 1))], axis=1)
     n, mean = len(r), g.mean(axis=0)
     trace = float(np.square(g - mean).sum() / (n - 1))
-    grad_sq = float(mean @ mean) - trace / n
+    grad_sq = float(mean @ mean) - (1 - (n / population if population else 0)) * trace / n
     return grad_sq, trace, trace / grad_sq
 
 

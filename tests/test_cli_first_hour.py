@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_run, set_args
 
 import batchlab
 from batchlab import cli
@@ -38,13 +39,7 @@ TINY = ["epochs=2", "train_subset=512", "test_subset=100", "widths=8", "batch_si
 
 
 def sets(*extra: str) -> list[str]:
-    return [a for s in (*TINY, *extra) for a in ("--set", s)]
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return set_args([*TINY, *extra])
 
 
 def refused(code: int, out: str, err: str) -> str:

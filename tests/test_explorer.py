@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_run
 
 from batchlab import cli, explorer
 from batchlab.analysis.regimes import quadratic_theory
@@ -49,12 +50,6 @@ FIELDS = (  # the numbers the batch-size panel shows, as the tradeoffs table nam
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, out, err, *fragments):
