@@ -1,10 +1,9 @@
 """Shared test fixtures and helpers (`from conftest import store_dump, cli_run, ...`), and the test tiers.
 
-Tiers: a test is marked `slow` when it runs a study through the driver (`batchlab run`/`reproduce` in process or
-`run_study`, training to the end), starts a subprocess, drives a browser (selenium) or starts Ray. The rule is
-applied here, centrally (`SLOW` below, by file and test name, and `SLOW_FIXTURES`, the fixtures that run a study
-or start a browser), so test files carry no tier markers. `make test-fast` runs `-m "not slow"`; `make test` runs
-everything.
+Tiers: a test is marked `slow` when it runs a study through the driver, starts a subprocess, drives a browser or
+starts Ray (the kinds below). The marks are set here, from one table (`SLOW`: per test file, the tests and the
+fixtures of each kind), so test files carry no tier markers. `make test-fast` runs `-m "not slow"` (the edit-test
+loop); `make test` runs everything.
 """
 
 from __future__ import annotations
@@ -21,32 +20,66 @@ import torch
 from batchlab.store import Store
 
 # --- the tiers -------------------------------------------------------------------------------------------
+# A test is `slow` when it (or a fixture it uses) does one of these; everything else is the fast tier:
+STUDY = "study"  # runs a study through the driver: `batchlab run/reproduce/report`, run_study, write_report
+SUBPROCESS = "subprocess"  # starts a process: `python -m batchlab`, a crash driver, torch.compile's C++ compiler
+BROWSER = "browser"  # drives headless Chromium through selenium
+RAY = "ray"  # starts Ray
 
-# Fixtures that run a study, start a browser or a subprocess: every test that uses one is slow.
-SLOW_FIXTURES = {
-    "results_dir",  # test_explorer.py, test_bad_input.py: a store filled by `batchlab run`
-    "browser",  # test_explorer.py: headless Chromium through selenium
-    "served",  # test_explorer.py: `batchlab explore --serve` in a subprocess
-    "reference",  # test_resume.py: the uninterrupted study, run to the end
-    "study_store",  # test_variants_reports.py: a store filled by `batchlab run`
-    "swept",  # test_dynamics.py: the dynamics studies run through the driver
-}
-
-# {file: {test name (without parameters): kind}}; "*" marks every test of the file.
+# {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
-    "test_ray_executor.py": {"*": "ray"},
-    "test_reliability.py": {"*": "subprocess or study"},
+    "test_bad_input.py": {"results_dir": STUDY},
+    "test_cli.py": {
+        "test_error_is_one_unwrapped_line_in_a_real_process": SUBPROCESS,
+        "test_quick_profile_rerun_and_report": SUBPROCESS,
+        "test_partial_plan_through_the_cli": STUDY,
+        "test_interrupt_exits_130_and_resumes": STUDY,
+        "test_reproduce": STUDY,
+        "test_data_dir_finds_fashion_mnist": STUDY,
+    },
+    "test_cli_first_hour.py": {
+        "results_dir": STUDY,
+        "test_version_prints_batchlab_and_torch_versions_in_a_real_process": SUBPROCESS,
+        "test_dry_run_then_the_real_run_trains_what_it_said": STUDY,
+    },
+    "test_dynamics.py": {"runs": STUDY},
+    "test_equivalence.py": {"test_study_end_to_end": STUDY},
+    "test_explorer.py": {"results_dir": STUDY, "browser": BROWSER},
+    "test_fast_path.py": {"test_compiled_step_matches_the_plain_step": SUBPROCESS},
+    "test_progress.py": {"test_the_cli_log_ends_with_the_stored_mean_metrics": STUDY},
+    "test_ray_executor.py": {"local_ray": RAY, "local_results": STUDY},
+    "test_reliability.py": {
+        "baseline": STUDY,
+        "test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved": SUBPROCESS,
+        "test_out_of_memory_splits_the_group_and_gives_the_same_numbers": STUDY,
+        "test_out_of_memory_for_a_single_run_is_one_line_exit_2": STUDY,
+        "test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason": STUDY,
+        "test_the_report_lists_diverged_runs_and_their_step": STUDY,
+    },
+    "test_resume.py": {
+        "reference": STUDY,
+        "test_ctrl_c_in_the_cli_says_how_many_epochs_were_kept_and_the_rerun_continues": STUDY,
+    },
+    "test_runner.py": {
+        "test_partial_plan_trains_only_missing_runs": STUDY,
+        "test_interrupted_study_resumes": STUDY,
+        "test_rerun_and_report_do_not_train": STUDY,
+    },
+    "test_units.py": {
+        "checkpoint_study": STUDY,
+        "test_a_v1_store_is_migrated_and_reports_the_same_claims": STUDY,
+        "test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim": STUDY,
+    },
+    "test_variants_reports.py": {"two_runs": STUDY, "tiny_quick": STUDY},
 }
 
 
 def slow_kind(item: pytest.Item) -> str | None:
-    """Why `item` is in the slow tier (study, subprocess, browser, ray), or None."""
+    """Why `item` is in the slow tier (STUDY, SUBPROCESS, BROWSER, RAY), or None."""
     rules = SLOW.get(Path(str(item.fspath)).name, {})
     name = getattr(item, "originalname", None) or item.name.split("[")[0]
-    if name in rules or "*" in rules:
-        return rules.get(name, rules.get("*"))
-    used = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-    return f"fixture {min(used)}" if used else None
+    hits = [rules[n] for n in (name, *getattr(item, "fixturenames", ())) if n in rules]
+    return hits[0] if hits else None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -146,8 +179,7 @@ def linear_regression_noise(x, y, w, b=0.0, *, population: int | None = None) ->
 def local_fashion_mnist() -> Path | None:
     """The Fashion-MNIST folder batchlab itself would find without downloading ($BATCHLAB_DATA, the Debian
     package's folder, the user cache), or None: the tests that need the real files skip without one."""
-    from batchlab.datasets import registry
-    from batchlab.errors import DataError
+    from batchlab.datasets import DataError, registry
 
     offline = os.environ.get("BATCHLAB_OFFLINE")
     os.environ["BATCHLAB_OFFLINE"] = "1"

@@ -128,16 +128,22 @@ def test_noise_scale_task_estimators_agree_at_a_checkpoint(checkpoint):
     args = {"examples": 2048, "small_batch": 16, "big_batch": 512, "draws": 64, "bootstrap": 20}
     r = task("noise-scale", args, checkpoint)
     tb = two_batch_estimates(r.arrays["small_sq_norms"], r.arrays["big_sq_norms"], 16, 512)
-    # per-example: all 2048 training examples, so |G|² is |ḡ|² itself; against a loop of single-example passes
+    # per-example: all 2048 training examples, so |G|² is |ḡ|² itself; against every example's own gradient
+    # (torch.func, not the task's Gram matrix), summed up in float64
     data = load_for(RUN, CPU)
     module = template_model(RUN, data)
-    module.load_state_dict({k.removeprefix("param:"): torch.as_tensor(v) for k, v in checkpoint.items()})
+    params = {k.removeprefix("param:"): torch.as_tensor(v) for k, v in checkpoint.items()}
+
+    def loss(p, x, y):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(module, p, (x[None],)), y[None])
+
     total, sum_sq = 0.0, 0.0
-    for i in range(data.n_train):
-        module.zero_grad()
-        torch.nn.functional.cross_entropy(module(data.x_train[i : i + 1]), data.y_train[i : i + 1]).backward()
-        g = np.concatenate([p.grad.double().numpy().ravel() for p in module.parameters()])
-        total, sum_sq = total + g, sum_sq + g @ g
+    for part in torch.arange(data.n_train).split(256):
+        grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
+            params, data.x_train[part], data.y_train[part]
+        )
+        g = torch.cat([v.flatten(1) for v in grads.values()], 1).double().numpy()
+        total, sum_sq = total + g.sum(0), sum_sq + np.square(g).sum()
     mean = total / data.n_train
     trace = (sum_sq - data.n_train * (mean @ mean)) / (data.n_train - 1)
     assert r.scalars["per_example_trace_sigma"] == pytest.approx(trace, rel=1e-4)
