@@ -24,8 +24,10 @@ reproduce: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q --durations=20 tests
 
+# one thread per process: the fast tier's workloads are tiny, and threads that wait on a busy CPU cost more than
+# they give (measured: 67 s with one thread, 233 s with two, on 2 cores shared with other jobs)
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
 # one formatter and line length for the repository (ruff, 120 columns; see pyproject.toml)
 format: $(BIN)/.installed
