@@ -174,11 +174,28 @@ def test_execute_a_train_unit_returns_checkpoints_asked_for_and_the_environment(
 def test_execute_a_task_unit():
     run = tiny_run()
     (trained,) = train_group([run], device="cpu", checkpoints={2})
-    task = TaskSpec(kind="gradient-norms", args={"examples": 16}, start=Checkpoint(run=run, epoch=2))
+    task = TaskSpec(kind="gradient-norms", args={"examples": 256}, start=Checkpoint(run=run, epoch=2))
     result = execute(TaskUnit(task, trained.checkpoints[2]), "cpu")
-    assert result.status == "finished" and result.arrays["sq_norms"].shape == (16,)
-    # E||g_i||^2 >= ||mean g||^2 (Jensen): the gap is the per-example variance
-    assert result.scalars["mean_sq_norm"] >= result.scalars["sq_norm_of_mean"] > 0
+    assert result.status == "finished" and result.arrays["sq_norms"].shape == (256,)
+    # all 256 training examples (in a drawn order): against single-example backward passes at the checkpoint,
+    # and ||mean g||^2 against one backward pass of the whole set's mean loss
+    from batchlab.engine.data import load_for, template_model
+
+    data = load_for(run, torch.device("cpu"))
+    module = template_model(run, data)
+    module.load_state_dict({k.removeprefix("param:"): torch.as_tensor(v) for k, v in trained.checkpoints[2].items()})
+
+    def sq_norm_of_grad(x, y) -> float:
+        module.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        return sum(float(p.grad.double().square().sum()) for p in module.parameters())
+
+    singles = [sq_norm_of_grad(data.x_train[i : i + 1], data.y_train[i : i + 1]) for i in range(256)]
+    np.testing.assert_allclose(np.sort(result.arrays["sq_norms"]), np.sort(singles), rtol=1e-5)
+    assert result.scalars["mean_sq_norm"] == pytest.approx(np.mean(singles), rel=1e-5)
+    assert result.scalars["sq_norm_of_mean"] == pytest.approx(sq_norm_of_grad(data.x_train, data.y_train), rel=1e-5)
+    # E||g_i||^2 > ||mean g||^2 (Jensen): the gap is the per-example variance
+    assert result.scalars["mean_sq_norm"] > result.scalars["sq_norm_of_mean"]
 
 
 # --- the driver: runs before tasks, checkpoints as artifacts, nothing twice -------------------------------------
