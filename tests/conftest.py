@@ -139,6 +139,18 @@ def cli_run(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+def one_line_error(code: int, out: str, err: str, *fragments: str) -> str:
+    """The one error line of a refused command, without its "error: " (exit 2, nothing on stdout, no traceback),
+    holding each of `fragments`."""
+    assert code == 2, (code, out, err)
+    assert out == "" and "Traceback" not in err, (out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0].removeprefix("error: ")
+
+
 def set_args(sets) -> list[str]:
     """`--set` arguments for "key=value" strings or a {key: value} dict (a list or tuple joined by commas)."""
     if isinstance(sets, dict):

@@ -17,6 +17,7 @@ from pathlib import Path
 import annotated_types as at
 import pytest
 from conftest import local_fashion_mnist, set_args
+from conftest import one_line_error as assert_refused
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -158,14 +159,6 @@ def snapshot(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def assert_refused(code: int, out: str, err: str) -> str:
-    assert code == 2, (code, out, err)
-    assert out == "" and "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from conftest import TINY_SWEEP, cli_run, local_fashion_mnist, set_args
+from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, executor
 from batchlab.runner import parse_sets, prepare
@@ -33,17 +34,6 @@ def subprocess_cli(*args, **env):
     return subprocess.run(
         [sys.executable, "-m", "batchlab", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=120
     )
-
-
-def assert_one_line_error(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def finished_at(out):

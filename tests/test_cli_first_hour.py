@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli_run, set_args
+from conftest import one_line_error as refused
 
 import batchlab
 from batchlab import cli
@@ -40,15 +41,6 @@ TINY = ["epochs=2", "train_subset=512", "test_subset=100", "widths=8", "batch_si
 
 def sets(*extra: str) -> list[str]:
     return set_args([*TINY, *extra])
-
-
-def refused(code: int, out: str, err: str) -> str:
-    """The one error line of a refused command (exit 2, nothing on stdout, no traceback)."""
-    assert code == 2, (code, out, err)
-    assert out == "" and "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0].removeprefix("error: ")
 
 
 def snapshot(root: Path) -> dict[str, str]:
