@@ -83,6 +83,13 @@ def slow_kind(item: pytest.Item) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    # the table must name what exists: a renamed file, test or fixture would silently move slow tests to the fast tier
+    here = Path(__file__).parent
+    stale = [f for f in SLOW if not (here / f).is_file()]
+    for module in {item.module for item in items if getattr(item, "module", None) is not None}:
+        stale += [f"{module.__name__}.py::{k}" for k in SLOW.get(f"{module.__name__}.py", {}) if not hasattr(module, k)]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names what no longer exists: {', '.join(sorted(stale))}")
     for item in items:
         if slow_kind(item) is not None:
             item.add_marker(pytest.mark.slow)
