@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make reproduce   install into .venv, then run the quick profile of every study
-#   make test        install into .venv, then run the test suite (pytest)
+#   make test        install into .venv, then run the test suite (pytest), printing the 20 slowest tests
+#   make test-fast   the tests that run no study, subprocess, browser or Ray (-m "not slow"): the edit-test loop
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
@@ -21,7 +22,12 @@ reproduce: $(BIN)/.installed
 	$(BIN)/batchlab reproduce --profile $(PROFILE) --out $(OUT)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
+
+# one thread per process: the fast tier's workloads are tiny, and threads that wait on a busy CPU cost more than
+# they give (measured: 67 s with one thread, 233 s with two, on 2 cores shared with other jobs)
+test-fast: $(BIN)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
 # one formatter and line length for the repository (ruff, 120 columns; see pyproject.toml)
 format: $(BIN)/.installed
@@ -29,4 +35,4 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix --select I src tests benchmarks
 
-.PHONY: install reproduce test format
+.PHONY: install reproduce test test-fast format

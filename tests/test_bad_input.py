@@ -16,6 +16,8 @@ from pathlib import Path
 
 import annotated_types as at
 import pytest
+from conftest import local_fashion_mnist, set_args
+from conftest import one_line_error as assert_refused
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +27,8 @@ from batchlab.studies import REGISTRY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FASHION_DIR = Path("/work/shared/datasets/fashion-mnist")
+FASHION_DIR = local_fashion_mnist()  # where batchlab finds it offline ($BATCHLAB_DATA, ...), or None
+SMALL_SWEEP = ["epochs=1", "train_subset=512", "test_subset=100", "widths=8", "batch_sizes=64,128", "seeds=2"]
 NONFINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "1e999"]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -158,20 +161,11 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
-def assert_refused(code: int, out: str, err: str) -> str:
-    assert code == 2, (code, out, err)
-    assert out == "" and "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
     """A results directory holding one small study, to check that bad input leaves it byte for byte."""
     out = tmp_path_factory.mktemp("existing")
-    sets = ["epochs=1", "train_subset=512", "test_subset=100", "widths=8", "batch_sizes=64,128", "seeds=2"]
-    assert cli.run_cli(["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]) == 0
+    assert cli.run_cli(["run", "batch-size-sweep", *set_args(SMALL_SWEEP), "--out", str(out)]) == 0
     return out
 
 
@@ -192,7 +186,7 @@ def test_a_bad_set_value_is_one_line_exit_2_and_writes_nothing(
     before = snapshot(results_dir)
     fresh = tmp_path_factory.getbasetemp() / "never-created"
     for out in (fresh, results_dir):
-        args = ["run", name, *(a for s in sets for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+        args = ["run", name, *set_args(sets), "--device", "cpu", "--out", str(out)]
         code = cli.run_cli(args)
         line = assert_refused(code, *capsys.readouterr())
         assert sets[0].split("=")[0] in line or "invalid config" in line, line
@@ -202,8 +196,7 @@ def test_a_bad_set_value_is_one_line_exit_2_and_writes_nothing(
 
 # --- damaged stores ------------------------------------------------------------------------------------
 def _commands(out: Path) -> list[list[str]]:
-    sets = ["epochs=1", "train_subset=512", "test_subset=100", "widths=8", "batch_sizes=64,128", "seeds=2"]
-    run = ["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+    run = ["run", "batch-size-sweep", *set_args(SMALL_SWEEP), "--out", str(out)]
     return [run, ["report", "batch-size-sweep", "--out", str(out)]]
 
 
@@ -245,8 +238,8 @@ def test_a_store_from_a_newer_batchlab_is_refused_with_the_upgrade_hint(results_
 # --- damaged dataset files ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fashion_copy(tmp_path_factory):
-    if not FASHION_DIR.is_dir():
-        pytest.skip("no local Fashion-MNIST copy")
+    if FASHION_DIR is None:
+        pytest.skip("no local Fashion-MNIST copy (set BATCHLAB_DATA, or apt-get install dataset-fashion-mnist)")
     root = tmp_path_factory.mktemp("fashion")
     for path in FASHION_DIR.iterdir():
         shutil.copy(path, root / path.name)
@@ -267,7 +260,7 @@ def test_a_damaged_dataset_file_is_named_in_one_line_and_nothing_is_written(
     out = tmp_path_factory.getbasetemp() / "never-created-by-data"
     try:
         sets = ["dataset=fashion-mnist", "epochs=1", "train_subset=512", "widths=8", "batch_sizes=64,128"]
-        args = ["run", "batch-size-sweep", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+        args = ["run", "batch-size-sweep", *set_args(sets), "--out", str(out)]
         line = assert_refused(cli.run_cli([*args, "--data-dir", str(fashion_copy)]), *capsys.readouterr())
     finally:
         damaged.write_bytes(good)

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_SWEEP, cli_run, local_fashion_mnist, set_args
+from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, executor
 from batchlab.runner import parse_sets, prepare
@@ -20,18 +22,11 @@ from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
 STUDY = "batch-size-sweep"
-TINY = ["--set", "epochs=2", "--set", "train_subset=1024", "--set", "test_subset=200", "--set", "widths=16"]
-TINY += ["--set", "seeds=2"]
+TINY = set_args(TINY_SWEEP)
 CLAIM_LINE = re.compile(r"^  (\S+) \[(supported|not supported|inconclusive)\] (.+)$")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def subprocess_cli(*args, **env):
@@ -39,17 +34,6 @@ def subprocess_cli(*args, **env):
     return subprocess.run(
         [sys.executable, "-m", "batchlab", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=120
     )
-
-
-def assert_one_line_error(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def finished_at(out):
@@ -344,7 +328,7 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     assert err.count("nothing to train") == len(REGISTRY)
 
 
-SHARED_FASHION = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "fashion-mnist")
+FASHION_DIR = local_fashion_mnist()  # where batchlab finds it offline ($BATCHLAB_DATA, ...), or None
 
 
 def test_data_dir_missing_fashion_mnist_is_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch):
@@ -364,7 +348,7 @@ def test_data_dir_missing_fashion_mnist_is_one_line_and_writes_nothing(capsys, t
     assert_one_line_error(code, o, e, "--data-dir", "not a directory")
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_FASHION), reason="needs ../shared/datasets/fashion-mnist")
+@pytest.mark.skipif(FASHION_DIR is None, reason="no local Fashion-MNIST copy (set BATCHLAB_DATA)")
 def test_data_dir_finds_fashion_mnist(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_OFFLINE", "1")
     monkeypatch.delenv("BATCHLAB_DATA", raising=False)
@@ -376,7 +360,7 @@ def test_data_dir_finds_fashion_mnist(capsys, tmp_path, monkeypatch):
         "--set",
         "dataset=fashion-mnist",
         "--data-dir",
-        SHARED_FASHION,
+        str(FASHION_DIR),
         "--out",
         str(tmp_path),
     )

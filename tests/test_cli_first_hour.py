@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_run, set_args
+from conftest import one_line_error as refused
 
 import batchlab
 from batchlab import cli
@@ -38,22 +40,7 @@ TINY = ["epochs=2", "train_subset=512", "test_subset=100", "widths=8", "batch_si
 
 
 def sets(*extra: str) -> list[str]:
-    return [a for s in (*TINY, *extra) for a in ("--set", s)]
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def refused(code: int, out: str, err: str) -> str:
-    """The one error line of a refused command (exit 2, nothing on stdout, no traceback)."""
-    assert code == 2, (code, out, err)
-    assert out == "" and "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0].removeprefix("error: ")
+    return set_args([*TINY, *extra])
 
 
 def snapshot(root: Path) -> dict[str, str]:

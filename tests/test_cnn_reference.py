@@ -14,6 +14,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import rel_diff
 
 from batchlab.engine import RunSpec, data_order, train_group
 from batchlab.engine.data import load_for
@@ -64,10 +65,6 @@ def reference_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     return F.cross_entropy(out, y).item(), (out.argmax(1) == y).double().mean().item()
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
-
-
 @pytest.fixture(scope="module", params=["cnn", "cnn-bn"])
 def trained(request, one_thread):
     """(specs, engine results, reference modules) for one model: both optimizers in one group."""
@@ -84,7 +81,7 @@ def test_parameters_match_the_reference(trained):
         assert set(res.params) == set(ref)
         for name, p in ref.items():
             assert res.params[name].dtype == torch.float64
-            assert rel(res.params[name], p.detach()) < 1e-10, (spec.optimizer, name)
+            assert rel_diff(res.params[name], p.detach()) < 1e-10, (spec.optimizer, name)
 
 
 def test_batchnorm_running_statistics_match_the_reference(trained):
@@ -103,8 +100,8 @@ def test_batchnorm_running_statistics_match_the_reference(trained):
             else:
                 # really moved away from the fresh statistics (mean 0, variance 1)
                 fresh = torch.zeros_like(b) if name.endswith("running_mean") else torch.ones_like(b)
-                assert rel(b, fresh) > 1e-3, name
-                assert rel(res.buffers[name], b) < 1e-10, (spec.optimizer, name)
+                assert rel_diff(b, fresh) > 1e-3, name
+                assert rel_diff(res.buffers[name], b) < 1e-10, (spec.optimizer, name)
 
 
 def test_evaluation_is_in_eval_mode_and_matches_the_reference(trained):

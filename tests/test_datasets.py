@@ -10,13 +10,16 @@ from urllib.error import URLError
 
 import pytest
 import torch
+from conftest import local_fashion_mnist
 
 from batchlab.datasets import DATASETS, DataError, load_dataset, load_idx_dir, registry, regression_problem
 from batchlab.datasets.idx import FILENAMES, parse_idx
 
 MNIST_DIR = Path(registry.__file__).parent / "data" / "mnist"
-FASHION_DIR = Path("/work/shared/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="no local Fashion-MNIST copy")
+FASHION_DIR = local_fashion_mnist()  # where batchlab finds it offline ($BATCHLAB_DATA, ...), or None
+needs_fashion = pytest.mark.skipif(
+    FASHION_DIR is None, reason="no local Fashion-MNIST (set BATCHLAB_DATA, or apt-get install dataset-fashion-mnist)"
+)
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -127,9 +130,13 @@ def test_fashion_mnist_from_data_dir():
 
 
 @needs_fashion
-def test_fashion_mnist_from_env_parent(monkeypatch):
-    monkeypatch.setenv("BATCHLAB_DATA", str(FASHION_DIR.parent))
-    assert registry.find_fashion_mnist() == FASHION_DIR
+def test_fashion_mnist_from_env_parent(monkeypatch, tmp_path):
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for name in FILENAMES:
+        (folder / name).symlink_to(FASHION_DIR / name)
+    monkeypatch.setenv("BATCHLAB_DATA", str(tmp_path))  # the parent: its fashion-mnist/ holds the files
+    assert registry.find_fashion_mnist() == folder
 
 
 def test_fashion_mnist_missing(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import rel_diff
 
 from batchlab.engine import LRSchedule, RunSpec, data_order, train_group
 from batchlab.engine.data import load_for
@@ -48,12 +49,6 @@ def reference_run(spec: RunSpec) -> dict[str, torch.Tensor]:
             loss.backward()
             opt.step()
     return {k: v.detach() for k, v in model.named_parameters()}
-
-
-def rel_diff(a: dict, b: dict) -> float:
-    num = sum((a[k].double() - b[k].double()).pow(2).sum() for k in a).sqrt()
-    den = sum(b[k].double().pow(2).sum() for k in b).sqrt()
-    return float(num / den)
 
 
 @pytest.mark.parametrize("precision,tol", [("float32", 1e-5), ("float64", 1e-12)])

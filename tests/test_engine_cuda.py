@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import rel_diff
 
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for
@@ -17,11 +18,6 @@ from batchlab.engine.train import GroupTrainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 SMALL = dict(train_subset=2000, test_subset=500, widths=(256, 256), batch_size=64, epochs=2)
-
-
-def rel_diff(a: dict, b: dict) -> float:
-    num = sum((a[k].double() - b[k].double()).pow(2).sum() for k in a).sqrt()
-    return float(num / sum(b[k].double().pow(2).sum() for k in b).sqrt())
 
 
 def train_cuda(specs: list[RunSpec], *, fast: bool):

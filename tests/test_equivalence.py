@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import cli_run, set_args
 
-from batchlab import cli
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for
 from batchlab.engine.spec import TaskSpec
@@ -223,12 +223,6 @@ def test_rules_a1_a2():
 
 
 # --- the studies end to end ----------------------------------------------------------------------------
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 STUDY_SETS = {
     "equivalence": ["batch_size=4", "train_subset=32", "test_subset=16", "optimizers=sgd,adam", "precision=float64"],
     "equivalence-multistep": ["ks=1,2", "batch_size=3", "train_subset=32", "test_subset=16"],
@@ -246,7 +240,7 @@ def test_registered():
 
 @pytest.mark.parametrize("name", list(STUDY_SETS))
 def test_study_end_to_end(capsys, tmp_path, name):
-    sets = [a for s in STUDY_SETS[name] for a in ("--set", s)]
+    sets = set_args(STUDY_SETS[name])
     code, out, err = cli_run(capsys, "run", name, "--profile", "quick", "--device", "cpu", "--out", tmp_path, *sets)
     assert code == 0, err
     study_dir = Path(out.splitlines()[-1].removeprefix("report: ")).parent  # a variant: its --set values

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_run
+from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, explorer
 from batchlab.analysis.regimes import quadratic_theory
@@ -49,21 +51,6 @@ FIELDS = (  # the numbers the batch-size panel shows, as the tradeoffs table nam
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 # --- fixtures ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import linear_regression_noise
 
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for, template_model
@@ -127,8 +128,49 @@ def test_noise_scale_task_estimators_agree_at_a_checkpoint(checkpoint):
     args = {"examples": 2048, "small_batch": 16, "big_batch": 512, "draws": 64, "bootstrap": 20}
     r = task("noise-scale", args, checkpoint)
     tb = two_batch_estimates(r.arrays["small_sq_norms"], r.arrays["big_sq_norms"], 16, 512)
-    assert r.scalars["per_example_b_simple"] > 0
+    # per-example: all 2048 training examples, so |G|² is |ḡ|² itself; against every example's own gradient
+    # (torch.func, not the task's Gram matrix), summed up in float64
+    data = load_for(RUN, CPU)
+    module = template_model(RUN, data)
+    params = {k.removeprefix("param:"): torch.as_tensor(v) for k, v in checkpoint.items()}
+
+    def loss(p, x, y):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(module, p, (x[None],)), y[None])
+
+    total, sum_sq = 0.0, 0.0
+    for part in torch.arange(data.n_train).split(256):
+        grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
+            params, data.x_train[part], data.y_train[part]
+        )
+        g = torch.cat([v.flatten(1) for v in grads.values()], 1).double().numpy()
+        total, sum_sq = total + g.sum(0), sum_sq + np.square(g).sum()
+    mean = total / data.n_train
+    trace = (sum_sq - data.n_train * (mean @ mean)) / (data.n_train - 1)
+    assert r.scalars["per_example_trace_sigma"] == pytest.approx(trace, rel=1e-4)
+    assert r.scalars["per_example_grad_sq_norm"] == pytest.approx(mean @ mean, rel=1e-4)
+    assert r.scalars["per_example_b_simple"] == pytest.approx(trace / (mean @ mean), rel=1e-4)
     assert rule_n1({"early": (r.scalars["per_example_b_simple"], tb["b_simple"])}).verdict == "supported"
+
+
+def test_noise_scale_task_on_linear_regression_equals_the_closed_form():
+    """At a checkpoint of a linear regression run, the per-example estimate over all n examples is
+    tr(Σ)/|ḡ|² with g_i = 2 r_i [x_i, 1], written out in float64."""
+    run = RunSpec(
+        dataset="regression", model="linear", widths=(), regression=(512, 4, 0.5, 0), batch_size=32, epochs=1,
+        lr=0.01, precision="float64", probes=(),
+    )  # fmt: skip
+    (trained,) = train_group([run], device="cpu", checkpoints={1})
+    args = {"examples": 512, "small_batch": 8, "big_batch": 64, "draws": 4, "bootstrap": 10}
+    spec = TaskSpec(kind="noise-scale", args=args, start=Checkpoint(run=run, epoch=1))
+    r = execute(TaskUnit(spec, trained.checkpoints[1]), CPU, None)
+    assert r.status == "finished", r.error
+    data = load_for(run, CPU)
+    w, b = (trained.checkpoints[1][f"param:linear.{k}"] for k in ("weight", "bias"))
+    grad_sq, trace, b_simple = linear_regression_noise(data.x_train, data.y_train, w, b, population=512)
+    assert 1 < b_simple < 1e4
+    assert r.scalars["per_example_grad_sq_norm"] == pytest.approx(grad_sq, rel=1e-9)
+    assert r.scalars["per_example_trace_sigma"] == pytest.approx(trace, rel=1e-9)
+    assert r.scalars["per_example_b_simple"] == pytest.approx(b_simple, rel=1e-9)
 
 
 def test_power_law_recovers_a_known_exponent_and_leaves_out_diverged_trials():

@@ -8,6 +8,7 @@ import re
 import statistics
 
 import pytest
+from conftest import set_args
 from rich.console import Console
 from rich.text import Text
 
@@ -106,7 +107,7 @@ def test_on_metrics_hears_every_evaluation_with_the_numbers_of_the_results(specs
 def test_the_cli_log_ends_with_the_stored_mean_metrics(tmp_path, capsys):
     out = tmp_path / "res"
     sets = ["epochs=2", "train_subset=512", "test_subset=128", "widths=16", "seeds=2", "batch_sizes=64,256"]
-    args = ["run", STUDY, *(a for s in sets for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+    args = ["run", STUDY, *set_args(sets), "--device", "cpu", "--out", str(out)]
     assert cli.run_cli(args) == 0
     last = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("  100%")][-1]
     with Store(out) as store:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import store_dump
+from conftest import set_args, store_dump
 
 from batchlab import cli, executor, runner
 from batchlab.executor import execute
@@ -54,10 +54,7 @@ NOISE = (
 
 
 def cli_args(study: str, sets: dict) -> list[str]:
-    out = []
-    for key, value in sets.items():
-        out += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"]
-    return ["run", study, *out, "--device", "cpu"]
+    return ["run", study, *set_args(sets), "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import store_dump
+from conftest import set_args, store_dump
 
 from batchlab import cli
 from batchlab.engine import groups as engine_groups
@@ -57,7 +57,7 @@ ENV = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "80"}
 
 
 def batchlab_args(study, sets, out) -> list[str]:
-    return ["run", study, *(a for s in sets for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+    return ["run", study, *set_args(sets), "--device", "cpu", "--out", str(out)]
 
 
 def tables(out: Path, study: str) -> dict[str, bytes]:

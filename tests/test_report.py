@@ -385,7 +385,9 @@ def test_format_helpers():
     assert format_value(float("nan")) == "NaN"
     assert format_value(True) == "True"
     assert format_value(None) == "—"
-    assert format_duration(5.25) == "5.2 s" or format_duration(5.25) == "5.3 s"
+    # below a minute: one decimal (two below a second), rounded half to even; 5.25 and 0.125 are exact binary ties
+    durations = [format_duration(s) for s in (5.24, 5.25, 5.26, 0.125, 0.5)]
+    assert durations == ["5.2 s", "5.2 s", "5.3 s", "0.12 s", "0.50 s"]
     assert format_duration(83.2) == "1 min 23 s"
     assert format_duration(7200) == "2 h 00 min"
 

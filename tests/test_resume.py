@@ -8,6 +8,7 @@ import json
 import sqlite3
 
 import pytest
+from conftest import set_args
 
 from batchlab import cli
 from batchlab.engine import RunSpec, train_group
@@ -198,7 +199,7 @@ def test_ctrl_c_in_the_cli_says_how_many_epochs_were_kept_and_the_rerun_continue
     tmp_path, reference, monkeypatch, capsys
 ):
     out = tmp_path / "res"
-    args = ["run", STUDY, *(a for s in SETS for a in ("--set", s)), "--device", "cpu", "--out", str(out)]
+    args = ["run", STUDY, *set_args(SETS), "--device", "cpu", "--out", str(out)]
     epoch = cli.TrainingProgress.epoch
 
     def ctrl_c_after_first_epoch(self, runs, epochs):

@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+from conftest import TINY_SWEEP
 
 from batchlab import executor, runner
 from batchlab.errors import UsageError
@@ -12,7 +13,7 @@ from batchlab.store import Store
 from batchlab.studies import get_study
 
 STUDY = "batch-size-sweep"
-TINY = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16, "seeds": 2}
+TINY = dict(TINY_SWEEP)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

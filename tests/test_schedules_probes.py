@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import rel_diff
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from batchlab.engine import LRSchedule, RunSpec, train_group
 from batchlab.engine.schedules import epoch_plan, lr_factor, lr_table
@@ -76,15 +78,57 @@ def test_geometry_against_direct_formulas():
         assert out["cos_init:a"][r] == pytest.approx(float(a @ a0 / (a.norm() * a0.norm())))
 
 
-@pytest.mark.parametrize("precision", ["bf16", "float64"])
-def test_precision_options_train(precision):
-    spec = RunSpec(
-        train_subset=512, test_subset=128, widths=(32,), batch_size=32, epochs=2, lr=0.1, precision=precision
-    )
-    (res,) = train_group([spec], device="cpu")
+class MatmulDtypes(TorchDispatchMode):
+    """The dtypes of the matrix products' results, forward and backward, as the dispatcher runs them."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ in ("mm", "bmm", "addmm", "baddbmm"):
+            self.dtypes.add(out.dtype)
+        return out
+
+
+@pytest.fixture(scope="module")
+def by_precision():
+    """{precision: (result, dtypes of its matrix products)} of one run trained in each precision."""
+    out = {}
+    for precision in ("float32", "bf16", "float64"):
+        spec = RunSpec(
+            train_subset=512, test_subset=128, widths=(32,), batch_size=32, epochs=2, lr=0.1, precision=precision
+        )
+        with MatmulDtypes() as seen:
+            (res,) = train_group([spec], device="cpu", keep_params=True)
+        out[precision] = res, seen.dtypes
+    return out
+
+
+@pytest.mark.parametrize(
+    "precision, compute, weights",
+    [
+        ("float32", torch.float32, torch.float32),
+        ("bf16", torch.bfloat16, torch.float32),  # bf16 products, float32 master weights
+        ("float64", torch.float64, torch.float64),
+    ],
+)
+def test_precision_options_train(by_precision, precision, compute, weights):
+    res, dtypes = by_precision[precision]
     losses = [m["train_loss"] for m in res.metrics]
     assert res.status == "finished" and losses[-1] < 0.7 * losses[0]
     assert np.isfinite(losses).all()
+    assert dtypes == {compute}  # every matrix product of the forward and backward passes
+    assert {p.dtype for p in res.params.values()} == {weights}
+
+
+def test_bf16_and_float64_change_the_numbers_by_their_rounding(by_precision):
+    """Same seed and data: bf16 (8 bits of mantissa) moves the weights by about 1 %, float64 only by float32's
+    own rounding; an ignored precision flag would give float32's weights exactly."""
+    reference = by_precision["float32"][0].params
+    assert 1e-3 < rel_diff(by_precision["bf16"][0].params, reference) < 0.1
+    assert 0 < rel_diff(by_precision["float64"][0].params, reference) < 1e-5
 
 
 def test_init_norms_of_the_reference_setup():

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run
 
 from batchlab import executor, runner
 from batchlab.cli import run_cli
@@ -23,7 +24,6 @@ from batchlab.studies.common import Results, Study, StudyConfig, StudyOutput
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=2)
 COMMITTED = Path(__file__).parent.parent / "benchmarks" / "results" / "spec02-full-h100-2026-11-23"
 
 
@@ -38,7 +38,7 @@ def test_new_run_options_at_their_defaults_keep_old_keys():
 
 
 def test_task_key_depends_on_kind_args_seed_and_start():
-    run = RunSpec(**TINY)
+    run = tiny_run()
     base = TaskSpec(kind="gradient-norms", args={"examples": 8}, start=Checkpoint(run=run, epoch=1))
     variants = [
         base.model_copy(update={"seed": 1}),
@@ -52,18 +52,18 @@ def test_task_key_depends_on_kind_args_seed_and_start():
 
 def test_checkpoint_after_the_last_epoch_is_rejected():
     with pytest.raises(ValueError, match="after the run's last epoch"):
-        Checkpoint(run=RunSpec(**TINY), epoch=3)
+        Checkpoint(run=tiny_run(), epoch=3)
 
 
 def test_micro_batch_must_divide_the_batch():
     with pytest.raises(ValueError, match="micro_batch 5 must divide"):
-        RunSpec(**TINY, micro_batch=5)
+        tiny_run(micro_batch=5)
 
 
 # --- engine primitives ---------------------------------------------------------------------------------------
 def test_micro_batches_equal_the_direct_batch_in_float64():
     for opt in (dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(optimizer="adam", lr=1e-3)):
-        direct = RunSpec(**TINY, precision="float64", **opt)
+        direct = tiny_run(precision="float64", **opt)
         (a,) = train_group([direct], device="cpu", keep_params=True)
         (b,) = train_group([direct.model_copy(update={"micro_batch": 8})], device="cpu", keep_params=True)
         num = sum((a.params[k] - b.params[k]).pow(2).sum() for k in a.params).sqrt()
@@ -94,7 +94,7 @@ def test_given_example_order_is_used():
     """Feeding each run's own data_order reproduces the default; another order changes the result."""
     from batchlab.engine.data import data_order
 
-    spec = RunSpec(**TINY, precision="float64")
+    spec = tiny_run(precision="float64")
     (default,) = train_group([spec], device="cpu", keep_params=True)
     own = np.stack([data_order(spec.seed, e, 256).numpy() for e in range(2)])
     (fed,) = train_group([spec], device="cpu", keep_params=True, orders=[own])
@@ -107,7 +107,7 @@ def test_given_example_order_is_used():
 
 def test_start_from_given_weights_continues_training():
     """Two epochs straight equal one epoch, then one more epoch started from the epoch-1 checkpoint."""
-    spec = RunSpec(**TINY, precision="float64", lr=0.05)
+    spec = tiny_run(precision="float64", lr=0.05)
     (whole,) = train_group([spec], device="cpu", keep_params=True, checkpoints={1})
     ckpt = {k: v[None] for k, v in whole.checkpoints[1].items()}
     one_more = spec.model_copy(update={"epochs": 1, "data_seed": None})
@@ -122,11 +122,11 @@ def test_start_from_given_weights_continues_training():
 
 
 def test_eval_every_n_steps_and_no_probes():
-    spec = RunSpec(**TINY, eval_every=3)  # 8 steps per epoch, 16 in all
+    spec = tiny_run(eval_every=3)  # 8 steps per epoch, 16 in all
     (res,) = train_group([spec], device="cpu")
     assert [m["step"] for m in res.metrics] == [0, 3, 6, 9, 12, 15, 16]
     assert res.metrics[1]["epoch"] == pytest.approx(3 / 8)
-    (silent,) = train_group([RunSpec(**TINY, probes=())], device="cpu")
+    (silent,) = train_group([tiny_run(probes=())], device="cpu")
     assert silent.metrics == [] and silent.steps == 16
 
 
@@ -136,7 +136,7 @@ def test_a_registered_probe_runs_at_the_cadence():
         lambda ctx: {"n_params": torch.full((ctx.n_runs,), float(sum(p[0].numel() for p in ctx.params.values())))},
     )
     try:
-        (res,) = train_group([RunSpec(**TINY, probes=("param_count",))], device="cpu")
+        (res,) = train_group([tiny_run(probes=("param_count",))], device="cpu")
     finally:
         del PROBES["param_count"]
     assert [m["n_params"] for m in res.metrics] == [784 * 16 + 16 + 16 * 10 + 10] * 3
@@ -152,20 +152,18 @@ def test_an_update_rule_sees_parameter_names():
 
     register_rule("sgd", Recording())
     try:
-        (a,) = train_group([RunSpec(**(TINY | {"epochs": 1}), precision="float64")], device="cpu", keep_params=True)
+        (a,) = train_group([tiny_run(epochs=1, precision="float64")], device="cpu", keep_params=True)
     finally:
         register_rule("sgd", SGD())
     # the plain path, as with the registered rule (the built-in SGD's own folded step rounds differently)
-    (b,) = train_group(
-        [RunSpec(**(TINY | {"epochs": 1}), precision="float64")], device="cpu", keep_params=True, path="autograd"
-    )
+    (b,) = train_group([tiny_run(epochs=1, precision="float64")], device="cpu", keep_params=True, path="autograd")
     assert seen[:4] == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
     assert all(torch.equal(a.params[k], b.params[k]) for k in a.params) and isinstance(RULES["sgd"], SGD)
 
 
 # --- executor --------------------------------------------------------------------------------------------
 def test_execute_a_train_unit_returns_checkpoints_asked_for_and_the_environment():
-    specs = (RunSpec(**TINY, seed=0), RunSpec(**TINY, seed=1))
+    specs = (tiny_run(seed=0), tiny_run(seed=1))
     results = execute(TrainUnit(specs, {specs[0].key: (0, 2)}), "cpu")
     assert set(results[0].checkpoints) == {0, 2} and results[1].checkpoints == {}
     assert results[0].env["device_type"] == "cpu" and results[0].env["torch"] == torch.__version__
@@ -174,13 +172,30 @@ def test_execute_a_train_unit_returns_checkpoints_asked_for_and_the_environment(
 
 
 def test_execute_a_task_unit():
-    run = RunSpec(**TINY)
+    run = tiny_run()
     (trained,) = train_group([run], device="cpu", checkpoints={2})
-    task = TaskSpec(kind="gradient-norms", args={"examples": 16}, start=Checkpoint(run=run, epoch=2))
+    task = TaskSpec(kind="gradient-norms", args={"examples": 256}, start=Checkpoint(run=run, epoch=2))
     result = execute(TaskUnit(task, trained.checkpoints[2]), "cpu")
-    assert result.status == "finished" and result.arrays["sq_norms"].shape == (16,)
-    # E||g_i||^2 >= ||mean g||^2 (Jensen): the gap is the per-example variance
-    assert result.scalars["mean_sq_norm"] >= result.scalars["sq_norm_of_mean"] > 0
+    assert result.status == "finished" and result.arrays["sq_norms"].shape == (256,)
+    # all 256 training examples (in a drawn order): against single-example backward passes at the checkpoint,
+    # and ||mean g||^2 against one backward pass of the whole set's mean loss
+    from batchlab.engine.data import load_for, template_model
+
+    data = load_for(run, torch.device("cpu"))
+    module = template_model(run, data)
+    module.load_state_dict({k.removeprefix("param:"): torch.as_tensor(v) for k, v in trained.checkpoints[2].items()})
+
+    def sq_norm_of_grad(x, y) -> float:
+        module.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        return sum(float(p.grad.double().square().sum()) for p in module.parameters())
+
+    singles = [sq_norm_of_grad(data.x_train[i : i + 1], data.y_train[i : i + 1]) for i in range(256)]
+    np.testing.assert_allclose(np.sort(result.arrays["sq_norms"]), np.sort(singles), rtol=1e-5)
+    assert result.scalars["mean_sq_norm"] == pytest.approx(np.mean(singles), rel=1e-5)
+    assert result.scalars["sq_norm_of_mean"] == pytest.approx(sq_norm_of_grad(data.x_train, data.y_train), rel=1e-5)
+    # E||g_i||^2 > ||mean g||^2 (Jensen): the gap is the per-example variance
+    assert result.scalars["mean_sq_norm"] > result.scalars["sq_norm_of_mean"]
 
 
 # --- the driver: runs before tasks, checkpoints as artifacts, nothing twice -------------------------------------

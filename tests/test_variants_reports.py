@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 import torch
+from conftest import cli_run
 
-from batchlab import cli, explorer, runner
+from batchlab import explorer, runner
 from batchlab.report.figures import figure_problems, missing_formats
 from batchlab.report.variants import MAX_LABEL, report_dir_name, variant_label
 from batchlab.store import Store
@@ -29,12 +30,6 @@ def shrink(monkeypatch) -> None:
 @pytest.fixture()
 def tiny_quick(monkeypatch):
     shrink(monkeypatch)
-
-
-def cli_run(capsys, *args):
-    code = cli.run_cli([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def final_acc(study_dir) -> list[str]:
