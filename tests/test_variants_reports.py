@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from batchlab import cli, explorer, runner
-from batchlab.report.figures import figure_problems, missing_formats
+from batchlab.report.figure_checks import figure_problems
+from batchlab.report.figure_files import missing_formats
 from batchlab.report.variants import MAX_LABEL, report_dir_name, variant_label
 from batchlab.store import Store
 from batchlab.studies import get_study

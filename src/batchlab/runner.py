@@ -33,9 +33,12 @@ from .engine.train import PartialState
 from .env import environment
 from .errors import UsageError, one_line
 from .executor import LocalExecutor, TaskUnit, TrainUnit
+from .files import atomic_write_text
+from .outputs import FigureRef, Table, json_ready, write_csv
 from .ray_executor import RayExecutor, UnitFailure, UnitsFailed, failure_message
-from .report.figures import fit_text, save_figure
-from .report.html import FigureRef, Table, atomic_write_text, json_ready, write_csv, write_study_report
+from .report.figure_files import save_figure
+from .report.figure_fit import fit_text
+from .report.html import write_study_report
 from .report.variants import describe, overrides, report_dir_name, set_value, variant_label
 from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
