@@ -604,7 +604,7 @@ def noise_scale_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the example draw and the bootstrap."),
 ) -> None:
     """Which batch size for your own model? Its gradient noise scale B_simple (McCandlish et al. 2018)."""
-    from .noise import describe, load_factory, noise_scale
+    from .noise import format_noise_scale, load_factory, noise_scale
     from .runner import check_device
 
     dev = check_device(device)
@@ -613,7 +613,7 @@ def noise_scale_command(
         result = noise_scale(net, loss_fn, data, samples=samples, estimator=estimator, device=dev, seed=seed)
     except (ValueError, TypeError, ImportError) as e:
         raise UsageError(f"--model {model}: {' '.join(str(e).split())}") from None
-    out_console.print(describe(result), highlight=False, markup=False, soft_wrap=True)
+    out_console.print(format_noise_scale(result), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -17,7 +17,6 @@ bias), summed over layers (Goodfellow 2015's trick, extended from norms to inner
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -25,7 +24,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ..analysis import noise
 from ..datasets import regression_problem
 from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
 from ..models import MLP
@@ -303,15 +301,3 @@ def _two_batch_norms(args, ctx, run, data, base, params, buffers, gen) -> tuple[
             norms.append(sum(g.flatten(1).double().pow(2).sum(1) for g in grads).cpu())
         out.append(torch.cat(norms).numpy())
     return out[0], out[1]
-
-
-def two_batch_estimates(small_sq: np.ndarray, big_sq: np.ndarray, b_small: float, b_big: float) -> dict:
-    """|G|^2, tr(Sigma) and B_simple (NaN when |G|^2 <= 0) from the mean squared norms of small- and
-    big-batch gradients (the formulas: `batchlab.analysis.noise.two_batch_estimates`)."""
-    est = noise.two_batch_estimates(small_sq, big_sq, int(b_small), int(b_big))
-    b = est.b_simple
-    return {
-        "grad_sq_norm": est.grad_sq_norm,
-        "trace_sigma": est.trace_sigma,
-        "b_simple": b if math.isfinite(b) else math.nan,
-    }
