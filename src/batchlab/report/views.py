@@ -228,9 +228,9 @@ def figure_view(f: FigureRef, index: int) -> dict:
 def configuration_view(profile: str | None, overrides: Mapping, config: Mapping | None) -> dict:
     """Which configuration a page shows: a line (the profile, and ``key=value`` for each override) and the
     rows of the full config, ``(key, value, overridden)``."""
-    from .variants import set_value
+    from .overrides import format_set_value
 
-    line = " ".join(f"--set {k}={set_value(v)}" for k, v in overrides.items())  # as typed: copy, paste
+    line = " ".join(f"--set {k}={format_set_value(v)}" for k, v in overrides.items())  # as typed: copy, paste
     return {
         "profile": profile or "",
         "overrides": line,
