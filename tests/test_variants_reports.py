@@ -160,9 +160,9 @@ def test_index_lists_variants_apart_with_links_and_the_explorer_still_works(tiny
     )
     html = index.read_text()
     assert f'href="{STUDY}/report.html"' in html
-    head, variants = html.split('<section id="variants">')
+    head, overridden = html.split('<section id="overridden-runs">')
     assert f"{STUDY}@" not in head  # the claims and the studies above are the plain profile's
-    assert f'<a href="{STUDY}@lr=0.05,seeds=1/report.html">lr=0.05, seeds=1</a>' in variants
+    assert f'<a href="{STUDY}@lr=0.05,seeds=1/report.html">lr=0.05, seeds=1</a>' in overridden
     page = (tmp_path / f"{STUDY}@lr=0.05,seeds=1" / "report.html").read_text()
     assert '<span class="mono overrides">--set lr=0.05 --set seeds=1</span>' in page
     code, _, err = cli_run(capsys, "explore", "--out", tmp_path)

@@ -762,7 +762,7 @@ def write_reproduction_index(
         studies=studies,
         claims=claims,
         total_wall_s=total_wall_s,
-        variants=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
+        overridden_runs=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
     )
 
 

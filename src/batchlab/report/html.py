@@ -117,7 +117,7 @@ def render_index(
     studies: list[dict],
     claims: list[Claim],
     total_wall_s: float,
-    variants: list[dict] | None = None,
+    overridden_runs: list[dict] | None = None,
 ) -> str:
     """The reproduction summary page as an HTML string (see :func:`write_index`)."""
     profile = (meta or {}).get("profile")
@@ -168,7 +168,7 @@ def render_index(
                 sum(float(v["compute_s"]) for v in study_views if is_numeric(v["compute_s"]))
             ),
             show_compute=any(is_numeric(v["compute_s"]) for v in study_views),
-            variants=list(variants or []),
+            overridden_runs=list(overridden_runs or []),
             version=_version(),
         )
     )
@@ -184,10 +184,10 @@ def write_index(path: Path, **fields) -> Path:
     study's report, with the recorded full-protocol verdict beside it when there is one), what was run,
     and the time per study.
 
-    `fields` are those of :func:`render_index` (title, meta, studies, claims, total_wall_s, variants).
+    `fields` are those of :func:`render_index` (title, meta, studies, claims, total_wall_s, overridden_runs).
     ``studies`` are dicts with keys ``name``, ``title``, ``href`` (relative link), ``wall_s``, ``n_runs`` and
     optionally ``n_tasks``, ``trained``, ``reused``, ``compute_s`` (the device time its stored units took when
-    they were computed) and ``claims`` (the ids of the study's claims, for the links). ``variants`` (dicts with
+    they were computed) and ``claims`` (the ids of the study's claims, for the links). ``overridden_runs`` (dicts with
     ``name``, ``profile``, ``overrides``, ``href``, ``updated_at``) are the studies' runs with ``--set`` overrides
     in the store: listed apart, below, since the claims above are those of the plain profile.
     """
