@@ -11,6 +11,8 @@ from pathlib import Path
 from ..claims import VERDICTS, Claim
 from ..outputs import FigureRef, Table, table_columns
 from .formatting import format_duration, format_value, is_numeric, pretty_json
+from .overrides import format_set_value
+from .recorded import MINIATURE_NOTE, is_key_number, key_numbers, recorded_claim
 
 _LABELS = {
     "config": "Configuration",
@@ -91,8 +93,6 @@ def claim_anchor(claim_id: str) -> str:
 
 def _recorded_view(c: Claim, profile: str | None) -> dict | None:
     """The recorded full-protocol verdict of this claim, when one is shipped and this run's profile differs."""
-    from .recorded import MINIATURE_NOTE, key_numbers, recorded_claim
-
     found = recorded_claim(c.id)
     if found is None:
         return None
@@ -119,8 +119,6 @@ def _recorded_view(c: Claim, profile: str | None) -> dict | None:
 
 def key_first(evidence: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Evidence with its key numbers (estimates, accuracies, ratios) before p-values, test names and seed counts."""
-    from .recorded import is_key_number
-
     return [e for e in evidence if is_key_number(e[0])] + [e for e in evidence if not is_key_number(e[0])]
 
 
@@ -228,8 +226,6 @@ def figure_view(f: FigureRef, index: int) -> dict:
 def configuration_view(profile: str | None, overrides: Mapping, config: Mapping | None) -> dict:
     """Which configuration a page shows: a line (the profile, and ``key=value`` for each override) and the
     rows of the full config, ``(key, value, overridden)``."""
-    from .overrides import format_set_value
-
     line = " ".join(f"--set {k}={format_set_value(v)}" for k, v in overrides.items())  # as typed: copy, paste
     return {
         "profile": profile or "",
