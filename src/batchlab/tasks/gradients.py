@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ..analysis.noise import per_example_formulas
 from ..datasets import regression_problem
 from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
 from ..models import MLP
@@ -261,7 +262,7 @@ def noise_scale_task(args: NoiseScaleArgs, ctx: TaskContext) -> TaskOutput:
     weights = torch.cat([ones, counts]) / n  # row 0: the sample itself
     mean_sq = quadratic_forms(gram, weights)  # ||gbar||^2 of the sample and of each resample
     sum_sq = (torch.cat([ones, counts]) * gram.diagonal()).sum(1)  # sum_i ||g_i||^2
-    trace = (sum_sq - n * mean_sq) / (n - 1)
+    _, trace = per_example_formulas(sum_sq, mean_sq, n)  # tr(Sigma) of the sample and of each resample
     # the n examples are drawn without replacement from the n_train of the training set: the variance
     # of their mean is (1 - n / n_train) tr(Sigma) / n (finite population correction; at n = 4096 of 10k
     # leaving it out would bias |G|^2 down by tr(Sigma) / n_train, 10 % of it at the quick early checkpoint)
