@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from batchlab.datasets import load_dataset
-from batchlab.noise import describe, noise_scale
+from batchlab.noise import format_noise_scale, noise_scale
 
 TRAIN_EXAMPLES = 4096  # the first MNIST training images (MNIST ships inside batchlab)
 BATCH = 64
@@ -71,7 +71,7 @@ def main() -> None:
             accuracy = (model(x).argmax(1) == y).float().mean().item()
         ns = noise_scale(model, loss_fn, (x, y), samples=SAMPLES, seed=0)
         print(f"after {steps} steps of SGD (batch {BATCH}), training accuracy {accuracy:.1%}:")
-        print(describe(ns))
+        print(format_noise_scale(ns))
         print()
 
 

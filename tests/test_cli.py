@@ -286,7 +286,8 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     # every figure of every study is checked as it is saved: title, axis labels, legend, colour-bar label, and
     # for print: at most 7 in wide, no text under 8 pt, no legend over the data
     from batchlab import runner
-    from batchlab.report.figures import figure_problems, missing_formats
+    from batchlab.report.figure_checks import figure_problems
+    from batchlab.report.figure_files import missing_formats
 
     problems, saved = {}, runner.save_figure
 

@@ -74,7 +74,7 @@ def test_show_prints_every_key_with_default_quick_value_help_and_the_claims(caps
     quick = study.config("quick")
     for key, field in study.Config.model_fields.items():
         row = next(line for line in lines if line.startswith(f"{key} "))
-        assert row.split()[-1] == cli.set_value(getattr(quick, key)), row  # the quick column
+        assert row.split()[-1] == cli.format_set_value(getattr(quick, key)), row  # the quick column
         at = lines.index(row) + 1
         help_lines = lines[at : next(i for i in range(at, len(lines)) if not lines[i].startswith("    "))]
         assert " ".join(h.strip() for h in help_lines) == field.description  # wrapped to the terminal

@@ -26,6 +26,7 @@ from batchlab.studies import REGISTRY
 from batchlab.studies.equivalence import claims as C
 from batchlab.tasks import TaskContext
 from batchlab.tasks import equivalence as T
+from batchlab.tasks.equivalence_steps import batch_step, mean_grad_step, single_example_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -86,9 +87,9 @@ def test_vectorised_steps_equal_a_literal_loop(examples, model, optimizer):
     loop_c = {k: p.detach() for k, p in c_module.named_parameters()}
 
     spec = T.optimizer_spec(optimizer)
-    single = T.single_example_steps(base, params0, buffers0 or None, x, y, spec, bn_mode="eval", chunk_size=3)
+    single = single_example_steps(base, params0, buffers0 or None, x, y, spec, bn_mode="eval", chunk_size=3)
     assert rel(single.params, loop_b, params0) < 1e-12
-    assert rel(T.mean_grad_step(params0, single.mean_grad, spec), loop_c, params0) < 1e-12
+    assert rel(mean_grad_step(params0, single.mean_grad, spec), loop_c, params0) < 1e-12
     for k, b in single.buffers.items():  # eval mode leaves the running statistics where they were
         assert torch.equal(b, buffers0[k])
 
@@ -104,7 +105,7 @@ def test_batch_step_equals_torch_optim(examples, model):
     opt = torch_optimizer("momentum", m.parameters())
     F.cross_entropy(m(x), y).backward()
     opt.step()
-    a_params, a_buffers = T.batch_step(base, params0, buffers0 or None, x, y, T.optimizer_spec("momentum"))
+    a_params, a_buffers = batch_step(base, params0, buffers0 or None, x, y, T.optimizer_spec("momentum"))
     assert rel(a_params, dict(m.named_parameters()), params0) < 1e-12
     for k, b in m.named_buffers():
         torch.testing.assert_close(a_buffers[k], b, rtol=1e-12, atol=1e-15)

@@ -7,17 +7,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from batchlab.report.figures import (
-    band,
-    config_colors,
-    figure_problems,
-    fit_text,
-    legend_below,
-    missing_formats,
-    new_figure,
-    save_figure,
-    zoom_accuracy,
-)
+from batchlab.report.figure_checks import figure_problems
+from batchlab.report.figure_files import missing_formats, save_figure
+from batchlab.report.figure_fit import fit_text
+from batchlab.report.figures import band, config_colors, legend_below, new_figure, zoom_accuracy
 from batchlab.report.style import COLUMN_WIDTH, MIN_FONT_PT, MIN_ROW_HEIGHT, PAGE_WIDTH, PALETTE, RC
 
 

@@ -22,7 +22,7 @@ from batchlab.analysis.noise import (
     percentile_interval,
     two_batch_estimates,
 )
-from batchlab.noise import describe, format_b, load_factory, noise_scale, per_example_grads
+from batchlab.noise import estimators, format_b, format_noise_scale, load_factory, module_per_example_grads, noise_scale
 
 MSE = nn.MSELoss()
 
@@ -96,7 +96,7 @@ def test_per_example_estimator_on_linear_regression_equals_the_closed_form():
 def test_per_example_estimates_from_norms_equal_the_definitions():
     grads = torch.randn(50, 7, dtype=torch.float64) + 0.3
     mean = grads.mean(0)
-    est = per_example_estimates(grads.square().sum(1), float(mean.square().sum()))
+    est = per_example_estimates(float(grads.square().sum()), float(mean.square().sum()), 50)
     grad_sq, trace = brute_force(grads)
     # |G|² is also the mean inner product over pairs of different examples
     gram = grads @ grads.T
@@ -121,14 +121,14 @@ class Scaled(nn.Module):
 
 
 @pytest.mark.parametrize("make", [lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), Scaled])
-def test_per_example_grads_equal_single_example_backward_loop(make):
+def test_module_per_example_grads_equal_single_example_backward_loop(make):
     torch.manual_seed(0)
     model = make().double()
     x = torch.randn(20, 6, dtype=torch.float64)
     y = torch.randint(3, (20,))
     loss_fn = nn.CrossEntropyLoss()
 
-    grads = per_example_grads(model, loss_fn, x, y, chunk=7)
+    grads = module_per_example_grads(model, loss_fn, x, y, chunk=7)
 
     trainable = {k: p for k, p in model.named_parameters() if p.requires_grad}
     assert set(grads) == set(trainable)
@@ -143,7 +143,7 @@ def test_per_example_estimator_on_an_mlp_with_buffers_equals_brute_force():
     torch.manual_seed(1)
     model = Scaled().double()
     x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(3, (40,))
-    grads = per_example_grads(model, nn.CrossEntropyLoss(), x, y)
+    grads = module_per_example_grads(model, nn.CrossEntropyLoss(), x, y)
     grad_sq, trace = brute_force(torch.cat([g.reshape(40, -1) for g in grads.values()], 1))
     ns = noise_scale(model, nn.CrossEntropyLoss(), (x, y), samples=40, estimator="per-example", chunk=16)
     assert rel(ns.grad_sq_norm, grad_sq) < 1e-9 and rel(ns.trace_sigma, trace) < 1e-9
@@ -238,7 +238,7 @@ def test_sketched_bootstrap_gives_nearly_the_exact_interval(monkeypatch):
     y = (x[:, :5] + x[:, 5:10]).argmax(1)
     run = dict(samples=512, estimator="per-example", resamples=500)
     exact = noise_scale(model, nn.CrossEntropyLoss(), (x, y), **run)
-    monkeypatch.setattr(nsm, "FEATURE_BUDGET", 512 * 512)  # k = 512 buckets for 1669 parameters
+    monkeypatch.setattr(estimators, "FEATURE_BUDGET", 512 * 512)  # k = 512 buckets for 1669 parameters
     sketched = noise_scale(model, nn.CrossEntropyLoss(), (x, y), **run)
     assert sketched.b_simple == pytest.approx(exact.b_simple, rel=1e-9)  # the estimate itself is exact
     assert rel(sketched.ci[0], exact.ci[0]) < 0.1 and rel(sketched.ci[1], exact.ci[1]) < 0.1
@@ -402,7 +402,7 @@ def test_from_batchlab_import_noise_scale_is_the_function():
 # --- what is printed -------------------------------------------------------------------------------------
 
 
-def test_recommendation_and_describe_cite_the_paper_and_round_b_simple():
+def test_recommendation_and_format_noise_scale_cite_the_paper_and_round_b_simple():
     model, x, y = regression(1024)
     ns = noise_scale(model, MSE, (x, y), estimator="per-example", resamples=200)
     b = format_b(ns.b_simple)
@@ -410,7 +410,7 @@ def test_recommendation_and_describe_cite_the_paper_and_round_b_simple():
     assert "McCandlish et al. 2018" in ns.recommendation
     assert f"about {b}, doubling the batch still nearly halves" in ns.recommendation
     assert "measure again later in training" in ns.recommendation
-    text = describe(ns)
+    text = format_noise_scale(ns)
     assert text.splitlines()[0] == "Gradient noise scale (per-example estimator, 1024 samples)"
     assert f"B_simple  ≈ {b}" in text and all(len(line) <= 100 for line in text.splitlines())
     assert str(ns).startswith(f"B_simple ≈ {b} (95% CI ")
@@ -422,7 +422,7 @@ def test_a_gradient_below_the_noise_gives_an_unbounded_b_simple_explained_in_wor
     ns = noise_scale(model, MSE, (x, y), estimator="per-example", resamples=200)
     assert ns.grad_sq_norm <= 0 and ns.b_simple == math.inf and ns.ci[1] == math.inf
     assert "too large to measure" in ns.recommendation and "more samples" in ns.recommendation
-    assert "B_simple  ≈ ∞" in describe(ns) and any("|G|² estimate is ≤ 0" in note for note in ns.notes)
+    assert "B_simple  ≈ ∞" in format_noise_scale(ns) and any("|G|² estimate is ≤ 0" in note for note in ns.notes)
 
 
 # --- load_factory ----------------------------------------------------------------------------------------

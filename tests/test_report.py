@@ -12,21 +12,20 @@ import numpy as np
 import pytest
 
 from batchlab.claims import Claim, inconclusive
+from batchlab.files import atomic_write_text
+from batchlab.outputs import FigureRef, Table, write_csv
 from batchlab.report import (
     PALETTE,
-    FigureRef,
-    Table,
     apply_style,
     band,
     bars,
     heatmap,
     new_figure,
     save_figure,
-    write_csv,
     write_index,
     write_study_report,
 )
-from batchlab.report.html import atomic_write_text, format_duration, format_value
+from batchlab.report.formatting import format_duration, format_value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -596,7 +595,7 @@ def test_wide_tables_scroll_with_a_sticky_first_column_and_wrapping_headers(samp
 
 
 def test_figure_problems_names_what_is_missing():
-    from batchlab.report.figures import figure_problems
+    from batchlab.report.figure_checks import figure_problems
 
     fig, axes = new_figure(ncols=2)
     axes[0].plot([0, 1], [0, 1], label="a")

@@ -9,8 +9,9 @@ import torch
 from conftest import cli_run
 
 from batchlab import explorer, runner
-from batchlab.report.figures import figure_problems, missing_formats
-from batchlab.report.variants import MAX_LABEL, report_dir_name, variant_label
+from batchlab.report.figure_checks import figure_problems
+from batchlab.report.figure_files import missing_formats
+from batchlab.report.overrides import MAX_LABEL, overrides_label, report_dir_name
 from batchlab.store import Store
 from batchlab.studies import get_study
 
@@ -154,9 +155,9 @@ def test_index_lists_variants_apart_with_links_and_the_explorer_still_works(tiny
     )
     html = index.read_text()
     assert f'href="{STUDY}/report.html"' in html
-    head, variants = html.split('<section id="variants">')
+    head, overridden = html.split('<section id="overridden-runs">')
     assert f"{STUDY}@" not in head  # the claims and the studies above are the plain profile's
-    assert f'<a href="{STUDY}@lr=0.05,seeds=1/report.html">lr=0.05, seeds=1</a>' in variants
+    assert f'<a href="{STUDY}@lr=0.05,seeds=1/report.html">lr=0.05, seeds=1</a>' in overridden
     page = (tmp_path / f"{STUDY}@lr=0.05,seeds=1" / "report.html").read_text()
     assert '<span class="mono overrides">--set lr=0.05 --set seeds=1</span>' in page
     code, _, err = cli_run(capsys, "explore", "--out", tmp_path)
@@ -167,14 +168,16 @@ def test_index_lists_variants_apart_with_links_and_the_explorer_still_works(tiny
     assert len(records) == 2 and keys >= {k for r in records for k in r["run_keys"]}
 
 
-def test_variant_labels_are_sorted_readable_safe_and_short():
-    assert variant_label({}) == "" and report_dir_name(STUDY, "") == STUDY
-    assert variant_label({"seeds": 5, "lr": 0.05}) == "lr=0.05,seeds=5"
-    assert variant_label({"batch_sizes": [32, 128], "widths": [64], "x": None}) == "batch_sizes=32+128,widths=64,x=none"
-    unsafe = variant_label({"dataset": "a/b c"})
+def test_overrides_labels_are_sorted_readable_safe_and_short():
+    assert overrides_label({}) == "" and report_dir_name(STUDY, "") == STUDY
+    assert overrides_label({"seeds": 5, "lr": 0.05}) == "lr=0.05,seeds=5"
+    assert (
+        overrides_label({"batch_sizes": [32, 128], "widths": [64], "x": None}) == "batch_sizes=32+128,widths=64,x=none"
+    )
+    unsafe = overrides_label({"dataset": "a/b c"})
     assert unsafe.startswith("dataset=a-b-c~") and len(unsafe) == len("dataset=a-b-c~") + 8
-    assert unsafe != variant_label({"dataset": "a-b-c"})  # the hash keeps the two apart
+    assert unsafe != overrides_label({"dataset": "a-b-c"})  # the hash keeps the two apart
     long = {"batch_sizes": list(range(1, 40))}
-    label = variant_label(long)
+    label = overrides_label(long)
     assert len(label) == MAX_LABEL and label.startswith("batch_sizes=1+2+3") and label[-9] == "~"
-    assert label == variant_label(dict(long)) and label != variant_label({"batch_sizes": list(range(1, 41))})
+    assert label == overrides_label(dict(long)) and label != overrides_label({"batch_sizes": list(range(1, 41))})

@@ -29,7 +29,7 @@ from .datasets import DataError
 from .errors import UsageError
 from .executor import LocalExecutor
 from .ray_executor import UnitsFailed
-from .report.variants import set_value
+from .report.overrides import format_set_value
 from .runner import Monitor
 from .timing import clock
 
@@ -318,13 +318,12 @@ def started(executor):
 
 def print_dry_run(preps) -> None:
     """What `run`/`reproduce` would compute, per study and (several studies) in all; nothing is written."""
-    from .preview import describe as describe_plan
-    from .preview import dry_run, summary
+    from .preview import dry_run, dry_run_lines, summary
 
     plans = []
     for prep in preps:
         plans.append(dry_run(prep))
-        for line in describe_plan(plans[-1], prep.out):
+        for line in dry_run_lines(plans[-1], prep.out):
             out_console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in summary(plans, preps[0].out):
         out_console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -359,7 +358,7 @@ def main_options(
 @app.command()
 def show(study: str = typer.Argument(..., help="Study name (see `batchlab list`).")) -> None:
     """Describe a study: its claims, profiles and config keys (type, default, quick value, help)."""
-    describe_study(study)
+    print_study(study)
 
 
 @app.command("list")
@@ -370,7 +369,7 @@ def list_studies(
     from .studies import REGISTRY
 
     if study is not None:
-        describe_study(study)
+        print_study(study)
         return
     table = Table("study", "title", "profiles", title="batchlab studies")
     for name, entry in REGISTRY.items():
@@ -378,7 +377,7 @@ def list_studies(
     out_console.print(table)
 
 
-def describe_study(name: str) -> None:
+def print_study(name: str) -> None:
     """A study's title, description, profiles, and a table of its config keys: type, default, quick value, help.
 
     One line per key (key, type, default, quick-profile value; a quick value that differs from the default
@@ -399,9 +398,9 @@ def describe_study(name: str) -> None:
     header = ("key", "type", "default", *(["quick"] if quick is not None else []))
     rows = []
     for key, field in study.Config.model_fields.items():
-        cells = [key, _type_name(field.annotation), set_value(field.get_default(call_default_factory=True))]
+        cells = [key, _type_name(field.annotation), format_set_value(field.get_default(call_default_factory=True))]
         if quick is not None:
-            cells.append(set_value(getattr(quick, key)))
+            cells.append(format_set_value(getattr(quick, key)))
         rows.append((cells, field.description or ""))
     widths = [max(len(c[i]) for c in [header, *(cells for cells, _ in rows)]) for i in range(len(header))]
 
@@ -437,7 +436,7 @@ def _profile_summary(study, profile: str) -> str:
         return "quick (the default of `run`; its values are in the quick column)"
     if not overrides:
         return f"{profile} (the defaults)"
-    return f"{profile} (the defaults, with {', '.join(f'{k}={set_value(v)}' for k, v in overrides.items())})"
+    return f"{profile} (the defaults, with {', '.join(f'{k}={format_set_value(v)}' for k, v in overrides.items())})"
 
 
 def _type_name(annotation) -> str:
@@ -604,7 +603,7 @@ def noise_scale_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the example draw and the bootstrap."),
 ) -> None:
     """Which batch size for your own model? Its gradient noise scale B_simple (McCandlish et al. 2018)."""
-    from .noise import describe, load_factory, noise_scale
+    from .noise import format_noise_scale, load_factory, noise_scale
     from .runner import check_device
 
     dev = check_device(device)
@@ -613,7 +612,7 @@ def noise_scale_command(
         result = noise_scale(net, loss_fn, data, samples=samples, estimator=estimator, device=dev, seed=seed)
     except (ValueError, TypeError, ImportError) as e:
         raise UsageError(f"--model {model}: {' '.join(str(e).split())}") from None
-    out_console.print(describe(result), highlight=False, markup=False, soft_wrap=True)
+    out_console.print(format_noise_scale(result), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -36,7 +36,8 @@ class Table:
     caption: str = ""
 
 
-def _columns(rows: Iterable[Mapping]) -> list[str]:
+def table_columns(rows: Iterable[Mapping]) -> list[str]:
+    """The union of the rows' keys, in first-seen order: a table's columns."""
     cols: dict[str, None] = {}
     for row in rows:
         for key in row:
@@ -55,7 +56,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 def csv_text(rows: Iterable[Mapping], columns: list[str] | None = None) -> str:
     """``rows`` as CSV text, as :func:`write_csv` writes them (``columns``: the header, default the union of keys)."""
     rows = list(rows)
-    cols = _columns(rows) if columns is None else columns
+    cols = table_columns(rows) if columns is None else columns
     buf = io.StringIO(newline="")
     if cols:
         writer = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")

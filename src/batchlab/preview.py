@@ -246,7 +246,7 @@ def matmul_rate(device: torch.device, n: int = 1024) -> float:
 
 
 # --- in words ------------------------------------------------------------------------------------------
-def describe(plan: StudyPlan, out) -> list[str]:
+def dry_run_lines(plan: StudyPlan, out) -> list[str]:
     """A study's dry run in two lines."""
     stored_runs, stored_tasks = len(plan.runs & plan.stored), len(plan.tasks & plan.stored)
     again = f", {plan.rerun} of them again for a missing checkpoint" if plan.rerun else ""

@@ -33,10 +33,13 @@ from .engine.train import PartialState
 from .env import environment
 from .errors import UsageError, one_line
 from .executor import LocalExecutor, TaskUnit, TrainUnit
+from .files import atomic_write_text
+from .outputs import FigureRef, Table, json_ready, write_csv
 from .ray_executor import RayExecutor, UnitFailure, UnitsFailed, failure_message
-from .report.figures import fit_text, save_figure
-from .report.html import FigureRef, Table, atomic_write_text, json_ready, write_csv, write_study_report
-from .report.variants import describe, overrides, report_dir_name, set_value, variant_label
+from .report.figure_files import save_figure
+from .report.figure_fit import fit_text
+from .report.html import write_study_report
+from .report.overrides import configuration_line, format_set_value, overridden_values, overrides_label, report_dir_name
 from .store import Store, StoreCorruptError, StoreVersionError
 from .studies import Results, Study, get_study
 from .studies.common import StudyConfig, StudyOutput, rounding_evidence, rounding_tasks
@@ -317,12 +320,12 @@ class Prepared:
     @property
     def variant(self) -> str:
         """The label of the keys set away from the profile ("" for none): it names the report's directory."""
-        return variant_label(config_overrides(self.study, self.profile, self.config))
+        return overrides_label(config_overrides(self.study, self.profile, self.config))
 
 
 def config_overrides(study: Study, profile: str, cfg: StudyConfig) -> dict[str, Any]:
     """The keys of `cfg` whose values differ from the profile's (JSON values, sorted by key)."""
-    return overrides(cfg.model_dump(mode="json"), study.config(profile).model_dump(mode="json"))
+    return overridden_values(cfg.model_dump(mode="json"), study.config(profile).model_dump(mode="json"))
 
 
 def prepare(
@@ -595,7 +598,7 @@ def find_record(
     wanted, errors = set(), []
     for p in [profile] if profile else list(study.profiles):
         try:
-            wanted.add((p, variant_label(config_overrides(study, p, make_config(study, p, sets)[0]))))
+            wanted.add((p, overrides_label(config_overrides(study, p, make_config(study, p, sets)[0]))))
         except UsageError as e:
             errors.append(e)
     if not wanted:
@@ -666,7 +669,7 @@ def write_report(
         write_csv(study_dir / "tables" / f"{table.name}.csv", table.rows)
     meta = {
         "profile": record["profile"],
-        "overrides": describe(changed, record["profile"]),
+        "overrides": configuration_line(changed, record["profile"]),
         "seeds": getattr(cfg, "seeds", None),
         "device": env.get("device"),
         "library versions": {k: env.get(k) for k in ("torch", "cuda", "numpy", "python", "batchlab")},
@@ -759,7 +762,7 @@ def write_reproduction_index(
         studies=studies,
         claims=claims,
         total_wall_s=total_wall_s,
-        variants=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
+        overridden_runs=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
     )
 
 
@@ -770,7 +773,9 @@ def variant_view(out: str | Path, record: dict) -> dict:
     return {
         "name": record["name"],
         "profile": record["profile"],
-        "overrides": ", ".join(f"{k}={set_value(v)}" for k, v in overrides.items()) if overrides else record["variant"],
+        "overrides": ", ".join(f"{k}={format_set_value(v)}" for k, v in overrides.items())
+        if overrides
+        else record["variant"],
         "href": page if (Path(out) / page).is_file() else "",
         "updated_at": record["updated_at"],
     }

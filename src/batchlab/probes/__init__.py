@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..analysis.noise import two_batch
+from ..analysis.noise import two_batch_formulas
 from .geometry import geometry, is_weight
 from .metrics import evaluate, per_run_loss
 
@@ -73,7 +73,7 @@ def noise_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(ctx.seed)
     s = torch.stack([ctx.grad_sq_norms(small, gen) for _ in range(NOISE_DRAWS)]).mean(0)
     b = torch.stack([ctx.grad_sq_norms(big, gen) for _ in range(NOISE_DRAWS)]).mean(0)
-    grad_sq_norm, trace_sigma = two_batch(s, b, small, big)
+    grad_sq_norm, trace_sigma = two_batch_formulas(s, b, small, big)
     return {"noise_grad_sq_norm": grad_sq_norm, "noise_trace_sigma": trace_sigma}
 
 

@@ -1,9 +1,13 @@
-"""Figures (matplotlib, PNG + SVG) and self-contained HTML reports."""
+"""Figures (matplotlib: PNG, SVG and PDF) and self-contained HTML reports of what studies produce.
+
+The data they draw (`Table`, `FigureRef`, `StudyOutput`) lives in `batchlab.outputs`.
+"""
 
 from __future__ import annotations
 
-from .figures import PALETTE, apply_style, band, bars, heatmap, new_figure, save_figure
-from .html import FigureRef, Table, write_csv, write_index, write_study_report
+from .figure_files import save_figure
+from .figures import PALETTE, apply_style, band, bars, heatmap, new_figure
+from .html import write_index, write_study_report
 
 __all__ = [
     "PALETTE",
@@ -13,9 +17,6 @@ __all__ = [
     "heatmap",
     "new_figure",
     "save_figure",
-    "FigureRef",
-    "Table",
-    "write_csv",
     "write_index",
     "write_study_report",
 ]

@@ -1,4 +1,4 @@
-"""Figure helpers: one style, a few plot types every study needs, and atomic PNG + SVG + PDF output.
+"""The plot types every study needs, drawn in one style at the size a paper prints them.
 
 Typical use in a study::
 
@@ -8,23 +8,21 @@ Typical use in a study::
     ax.set(xlabel="step", ylabel="test accuracy (%)", title="...")
     zoom_accuracy(ax, top=100)                                     # where the runs differ, not 0..100
     legend_below(fig)                                              # never over the data
-    save_figure(fig, out_dir / "figures", "accuracy_vs_step")
+    save_figure(fig, out_dir / "figures", "accuracy_vs_step")  # figure_files: PNG, SVG and PDF
 
-:func:`figure_problems` checks a finished figure for what a reader (or a journal) would miss.
+`figure_fit.fit_text` wraps labels to the printed size, `figure_checks.figure_problems` checks a finished
+figure for what a reader (or a journal) would miss.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.ticker import FixedLocator, NullFormatter
 
-from .html import atomic_write_bytes
+from .figure_fit import overlap
 from .style import (
     COLUMN_WIDTH,
     MIN_FONT_PT,
@@ -33,7 +31,6 @@ from .style import (
     PAGE_WIDTH,
     PALETTE,
     PANEL_HEIGHT,
-    SAVE_DPI,
     apply_style,
     color_of,
     config_colors,
@@ -45,16 +42,12 @@ __all__ = [
     "config_colors",
     "color_of",
     "new_figure",
-    "fit_text",
     "zoom_accuracy",
     "legend_below",
-    "missing_formats",
     "band",
     "heatmap",
     "bars",
     "label_points",
-    "save_figure",
-    "figure_problems",
 ]
 
 
@@ -80,87 +73,6 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, heigh
     h = max(h, MIN_ROW_HEIGHT * nrows)
     fig, axes = plt.subplots(nrows=nrows, ncols=ncols, figsize=(w, h), layout="constrained")
     return fig, axes
-
-
-def fit_text(fig):
-    """Wrap every title, axis label and the suptitle that is longer than the room it has (its panel's width,
-    a y label its panel's height, the suptitle the figure's width) onto more lines, and thin tick labels
-    that overlap (first the minor labels of a log axis, then every other major one); returns ``fig``.
-
-    Studies write labels for a wide screen; at a paper's 3.3 or 7 in they would run into the next panel
-    or off the page. Measured after a draw (the constrained layout's sizes), up to three times, since
-    wrapping moves the panels. Idempotent: what fits is left as it is.
-    """
-    import textwrap
-
-    if getattr(fig, "_batchlab_fitted", False):  # fitted already (the runner fits, then save_figure): one layout
-        return fig
-    fig._batchlab_fitted = True
-    for _ in range(3):
-        fig.draw_without_rendering()
-        changed = False
-        sup = getattr(fig, "_suptitle", None)
-        if sup is not None and sup.get_text().strip():
-            changed |= _wrap(sup, 0.98 * fig.bbox.width, vertical=False, fill=textwrap.fill)
-        for ax in fig.axes:
-            if not ax.get_visible():
-                continue
-            box = ax.get_window_extent()
-            for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label):
-                changed |= _wrap(t, box.width, vertical=False, fill=textwrap.fill)
-            changed |= _wrap(ax.yaxis.label, box.height, vertical=True, fill=textwrap.fill)
-            for axis in (ax.xaxis, ax.yaxis):
-                if not _clashing_ticks(axis):
-                    continue
-                if any(t.get_text() for t in axis.get_ticklabels(minor=True)):
-                    axis.set_minor_formatter(NullFormatter())  # crowded minor labels (2x10^1 3x10^1 ...)
-                    changed = True
-                    continue
-                lo, hi = sorted(axis.get_view_interval())
-                locs = [x for x in axis.get_majorticklocs() if lo <= x <= hi]
-                if len(locs) > 2:  # crowded major labels: every other one
-                    axis.set_major_locator(FixedLocator(locs[::2]))
-                    changed = True
-        if not changed:
-            break
-    return fig
-
-
-def _clashing_ticks(axis) -> bool:
-    """Whether two of the tick labels drawn on an axis (major and minor) overlap."""
-    ax = axis.axes
-    span = ax.get_window_extent()
-    lo, hi = (span.x0, span.x1) if axis is ax.xaxis else (span.y0, span.y1)
-    boxes = []
-    for t in [*axis.get_ticklabels(), *axis.get_ticklabels(minor=True)]:
-        if t.get_rotation() % 90:
-            return False  # slanted labels: their upright boxes overlap where the words do not
-        if t.get_visible() and t.get_text().strip():
-            b = t.get_window_extent()
-            centre = (b.x0 + b.x1) / 2 if axis is ax.xaxis else (b.y0 + b.y1) / 2
-            if lo - 1 <= centre <= hi + 1:  # matplotlib keeps labels of ticks outside the view: not drawn
-                boxes.append(b.extents)
-    return any(_overlap(a, b) > 1.0 for i, a in enumerate(boxes) for b in boxes[i + 1 :])
-
-
-def _wrap(text, room: float, *, vertical: bool, fill) -> bool:
-    """Break ``text`` into lines short enough for ``room`` (display units); whether it changed."""
-    content = text.get_text()
-    if not text.get_visible() or not content.strip() or room <= 0:
-        return False
-    box = text.get_window_extent()
-    length = box.height if vertical else box.width
-    if length <= room + 0.5:
-        return False
-    chars = max(len(line) for line in content.split("\n"))
-    width = max(12, int(chars * room / length * 0.95))
-    if width >= chars:
-        return False  # no shorter line is possible
-    wrapped = fill(" ".join(content.split()), width)
-    if wrapped == content:
-        return False
-    text.set_text(wrapped)
-    return True
 
 
 def zoom_accuracy(ax, *, tail: float = 0.5, margin: float = 0.15, top: float | None = None) -> tuple[float, float]:
@@ -422,13 +334,6 @@ def bars(
     return containers
 
 
-def _overlap(a, b) -> float:
-    """Area shared by two boxes (x0, y0, x1, y1)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    return w * h if w > 0 and h > 0 else 0.0
-
-
 def label_points(ax, xs, ys, labels, *, fontsize: float = MIN_FONT_PT, color: str = "#333333", marker_pt: float = 4.5):
     """Write ``labels[i]`` beside the point ``(xs[i], ys[i])`` so that no two labels overlap; returns the texts.
 
@@ -478,7 +383,7 @@ def label_points(ax, xs, ys, labels, *, fontsize: float = MIN_FONT_PT, color: st
                 box = (px + dx, py + dy, px + dx + width, py + dy + height)
                 inside = frame[0] <= box[0] and box[2] <= frame[2] and frame[1] <= box[1] and box[3] <= frame[3]
                 others = [o for j, o in enumerate(obstacles) if j != i]
-                cost = sum(_overlap(box, o) for o in placed + others) + (0.0 if inside else 1e6)
+                cost = sum(overlap(box, o) for o in placed + others) + (0.0 if inside else 1e6)
                 if best is None or cost < best[0]:
                     best = (cost, dx, dy, box, reach)
                 if cost == 0:
@@ -503,249 +408,3 @@ def label_points(ax, xs, ys, labels, *, fontsize: float = MIN_FONT_PT, color: st
             zorder=4,
         )
     return texts
-
-
-def _title(ax) -> str:
-    return " ".join(ax.get_title(loc=loc) for loc in ("left", "center", "right")).strip()
-
-
-def _is_colorbar(ax) -> bool:
-    return ax.get_label() == "<colorbar>" or getattr(ax, "_colorbar", None) is not None
-
-
-def _has_data(ax) -> bool:
-    return bool(ax.lines or ax.collections or ax.images or ax.patches or ax.containers)
-
-
-def figure_problems(fig) -> list[str]:
-    """What a reader would miss in ``fig``, as sentences; empty when it is complete.
-
-    Every figure has a title (``fig.suptitle``, or the title of its only panel); every panel that shows
-    data has a title, an x and a y label (a twin axis only its y label); a colour bar has a label; and
-    the labels of a panel with two or more labelled series are all in a legend (its own, another
-    panel's or the figure's). Units cannot be checked here: write them into the labels.
-
-    For print: the figure is at most a page (7 in) wide; no text is smaller than 8 pt at that size; every
-    title, label and axis fits inside the figure, none overlaps another, and no two tick labels of an axis
-    overlap (:func:`fit_text` wraps and thins what it can); no panel is squeezed below 0.6 in; and no
-    legend inside a panel covers its lines, points or bars (a legend below the panels, see
-    :func:`legend_below`, never does). Whether the PDF was written beside the PNG is
-    :func:`missing_formats`' question.
-    """
-    problems = []
-    axes = [ax for ax in fig.axes if ax.get_visible()]
-    panels = [ax for ax in axes if not _is_colorbar(ax) and _has_data(ax)]
-    suptitle = fig._suptitle.get_text().strip() if getattr(fig, "_suptitle", None) is not None else ""
-    title = _title
-
-    if not suptitle and not (len(panels) == 1 and title(panels[0])):
-        problems.append("the figure has no title (fig.suptitle, or a title on its only panel)")
-    legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
-    in_a_legend = {t.get_text() for leg in legends for t in leg.get_texts()}
-    seen: list[tuple] = []
-    for i, ax in enumerate(panels):
-        name = f"panel {i + 1}" + (f" ({title(ax)!r})" if title(ax) else "")
-        twin = tuple(ax.get_position().bounds) in seen  # twinx: a second y axis on an earlier panel
-        seen.append(tuple(ax.get_position().bounds))
-        if not title(ax) and len(panels) > 1 and not twin:
-            problems.append(f"{name} has no title")
-        if not ax.get_xlabel().strip() and not twin:
-            problems.append(f"{name} has no x label")
-        if not ax.get_ylabel().strip():
-            problems.append(f"{name} has no y label")
-        labelled = [lbl for lbl in ax.get_legend_handles_labels()[1] if lbl and not lbl.startswith("_")]
-        missing = [lbl for lbl in labelled if lbl not in in_a_legend]
-        if len(labelled) >= 2 and missing:  # a legend shared with another panel is as good as its own
-            problems.append(f"{name} has {len(labelled)} labelled series but no legend names {missing[0]!r}")
-    for ax in axes:
-        if _is_colorbar(ax) and not (ax.get_ylabel().strip() or ax.get_xlabel().strip()):
-            problems.append("a colour bar has no label")
-    if fig.get_figwidth() > PAGE_WIDTH + 0.01:
-        problems.append(f"the figure is {fig.get_figwidth():.3g} in wide, more than a page ({PAGE_WIDTH:g} in)")
-    small = sorted(
-        {(t.get_fontsize(), t.get_text()) for t in _texts(fig) if t.get_fontsize() < MIN_FONT_PT - 1e-9},
-        key=lambda x: x[0],
-    )
-    if small:
-        size, text = small[0]
-        problems.append(f"{len(small)} texts are smaller than {MIN_FONT_PT:g} pt (e.g. {text!r} at {size:g} pt)")
-    problems += text_clashes(fig, draw=False)  # _texts drew it
-    for i, ax in enumerate(panels):
-        box = ax.get_window_extent()  # drawn by _texts: the constrained layout's final size
-        w, h = box.width / fig.dpi, box.height / fig.dpi
-        if min(w, h) < MIN_PANEL_IN:
-            problems.append(f"panel {i + 1} is only {w:.2g} x {h:.2g} in: its labels and legends leave no room")
-    problems += legend_overlaps(fig, draw=False)
-    return problems
-
-
-def _texts(fig):
-    """The visible, non-empty texts of a figure (tick labels, titles, legends, annotations)."""
-    from matplotlib.text import Text
-
-    fig.draw_without_rendering()  # tick labels exist once drawn
-    return [
-        t
-        for t in fig.findobj(Text)
-        if t.get_visible() and t.get_text().strip() and t.get_figure() is not None and _shown(t)
-    ]
-
-
-def _shown(artist) -> bool:
-    """Whether an artist is drawn: it and every parent visible (an invisible axes hides its texts)."""
-    axes = getattr(artist, "axes", None)
-    return artist.get_visible() and (axes is None or axes.get_visible())
-
-
-def text_clashes(fig, *, draw: bool = True) -> list[str]:
-    """Texts cut off at the figure's edge, and titles, axis labels and legends that overlap one another
-    (a long y label running into the next panel's title): what a cramped layout does, as sentences.
-    ``draw=False`` when the figure was just drawn (its layout is final)."""
-    if draw:
-        fig.draw_without_rendering()
-    renderer = fig.canvas.get_renderer()
-    frame = fig.bbox
-    problems = []
-
-    def outside(b) -> bool:
-        return b.x0 < frame.x0 - 1 or b.y0 < frame.y0 - 1 or b.x1 > frame.x1 + 1 or b.y1 > frame.y1 + 1
-
-    named = []  # (what, box)
-    for ax in fig.axes:
-        if not ax.get_visible():
-            continue
-        for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label):
-            if t.get_visible() and t.get_text().strip():
-                named.append((repr(t.get_text()), t.get_window_extent()))
-        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
-            box = axis.get_tightbbox(renderer)  # the tick labels drawn (inside the view) and the label
-            where = f"the {name} axis of {_title(ax) or 'a panel'!r}"
-            if axis.get_visible() and box is not None and outside(box):
-                problems.append(f"{where} does not fit in the figure")
-            if axis.get_visible() and _clashing_ticks(axis):
-                problems.append(f"tick labels of {where} overlap")
-        if ax.get_legend() is not None and ax.get_legend().get_visible():
-            named.append(("a legend", ax.get_legend().get_window_extent()))
-    for leg in fig.legends:
-        named.append(("the figure's legend", leg.get_window_extent()))
-    if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text().strip():
-        named.append((repr(fig._suptitle.get_text()), fig._suptitle.get_window_extent()))
-    problems += [f"{what} does not fit in the figure" for what, box in named if outside(box)]
-    for i, (a, box_a) in enumerate(named):
-        for b, box_b in named[i + 1 :]:
-            if _overlap(box_a.extents, box_b.extents) > 1.0:  # more than a pixel's worth of area
-                problems.append(f"{a} overlaps {b}")
-    return problems
-
-
-def legend_overlaps(fig, *, draw: bool = True) -> list[str]:
-    """Legends inside a panel that cover some of its data: a line passing through the legend's box, a
-    marker (of a line or a scatter) or a bar inside it. Each line is followed at 1-pixel steps in display
-    space, so a line that crosses the box between two of its points counts too. Reference lines and spans
-    in axes coordinates (``axhline``, ``axvspan``) are not data. ``draw=False`` when the figure was just drawn."""
-    if draw:
-        fig.draw_without_rendering()
-    problems = []
-    panels = [ax for ax in fig.axes if ax.get_visible() and not _is_colorbar(ax)]
-    for i, ax in enumerate(panels):
-        leg = ax.get_legend()
-        if leg is None or not leg.get_visible():
-            continue
-        box = leg.get_window_extent()
-        # a twin axis shares the panel's area: its data lie under this legend too
-        same = [a for a in panels if a.get_position().bounds == ax.get_position().bounds]
-        covered = next((label for a in same for label in _covered(a, box)), None)
-        if covered is not None:
-            name = covered if covered and not covered.startswith("_") else "a data series"
-            problems.append(f"panel {i + 1}'s legend covers data ({name!r})")
-    return problems
-
-
-def _covered(ax, box):
-    """The labels of the data series of ``ax`` that reach into ``box`` (display coordinates), lazily."""
-    from matplotlib.collections import PathCollection
-    from matplotlib.container import BarContainer
-
-    for line in ax.get_lines():
-        if line.get_visible() and line.get_transform() == ax.transData:
-            xy = ax.transData.transform(np.column_stack(line.get_data()).astype(float))
-            if _enters(xy, box, joined=line.get_linestyle() not in ("None", "", " ")):
-                yield line.get_label()
-    for coll in ax.collections:
-        if isinstance(coll, PathCollection) and coll.get_visible() and len(coll.get_offsets()):
-            xy = coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), dtype=float))
-            if _enters(xy, box, joined=False):
-                yield coll.get_label()
-    for container in ax.containers:
-        if isinstance(container, BarContainer):
-            if any(_overlap(bar.get_window_extent().extents, box.extents) > 1.0 for bar in container):
-                yield container.get_label()
-
-
-def _enters(points: np.ndarray, box, joined: bool) -> bool:
-    """Whether a series (display coordinates; a NaN breaks a line) has a point, or with ``joined`` a
-    segment, strictly inside the box."""
-    if len(points) == 0:
-        return False
-    parts = [points]
-    if joined and len(points) > 1:
-        a, b = points[:-1], points[1:]
-        ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-        a, b = a[ok], b[ok]
-        n = np.minimum(np.hypot(*(b - a).T), 5000).astype(int) + 1  # about one point per pixel
-        seg = np.repeat(np.arange(len(a)), n)
-        t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / np.repeat(n, n)  # 0 .. (n-1)/n per segment
-        parts.append(a[seg] + (b[seg] - a[seg]) * t[:, None])
-    p = np.concatenate(parts)
-    p = p[np.isfinite(p).all(axis=1)]
-    return bool(((p[:, 0] > box.x0) & (p[:, 0] < box.x1) & (p[:, 1] > box.y0) & (p[:, 1] < box.y1)).any())
-
-
-def missing_formats(directory: Path) -> list[str]:
-    """The files missing beside each PNG of a figures directory (its SVG and PDF), as sentences."""
-    directory = Path(directory)
-    return [
-        f"{png.name} has no {png.with_suffix('.' + fmt).name} beside it"
-        for png in sorted(directory.glob("*.png"))
-        for fmt in FORMATS
-        if not png.with_suffix("." + fmt).is_file()
-    ]
-
-
-#: A panel smaller than this (in inches, either way) has been squeezed by its labels: the layout failed.
-MIN_PANEL_IN = 0.6
-
-#: The files of every figure: PNG for the HTML report, SVG and PDF (vector, fonts embedded) for papers.
-FORMATS = ("png", "svg", "pdf")
-
-
-def save_figure(fig, directory: Path, name: str) -> dict[str, Path]:
-    """Write ``directory/name.png`` (150 dpi), ``.svg`` and ``.pdf``, each atomically; close ``fig``.
-
-    Creates ``directory``. Returns ``{"png": path, "svg": path, "pdf": path}``. The PDF embeds its fonts as
-    TrueType (``pdf.fonttype`` 42: text stays text, as journals ask) and carries no date, so the same
-    figure gives the same bytes. The figure is closed even when saving fails, so a long study never
-    accumulates open figures.
-    """
-    import matplotlib.pyplot as plt
-
-    fit_text(fig)
-    directory = Path(directory)
-    if not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise ValueError(f"save_figure: bad figure name {name!r}")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        out: dict[str, Path] = {}
-        for fmt, metadata in (
-            ("png", {"Software": None}),
-            ("svg", {"Date": None, "Creator": None}),
-            ("pdf", {"CreationDate": None, "Creator": None, "Producer": None}),
-        ):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=SAVE_DPI, metadata=metadata)
-            path = directory / f"{name}.{fmt}"
-            atomic_write_bytes(path, buf.getvalue())
-            out[fmt] = path
-        return out
-    finally:
-        plt.close(fig)

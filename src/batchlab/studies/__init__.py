@@ -1,6 +1,10 @@
-"""The study catalogue: one module per family; `REGISTRY` maps a study name to its Study."""
+"""The study catalogue: a package per family, a module per study named after it (`noise-scale` in
+`gradients/noise_scale.py`); `REGISTRY` maps a study name to its Study."""
 
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
 
 from .common import Results, Study, StudyConfig, StudyOutput
 from .dynamics import STUDIES as DYNAMICS
@@ -17,4 +21,9 @@ def get_study(name: str) -> Study:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "get_study", "Study", "StudyConfig", "StudyOutput", "Results"]
+def study_file(name: str) -> Path:
+    """The file that defines a study (what `batchlab show STUDY` points a reader to)."""
+    return Path(inspect.getfile(type(get_study(name))))
+
+
+__all__ = ["REGISTRY", "get_study", "study_file", "Study", "StudyConfig", "StudyOutput", "Results"]

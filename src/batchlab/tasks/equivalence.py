@@ -19,12 +19,13 @@ Differences are measured in float64 whatever the compute precision, per paramete
 all parameters together: max |A-X|, mean |A-X|, the relative difference ||A-X|| / ||A-theta0||
 (the difference measured against the size of the update, the scale that matters) and
 cos(A-theta0, X-theta0). BatchNorm's running buffers are compared on their own.
+
+The three approaches of one step are in `equivalence_steps`, the measures of difference in
+`equivalence_metrics`; this module holds the task kinds, their arguments and their shared setup.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -36,9 +37,10 @@ from ..engine import RunSpec, train_group
 from ..engine.data import compute_dtype, load_for
 from ..engine.optim import StackedOptimizer
 from ..engine.step import accumulate_grads, batch_losses, single_example_stack
-from ..models import Stack, build_model, init_params
-from ..probes import evaluate
+from ..models import build_model, init_params
 from . import TaskContext, TaskError, TaskOutput, register_task
+from .equivalence_metrics import compare, eval_metrics, norm, ratio, signlike_fraction
+from .equivalence_steps import Tensors, batch_step, mean_grad_step, single_example_steps
 
 # The optimizers of the one-step study, each as the RunSpec fields of its update rule.
 OPTIMIZER_SETTINGS: dict[str, dict] = {
@@ -50,10 +52,6 @@ OPTIMIZER_SETTINGS: dict[str, dict] = {
 OptimizerName = Literal["sgd", "momentum", "adam", "weight_decay"]
 Precision = Literal["float32", "float64"]
 BN1D_SINGLE = "bn1d-single-example"
-# A coordinate's update counts as "sign-like" when its size is lr within this fraction (Adam's first step).
-SIGN_TOL = 0.01
-
-Tensors = dict[str, torch.Tensor]
 
 
 def optimizer_spec(name: str, **fields) -> RunSpec:
@@ -63,209 +61,6 @@ def optimizer_spec(name: str, **fields) -> RunSpec:
 
 def has_batchnorm1d(base: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm1d) for m in base.modules())
-
-
-# ------------------------------------------------------------------------------------------------
-# the three approaches of one step
-
-
-def fresh_step(spec: RunSpec, params: Tensors, grads: Tensors) -> None:
-    """One update of every run of a stack ([R, ...] tensors) by `spec`'s rule, from a fresh optimizer state."""
-    ref = next(iter(params.values()))
-    r = ref.shape[0]
-    opt = StackedOptimizer([spec] * r, params)
-    opt.step(
-        params,
-        grads,
-        torch.full((r,), spec.lr, dtype=ref.dtype, device=ref.device),
-        torch.ones(r, dtype=torch.bool, device=ref.device),
-    )
-
-
-def batch_step(
-    base: nn.Module, params0: Tensors, buffers0: Tensors | None, x: torch.Tensor, y: torch.Tensor, spec: RunSpec
-) -> tuple[Tensors, Tensors]:
-    """Approach A: one fresh step of `spec` on the whole batch (mean loss, BatchNorm in train mode).
-
-    Returns the new weights and buffers (BatchNorm's running statistics move once, by the batch's).
-    """
-    stack = single_example_stack(base, params0, buffers0, 1)
-    _, grads = accumulate_grads(
-        lambda xb: batch_losses(stack, xb, y.unsqueeze(0), bn_mode="train"), x.unsqueeze(0), stack.params
-    )
-    fresh_step(spec, stack.params, grads)
-    return ({k: v[0].detach() for k, v in stack.params.items()}, {k: v[0] for k, v in stack.buffers.items()})
-
-
-@dataclass
-class SingleSteps:
-    """What the per-example pass gives: B's weights and buffers, the mean per-example gradient (for C),
-    B formed by averaging the updates theta_i - theta0 instead of the weights, and the mean fraction of
-    coordinates whose single-example update is sign-like (|step| = lr; counted for Adam only, else 0)."""
-
-    params: Tensors
-    buffers: Tensors
-    mean_grad: Tensors
-    params_from_updates: Tensors
-    signlike_single: float
-
-
-def single_example_steps(
-    base: nn.Module,
-    params0: Tensors,
-    buffers0: Tensors | None,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    spec: RunSpec,
-    *,
-    bn_mode: str = "eval",
-    chunk_size: int = 32,
-) -> SingleSteps:
-    """Approach B, vectorised: theta_i = one fresh step of `spec` from theta0 on example i alone, then
-    mean_i theta_i (summed in the compute dtype, chunk by chunk, as a literal average of weights would be).
-
-    Each chunk is a stack of copies of theta0, copy i seeing example i (`bn_mode`: "eval" normalises by
-    the running statistics; "train" by the example's own, impossible for BatchNorm1d).
-    """
-    n = x.shape[0]
-    zeros = {k: torch.zeros_like(v) for k, v in params0.items()}
-    sum_params, sum_updates, sum_grads = dict(zeros), dict(zeros), dict(zeros)
-    sum_buffers: Tensors = {}
-    signlike = 0.0
-    n_coords = sum(v.numel() for v in params0.values())
-    count_signlike = spec.optimizer in ("adam", "adamw")  # only Adam's steps can be sign-like
-    for start in range(0, n, chunk_size):
-        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
-        stack = single_example_stack(base, params0, buffers0, xc.shape[0])
-        _, grads = accumulate_grads(
-            lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), bn_mode=bn_mode), xc.unsqueeze(1), stack.params
-        )
-        fresh_step(spec, stack.params, grads)
-        near_lr = torch.zeros(xc.shape[0], dtype=torch.float64, device=x.device)
-        with torch.no_grad():
-            for k, p in stack.params.items():
-                update = p - params0[k]
-                sum_params[k] = sum_params[k] + p.sum(0)
-                sum_updates[k] = sum_updates[k] + update.sum(0)
-                sum_grads[k] = sum_grads[k] + grads[k].sum(0)
-                if count_signlike:
-                    near_lr += ((update.abs() - spec.lr).abs() <= SIGN_TOL * spec.lr).flatten(1).sum(1).double()
-            for k, b in stack.buffers.items():
-                if b.is_floating_point():
-                    sum_buffers[k] = sum_buffers[k] + b.sum(0) if k in sum_buffers else b.sum(0)
-                else:  # a counter (num_batches_tracked): the same in every copy
-                    sum_buffers[k] = b[0]
-        signlike += float(near_lr.sum()) / n_coords
-    buffers = {k: (v / n if v.is_floating_point() else v) for k, v in sum_buffers.items()}
-    return SingleSteps(
-        params={k: v / n for k, v in sum_params.items()},
-        buffers=buffers,
-        mean_grad={k: v / n for k, v in sum_grads.items()},
-        params_from_updates={k: params0[k] + v / n for k, v in sum_updates.items()},
-        signlike_single=signlike / n,
-    )
-
-
-def mean_grad_step(params0: Tensors, mean_grad: Tensors, spec: RunSpec) -> Tensors:
-    """Approach C: the mean per-example gradient applied as one fresh step of `spec` from theta0."""
-    params = {k: v.detach().clone().unsqueeze(0) for k, v in params0.items()}
-    fresh_step(spec, params, {k: v.unsqueeze(0) for k, v in mean_grad.items()})
-    return {k: v[0] for k, v in params.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# measuring differences
-
-
-def compare(
-    a: Mapping[str, torch.Tensor], x: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor], prefix: str
-) -> dict[str, float]:
-    """max|a-x|, mean|a-x|, ||a-x|| / ||a-ref|| and cos(a-ref, x-ref), per tensor (`<prefix>_max:<name>`...)
-    and over all tensors together (`<prefix>_max`...), computed in float64. Only floating-point tensors."""
-    out: dict[str, float] = {}
-    tot = {"sq": 0.0, "abs": 0.0, "n": 0, "max": 0.0, "den": 0.0, "dot": 0.0, "xx": 0.0}
-    for name in a:
-        if not a[name].is_floating_point():
-            continue
-        av, xv, rv = (t[name].detach().double() for t in (a, x, ref))
-        d, ua, ux = av - xv, av - rv, xv - rv
-        sq, den, dot, xx = (float(t) for t in (d.pow(2).sum(), ua.pow(2).sum(), (ua * ux).sum(), ux.pow(2).sum()))
-        mx, ab = float(d.abs().max()) if d.numel() else 0.0, float(d.abs().sum())
-        out |= {
-            f"{prefix}_max:{name}": mx,
-            f"{prefix}_mean:{name}": ab / max(d.numel(), 1),
-            f"{prefix}_rel:{name}": _ratio(sq**0.5, den**0.5),
-            f"{prefix}_cos:{name}": _cos(dot, den, xx),
-        }
-        tot["sq"] += sq
-        tot["abs"] += ab
-        tot["n"] += d.numel()
-        tot["max"] = max(tot["max"], mx)
-        tot["den"] += den
-        tot["dot"] += dot
-        tot["xx"] += xx
-    out |= {
-        f"{prefix}_max": tot["max"],
-        f"{prefix}_mean": tot["abs"] / max(tot["n"], 1),
-        f"{prefix}_rel": _ratio(tot["sq"] ** 0.5, tot["den"] ** 0.5),
-        f"{prefix}_cos": _cos(tot["dot"], tot["den"], tot["xx"]),
-    }
-    return out
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else float("nan")
-
-
-def _cos(dot: float, aa: float, bb: float) -> float:
-    return dot / (aa * bb) ** 0.5 if aa > 0 and bb > 0 else float("nan")
-
-
-def norm(tensors: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor] | None = None) -> float:
-    """||tensors - ref|| (or ||tensors||) over all floating-point tensors, in float64."""
-    total = 0.0
-    for k, v in tensors.items():
-        if v.is_floating_point():
-            d = v.double() - (0 if ref is None else ref[k].double())
-            total += float(d.pow(2).sum())
-    return total**0.5
-
-
-def signlike_fraction(params: Tensors, ref: Tensors, lr: float) -> float:
-    """Fraction of coordinates whose update |params - ref| is lr (within SIGN_TOL): Adam's first step is ±lr."""
-    hits = sum(
-        int(((p.double() - ref[k].double()).abs() - lr).abs().le(SIGN_TOL * lr).sum()) for k, p in params.items()
-    )
-    return hits / sum(p.numel() for p in params.values())
-
-
-# images per run evaluated at once: a CNN's activations are ~64x an MLP's per image, so `evaluate`'s
-# default chunk (sized for MLPs) would hold gigabytes; this keeps a chunk of 4 runs near 1 GB in float64
-EVAL_IMAGES_PER_RUN = 256
-
-
-@torch.no_grad()
-def eval_metrics(base: nn.Module, weights: Mapping[str, tuple[Tensors, Tensors]], data) -> dict[str, float]:
-    """Test loss and accuracy of each named (params, buffers), BatchNorm by running statistics (eval mode)."""
-    names = list(weights)
-    first_p, first_b = weights[names[0]]
-    params = {k: torch.stack([weights[n][0][k].detach() for n in names]) for k in first_p}
-    buffers = {k: torch.stack([weights[n][1][k] for n in names]) for k in first_b}
-    ref = next(iter(params.values()))
-    stack = Stack.from_params(base, params, buffers if buffers else None, ref.device, ref.dtype)
-    values = evaluate(
-        lambda xc: stack.forward(xc, shared_input=True, bn_mode="eval"),
-        data.x_test,
-        data.y_test,
-        len(names),
-        data.task,
-        max_elements=EVAL_IMAGES_PER_RUN * len(names) * 1024,  # evaluate's chunk: max_elements / (runs x 1024)
-    )
-    out = {}
-    for i, n in enumerate(names):
-        out[f"{n}_test_loss"] = float(values["loss"][i])
-        out[f"{n}_test_acc"] = float(values["acc"][i])
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -361,8 +156,8 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
     c_params = mean_grad_step(params0, single.mean_grad, spec)
     c_buffers = single.buffers
     scalars = compare(a_params, single.params, params0, "AB") | compare(a_params, c_params, params0, "AC")
-    scalars["AB_rel_updates"] = _ratio(norm(a_params, single.params_from_updates), norm(a_params, params0))
-    scalars["BC_rel"] = _ratio(norm(single.params, c_params), norm(a_params, params0))
+    scalars["AB_rel_updates"] = ratio(norm(a_params, single.params_from_updates), norm(a_params, params0))
+    scalars["BC_rel"] = ratio(norm(single.params, c_params), norm(a_params, params0))
     if buffers0:
         float_buffers = {k: v for k, v in a_buffers.items() if v.is_floating_point()}
         scalars |= compare(float_buffers, single.buffers, buffers0, "buf_AB")

@@ -17,7 +17,6 @@ bias), summed over layers (Goodfellow 2015's trick, extended from norms to inner
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ..analysis import noise
+from ..analysis.noise import per_example_formulas
 from ..datasets import regression_problem
 from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
 from ..models import MLP
@@ -263,7 +262,7 @@ def noise_scale_task(args: NoiseScaleArgs, ctx: TaskContext) -> TaskOutput:
     weights = torch.cat([ones, counts]) / n  # row 0: the sample itself
     mean_sq = quadratic_forms(gram, weights)  # ||gbar||^2 of the sample and of each resample
     sum_sq = (torch.cat([ones, counts]) * gram.diagonal()).sum(1)  # sum_i ||g_i||^2
-    trace = (sum_sq - n * mean_sq) / (n - 1)
+    _, trace = per_example_formulas(sum_sq, mean_sq, n)  # tr(Sigma) of the sample and of each resample
     # the n examples are drawn without replacement from the n_train of the training set: the variance
     # of their mean is (1 - n / n_train) tr(Sigma) / n (finite population correction; at n = 4096 of 10k
     # leaving it out would bias |G|^2 down by tr(Sigma) / n_train, 10 % of it at the quick early checkpoint)
@@ -303,15 +302,3 @@ def _two_batch_norms(args, ctx, run, data, base, params, buffers, gen) -> tuple[
             norms.append(sum(g.flatten(1).double().pow(2).sum(1) for g in grads).cpu())
         out.append(torch.cat(norms).numpy())
     return out[0], out[1]
-
-
-def two_batch_estimates(small_sq: np.ndarray, big_sq: np.ndarray, b_small: float, b_big: float) -> dict:
-    """|G|^2, tr(Sigma) and B_simple (NaN when |G|^2 <= 0) from the mean squared norms of small- and
-    big-batch gradients (the formulas: `batchlab.analysis.noise.two_batch_estimates`)."""
-    est = noise.two_batch_estimates(small_sq, big_sq, int(b_small), int(b_big))
-    b = est.b_simple
-    return {
-        "grad_sq_norm": est.grad_sq_norm,
-        "trace_sigma": est.trace_sigma,
-        "b_simple": b if math.isfinite(b) else math.nan,
-    }

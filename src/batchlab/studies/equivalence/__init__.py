@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..common import Study
 from .accumulation import Accumulation, AccumulationConfig
 from .equivalence import Equivalence, EquivalenceConfig
-from .multistep import EquivalenceMultistep, MultistepConfig
+from .equivalence_multistep import EquivalenceMultistep, MultistepConfig
 
 STUDIES: list[Study] = [Equivalence(), EquivalenceMultistep(), Accumulation()]
 

@@ -14,12 +14,12 @@ plans identically, so it is trained once; the measurements are tasks (batchlab.t
 from __future__ import annotations
 
 from ..common import Study
-from .competition import CompetitionConfig, GradientCompetition
-from .noise import NoiseScale, NoiseScaleConfig
+from .gradient_competition import CompetitionConfig, GradientCompetition
+from .gradient_variance import GradientVariance, VarianceConfig
+from .noise_scale import NoiseScaleConfig, NoiseScaleStudy
 from .steps_to_target import StepsConfig, StepsToTarget
-from .variance import GradientVariance, VarianceConfig
 
-STUDIES: list[Study] = [GradientCompetition(), GradientVariance(), NoiseScale(), StepsToTarget()]
+STUDIES: list[Study] = [GradientCompetition(), GradientVariance(), NoiseScaleStudy(), StepsToTarget()]
 
 __all__ = [
     "STUDIES",
@@ -27,7 +27,7 @@ __all__ = [
     "CompetitionConfig",
     "GradientVariance",
     "VarianceConfig",
-    "NoiseScale",
+    "NoiseScaleStudy",
     "NoiseScaleConfig",
     "StepsToTarget",
     "StepsConfig",

@@ -16,11 +16,11 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 from pydantic import Field
 
-from ...analysis.noise import NoiseScaleEMA
+from ...analysis.noise import NoiseScaleEMA, log_centred_interval, log_centred_two_batch_ci, two_batch_estimates
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...tasks.gradients import NoiseScaleArgs, two_batch_estimates
+from ...tasks.gradients import NoiseScaleArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import rule_n1
 from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
@@ -34,30 +34,7 @@ class NoiseScaleConfig(GradientConfig):
     bootstrap: int = Field(400, ge=10, description="Bootstrap resamples for the confidence intervals.")
 
 
-def two_batch_ci(small, big, b_small, b_big, n_boot: int, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap CI of the two-batch B_simple, resampling the draws."""
-    rng = np.random.default_rng(seed)
-    small, big = np.asarray(small), np.asarray(big)
-    boot = []
-    for _ in range(n_boot):
-        i, j = rng.integers(0, len(small), len(small)), rng.integers(0, len(big), len(big))
-        boot.append(two_batch_estimates(small[i], big[j], b_small, b_big)["b_simple"])
-    estimate = two_batch_estimates(small, big, b_small, b_big)["b_simple"]
-    return centred_ci(np.asarray(boot, dtype=float), estimate)
-
-
-def centred_ci(replicates: np.ndarray, estimate: float) -> tuple[float, float]:
-    """95 % CI from bootstrap replicates of a ratio, shifted on the log scale so that their median is the
-    estimate: resampling examples with replacement duplicates some, which biases ||gbar||^2 (hence the
-    ratio) by about tr(Sigma)/N; the shift removes that bias and keeps the replicates' spread."""
-    r = replicates[np.isfinite(replicates) & (replicates > 0)]
-    if r.size < 10 or not np.isfinite(estimate) or estimate <= 0:
-        return (np.nan, np.nan)
-    logs = np.log(r) - np.median(np.log(r)) + np.log(estimate)
-    return (float(np.exp(np.quantile(logs, 0.025))), float(np.exp(np.quantile(logs, 0.975))))
-
-
-class NoiseScale(Study):
+class NoiseScaleStudy(Study):
     name = "noise-scale"
     title = "The gradient noise scale B_simple: which batch size?"
     description = (
@@ -98,13 +75,15 @@ class NoiseScale(Study):
             b_simple = results.scalar(spec, "per_example_b_simple")
             out[regime] = {
                 "per-example B_simple": b_simple,
-                "per-example CI": centred_ci(ratio, b_simple),
+                "per-example CI": log_centred_interval(ratio, b_simple),
                 "per-example tr(Sigma)": results.scalar(spec, "per_example_trace_sigma"),
                 "per-example |G|^2": results.scalar(spec, "per_example_grad_sq_norm"),
-                "two-batch B_simple": tb["b_simple"],
-                "two-batch CI": two_batch_ci(small, big, cfg.small_batch, cfg.big_batch, cfg.bootstrap, cfg.seed),
-                "two-batch tr(Sigma)": tb["trace_sigma"],
-                "two-batch |G|^2": tb["grad_sq_norm"],
+                "two-batch B_simple": tb.b_simple if np.isfinite(tb.b_simple) else np.nan,  # |G|^2 <= 0: NaN
+                "two-batch CI": log_centred_two_batch_ci(
+                    small, big, cfg.small_batch, cfg.big_batch, cfg.bootstrap, cfg.seed
+                ),
+                "two-batch tr(Sigma)": tb.trace_sigma,
+                "two-batch |G|^2": tb.grad_sq_norm,
             }
         return out
 

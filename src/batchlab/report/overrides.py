@@ -1,9 +1,10 @@
-"""What names a report: its study, and the config keys that differ from the study's profile.
+"""`--set` overrides: the config keys that differ from the study's profile, as typed and as a label.
 
-A run with `--set` overrides is a *variant* of its study: its store record and its report directory are
-named `STUDY@<label>` (e.g. `batch-size-sweep@lr=0.05,seeds=5`), so a variant never replaces the report of
-the plain profile (`STUDY/`). The label is a pure function of the two configs, so `batchlab report STUDY
---set ...` finds the same directory and record that `batchlab run` wrote.
+A run with `--set` overrides is recorded and reported under its study's name and the overrides' label,
+`STUDY@<label>` (e.g. `batch-size-sweep@lr=0.05,seeds=5`), so it never replaces the report of the plain
+profile (`STUDY/`). The label is a pure function of the two configs, so `batchlab report STUDY --set ...`
+finds the same directory and record that `batchlab run` wrote. (Not to be confused with the
+gradient-descent-variants study family, `studies/variants`.)
 """
 
 from __future__ import annotations
@@ -19,25 +20,25 @@ MAX_LABEL = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 
 
-def set_value(value: Any) -> str:
+def format_set_value(value: Any) -> str:
     """A config value as it is written after `--set key=` (a list as `a,b`)."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):
-        return ",".join(set_value(v) for v in value)
+        return ",".join(format_set_value(v) for v in value)
     if isinstance(value, Mapping):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return str(value)
 
 
-def overrides(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def overridden_values(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of `config` whose value differs from the profile's `defaults`, sorted by key."""
     return {k: config[k] for k in sorted(config) if k not in defaults or config[k] != defaults[k]}
 
 
-def variant_label(changed: Mapping[str, Any]) -> str:
+def overrides_label(changed: Mapping[str, Any]) -> str:
     """A stable, readable, file-system-safe name for a set of overrides; "" for none.
 
     `key=value` pairs sorted by key, joined by `,`; a list's items joined by `+` (`batch_sizes=32+128`).
@@ -56,16 +57,16 @@ def variant_label(changed: Mapping[str, Any]) -> str:
 def _label_value(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return "+".join(_label_value(v) for v in value)
-    return set_value(value)
+    return format_set_value(value)
 
 
-def report_dir_name(study: str, variant: str) -> str:
+def report_dir_name(study: str, label: str) -> str:
     """The directory (under `--out`) and store record name of a study's report: `STUDY` or `STUDY@label`."""
-    return f"{study}@{variant}" if variant else study
+    return f"{study}@{label}" if label else study
 
 
-def describe(changed: Mapping[str, Any], profile: str) -> str:
+def configuration_line(changed: Mapping[str, Any], profile: str) -> str:
     """One line for people: which configuration a page shows."""
     if not changed:
         return f"the {profile} profile's defaults"
-    return f"the {profile} profile with " + ", ".join(f"{k}={set_value(v)}" for k, v in changed.items())
+    return f"the {profile} profile with " + ", ".join(f"{k}={format_set_value(v)}" for k, v in changed.items())

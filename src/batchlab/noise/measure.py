@@ -1,0 +1,265 @@
+"""`noise_scale(model, loss_fn, data)`: the inputs checked and collected, an estimator chosen (per-example,
+falling back to two-batch), the result with its interval, recommendation and notes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader
+
+from ..analysis.noise import DEFAULT_RESAMPLES, NoiseEstimate
+from .estimators import check_examples_independent, measure_per_example, measure_two_batch, split_weights
+from .text import format_b, recommendation
+
+ESTIMATORS = ("auto", "per-example", "two-batch")
+FEW_DRAWS = 20
+
+Data = tuple[torch.Tensor, torch.Tensor] | DataLoader | Iterable
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """The measured gradient noise scale at the model's current weights.
+
+    `grad_sq_norm` (|G|²) and `trace_sigma` (tr(Σ)) are unbiased estimates; `b_simple` is their ratio
+    (+inf when the |G|² estimate is ≤ 0: the signal is below what the samples can resolve); `ci` is a
+    bootstrap interval at `level`. `batch_sizes` and `draws` describe the two-batch estimator.
+    """
+
+    b_simple: float
+    ci: tuple[float, float]
+    grad_sq_norm: float
+    trace_sigma: float
+    estimator: str
+    samples: int
+    level: float = 0.95
+    batch_sizes: tuple[int, int] | None = None
+    draws: int | None = None
+    recommendation: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        lo, hi = self.ci
+        return (
+            f"B_simple ≈ {format_b(self.b_simple)} ({self.level:.0%} CI {format_b(lo)}–{format_b(hi)}; "
+            f"{self.estimator} estimator, {self.samples} samples)\n"
+            f"|G|² = {self.grad_sq_norm:.4g}, tr(Σ) = {self.trace_sigma:.4g}"
+        )
+
+
+def noise_scale(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    data: Data,
+    *,
+    samples: int = 1024,
+    estimator: str = "auto",
+    batch_sizes: tuple[int, int] | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    level: float = 0.95,
+    chunk: int | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> NoiseScale:
+    """Measure B_simple = tr(Σ)/|G|² of `model` under `loss_fn` on `samples` examples of `data`.
+
+    `loss_fn(output, target)` must average over the batch (reduction="mean"). `data` is `(x, y)` tensors
+    (a seeded random subset of `samples` rows is used, all rows if fewer) or a DataLoader (batches of
+    `(x, y)` are taken until `samples` examples are collected). `batch_sizes=(small, big)` sets the
+    two-batch estimator (default: big = samples // 32, small = big // 8). `chunk` bounds the examples per
+    vmapped chunk or backward pass (memory). `seed` fixes the subset, the draws and the bootstrap.
+    The model is not modified: its parameters and buffers are passed through `functional_call` on
+    `device`, in the model's own train/eval mode (dropout in training mode draws one mask per example).
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples must be an integer of at least 2 (got {samples!r})")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1 (got {level!r})")
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive integer (got {chunk!r})")
+    if not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer (got {resamples!r})")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be callable as loss_fn(output, target)")
+    check_examples_independent(model)
+
+    x, y, notes = _collect(data, samples, seed)
+    n = x.shape[0]
+    if batch_sizes is not None:
+        _check_batch_sizes(batch_sizes, n)
+    device = torch.device(device)
+    params, frozen, buffers = split_weights(model, device)
+    if not params:
+        raise ValueError("the model has no parameters that require gradients")
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
+        notes.append(
+            "dropout is active (training mode): each example draws its own mask, and its noise counts in tr(Σ)"
+        )
+    _check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device)
+
+    if estimator in ("auto", "per-example"):
+        try:
+            est, ci = measure_per_example(
+                model, loss_fn, x, y, params, frozen, buffers, device, chunk, seed, level, resamples
+            )
+        except (RuntimeError, NotImplementedError) as exc:  # torch.func errors, out of memory
+            if estimator == "per-example":
+                raise RuntimeError(
+                    f"per-example gradients with torch.func failed: {_first_line(exc)}; "
+                    "estimator='two-batch' needs only ordinary backward passes"
+                ) from exc
+            notes.append(
+                f"per-example gradients failed under torch.func ({type(exc).__name__}: {_first_line(exc)}); "
+                "used the two-batch estimator instead"
+            )
+        else:
+            return _result(est, ci, "per-example", n, level, None, None, notes)
+
+    small, big = batch_sizes if batch_sizes is not None else default_batch_sizes(n)
+    draws = n // big
+    est, ci = measure_two_batch(
+        model, loss_fn, x, y, params, frozen, buffers, device, small, big, chunk, seed, level, resamples
+    )
+    if draws * big < n:
+        notes.append(f"the two-batch estimator used {draws * big} of the {n} samples ({draws} draws of {big})")
+    if draws < 2:
+        notes.append("one draw only: no confidence interval; use more samples or smaller batch sizes")
+    elif draws < FEW_DRAWS:
+        notes.append(f"only {draws} draws: the bootstrap interval is rough; use more samples or smaller batch sizes")
+    return _result(est, ci, "two-batch", draws * big, level, (small, big), draws, notes)
+
+
+def default_batch_sizes(n: int) -> tuple[int, int]:
+    """(small, big) for the two-batch estimator: 32 draws of a big batch, each cut into 8 small ones.
+
+    The estimate's spread hardly depends on the sizes (it is mostly the samples' own), but its bootstrap
+    interval needs many independent draws."""
+    big = max(2, n // 32)
+    return max(1, big // 8), big
+
+
+def _result(est: NoiseEstimate, ci, estimator, samples, level, batch_sizes, draws, notes) -> NoiseScale:
+    b = est.b_simple
+    if math.isinf(b):
+        notes.append("the |G|² estimate is ≤ 0: the gradient is below the noise these samples can resolve")
+    return NoiseScale(
+        b_simple=b,
+        ci=(float(ci[0]), float(ci[1])),
+        grad_sq_norm=est.grad_sq_norm,
+        trace_sigma=est.trace_sigma,
+        estimator=estimator,
+        samples=samples,
+        level=level,
+        batch_sizes=batch_sizes,
+        draws=draws,
+        recommendation=recommendation(b, ci, samples, level),
+        notes=tuple(notes),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def _collect(data, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """`samples` examples as (x, y): a seeded subset of tensors (in their order), or the first of a loader."""
+    notes: list[str] = []
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
+            raise ValueError("data must be (inputs, targets) tensors or a torch.utils.data.DataLoader")
+        x, y = data
+        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must have the same number of examples (got {_rows(x)} and {_rows(y)})")
+        total = x.shape[0]
+        if total > samples:
+            idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples].sort().values
+            x, y = x[idx.to(x.device)], y[idx.to(y.device)]
+        elif total < samples:
+            notes.append(f"the data has {total} examples; all were used ({samples} asked)")
+    elif isinstance(data, (DataLoader, Iterable)) and not isinstance(data, (str, bytes, torch.Tensor)):
+        xs, ys, count = [], [], 0
+        for batch in data:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError("each batch of the DataLoader must be (inputs, targets)")
+            xb, yb = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+            if xb.dim() == 0 or yb.dim() == 0 or xb.shape[0] != yb.shape[0]:
+                raise ValueError(f"a batch has {_rows(xb)} inputs but {_rows(yb)} targets")
+            xs.append(xb)
+            ys.append(yb)
+            count += xb.shape[0]
+            if count >= samples:
+                break
+        if not xs:
+            raise ValueError("the DataLoader gave no batches")
+        x, y = torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+        if count < samples:
+            notes.append(f"the DataLoader gave only {count} examples; all were used ({samples} asked)")
+    else:
+        raise ValueError(f"data must be (inputs, targets) tensors or a DataLoader (got {type(data).__name__})")
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 examples (the data has {x.shape[0]})")
+    return x, y, notes
+
+
+def _check_batch_sizes(batch_sizes, n: int) -> None:
+    if (
+        not isinstance(batch_sizes, (tuple, list))
+        or len(batch_sizes) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch_sizes)
+    ):
+        raise ValueError(f"batch_sizes must be two integers (small, big) (got {batch_sizes!r})")
+    small, big = batch_sizes
+    if not 1 <= small < big:
+        raise ValueError(f"batch_sizes must satisfy 1 <= small < big (got {small}, {big})")
+    if big > n:
+        raise ValueError(f"the big batch ({big}) is larger than the {n} samples")
+
+
+def _check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device) -> None:
+    """The loss of a few examples together must be a scalar equal to the mean of their own losses."""
+    m = min(4, x.shape[0])
+    xs, ys = x[:m].to(device), y[:m].to(device)
+    weights = (params, frozen, buffers)
+    with torch.no_grad():
+        out = functional_call(model, weights, (xs,))
+        loss = loss_fn(out, ys)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar, the mean over the batch (got {shape})")
+        if not torch.equal(out, functional_call(model, weights, (xs,))):
+            return  # a random model (dropout): the comparison below would not be exact
+        each = torch.stack(
+            [loss_fn(functional_call(model, weights, (xs[i : i + 1],)), ys[i : i + 1]) for i in range(m)]
+        )
+    batch, mean = loss.double().reshape(()), each.double().mean()
+    tol = 1e-3 if loss.dtype in (torch.float32, torch.float64) else 3e-2
+    if abs(batch - mean) <= tol * (abs(mean) + each.double().abs().max()) + 1e-12:
+        return
+    if abs(batch - m * mean) <= tol * m * abs(mean):
+        raise ValueError(
+            f"loss_fn sums over the batch (the loss of {m} examples is {m} times the mean of their losses); "
+            "use reduction='mean'"
+        )
+    raise ValueError(
+        f"the loss of {m} examples together ({float(batch):.6g}) is not the mean of their own losses "
+        f"({float(mean):.6g}): something in the model or loss_fn couples the examples of a batch, so the noise "
+        "scale is undefined for it"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _rows(t: torch.Tensor):
+    return t.shape[0] if t.dim() > 0 else "a scalar"
