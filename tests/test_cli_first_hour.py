@@ -24,8 +24,9 @@ import torch
 
 import batchlab
 from batchlab import cli
+from batchlab.driver import parse_sets, prepare
 from batchlab.preview import dry_run, study_claims
-from batchlab.runner import parse_sets, prepare
+from batchlab.report.variants import set_value
 from batchlab.store import DB_NAME, load_metrics
 from batchlab.store.export import metrics_columns
 from batchlab.studies import REGISTRY
@@ -87,7 +88,7 @@ def test_show_prints_every_key_with_default_quick_value_help_and_the_claims(caps
     quick = study.config("quick")
     for key, field in study.Config.model_fields.items():
         row = next(line for line in lines if line.startswith(f"{key} "))
-        assert row.split()[-1] == cli.set_value(getattr(quick, key)), row  # the quick column
+        assert row.split()[-1] == set_value(getattr(quick, key)), row  # the quick column
         at = lines.index(row) + 1
         help_lines = lines[at : next(i for i in range(at, len(lines)) if not lines[i].startswith("    "))]
         assert " ".join(h.strip() for h in help_lines) == field.description  # wrapped to the terminal

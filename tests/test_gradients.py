@@ -10,7 +10,7 @@ import torch
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for, template_model
 from batchlab.engine.spec import Checkpoint, TaskSpec
-from batchlab.executor import TaskUnit, execute
+from batchlab.executors import TaskUnit, execute
 from batchlab.models import init_params
 from batchlab.studies.gradients.claims import power_law, rule_g4, rule_n1, rule_v1
 from batchlab.tasks.gradients import (
