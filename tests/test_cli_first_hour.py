@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -97,6 +98,15 @@ def test_show_prints_every_key_with_default_quick_value_help_and_the_claims(caps
     claims = lines[lines.index("claims") + 1 : lines.index("claims") + 4]
     assert [c.split()[0] for c in claims] == ["D6", "D7", "D8"]
     assert claims[1].endswith("Adam travels much farther from the initialisation than SGD and generalises worse here.")
+
+
+def test_show_names_the_file_that_defines_the_study(capsys):
+    code, out, _ = cli_run(capsys, "show", "batch-size-sweep")
+    line = next(line for line in out.splitlines() if line.startswith("defined in "))
+    path = line.removeprefix("defined in ")
+    assert path.startswith(("src/batchlab/studies/", "batchlab/studies/")) and path.endswith(".py"), line
+    source = Path(inspect.getsourcefile(type(REGISTRY["batch-size-sweep"])))
+    assert source.as_posix().endswith(path)
 
 
 def test_list_study_prints_the_same_as_show(capsys):
