@@ -29,28 +29,21 @@ app = typer.Typer(
     help="batchlab: how batch size, learning rate and optimizer shape training.",
 )
 
-
 OUT = typer.Option(Path("batchlab-results"), "--out", help="Results directory (SQLite store, figures, reports).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 DATA_DIR = typer.Option(None, "--data-dir", help="Where to look first for dataset files (like $BATCHLAB_DATA).")
 PROFILE = typer.Option("quick", "--profile", help="quick (CPU miniature) | full (the published protocol, for a GPU)")
-
-
 EXECUTOR = typer.Option(
     "local",
     "--executor",
     help="local (this process, one device) | ray (one Ray task per work unit: every GPU or CPU of this machine, "
     "or a Ray cluster; needs Ray, the optional extra 'ray' of batchlab)",
 )
-
-
 RAY_ADDRESS = typer.Option(
     None,
     "--ray-address",
     help="With --executor ray: an existing cluster, auto or ray://HOST:10001 (default: start Ray here).",
 )
-
-
 GPUS_PER_UNIT = typer.Option(
     None,
     "--gpus-per-unit",
@@ -58,8 +51,6 @@ GPUS_PER_UNIT = typer.Option(
     help="With --executor ray: GPUs each work unit asks for (default: 1 when the cluster has GPUs, else 0; "
     "0.5: two units share one).",
 )
-
-
 CPUS_PER_UNIT = typer.Option(
     None,
     "--cpus-per-unit",

@@ -46,7 +46,8 @@ class StudyRun:
 
 
 class Monitor:
-    """What a caller (the CLI's progress bar) hears about a study's training. Methods are no-ops."""
+    """What a caller (the CLI's progress bar) hears about a study's training. Methods are no-ops. `progress`,
+    `metrics` and `kept` come only from an executor whose `Capabilities` declare them (`live`, `partial`)."""
 
     def start(self, study: str, runs: int, pending: int, run_epochs: int) -> None:
         """`runs` planned, `pending` of them to train (the rest are in the store), `run_epochs` to do."""

@@ -13,8 +13,8 @@ the two leaves at most an unreferenced file, which is harmless; equal arrays are
 SQLite file (and its write-ahead log) stays small however large the checkpoints are; and any tool
 that reads .npy can open them. The cost: a store is a folder, not a single file.
 
-Not results: the `partial` table and `partial/<sha256>.npz` keep the training state of runs interrupted
-by Ctrl-C (weights, optimizer state, metrics so far) until the same runs are trained again and stored.
+The schema and the records read back are in `schema.py`; the state of training interrupted by Ctrl-C, which
+is not a result, in `partial.py`.
 """
 
 from __future__ import annotations
