@@ -1,8 +1,8 @@
 """Run a study's work units as Ray tasks: every GPU (or CPU) of one machine, or a Ray cluster.
 
-`RayExecutor.map` has the interface of `LocalExecutor.map`: units in, (unit, result) out as each
-finishes. Each unit becomes one Ray task that asks for `cpus_per_unit` CPUs and `gpus_per_unit`
-GPUs and calls `batchlab.executors.local.execute(unit, device, data_dir)` on the worker Ray gives it.
+`RayExecutor` implements `contract.Executor`: units in, (unit, result) out as each finishes. Each unit
+becomes one Ray task that asks for `cpus_per_unit` CPUs and `gpus_per_unit` GPUs and calls
+`batchlab.executors.local.execute(unit, device, data_dir)` on the worker Ray gives it.
 What travels is the plain unit data (specs; for a task the checkpoint arrays the driver read from
 the store) and the result; not the store, not the data sets: a worker loads MNIST from the package
 and Fashion-MNIST from `data_dir` (or its own $BATCHLAB_DATA), which must exist on the workers.
