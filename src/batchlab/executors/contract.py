@@ -72,13 +72,13 @@ class UnitsFailed(RuntimeError):
     """Some units could not be computed; every other finished unit is in the store (exit code 1)."""
 
 
-def failure_message(failures: list[UnitFailure], units: int, out, skipped_tasks: int = 0, where: str = "") -> str:
+def failure_message(failures: list[UnitFailure], units: int, out, skipped_tasks: int, where: str) -> str:
     """The one line the CLI prints when units failed (`skipped_tasks`: tasks not shipped, their run failed;
     `where`: the executor's `where`, e.g. "on the Ray workers")."""
     first = failures[0]
     skipped = f", and {skipped_tasks} tasks that start from their runs were not shipped" if skipped_tasks else ""
     return (
-        f"{len(failures)} of {units} work units could not be computed{' ' + where if where else ''} "
+        f"{len(failures)} of {units} work units could not be computed {where} "
         f"(first: {first.keys[0]}: {first.error}){skipped}; every other unit is in the store in {out}: "
         "run the same command again to compute only what is missing"
     )
