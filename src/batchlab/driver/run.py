@@ -139,7 +139,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
     try:
         plan = work_plan(store, prep.specs)
         env: dict = {}  # the environment the units were computed in, as they report it
-        failed, train_units = train(store, plan, prep, executor, monitor, env)
+        failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
         lost = {key for f in failed for key in f.keys}
         tasks = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
         failed += compute_tasks(store, tasks, prep, executor, monitor, env)
@@ -156,7 +156,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
     return StudyRun(prep.name, prep.profile, report, wall, trained, reused, output, len(plan.tasks))
 
 
-def train(
+def train_runs(
     store: Store, plan: WorkPlan, prep: Prepared, executor: Executor, monitor: Monitor, env: dict
 ) -> tuple[list[UnitFailure], int]:
     """Train the plan's runs, group by group, storing each chunk as it arrives; the failed units, and how many
