@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchlab import cli
+from batchlab.cli import commands
 from batchlab.store import DB_NAME
 from batchlab.studies import REGISTRY
 
@@ -174,7 +175,7 @@ def no_training(monkeypatch):
     def trained(prep):
         raise AssertionError(f"accepted and trained: {prep.name} {prep.config}")
 
-    monkeypatch.setattr(cli, "_train", trained)
+    monkeypatch.setattr(commands, "_train", trained)
 
 
 @SETTINGS

@@ -16,8 +16,9 @@ import torch
 from conftest import TINY_SWEEP, cli_run, local_fashion_mnist, set_args
 from conftest import one_line_error as assert_one_line_error
 
-from batchlab import cli, executor
-from batchlab.runner import parse_sets, prepare
+from batchlab import cli
+from batchlab.driver import parse_sets, prepare, reports
+from batchlab.executors import local
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import REGISTRY
 
@@ -198,7 +199,7 @@ def test_interrupt_exits_130_and_resumes(capsys, tmp_path, monkeypatch):
     def interrupt(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(executor, "train_group", interrupt)
+    monkeypatch.setattr(local, "train_group", interrupt)
     code, stdout, err = cli_run(capsys, "run", STUDY, *TINY, "--device", "cpu", "--out", out)
     assert code == 130 and stdout == ""
     assert "Traceback" not in err and "run the same command again to resume" in err.splitlines()[-1]
@@ -285,17 +286,16 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
     tiny_profiles(monkeypatch)
     # every figure of every study is checked as it is saved: title, axis labels, legend, colour-bar label, and
     # for print: at most 7 in wide, no text under 8 pt, no legend over the data
-    from batchlab import runner
     from batchlab.report.figure_checks import figure_problems
     from batchlab.report.figure_files import missing_formats
 
-    problems, saved = {}, runner.save_figure
+    problems, saved = {}, reports.save_figure
 
     def checked_save(fig, directory, name):
         problems[f"{directory.parent.name}/{name}"] = figure_problems(fig)
         return saved(fig, directory, name)
 
-    monkeypatch.setattr(runner, "save_figure", checked_save)
+    monkeypatch.setattr(reports, "save_figure", checked_save)
     out = tmp_path / "res"
     code, stdout, err = cli_run(capsys, "reproduce", "--profile", "quick", "--device", "cpu", "--out", out)
     assert code == 0, err

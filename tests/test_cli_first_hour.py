@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -26,8 +27,9 @@ from conftest import one_line_error as refused
 
 import batchlab
 from batchlab import cli
+from batchlab.driver import parse_sets, prepare
 from batchlab.preview import dry_run, study_claims
-from batchlab.runner import parse_sets, prepare
+from batchlab.report.overrides import format_set_value
 from batchlab.store import DB_NAME, load_metrics
 from batchlab.store.export import metrics_columns
 from batchlab.studies import REGISTRY
@@ -74,7 +76,7 @@ def test_show_prints_every_key_with_default_quick_value_help_and_the_claims(caps
     quick = study.config("quick")
     for key, field in study.Config.model_fields.items():
         row = next(line for line in lines if line.startswith(f"{key} "))
-        assert row.split()[-1] == cli.format_set_value(getattr(quick, key)), row  # the quick column
+        assert row.split()[-1] == format_set_value(getattr(quick, key)), row  # the quick column
         at = lines.index(row) + 1
         help_lines = lines[at : next(i for i in range(at, len(lines)) if not lines[i].startswith("    "))]
         assert " ".join(h.strip() for h in help_lines) == field.description  # wrapped to the terminal
@@ -83,6 +85,15 @@ def test_show_prints_every_key_with_default_quick_value_help_and_the_claims(caps
     claims = lines[lines.index("claims") + 1 : lines.index("claims") + 4]
     assert [c.split()[0] for c in claims] == ["D6", "D7", "D8"]
     assert claims[1].endswith("Adam travels much farther from the initialisation than SGD and generalises worse here.")
+
+
+def test_show_names_the_file_that_defines_the_study(capsys):
+    code, out, _ = cli_run(capsys, "show", "batch-size-sweep")
+    line = next(line for line in out.splitlines() if line.startswith("defined in "))
+    path = line.removeprefix("defined in ")
+    assert path.startswith(("src/batchlab/studies/", "batchlab/studies/")) and path.endswith(".py"), line
+    source = Path(inspect.getsourcefile(type(REGISTRY["batch-size-sweep"])))
+    assert source.as_posix().endswith(path)
 
 
 def test_list_study_prints_the_same_as_show(capsys):

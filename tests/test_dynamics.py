@@ -12,7 +12,7 @@ import math
 import pytest
 import scipy.stats
 
-from batchlab.runner import run_study, write_report
+from batchlab.driver import run_study, write_report
 from batchlab.store import Store
 from batchlab.studies import REGISTRY
 from batchlab.studies.common import StudyConfig

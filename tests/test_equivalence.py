@@ -20,7 +20,7 @@ from conftest import cli_run, set_args
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for
 from batchlab.engine.spec import TaskSpec
-from batchlab.executor import TaskUnit, execute
+from batchlab.executors import TaskUnit, execute
 from batchlab.models import build_model, init_params
 from batchlab.studies import REGISTRY
 from batchlab.studies.equivalence import claims as C

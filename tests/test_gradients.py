@@ -12,7 +12,7 @@ from batchlab.analysis.noise import two_batch_estimates
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.data import load_for, template_model
 from batchlab.engine.spec import Checkpoint, TaskSpec
-from batchlab.executor import TaskUnit, execute
+from batchlab.executors import TaskUnit, execute
 from batchlab.models import init_params
 from batchlab.studies.gradients.claims import power_law, rule_g4, rule_n1, rule_v1
 from batchlab.tasks.gradients import mean_batch_error, per_example_gram, regression_gram

@@ -143,8 +143,9 @@ def test_every_path_advances_the_same_counters(spec, path):
 
 
 def test_the_step_path_and_its_reason_are_recorded_in_each_stored_run(tmp_path):
-    from batchlab.executor import TrainUnit, execute
-    from batchlab.runner import save_result
+    from batchlab.driver import save_result
+    from batchlab.executors import TrainUnit
+    from batchlab.executors.local import execute
     from batchlab.store import Store
 
     # PLAIN and ADAM would share a group (and its path): each trains in its own unit here

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from batchlab import cli
+from batchlab.cli import display
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine import train as engine_train
 from batchlab.store import Store
@@ -40,7 +41,7 @@ def test_the_metrics_are_the_mean_over_the_runs_with_finite_values():
 
 def test_the_live_bar_advances_inside_an_epoch_and_shows_the_metrics(monkeypatch):
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=200))
+    monkeypatch.setattr(display, "console", Console(file=screen, force_terminal=True, width=200))
     bar = cli.TrainingProgress(live=True)
     bar.start(STUDY, runs=4, pending=4, run_epochs=12)
     task = bar.bar.tasks[0]

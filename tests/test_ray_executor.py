@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import set_args, store_dump
 
-from batchlab import cli, executor, runner
-from batchlab.executor import execute
-from batchlab.runner import Monitor, run_study
+from batchlab import cli, driver
+from batchlab.driver import Monitor, run_study
+from batchlab.driver import run as driving
+from batchlab.executors import local
+from batchlab.executors.local import execute
 from batchlab.store import Store
 
 try:
@@ -94,8 +96,8 @@ def no_local_compute(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a unit was computed in the driver, not on a Ray worker")
 
-    monkeypatch.setattr(executor, "train_group", refuse)
-    monkeypatch.setattr(executor, "run_task", refuse)
+    monkeypatch.setattr(local, "train_group", refuse)
+    monkeypatch.setattr(local, "run_task", refuse)
 
 
 @pytest.fixture
@@ -103,13 +105,13 @@ def saves(monkeypatch):
     """How often the driver wrote each key to the store."""
     count = collections.Counter()
     for name in ("save_result", "save_task"):
-        real = getattr(runner, name)
+        real = getattr(driving, name)
 
         def counted(store, result, *args, real=real, **kwargs):
             count[result.key] += 1
             return real(store, result, *args, **kwargs)
 
-        monkeypatch.setattr(runner, name, counted)
+        monkeypatch.setattr(driving, name, counted)
     return count
 
 
@@ -163,10 +165,10 @@ def test_cli_run_with_ray_stores_what_the_local_executor_stores(
 def test_a_killed_worker_loses_only_its_unit_which_ray_runs_again(
     local_ray, local_results, tmp_path, saves, no_local_compute
 ):
-    from batchlab.ray_executor import RayExecutor
+    from batchlab.executors.ray import RayExecutor
 
     study, sets = SWEEP
-    victim = runner.prepare(study, overrides=sets, device="cpu", out=tmp_path).specs[-1].key  # in the last group
+    victim = driver.prepare(study, overrides=sets, device="cpu", out=tmp_path).specs[-1].key  # in the last group
     marker = tmp_path / "killed"
     fn = functools.partial(die_once, marker, victim)
     result = run_study(study, overrides=sets, device="cpu", out=tmp_path / "res", executor=RayExecutor(fn=fn))
@@ -181,11 +183,12 @@ def test_a_killed_worker_loses_only_its_unit_which_ray_runs_again(
 def test_a_run_that_keeps_failing_holds_back_its_tasks_and_the_rerun_ships_them_with_its_checkpoints(
     local_ray, local_results, tmp_path, saves, no_local_compute
 ):
-    from batchlab.ray_executor import RayExecutor, UnitsFailed
+    from batchlab.executors import UnitsFailed
+    from batchlab.executors.ray import RayExecutor
 
     study, sets = NOISE
     out = tmp_path / "res"
-    specs = runner.prepare(study, overrides=sets, device="cpu", out=out).specs
+    specs = driver.prepare(study, overrides=sets, device="cpu", out=out).specs
     (run_key,) = {s.start.run.key for s in specs}  # every task starts from this run's checkpoints
     fn = functools.partial(die_once, tmp_path / "killed", run_key)
     with pytest.raises(UnitsFailed, match=r"1 of 3 work units could not be computed .* 2 tasks .* not shipped"):
@@ -205,10 +208,10 @@ def test_a_run_that_keeps_failing_holds_back_its_tasks_and_the_rerun_ships_them_
 def test_cli_reports_failed_units_in_one_line_with_exit_1_and_a_rerun_trains_only_them(
     local_ray, local_results, tmp_path, capsys, monkeypatch
 ):
-    from batchlab import ray_executor
+    from batchlab.executors import ray as ray_executor
 
     study, sets = SWEEP
-    victim = runner.prepare(study, overrides=sets, device="cpu", out=tmp_path).specs[0].key
+    victim = driver.prepare(study, overrides=sets, device="cpu", out=tmp_path).specs[0].key
     real = ray_executor.RayExecutor
 
     def failing(*args, **kwargs):  # what the CLI makes, with a unit that fails once and no retries

@@ -21,8 +21,8 @@ import torch
 from conftest import set_args, store_dump
 
 from batchlab import cli
+from batchlab.driver import make_config, run_study, study_units
 from batchlab.engine import groups as engine_groups
-from batchlab.runner import make_config, run_study, study_units
 from batchlab.store import DB_NAME, Store
 from batchlab.studies import Results, get_study
 
@@ -134,7 +134,7 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
 
 
 def _overrides(sets: list[str]) -> dict:
-    from batchlab.runner import parse_sets
+    from batchlab.driver import parse_sets
 
     return parse_sets(sets)
 

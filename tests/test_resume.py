@@ -11,9 +11,9 @@ import pytest
 from conftest import set_args
 
 from batchlab import cli
+from batchlab.driver import Monitor, parse_sets, run_study
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine import train as engine_train
-from batchlab.runner import Monitor, parse_sets, run_study
 from batchlab.store import DB_NAME, Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""The runner: `--set` parsing, config validation, resuming from the store, interruption, reports."""
+"""The driver: `--set` parsing, config validation, resuming from the store, interruption, reports."""
 
 import os
 import sys
@@ -6,9 +6,10 @@ import sys
 import pytest
 from conftest import TINY_SWEEP
 
-from batchlab import executor, runner
+from batchlab import driver
+from batchlab.driver import check_writable, make_config, parse_sets, parse_value, run_study, write_report
 from batchlab.errors import UsageError
-from batchlab.runner import check_writable, make_config, parse_sets, parse_value, run_study, write_report
+from batchlab.executors import local
 from batchlab.store import Store
 from batchlab.studies import get_study
 
@@ -148,7 +149,7 @@ def test_a_subset_larger_than_the_data_stops_before_writing(tmp_path):
 
 
 # --- training, resuming, reports -----------------------------------------------------------------------
-class Counting(runner.Monitor):
+class Counting(driver.Monitor):
     def __init__(self):
         self.started, self.run_epochs, self.saved_runs, self.finished = None, 0, 0, False
 
@@ -188,7 +189,7 @@ def test_partial_plan_trains_only_missing_runs(tmp_path):
 def test_interrupted_study_resumes(tmp_path, monkeypatch):
     """Ctrl-C after the first group: its runs are in the store, the rerun trains only the rest."""
     out = tmp_path / "res"
-    real = executor.train_group
+    real = local.train_group
     calls = []
 
     def interrupted(group, **kw):
@@ -197,7 +198,7 @@ def test_interrupted_study_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(group, **kw)
 
-    monkeypatch.setattr(executor, "train_group", interrupted)
+    monkeypatch.setattr(local, "train_group", interrupted)
     overrides = TINY | {"batch_sizes": [64, 256]}
     with pytest.raises(KeyboardInterrupt):
         run_study(STUDY, overrides=overrides, device="cpu", out=out)
@@ -205,7 +206,7 @@ def test_interrupted_study_resumes(tmp_path, monkeypatch):
         assert store.count_runs() == 2  # the first group (batch 64, 2 seeds) was saved
         assert store.study(STUDY) is None
     assert not list(out.glob("*/report.html"))
-    monkeypatch.setattr(executor, "train_group", real)
+    monkeypatch.setattr(local, "train_group", real)
     resumed = run_study(STUDY, overrides=overrides, device="cpu", out=out)
     assert (resumed.trained, resumed.reused) == (2, 2)
 
@@ -219,7 +220,7 @@ def test_rerun_and_report_do_not_train(tmp_path, monkeypatch):
     def no_training(*a, **kw):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(executor, "train_group", no_training)
+    monkeypatch.setattr(local, "train_group", no_training)
     again = run_study(STUDY, overrides=TINY | {"batch_sizes": [64, 256]}, device="cpu", out=out)
     assert (again.trained, again.reused) == (0, 4)
     report = first.report

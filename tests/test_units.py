@@ -9,13 +9,13 @@ import pytest
 import torch
 from conftest import tiny_run
 
-from batchlab import executor, runner
+from batchlab import driver
 from batchlab.cli import run_cli
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.optim import RULES, SGD, register_rule
 from batchlab.engine.spec import Checkpoint, TaskSpec
 from batchlab.engine.step import per_example_grads
-from batchlab.executor import TaskUnit, TrainUnit, execute
+from batchlab.executors import TaskUnit, TrainUnit, execute, local
 from batchlab.models import build_model, init_params
 from batchlab.probes import PROBES, register_probe
 from batchlab.store import SCHEMA_VERSION, Store
@@ -239,7 +239,7 @@ def checkpoint_study(monkeypatch):
 
 def test_tasks_run_after_their_checkpoints_and_rerun_does_nothing(tmp_path, checkpoint_study, monkeypatch):
     out = tmp_path / "res"
-    first = runner.run_study(checkpoint_study.name, device="cpu", out=out)
+    first = driver.run_study(checkpoint_study.name, device="cpu", out=out)
     assert first.trained == 4 and len(checkpoint_study.seen) == 2 and checkpoint_study.seen[0].shape == (8,)
     with Store(out) as store:
         keys = [s.key for s in checkpoint_study.plan(checkpoint_study.config())]
@@ -252,9 +252,9 @@ def test_tasks_run_after_their_checkpoints_and_rerun_does_nothing(tmp_path, chec
     def nothing(*a, **kw):
         raise AssertionError("computed again")
 
-    monkeypatch.setattr(executor, "train_group", nothing)
-    monkeypatch.setattr(executor, "run_task", nothing)
-    again = runner.run_study(checkpoint_study.name, device="cpu", out=out)
+    monkeypatch.setattr(local, "train_group", nothing)
+    monkeypatch.setattr(local, "run_task", nothing)
+    again = driver.run_study(checkpoint_study.name, device="cpu", out=out)
     assert (again.trained, again.reused) == (0, 4)
     with Store(out) as store:
         assert store.finished_at() == before
@@ -262,11 +262,11 @@ def test_tasks_run_after_their_checkpoints_and_rerun_does_nothing(tmp_path, chec
 
 def test_a_new_checkpoint_of_a_stored_run_retrains_it_and_keeps_its_row(tmp_path, checkpoint_study):
     out = tmp_path / "res"
-    runner.run_study(checkpoint_study.name, device="cpu", out=out)
+    driver.run_study(checkpoint_study.name, device="cpu", out=out)
     with Store(out) as store:
         before = store.finished_at()
     checkpoint_study.epoch = 2  # new tasks, at a checkpoint the store does not have
-    second = runner.run_study(checkpoint_study.name, device="cpu", out=out)
+    second = driver.run_study(checkpoint_study.name, device="cpu", out=out)
     assert second.trained == 4  # the two runs again (only for their checkpoints) and the two new tasks
     with Store(out) as store:
         run_key = checkpoint_study.runs(checkpoint_study.config())[0].key
@@ -295,7 +295,7 @@ def test_a_v1_store_is_migrated_and_reports_the_same_claims(tmp_path):
     recorded = {c["id"]: c for c in json.loads((COMMITTED / "claims.json").read_text())["claims"]}
     claims = {}
     for name in ("batch-size-sweep", "lr-compensation", "schedule-switch", "distance-grid", "adam-vs-sgd"):
-        _, output = runner.write_report(name, tmp_path, profile="full")
+        _, output = driver.write_report(name, tmp_path, profile="full")
         claims |= {c.id: c for c in output.claims}
         assert json.loads((tmp_path / name / "claims.json").read_text())["claims"][0]["id"] == output.claims[0].id
     assert sorted(claims) == sorted(recorded)
@@ -329,7 +329,7 @@ def test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim(tmp
     """The float32 rounding check: seed 0 of each configuration trained again alone; its distance to the grouped
     run, against the seed spread, is in the evidence of every claim, recomputable from the store."""
     tiny = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": (16,), "rounding_check": True}
-    run = runner.run_study("adam-vs-sgd", overrides=tiny | {"fit_start": 0}, device="cpu", out=tmp_path)
+    run = driver.run_study("adam-vs-sgd", overrides=tiny | {"fit_start": 0}, device="cpu", out=tmp_path)
     assert run.tasks == 2  # seed 0 of SGD and of Adam
     evidence = run.output.claims[0].evidence
     assert evidence["float32 rounding check: configurations"] == 2

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from batchlab.analysis.regimes import classify_loss, classify_trajectory, quadratic_theory
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.spec import TaskSpec
-from batchlab.executor import TaskUnit, execute
+from batchlab.executors import TaskUnit, execute
 from batchlab.studies.variants.common import scaled_lr, warmup
 from batchlab.studies.variants.gd_variants import GDVariants
 from batchlab.studies.variants.linear_scaling import b_max, rule_s1

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import cli_run
 
-from batchlab import explorer, runner
+from batchlab import driver, explorer
+from batchlab.driver import reports
 from batchlab.report.figure_checks import figure_problems
 from batchlab.report.figure_files import missing_formats
 from batchlab.report.overrides import MAX_LABEL, overrides_label, report_dir_name
@@ -48,7 +49,7 @@ def two_runs(tmp_path_factory):
     report's files as they were before the variant. Every figure is checked as it is saved (`figure_problems`:
     labels, legends off the data, print size)."""
     out = tmp_path_factory.mktemp("variants")
-    problems, saved = {}, runner.save_figure
+    problems, saved = {}, reports.save_figure
 
     def checked_save(fig, directory, name):
         problems[f"{directory.parent.name}/{name}"] = figure_problems(fig)
@@ -56,13 +57,13 @@ def two_runs(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         shrink(mp)
-        mp.setattr(runner, "save_figure", checked_save)
+        mp.setattr(reports, "save_figure", checked_save)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            plain = runner.run_study(STUDY, device="cpu", out=out)
+            plain = driver.run_study(STUDY, device="cpu", out=out)
             before = files(out / STUDY)
-            variant = runner.run_study(STUDY, overrides={"lr": 0.05}, device="cpu", out=out)
+            variant = driver.run_study(STUDY, overrides={"lr": 0.05}, device="cpu", out=out)
         finally:
             torch.set_num_threads(threads)
     assert plain.report == out / STUDY / "report.html" and variant.report == out / VARIANT / "report.html"
@@ -147,10 +148,10 @@ def test_the_plain_report_hints_at_variants_when_only_they_were_run(tiny_quick, 
 
 
 def test_index_lists_variants_apart_with_links_and_the_explorer_still_works(tiny_quick, capsys, tmp_path):
-    prep = runner.prepare(STUDY, device="cpu", out=tmp_path)
-    result = runner.execute(prep)
-    runner.run_study(STUDY, overrides={"lr": 0.05, "seeds": 1}, device="cpu", out=tmp_path)
-    index = runner.write_reproduction_index(
+    prep = driver.prepare(STUDY, device="cpu", out=tmp_path)
+    result = driver.execute(prep)
+    driver.run_study(STUDY, overrides={"lr": 0.05, "seeds": 1}, device="cpu", out=tmp_path)
+    index = driver.write_reproduction_index(
         tmp_path, profile="quick", device=torch.device("cpu"), done=[(prep, result, 1.0)], total_wall_s=1.0
     )
     html = index.read_text()

@@ -128,7 +128,7 @@ def p6_from_store(results_dir: Path, device: torch.device, progress=print) -> di
     from .store import Store
 
     with Store(results_dir) as store:
-        records = store.runs(r[0] for r in store.db.execute("SELECT key FROM runs"))
+        records = store.runs(store.keys())
     specs = {k: RunSpec(**r.config) for k, r in records.items()}
     steps_by_bs: dict[int, int] = {}
     epochs = 0

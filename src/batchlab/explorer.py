@@ -33,11 +33,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import __version__
+from .driver import check_writable, keys_read, open_store, recorded_results, store_hint, study_units
 from .errors import UsageError, one_line
 from .files import atomic_write_text
 from .outputs import json_ready
 from .report.style import PALETTE
-from .runner import _store_hint, check_writable, keys_read, open_store, recorded_results, study_units
 from .store import Store
 from .studies import REGISTRY, Results
 
@@ -96,13 +96,13 @@ def quadratic() -> dict:
 
 # --- the store ---------------------------------------------------------------------------------------
 def study_results(store: Store, name: str, profile: str | None = None):
-    """A study's latest recorded config (of `profile`), its plan and its `Results`, read as its report reads
-    them; None when the study has no record. A config the study no longer accepts raises ValueError."""
+    """A study's latest record (of `profile`) and what it holds (`driver.Recorded`), read as its report reads it;
+    None when the study has no record. A config the study no longer accepts raises ValueError."""
 
     record = store.study(name, profile)
     if record is None:
         return None
-    return record, *recorded_results(store, REGISTRY[name], record)
+    return record, recorded_results(store, REGISTRY[name], record)
 
 
 def tradeoffs(store: Store | None, out: Path) -> dict:
@@ -116,7 +116,8 @@ def tradeoffs(store: Store | None, out: Path) -> dict:
         return hint | {"why": f"the recorded config of tradeoffs is no longer valid ({' '.join(str(e).split())})"}
     if found is None:
         return hint | {"why": "no tradeoffs results in the store"}
-    record, cfg, specs, results = found
+    record, recorded = found
+    cfg, results = recorded.config, recorded.results
     if not results.records:
         return hint | {"why": "none of the tradeoffs runs are in the store"}
     study = REGISTRY["tradeoffs"]
@@ -234,7 +235,7 @@ def gather(out: Path) -> dict:
     try:
         data = {"tradeoffs": tradeoffs(store, out), "results": runs(store, out)}
     except sqlite3.Error as e:
-        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{_store_hint(e)}") from None
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
     except OSError as e:
         raise UsageError(f"{one_line(e)}; the store is damaged: move {out} aside and run again") from None
     finally:

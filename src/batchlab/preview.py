@@ -136,7 +136,7 @@ class _NoStore:
 
 def dry_run(prep) -> StudyPlan:
     """The plan of a prepared study against its store, read-only, with a time estimate."""
-    from .runner import work_plan
+    from .driver.plan import work_plan
 
     runs = {s.key for s in prep.specs if isinstance(s, RunSpec)}
     runs |= {s.start.run.key for s in prep.specs if isinstance(s, TaskSpec) and s.start is not None}
@@ -186,11 +186,9 @@ class Timings:
     def read(cls, store: Store, device: str) -> "Timings":
         runs: dict[tuple, list[float]] = {}
         tasks: dict[str, list[float]] = {}
-        rows = store.db.execute("SELECT config, env, wall_s, group_size, kind, status FROM runs")
-        for config, env, wall_s, group_size, kind, status in rows:
-            if json.loads(env).get("device") != device or status == "error":
+        for config, env, wall_s, group_size, kind, status in store.timings():
+            if env.get("device") != device or status == "error":
                 continue
-            config = json.loads(config)
             if kind == "train":
                 if config.get("epochs") and status == "finished" and not config.get("stop_metric"):
                     runs.setdefault(comparable(config), []).append(wall_s / max(group_size, 1) / config["epochs"])

@@ -227,4 +227,4 @@ class TaskSpec(PlainData):
         return content_key(body)
 
 
-Unit = RunSpec | TaskSpec
+WorkSpec = RunSpec | TaskSpec

@@ -1,7 +1,8 @@
 """The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
 
 from .export import SPEC_FIELDS, load_metrics, metrics_csv
-from .sqlite import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, Store, StoreCorruptError, StoreVersionError
+from .schema import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, StoreCorruptError, StoreVersionError
+from .sqlite import Store
 
 __all__ = [
     "load_metrics",

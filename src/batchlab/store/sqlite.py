@@ -13,8 +13,8 @@ the two leaves at most an unreferenced file, which is harmless; equal arrays are
 SQLite file (and its write-ahead log) stays small however large the checkpoints are; and any tool
 that reads .npy can open them. The cost: a store is a folder, not a single file.
 
-Not results: the `partial` table and `partial/<sha256>.npz` keep the training state of runs interrupted
-by Ctrl-C (weights, optimizer state, metrics so far) until the same runs are trained again and stored.
+The schema and the records read back are in `schema.py`; the state of training interrupted by Ctrl-C, which
+is not a result, in `partial.py`.
 """
 
 from __future__ import annotations
@@ -24,174 +24,29 @@ import io
 import json
 import math
 import sqlite3
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..files import atomic_write_bytes
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    key TEXT PRIMARY KEY,
-    config TEXT NOT NULL,        -- the RunSpec or TaskSpec, all fields, JSON
-    seed INTEGER NOT NULL,
-    status TEXT NOT NULL,        -- finished | diverged | error (a task's named, expected failure)
-    diverged_step INTEGER,
-    steps INTEGER NOT NULL,
-    wall_s REAL NOT NULL,        -- wall time of the group chunk the run trained in (a task: its own)
-    group_size INTEGER NOT NULL,
-    env TEXT NOT NULL,           -- device, torch version, ... JSON
-    finished_at TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'train',  -- 'train', or 'task:<kind>'
-    error TEXT                   -- status 'error': what happened, in words
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    epoch REAL NOT NULL,         -- fractional when evaluated inside an epoch
-    step INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,                  -- NULL where the value was NaN/inf (a diverged run)
-    PRIMARY KEY (key, step, name)
-);
-CREATE TABLE IF NOT EXISTS artifacts (
-    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    name TEXT NOT NULL,          -- a task's array name, or 'param:<tensor>' / 'buffer:<tensor>' of a checkpoint
-    epoch INTEGER NOT NULL,      -- checkpoints: the epoch after which the weights were taken; arrays: -1
-    sha256 TEXT NOT NULL,        -- the file artifacts/<sha256[:2]>/<sha256>.npy
-    dtype TEXT NOT NULL,
-    shape TEXT NOT NULL,         -- JSON list
-    PRIMARY KEY (key, name, epoch)
-);
-CREATE TABLE IF NOT EXISTS studies (
-    name TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    config TEXT NOT NULL,
-    run_keys TEXT NOT NULL,
-    wall_s REAL NOT NULL,
-    meta TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (name, profile)
-);
-"""
-
-# v1 (the first release): metrics keyed by (key, epoch, name), no unit kinds, no artifacts.
-MIGRATE_V1 = """
-ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train';
-ALTER TABLE runs ADD COLUMN error TEXT;
-CREATE TABLE metrics_v2 (
-    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    epoch REAL NOT NULL,
-    step INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
-    PRIMARY KEY (key, step, name)
-);
-INSERT INTO metrics_v2 (key, epoch, step, name, value) SELECT key, epoch, step, name, value FROM metrics;
-DROP TABLE metrics;
-ALTER TABLE metrics_v2 RENAME TO metrics;
-"""
-
-# Created on the first interrupt that keeps something (not part of the schema version: a batchlab that does
-# not know the table never reads it, and a stale row is never used, see `Store.partials`).
-PARTIAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS partial (
-    keys TEXT PRIMARY KEY,       -- JSON list: the run keys of an interrupted group chunk, in its order
-    epoch INTEGER NOT NULL,      -- finished epochs the state holds
-    meta TEXT NOT NULL,          -- JSON: step count, wall time, the metric records so far
-    sha256 TEXT NOT NULL,        -- the arrays (weights, optimizer state, flags): partial/<sha256>.npz
-    saved_at TEXT NOT NULL
+from .partial import PartialStates
+from .schema import (
+    ARTIFACT_DIR,
+    CHECKPOINT_EPOCHLESS,
+    DB_NAME,
+    MIGRATE_V1,
+    SCHEMA,
+    SCHEMA_VERSION,
+    ArtifactRef,
+    RunRecord,
+    StoreCorruptError,
+    StoreVersionError,
+    check_file,
+    now,
+    statements,
 )
-"""
-
-DB_NAME = "batchlab.sqlite"
-ARTIFACT_DIR = "artifacts"
-PARTIAL_DIR = "partial"
-SCHEMA_VERSION = 2
-CHECKPOINT_EPOCHLESS = -1  # the epoch column of a task's arrays
-
-
-class StoreVersionError(Exception):
-    """The store was written by a newer batchlab (a schema this version does not know)."""
-
-
-class StoreCorruptError(Exception):
-    """`batchlab.sqlite` is not an SQLite database, or is truncated or damaged."""
-
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_file(path: Path) -> None:
-    """Refuse a file that cannot be a whole SQLite database, before SQLite opens (and may write) it.
-
-    The 100-byte header names the page size and, when it is current, the number of pages: a file
-    shorter than that was truncated. This reads 100 bytes, so it costs nothing on large stores; damage
-    inside the pages is found by SQLite when they are read (and reported the same way).
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return  # SQLite treats an empty file as an empty database
-    with open(path, "rb") as fh:
-        header = fh.read(100)
-    hint = "move it aside (or choose another --out) and run again"
-    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        raise StoreCorruptError(f"{path} is not a batchlab store (not an SQLite database): {hint}")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    header_is_current = header[24:28] == header[92:96]
-    if page_size < 512 or page_size & (page_size - 1) or (header_is_current and size < pages * page_size):
-        raise StoreCorruptError(
-            f"{path} is truncated or damaged ({size} bytes, its header says {pages} pages of {page_size}): {hint}"
-        )
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    name: str
-    epoch: int
-    sha256: str
-    dtype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PartialRecord:
-    """An interrupted group chunk's training state, kept so that the same runs continue from `epoch`."""
-
-    keys: tuple[str, ...]
-    epoch: int
-    meta: dict
-    sha256: str
-    saved_at: str = ""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    key: str
-    config: dict
-    seed: int
-    status: str
-    diverged_step: int | None
-    steps: int
-    wall_s: float
-    group_size: int
-    env: dict
-    metrics: list[dict]  # one dict per evaluation, sorted by step: epoch, step, name -> value
-    finished_at: str = ""
-    kind: str = "train"
-    error: str | None = None
-    artifacts: tuple[ArtifactRef, ...] = field(default=(), repr=False)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _clean(value) -> float | None:
@@ -206,19 +61,13 @@ def _epoch(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _statements(script: str) -> list[str]:
-    """The statements of an SQL script without its `--` comments (which may hold quotes and semicolons)."""
-    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    return [part.strip() for part in code.split(";") if part.strip()]
-
-
 def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
 
 
-class Store:
+class Store(PartialStates):
     """SQLite store in `root/batchlab.sqlite` (WAL mode). Creates `root` and the file if needed; a store of
     an older schema is migrated in place, in one transaction; one of a newer schema is refused."""
 
@@ -254,7 +103,7 @@ class Store:
         with self.transaction() as db:
             version = self.schema_version()  # again, under the write lock: another process may have done it
             self._refuse_newer(version)
-            for statement in _statements((MIGRATE_V1 if version == 1 else "") + SCHEMA):
+            for statement in statements((MIGRATE_V1 if version == 1 else "") + SCHEMA):
                 db.execute(statement)  # not executescript: it would commit, outside our transaction
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -412,7 +261,7 @@ class Store:
                     float(wall_s),
                     int(group_size),
                     json.dumps(env, sort_keys=True, default=str),
-                    _now(),
+                    now(),
                     kind,
                     error,
                 ),
@@ -464,79 +313,35 @@ class Store:
                 )
         return out
 
+    def keys(self) -> list[str]:
+        """Every stored unit's key."""
+        return [key for (key,) in self.db.execute("SELECT key FROM runs")]
+
+    def compute_s(self, keys: list[str]) -> float:
+        """Device time the stored units among `keys` took when they were computed: each run's share of its
+        group's wall time."""
+        total = 0.0
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            row = self.db.execute(
+                f"SELECT SUM(wall_s / group_size) FROM runs WHERE key IN ({','.join('?' * len(part))})", part
+            ).fetchone()
+            total += row[0] or 0.0
+        return total
+
+    def timings(self) -> Iterator[tuple[dict, dict, float, int, str, str]]:
+        """(config, env, wall_s, group_size, kind, status) of every stored unit: what time estimates read."""
+        for config, env, wall_s, group_size, kind, status in self.db.execute(
+            "SELECT config, env, wall_s, group_size, kind, status FROM runs"
+        ):
+            yield json.loads(config), json.loads(env), wall_s, group_size, kind, status
+
     def count_runs(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def finished_at(self) -> dict[str, str]:
         """key -> when the unit was written, for every unit in the store."""
         return dict(self.db.execute("SELECT key, finished_at FROM runs"))
-
-    # --- the state of interrupted training ---------------------------------------------------------
-    def partial_path(self, sha256: str) -> Path:
-        return self.root / PARTIAL_DIR / f"{sha256}.npz"
-
-    def save_partial(self, keys: list[str], epoch: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Keep an interrupted chunk's state, replacing an older one of the same runs. The arrays' file is
-        written atomically first, then the row in one transaction: a reader finds the whole state or none."""
-        buf = io.BytesIO()
-        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()})  # (ascontiguousarray makes 0-d 1-d)
-        data = buf.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
-        new_file = not self.partial_path(sha).exists()
-        if new_file:
-            atomic_write_bytes(self.partial_path(sha), data)
-        try:
-            with self.transaction() as db:
-                db.execute(PARTIAL_SCHEMA)
-                old = db.execute("SELECT sha256 FROM partial WHERE keys = ?", (json.dumps(list(keys)),)).fetchall()
-                db.execute(
-                    "INSERT OR REPLACE INTO partial VALUES (?,?,?,?,?)",
-                    (json.dumps(list(keys)), int(epoch), json.dumps(meta), sha, _now()),
-                )
-        except BaseException:  # e.g. a second Ctrl-C: no row, so no file either
-            if new_file:
-                self.partial_path(sha).unlink(missing_ok=True)
-            raise
-        self._drop_partial_files({h for (h,) in old})
-
-    def partials(self) -> list[PartialRecord]:
-        """Every kept state of interrupted training (the caller checks that its runs are still to train)."""
-        if not self._has_partial_table():
-            return []
-        rows = self.db.execute("SELECT keys, epoch, meta, sha256, saved_at FROM partial ORDER BY rowid")
-        return [PartialRecord(tuple(json.loads(k)), e, json.loads(m), h, t) for k, e, m, h, t in rows]
-
-    def load_partial(self, record: PartialRecord) -> dict[str, np.ndarray]:
-        path = self.partial_path(record.sha256)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise OSError(f"the kept training state {path.name} in {self.root} is missing or unreadable: {e}") from None
-
-    def delete_partials(self, keys) -> int:
-        """Forget every kept state that holds one of `keys` (its runs are stored now); returns how many."""
-        if not self._has_partial_table():
-            return 0
-        keys = set(keys)
-        rows = self.db.execute("SELECT keys, sha256 FROM partial").fetchall()
-        stale = [(k, h) for k, h in rows if keys & set(json.loads(k))]
-        if stale:
-            with self.transaction() as db:
-                db.executemany("DELETE FROM partial WHERE keys = ?", [(k,) for k, _ in stale])
-            self._drop_partial_files({h for _, h in stale})
-        return len(stale)
-
-    def _has_partial_table(self) -> bool:
-        return bool(self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial'").fetchone())
-
-    def _drop_partial_files(self, shas: set[str]) -> None:
-        """Remove the arrays of replaced or deleted states that no row refers to any more, and those of a
-        write that never got its row (older than an hour: a newer one may be another process's, about to)."""
-        used = {h for (h,) in self.db.execute("SELECT sha256 FROM partial")}
-        old = {p.stem for p in (self.root / PARTIAL_DIR).glob("*.npz") if time.time() - p.stat().st_mtime > 3600}
-        for sha in (shas | old) - used:
-            self.partial_path(sha).unlink(missing_ok=True)
 
     # --- studies ----------------------------------------------------------------------------------
     def save_study(
@@ -562,7 +367,7 @@ class Store:
                     json.dumps(run_keys),
                     wall_s,
                     json.dumps(meta, sort_keys=True, default=str),
-                    _now(),
+                    now(),
                 ),
             )
 

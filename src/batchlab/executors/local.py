@@ -1,57 +1,23 @@
-"""The executor boundary: a work unit (plain data) in, its result out.
+"""The local executor: units run one after another in this process, on one device.
 
 `execute(unit, device, data_dir)` is a pure function of plain data: no closures, no global
-state, the data directory passed explicitly, the environment recorded where the work ran. The
-driver (batchlab.runner) decides what runs and alone writes the store; an executor decides where
-units run. `LocalExecutor` runs them one after another in this process; a distributed executor
-needs only to ship the same units and bring back the same results.
+state, the data directory passed explicitly, the environment recorded where the work ran. It is
+what every executor calls where the work runs (`RayExecutor` on its workers); `LocalExecutor`
+calls it here, with the live hooks of training (progress, metrics, the state kept at Ctrl-C).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from .engine import RunResult, RunSpec, resolve_device, train_group
-from .engine.spec import TaskSpec
-from .engine.train import MetricsCallback, PartialCallback, PartialState, ProgressCallback
-from .env import environment
-from .tasks import TaskContext, TaskError, TaskResult, task_kind
-
-
-@dataclass(frozen=True)
-class TrainUnit:
-    """Runs that share a group key, trained in lock-step; `checkpoints[key]` lists the epochs after
-    which that run's weights are returned (0: its initialisation); `resume`: kept states of its runs'
-    interrupted training, to continue from."""
-
-    specs: tuple[RunSpec, ...]
-    checkpoints: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    resume: tuple[PartialState, ...] = ()
-
-    @property
-    def keys(self) -> list[str]:
-        return [s.key for s in self.specs]
-
-
-@dataclass(frozen=True)
-class TaskUnit:
-    """A task and, when it starts from a checkpoint, that checkpoint's arrays (filled in by the driver)."""
-
-    spec: TaskSpec
-    start: dict[str, np.ndarray] | None = None
-
-    @property
-    def keys(self) -> list[str]:
-        return [self.spec.key]
-
-
-Unit = TrainUnit | TaskUnit
-Result = list[RunResult] | TaskResult
+from ..engine import RunResult, resolve_device, train_group
+from ..engine.train import MetricsCallback, PartialCallback, ProgressCallback
+from ..env import environment
+from ..tasks import TaskContext, TaskError, TaskResult, task_kind
+from .contract import Capabilities, Result, TaskUnit, Unit
 
 
 def execute(
@@ -108,9 +74,20 @@ def run_task(unit: TaskUnit, device: torch.device, data_dir: str | None, env: di
 
 
 class LocalExecutor:
-    """Runs units one after another in this process, on one device."""
+    """Runs units one after another in this process, on one device; it hears every step (`Capabilities`)."""
 
     name = "local"
+    where = "in this process"
+    capabilities = Capabilities(live=True, partial=True, resume=True)
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def device_type(self, device: torch.device) -> str:
+        return torch.device(device).type
 
     def map(
         self,

@@ -1,8 +1,8 @@
 """Run a study's work units as Ray tasks: every GPU (or CPU) of one machine, or a Ray cluster.
 
-`RayExecutor.map` has the interface of `LocalExecutor.map`: units in, (unit, result) out as each
-finishes. Each unit becomes one Ray task that asks for `cpus_per_unit` CPUs and `gpus_per_unit`
-GPUs and calls `batchlab.executor.execute(unit, device, data_dir)` on the worker Ray gives it.
+`RayExecutor` implements `contract.Executor`: units in, (unit, result) out as each finishes. Each unit
+becomes one Ray task that asks for `cpus_per_unit` CPUs and `gpus_per_unit` GPUs and calls
+`batchlab.executors.local.execute(unit, device, data_dir)` on the worker Ray gives it.
 What travels is the plain unit data (specs; for a task the checkpoint arrays the driver read from
 the store) and the result; not the store, not the data sets: a worker loads MNIST from the package
 and Fashion-MNIST from `data_dir` (or its own $BATCHLAB_DATA), which must exist on the workers.
@@ -24,34 +24,18 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError, one_line
-from .executor import Result, TrainUnit, Unit, execute
+from ..errors import UsageError, one_line
+from .contract import Capabilities, Result, TrainUnit, Unit, UnitFailure
+from .local import execute
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'batchlab[ray]'"
 
 
-@dataclass(frozen=True)
-class UnitFailure:
-    """A unit whose worker died more often than Ray retries it, or whose computation raised."""
-
-    unit: Unit
-    error: str  # one line: the exception's type and message
-
-    @property
-    def keys(self) -> list[str]:
-        return self.unit.keys
-
-
-class UnitsFailed(RuntimeError):
-    """Some units could not be computed; every other finished unit is in the store (exit code 1)."""
-
-
 def run_on_worker(fn: Callable, unit: Unit, device: str, data_dir: str | None, threads: int) -> Result:
-    """What a Ray task runs: `fn` (batchlab.executor.execute) on one unit, with as many torch threads as
+    """What a Ray task runs: `fn` (batchlab.executors.local.execute) on one unit, with as many torch threads as
     the CPUs the unit asked for (two units on one machine then do not oversubscribe its cores)."""
     torch.set_num_threads(threads)
     return fn(unit, device, data_dir)
@@ -68,6 +52,9 @@ class RayExecutor:
     """
 
     name = "ray"
+    where = "on the Ray workers"
+    # a unit's steps happen on a worker: only finished units come back; a kept state travels inside its unit
+    capabilities = Capabilities(live=False, partial=False, resume=True)
 
     def __init__(
         self,
@@ -165,6 +152,10 @@ class RayExecutor:
     def worker_device(self) -> str:
         return "cuda" if self.gpus_per_unit else "cpu"
 
+    def device_type(self, device: torch.device) -> str:
+        """Where units run is what they ask Ray for, whatever the driver's device (known once started)."""
+        return self.start().worker_device
+
     # --- running -------------------------------------------------------------------------------------
     def map(
         self,
@@ -228,14 +219,3 @@ def describe_failure(e: Exception) -> str:
         return f"{type(cause).__name__}: {one_line(cause)}"
     text = one_line(e)
     return f"{type(e).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
-
-
-def failure_message(failures: list[UnitFailure], units: int, out, skipped_tasks: int = 0) -> str:
-    """The one line the CLI prints when units failed (`skipped_tasks`: tasks not shipped, their run failed)."""
-    first = failures[0]
-    skipped = f", and {skipped_tasks} tasks that start from their runs were not shipped" if skipped_tasks else ""
-    return (
-        f"{len(failures)} of {units} work units could not be computed on the Ray workers "
-        f"(first: {first.keys[0]}: {first.error}){skipped}; every other unit is in the store in {out}: "
-        "run the same command again to compute only what is missing"
-    )

@@ -1,0 +1,94 @@
+"""Checks of the environment before anything is written: the output directory, the device, the store, the data.
+Each failure is one line (UsageError, or DataError from the data sets)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import torch
+
+from ..engine import resolve_device
+from ..engine.spec import TaskSpec, WorkSpec
+from ..errors import UsageError, one_line
+from ..store import Store, StoreCorruptError, StoreVersionError
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output directory we cannot create or write, before anything is written."""
+    out = Path(out)
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        if probe.is_symlink():  # a dangling link: mkdir would fail
+            raise UsageError(f"--out {out}: {probe} is a broken symbolic link")
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is not a directory" if probe == out else f"cannot be created: {probe} is not a directory"
+        raise UsageError(f"--out {out}: {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: not writable ({probe} does not allow writing)")
+    db = out / "batchlab.sqlite"
+    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        raise UsageError(f"--out {out}: the store {db} is not writable")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise UsageError(one_line(e)) from None
+    except RuntimeError:  # torch.device("gpu"): not a device string
+        raise UsageError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
+    return dev
+
+
+def open_store(out: Path) -> Store:
+    """The store in `out` (created if needed), with file-system errors as one line."""
+    try:
+        return Store(out)
+    except (StoreVersionError, StoreCorruptError) as e:
+        raise UsageError(one_line(e)) from None
+    except (OSError, sqlite3.Error) as e:
+        raise UsageError(f"cannot open the store in {out}: {one_line(e)}{store_hint(e)}") from None
+
+
+def store_hint(e: Exception) -> str:
+    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+        return " (another process held it too long: wait for it, or run again)"
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return ": the store is damaged; move it aside (or choose another --out) and run again"
+    return ""
+
+
+def done_in(out: Path, keys: list[str]) -> set[str]:
+    """Keys already in the store at `out`; reads only, and creates nothing when there is no store."""
+    if not Store.exists(out):
+        return set()
+    try:
+        with Store(out) as store:
+            return store.done(keys)
+    except (StoreVersionError, StoreCorruptError) as e:
+        raise UsageError(one_line(e)) from None
+    except (OSError, sqlite3.Error) as e:
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
+
+
+def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None = None) -> None:
+    """Load (and cache) the data the pending runs need, so a data problem stops us before any write."""
+    from ..engine.data import load_for
+
+    seen = set()
+    for spec in specs:
+        if isinstance(spec, TaskSpec):
+            if spec.start is None:
+                continue
+            spec = spec.start.run
+        what = (spec.dataset, spec.train_subset, spec.test_subset, spec.normalize, spec.model, spec.precision)
+        if what not in seen:
+            seen.add(what)
+            load_for(spec, device, data_dir)  # raises DataError with a one-line message

@@ -1,0 +1,136 @@
+"""A study's configuration from what the user typed: `--set key=value` parsed, overrides coerced to the
+config's field types, the config validated and its plan built, every problem one clear line (UsageError)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from typing import Any
+
+import pydantic
+
+from ..engine.spec import TaskSpec, WorkSpec
+from ..errors import UsageError, one_line
+from ..report.overrides import overridden_values
+from ..studies import Study, get_study
+from ..studies.common import StudyConfig, rounding_tasks
+from ..tasks import validate_task
+
+
+def parse_value(raw: str) -> Any:
+    """A `--set` value: JSON if it parses (numbers, true, null, [1,2]), a comma list, else the string."""
+    raw = raw.strip()
+    if raw in ("None", "none"):
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if "," in raw:
+            return [parse_value(part) for part in raw.split(",")]
+        return raw
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--set {pair!r}: expected key=value, e.g. --set lr=0.1")
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
+def _is_sequence_type(annotation: Any) -> bool:
+    """Whether a field's annotation is a tuple/list (or an optional one)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence_type(a) for a in typing.get_args(annotation) if a is not type(None))
+    return annotation in (tuple, list) or origin in (tuple, list)
+
+
+def coerce_overrides(config_cls: type[StudyConfig], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A bare value for a tuple field becomes a 1-tuple: `--set widths=32` means widths=(32,); and an empty one
+    the empty list, so that `--set widths=` is refused as empty rather than as a list holding ''."""
+    out = dict(overrides)
+    for key, value in overrides.items():
+        field = config_cls.model_fields.get(key)
+        if value == "" and field is not None and _is_sequence_type(field.annotation):
+            out[key] = ()
+        elif (
+            field is not None
+            and value is not None
+            and not isinstance(value, (list, tuple, dict))
+            and _is_sequence_type(field.annotation)
+        ):
+            out[key] = (value,)
+    return out
+
+
+def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str, Any] | None = None) -> str:
+    err = e.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    value = err.get("input")
+    if given and len(err["loc"]) == 1 and err["loc"][0] in given:
+        value = given[err["loc"][0]]  # what the user typed, not its coerced form
+    got = f" (got {value!r})" if "input" in err and not isinstance(value, (dict, pydantic.BaseModel)) else ""
+    more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    msg = one_line(err["msg"]).removeprefix("Value error, ")
+    if where == "config":
+        return f"invalid value for {loc}: {msg}{got}{more}" if loc else f"invalid config: {msg}{more}"
+    # the study's config validated but a run it plans does not: name the run's field
+    if not loc:
+        return f"invalid config: {msg}{more}"
+    return f"invalid config: a planned run has an invalid {loc}: {msg}{got}{more}"
+
+
+def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[WorkSpec]]:
+    """The validated study config and its plan; any problem becomes one clear line (UsageError)."""
+    if profile not in study.profiles:
+        raise UsageError(f"unknown profile {profile!r} for {study.name}; choose one of {', '.join(study.profiles)}")
+    fields = list(study.Config.model_fields)
+    unknown = [k for k in overrides if k not in study.Config.model_fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"unknown key {unknown[0]!r} for study {study.name}{hint}; valid keys: {', '.join(fields)}")
+    try:
+        cfg = study.config(profile, coerce_overrides(study.Config, overrides))
+    except pydantic.ValidationError as e:
+        raise UsageError(_validation_message(e, "config", overrides)) from None
+    try:
+        specs = study_units(study, cfg)
+    except pydantic.ValidationError as e:
+        raise UsageError(_validation_message(e, "plan")) from None
+    except ValueError as e:
+        raise UsageError(f"invalid config: {one_line(e)}") from None
+    for spec in specs:
+        if isinstance(spec, TaskSpec):
+            try:
+                validate_task(spec)
+            except pydantic.ValidationError as e:
+                raise UsageError(_validation_message(e, "plan")) from None
+            except ValueError as e:
+                raise UsageError(f"invalid config: {one_line(e)}") from None
+    return cfg, specs
+
+
+def study_units(study: Study, cfg: StudyConfig) -> list[WorkSpec]:
+    """The study's plan, and the rounding check's reruns when the config asks for them."""
+    units = study.plan(cfg)
+    if getattr(cfg, "rounding_check", False):
+        units = [*units, *rounding_tasks(units)]
+    return units
+
+
+def lookup(name: str) -> Study:
+    try:
+        return get_study(name)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+
+
+def config_overrides(study: Study, profile: str, cfg: StudyConfig) -> dict[str, Any]:
+    """The keys of `cfg` whose values differ from the profile's (JSON values, sorted by key)."""
+    return overridden_values(cfg.model_dump(mode="json"), study.config(profile).model_dump(mode="json"))

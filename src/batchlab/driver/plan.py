@@ -1,0 +1,66 @@
+"""What a plan needs from the store: the units it lacks, in the order they can run, and the states kept from
+interrupted training to continue from. Read-only (a dry run calls `work_plan` too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import RunSpec
+from ..engine.spec import TaskSpec, WorkSpec
+from ..engine.train import PartialState
+from ..store import Store
+
+
+@dataclass
+class WorkPlan:
+    """What the store lacks: runs to train (with the checkpoints to keep), and tasks to compute."""
+
+    runs: list[RunSpec]
+    checkpoints: dict[str, set[int]]  # run key -> epochs whose weights a pending task needs
+    tasks: list[TaskSpec]
+    rerun_for_checkpoints: set[str]  # runs in the store, trained again only for a missing checkpoint
+
+
+def work_plan(store: Store, units: list[WorkSpec]) -> WorkPlan:
+    """Runs before the tasks that need their checkpoints; nothing that the store already has."""
+    runs = {u.key: u for u in units if isinstance(u, RunSpec)}
+    tasks = [u for u in units if isinstance(u, TaskSpec)]
+    for t in tasks:
+        if t.start is not None:
+            runs.setdefault(t.start.run.key, t.start.run)
+    done = store.done([*runs, *(t.key for t in tasks)])
+    pending_tasks = [t for t in tasks if t.key not in done]
+    checkpoints: dict[str, set[int]] = {}
+    for t in pending_tasks:
+        if t.start is not None:
+            checkpoints.setdefault(t.start.run.key, set()).add(t.start.epoch)
+    rerun = set()
+    for key, epochs in list(checkpoints.items()):
+        if key in done:
+            missing = epochs - store.checkpoint_epochs(key)
+            if missing:
+                checkpoints[key] = missing
+                rerun.add(key)
+            else:
+                del checkpoints[key]
+    pending_runs = [r for k, r in runs.items() if k not in done or k in rerun]
+    return WorkPlan(pending_runs, checkpoints, pending_tasks, rerun)
+
+
+def kept_states(store: Store, runs: list[RunSpec]) -> list[PartialState]:
+    """The states kept from interrupted training whose runs are all among `runs` (to continue from). A
+    state whose runs were stored since (by another process, or an older batchlab) is deleted; one of
+    other runs (another study's) is left alone; an unreadable one is ignored (its runs start again)."""
+    pending = {s.key for s in runs}
+    out = []
+    for record in store.partials():
+        if not set(record.keys) <= pending:
+            if store.done(record.keys):
+                store.delete_partials(record.keys)
+            continue
+        try:
+            arrays = store.load_partial(record)
+        except OSError:
+            continue
+        out.append(PartialState(record.keys, record.epoch, record.meta, arrays))
+    return out
