@@ -87,11 +87,11 @@ class LinearScaling(Study):
         out = {}
         for opt in cfg.optimizers:
             momentum = 0.9 if opt == "momentum" else 0.0
-            for rule in SCALING_RULES:
+            for scaling in SCALING_RULES:
                 for b in cfg.batch_sizes:
-                    lr = scaled_lr(rule.split("+")[0], cfg.lr_base, b, base)
-                    schedule = warmup(cfg.lr_base, lr, cfg.warmup_epochs if rule.endswith("warmup") else 0)
-                    out[(opt, rule, b)] = cfg.seeded(
+                    lr = scaled_lr(scaling.split("+")[0], cfg.lr_base, b, base)
+                    schedule = warmup(cfg.lr_base, lr, cfg.warmup_epochs if scaling.endswith("warmup") else 0)
+                    out[(opt, scaling, b)] = cfg.seeded(
                         batch_size=b,
                         lr=lr,
                         momentum=momentum,
@@ -111,17 +111,19 @@ class LinearScaling(Study):
         base = cfg.batch_sizes[0]
         maxes = {
             opt: {
-                rule: b_max(cfg.batch_sizes, [means[(opt, rule, b)] for b in cfg.batch_sizes], means[(opt, rule, base)])
-                for rule in SCALING_RULES
+                scaling: b_max(
+                    cfg.batch_sizes, [means[(opt, scaling, b)] for b in cfg.batch_sizes], means[(opt, scaling, base)]
+                )
+                for scaling in SCALING_RULES
             }
             for opt in cfg.optimizers
         }
         fig, axes = new_figure(ncols=len(cfg.optimizers) + 1, width=4.6 * (len(cfg.optimizers) + 1), height=4)
         axes = np.atleast_1d(axes)
         for ax, opt in zip(axes, cfg.optimizers):
-            for i, rule in enumerate(SCALING_RULES):
-                ys = [100 * means[(opt, rule, b)] for b in cfg.batch_sizes]
-                ax.plot(cfg.batch_sizes, ys, "o-", color=PALETTE[i], label=f"{rule} (B_max {maxes[opt][rule]})")
+            for i, scaling in enumerate(SCALING_RULES):
+                ys = [100 * means[(opt, scaling, b)] for b in cfg.batch_sizes]
+                ax.plot(cfg.batch_sizes, ys, "o-", color=PALETTE[i], label=f"{scaling} (B_max {maxes[opt][scaling]})")
             ax.axhspan(
                 100 * means[(opt, SCALING_RULES[0], base)] - S1_PP,
                 100 * means[(opt, SCALING_RULES[0], base)] + 0.2,
@@ -132,12 +134,12 @@ class LinearScaling(Study):
             ax.set_xticks(list(cfg.batch_sizes), [str(b) for b in cfg.batch_sizes])  # the batch sizes run
             ax.minorticks_off()
         largest = cfg.batch_sizes[-1]
-        for i, rule in enumerate(SCALING_RULES):
-            specs = runs[(cfg.optimizers[-1], rule, largest)]
+        for i, scaling in enumerate(SCALING_RULES):
+            specs = runs[(cfg.optimizers[-1], scaling, largest)]
             curves = results.curves(specs, "test_acc")
             if curves.size:
                 m, s = mean_std(curves)
-                band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=rule, color=PALETTE[i])
+                band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=scaling, color=PALETTE[i])
         axes[-1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}, {cfg.optimizers[-1]}")
         zoom_accuracy(axes[-1], top=100)  # where the runs end, not 0-100 %
         legend_below(fig)
