@@ -123,7 +123,8 @@ class Study:
     """A study declares its config, profiles, claims, plan and analysis; the runner does the rest.
 
     `claims` are declared as data, so that `batchlab show` lists them before anything is run; `analyze`
-    decides exactly these, in this order (a test checks it for every study)."""
+    decides these, in this order (a test checks it on every study's quick profile), less any its config
+    switches off (gradient-competition without its lr = 0 control leaves G4 out)."""
 
     name: ClassVar[str]
     title: ClassVar[str]
