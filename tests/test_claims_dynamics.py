@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from batchlab.claims import ClaimSpec
 from batchlab.studies.dynamics import (
     concavity,
     linear_r2,
@@ -78,7 +79,7 @@ def test_d1_a_diverged_seed_is_left_out_and_counted_and_one_seed_left_is_inconcl
 
 
 def test_monotone_decrease_needs_two_configurations():
-    claim = monotone_decrease_claim("D1", "s", "src", [64], [np.array([0.9, 0.91])], "test accuracy")
+    claim = monotone_decrease_claim(ClaimSpec("D1", "s", "src"), [64], [np.array([0.9, 0.91])], "test accuracy")
     assert claim.verdict == "inconclusive"
 
 

@@ -28,7 +28,7 @@ from conftest import one_line_error as refused
 import batchlab
 from batchlab import cli
 from batchlab.driver import parse_sets, prepare
-from batchlab.preview import dry_run, study_claims
+from batchlab.preview import dry_run
 from batchlab.report.overrides import format_set_value
 from batchlab.store import DB_NAME, load_metrics
 from batchlab.store.export import metrics_columns
@@ -106,7 +106,7 @@ def test_show_unknown_study_is_one_line_exit_2(capsys):
 
 
 def test_every_claim_of_the_readme_is_listed_by_exactly_one_study():
-    ids = [cid for name, study in REGISTRY.items() for cid, _ in study_claims(study, study.config("quick"))]
+    ids = [claim.id for study in REGISTRY.values() for claim in study.claims]
     expected = [f"D{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 9)] + ["A1", "A2"]
     expected += ["G1", "G2", "G3", "G4", "V1", "N1", "N2", "V2", "L1", "S1", "S2"]
     assert sorted(ids) == sorted(expected)

@@ -13,9 +13,9 @@ from batchlab.analysis.regimes import classify_loss, classify_trajectory, quadra
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.spec import TaskSpec
 from batchlab.executors import TaskUnit, execute
+from batchlab.studies.variants.claims import rule_l1, rule_s1, rule_v2
 from batchlab.studies.variants.common import scaled_lr, warmup
-from batchlab.studies.variants.gd_variants import GDVariants
-from batchlab.studies.variants.linear_scaling import b_max, rule_s1
+from batchlab.studies.variants.linear_scaling import b_max
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,10 +78,18 @@ def test_v2_rule():
         "SGD (batch 1)": np.array([0.1, 0.01]),
         "mini-batch (32)": np.array([1.0, 0.1]),
     }
-    assert GDVariants.claim(ahead, smooth).verdict == "supported"
+    assert rule_v2(ahead, smooth).verdict == "supported"
     behind = ahead | {"mini-batch (32)": np.array([1.0, 3.0])}
-    assert GDVariants.claim(behind, smooth).verdict == "not supported"
-    assert GDVariants.claim(ahead, smooth | {"batch GD": 0.5}).verdict == "not supported"
+    assert rule_v2(behind, smooth).verdict == "not supported"
+    assert rule_v2(ahead, smooth | {"batch GD": 0.5}).verdict == "not supported"
+
+
+def test_l1_rule():
+    lrs, theory = (0.1, 0.7), ["converges", "oscillates"]
+    assert rule_l1(lrs, theory, theory, tolerance=1e-6, steps=100).verdict == "supported"
+    wrong = rule_l1(lrs, ["converges", "diverges"], theory, tolerance=1e-6, steps=100)
+    assert wrong.verdict == "not supported" and wrong.why == "mismatch at lr 0.7: diverges vs oscillates"
+    assert rule_l1(lrs, None, theory, tolerance=1e-6, steps=100).why == "the quadratic task is missing"
 
 
 def test_regression_options_change_the_problem_and_the_model():

@@ -1,4 +1,4 @@
-"""What a command would do, without doing it: a study's claims, and the plan of `--dry-run` with a time estimate.
+"""What a command would do, without doing it: the plan of `--dry-run` with a time estimate.
 
 `dry_run` starts from a `Prepared` study (validated exactly as a real run validates it) and only reads the
 store, so a dry run writes nothing: no results directory, no store, no report.
@@ -21,7 +21,6 @@ otherwise left out of the estimate (and counted as such).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -34,21 +33,6 @@ from .engine.spec import TaskSpec
 from .env import device_name
 from .store import Store
 from .timing import clock, timed
-
-
-def study_claims(study, cfg) -> list[tuple[str, str]]:
-    """The (id, statement) of every claim a study decides: its analysis run on no results (all inconclusive)."""
-    import matplotlib.pyplot as plt
-
-    from .studies import Results
-
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            output = study.analyze(cfg, Results({}, None))
-        finally:
-            plt.close("all")
-    return [(c.id, c.statement) for c in output.claims]
 
 
 # --- the plan ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ claim are Holm-corrected (Holm 1979).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -284,6 +284,24 @@ def monotone(
     return "inconclusive", steps, adjusted
 
 
+def joint_verdict(decisions: Sequence[Decision], adjusted: Sequence[float] | None = None) -> str:
+    """The verdict of a claim that needs every one of its tests: any not supported -> not supported; all
+    supported (and, with Holm, every adjusted p below alpha) -> supported; else inconclusive."""
+    if any(d.verdict == "not supported" for d in decisions):
+        return "not supported"
+    if all(d.verdict == "supported" for d in decisions) and (adjusted is None or all(p < ALPHA for p in adjusted)):
+        return "supported"
+    return "inconclusive"
+
+
+def holm_evidence(tests: Mapping[str, Decision], adjusted: Sequence[float], *, unit: str = "") -> dict:
+    """Each test's numbers (`Decision.evidence`) under its label, with its Holm-adjusted p."""
+    evidence: dict = {}
+    for (label, d), p_adj in zip(tests.items(), adjusted):
+        evidence |= d.evidence(prefix=f"{label}: ", unit=unit) | {f"{label}: Holm p": p_adj}
+    return evidence
+
+
 def fit_exponent(x, y) -> float:
     """a of y = c x^a by least squares on log-log over the points with x > 0 and y > 0."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -304,3 +322,11 @@ def bootstrap_exponent(x, curves, *, alpha: float = ALPHA, n_boot: int = 10_000,
     boot = rng.choice(per_seed, (n_boot, per_seed.size)).mean(1)
     ci = (float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2)))
     return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()), "ci": ci, "n": int(per_seed.size)}
+
+
+def bootstrap_difference(a, b, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(b) - mean(a), resampling each sample on its own (e.g. per-seed exponents)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = rng.choice(b, (n_boot, b.size)).mean(1) - rng.choice(a, (n_boot, a.size)).mean(1)
+    return float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))

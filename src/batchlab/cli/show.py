@@ -23,7 +23,6 @@ def print_study(name: str) -> None:
     from rich.padding import Padding
 
     from ..driver import lookup
-    from ..preview import study_claims
 
     study = lookup(name)
     quick = study.config("quick") if "quick" in study.profiles else None
@@ -56,10 +55,9 @@ def print_study(name: str) -> None:
         if help_text:
             out_console.print(Padding(Text(help_text, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
     out_console.print()
-    claims = study_claims(study, quick or study.config(next(iter(study.profiles))))
-    out_console.print(Text("claims" if claims else "claims: none (a measurement)", style="bold"), highlight=False)
-    for claim_id, statement in claims:
-        out_console.print(f"  {claim_id}  {statement}", highlight=False, markup=False, soft_wrap=True)
+    out_console.print(Text("claims" if study.claims else "claims: none (a measurement)", style="bold"), highlight=False)
+    for claim in study.claims:  # declared as data: nothing is analysed to list them
+        out_console.print(f"  {claim.id}  {claim.statement}", highlight=False, markup=False, soft_wrap=True)
     out_console.print()
     out_console.print(
         f"change a key: batchlab run {study.name} --set key=value (a list: --set key=a,b)",

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
+from ..claims import ClaimSpec
 from ..engine import RunSpec
 from ..engine.spec import DATASET_SIZES, TaskSpec
 from ..outputs import FigureSpec, StudyOutput, Table  # noqa: F401
@@ -119,13 +120,18 @@ class StudyConfig(BaseModel):
 
 
 class Study:
-    """A study declares its config, profiles, plan and analysis; the runner does the rest."""
+    """A study declares its config, profiles, claims, plan and analysis; the runner does the rest.
+
+    `claims` are declared as data, so that `batchlab show` lists them before anything is run; `analyze`
+    decides these, in this order (a test checks it on every study's quick profile), less any its config
+    switches off (gradient-competition without its lr = 0 control leaves G4 out)."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[StudyConfig]]
     profiles: ClassVar[dict[str, dict[str, Any]]]  # profile -> config overrides ("full" = the published protocol)
+    claims: ClassVar[tuple[ClaimSpec, ...]] = ()  # none: a measurement
 
     def config(self, profile: str = "quick", overrides: dict[str, Any] | None = None) -> StudyConfig:
         if profile not in self.profiles:

@@ -25,7 +25,7 @@ from ...analysis.stats import linear_fit, mean_std
 from ...engine import RunSpec
 from ...report.figures import band, bars, color_of, config_colors, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
-from .claims import D8_ADAM_COS_MAX, D8_SGD_COS_MIN, rule_d6, rule_d7, rule_d8
+from .claims import D6, D7, D8, D8_ADAM_COS_MAX, D8_SGD_COS_MIN, rule_d6, rule_d7, rule_d8
 from .common import (
     ACCURACY_CAPTION,
     CURVE_METRICS,
@@ -72,6 +72,7 @@ class AdamVsSGD(Study):
         "origin, per-layer cosine to init and test accuracy (Shen 2018; Wilson et al. 2017)."
     )
     Config = AdamVsSGDConfig
+    claims = (D6, D7, D8)
     # quick: the D6 fit starts at the same fraction of training as in full (epoch 5 of 30), at least epoch 1
     profiles = {
         "quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS, "fit_start": max(1, round(5 * QUICK_EPOCHS / SPEC_EPOCHS))},

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ...claims import Claim
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
-from .claims import d1_batch_sizes, rule_d1
+from .claims import D1, d1_batch_sizes, rule_d1
 from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, accuracy_curves, final_table
 
 
@@ -37,6 +37,7 @@ class BatchSizeSweep(Study):
         "(Keskar et al. 2017; Hoffer et al. 2017)."
     )
     Config = BatchSizeSweepConfig
+    claims = (D1,)
     profiles = {
         "quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS},
         "full": {"batch_sizes": (2, 64, 256, 1024)},

@@ -17,28 +17,67 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ...analysis.decisions import ALPHA, Decision, bootstrap_exponent, equivalent, holm, lower, monotone, ratio_within
-from ...analysis.stats import concavity, finite, linear_r2, nonfinite, pp, spearman, without_finite
-from ...claims import Claim, inconclusive
+from ...analysis.decisions import (
+    ALPHA,
+    Decision,
+    bootstrap_difference,
+    bootstrap_exponent,
+    equivalent,
+    holm,
+    holm_evidence,
+    joint_verdict,
+    lower,
+    ratio_within,
+)
+from ...analysis.stats import concavity, finite, linear_r2, pp, spearman
+from ...claims import Claim, ClaimSpec, SeedRule, monotone_decrease_claim
 from .common import HOFFER_2017, SHEN_2018, WILSON_2017
 
-
-def _missing_why(labels: list[str]) -> str:
-    return f"no finished runs (missing or diverged) for: {', '.join(labels)}"
-
-
-def _diverged(samples: Mapping[str, np.ndarray]) -> int:
-    """How many values of all samples together are not finite (diverged runs left out)."""
-    return sum(nonfinite(samples).values())
-
-
-# ------------------------------------------------------------------------------------------------
-# D1 (batch-size-sweep)
-
-D1 = (
+# The claims, as the studies declare them (batch-size-sweep D1, lr-compensation D2, schedule-switch D3,
+# distance-grid D4 and D5, adam-vs-sgd D6-D8).
+D1 = ClaimSpec(
     "D1",
     "At fixed lr and epochs, a larger batch gives lower final test accuracy.",
     "Keskar et al. 2017 (large-batch training); Hoffer et al. 2017",
+)
+D2 = ClaimSpec(
+    "D2",
+    "Raising the learning rate 10x at batch 1024 recovers the test accuracy of batch 64.",
+    f"{SHEN_2018}; Goyal et al. 2017 (linear scaling rule)",
+)
+D3 = ClaimSpec(
+    "D3",
+    "A large batch does not get the model stuck: switching to a small batch, or raising the lr, at any "
+    "point recovers the small-batch accuracy, while merely training longer at the large batch does not.",
+    SHEN_2018,
+)
+D4 = ClaimSpec(
+    "D4",
+    "Better solutions lie farther from the initialisation: W grows as the batch shrinks or the lr grows, "
+    "and test accuracy rises with W across the grid.",
+    f"{SHEN_2018}; {HOFFER_2017}",
+)
+D5 = ClaimSpec(
+    "D5",
+    "Batch 1024 trained for 16x the epochs (as many steps as batch 64) reaches the distance from init "
+    "and the test accuracy of batch 64.",
+    f"{HOFFER_2017} (regime adaptation); {SHEN_2018}",
+)
+D6 = ClaimSpec(
+    "D6",
+    "For SGD the distance from init grows sublinearly in steps; for Adam nearly linearly.",
+    f"{HOFFER_2017}; {SHEN_2018}",
+)
+D7 = ClaimSpec(
+    "D7",
+    "Adam travels much farther from the initialisation than SGD and generalises worse here.",
+    f"{SHEN_2018}; {WILSON_2017}",
+)
+D8 = ClaimSpec(
+    "D8",
+    "SGD mostly rotates the weights on the sphere of their initial norm (norm kept, every layer within a "
+    "small angle of its init); Adam moves every layer far from its initial direction.",
+    SHEN_2018,
 )
 
 # The batch sizes the claim is stated for; a sweep may add others (the full profile also trains batch 2).
@@ -51,16 +90,6 @@ def d1_batch_sizes(batch_sizes: Sequence[int]) -> list[int]:
     return sizes if len(sizes) >= 2 else sorted(batch_sizes)
 
 
-def _decided(decisions: Sequence[Decision], adjusted: Sequence[float] | None = None) -> str:
-    """All supported (and, with Holm, every adjusted p below alpha) -> supported; any not supported -> not
-    supported; else inconclusive."""
-    if any(d.verdict == "not supported" for d in decisions):
-        return "not supported"
-    if all(d.verdict == "supported" for d in decisions) and (adjusted is None or all(p < ALPHA for p in adjusted)):
-        return "supported"
-    return "inconclusive"
-
-
 def _evidence(d: Decision, label: str, scale: float = 1.0, unit: str = "pp") -> dict:
     return d.evidence(prefix=f"{label}: ", scale=scale, unit=unit)
 
@@ -70,65 +99,9 @@ def _in_pp(values) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def monotone_decrease_claim(
-    id: str, statement: str, source: str, labels: list, samples: list[np.ndarray], what: str, *, name: str = ""
-) -> Claim:
-    """Each step along `labels` is a significant decrease (one-sided paired t, Holm-corrected over the steps).
-
-    `samples[i]` are the seeds' final values for `labels[i]` (in seed order); a diverged seed (NaN) is
-    left out of the steps it takes part in and counted.
-    """
-    rule = (
-        f"each step {' -> '.join(f'{name}{x}' for x in labels)} is a significant decrease of the mean final "
-        f"{what} (one-sided t, paired by seed, Holm-corrected, alpha {ALPHA:g})"
-    )
-    if len(labels) < 2:
-        return inconclusive(id, statement, source, rule, "needs at least 2 configurations to compare")
-    verdict, steps, adjusted = monotone([_in_pp(s) for s in samples], direction="decreasing")
-    evidence: dict = {}
-    for (x, y), d, p_adj in zip(zip(labels, labels[1:]), steps, adjusted):
-        evidence |= _evidence(d, f"{name}{x} -> {name}{y}")
-        evidence[f"{name}{x} -> {name}{y}: Holm p"] = p_adj
-    for label, s in zip(labels, samples):
-        if finite(s).size:
-            evidence[f"{what} {name}{label} (%)"] = pp(finite(s))
-    diverged = nonfinite({f"{name}{label}": s for label, s in zip(labels, samples)})
-    if diverged:
-        evidence["diverged runs left out"] = ", ".join(f"{k}: {v}" for k, v in diverged.items())
-    if verdict == "supported":
-        why = "every step is a significant decrease after Holm correction"
-    elif verdict == "not supported":
-        up = [
-            f"{name}{x} -> {name}{y}"
-            for (x, y), d in zip(zip(labels, labels[1:]), steps)
-            if d.verdict == "not supported"
-        ]
-        why = f"significantly not a decrease at {', '.join(up)}"
-    else:
-        undecided = [
-            f"{name}{x} -> {name}{y}: {d.why}"
-            for (x, y), d in zip(zip(labels, labels[1:]), steps)
-            if d.verdict != "supported"
-        ] or ["Holm-adjusted p-values not all below alpha"]
-        why = "; ".join(undecided)
-    return Claim(id, statement, source, rule, verdict, evidence, why)
-
-
 def rule_d1(batch_sizes: Sequence[int], acc: Sequence[np.ndarray]) -> Claim:
     """D1: final test accuracy (seeds, fractions) falls significantly at each step up in batch size."""
-    return monotone_decrease_claim(*D1, list(batch_sizes), list(acc), "test accuracy", name="batch ")
-
-
-# ------------------------------------------------------------------------------------------------
-# D2 (lr-compensation), D3 (schedule-switch), D4 and D5 (distance-grid), D6-D8 (adam-vs-sgd)
-
-D2 = (
-    "D2",
-    "Raising the learning rate 10x at batch 1024 recovers the test accuracy of batch 64.",
-    f"{SHEN_2018}; Goyal et al. 2017 (linear scaling rule)",
-)
-
-TOL = 0.005  # 0.5 pp of accuracy: the margin of "recovers" and "reaches"
+    return monotone_decrease_claim(D1, list(batch_sizes), list(acc), "test accuracy", name="batch ")
 
 
 def rule_d2(
@@ -148,9 +121,9 @@ def rule_d2(
         f"test accuracy({labels[1]}) equivalent to test accuracy({labels[0]}) within ±{tol_pp:g} pp "
         f"(TOST, paired by seed, 90 % CI inside the margin)"
     )
-    samples = {labels[0]: acc_small, labels[1]: acc_large_high_lr}
-    if missing := without_finite(samples):
-        return inconclusive(*D2, rule, _missing_why(missing))
+    seeds = SeedRule(D2, rule, {labels[0]: acc_small, labels[1]: acc_large_high_lr})
+    if unfinished := seeds.unfinished():
+        return unfinished
     d = equivalent(_in_pp(acc_small), _in_pp(acc_large_high_lr), tol_pp)
     evidence: dict = {
         f"test accuracy {labels[0]} (%)": pp(finite(acc_small)),
@@ -160,17 +133,7 @@ def rule_d2(
     if acc_large is not None and finite(acc_large).size:
         evidence[f"test accuracy {labels[2]} (%)"] = pp(finite(acc_large))
         evidence["gap without raising lr (pp)"] = pp(finite(acc_large)) - pp(finite(acc_small))
-    if n := _diverged(samples):
-        evidence["diverged runs left out"] = n
-    return Claim(*D2, rule, d.verdict, evidence, f"{labels[1]} - {labels[0]} = {d.estimate:+.2f} pp: {d.why} pp")
-
-
-D3 = (
-    "D3",
-    "A large batch does not get the model stuck: switching to a small batch, or raising the lr, at any "
-    "point recovers the small-batch accuracy, while merely training longer at the large batch does not.",
-    SHEN_2018,
-)
+    return seeds.claim(d.verdict, evidence, f"{labels[1]} - {labels[0]} = {d.estimate:+.2f} pp: {d.why} pp")
 
 
 D3_TOL_PP = 0.5
@@ -189,30 +152,19 @@ def rule_d3(acc_a, acc_b, acc_c, acc_d, acc_e, *, tol_pp: float = D3_TOL_PP) -> 
         f"{tol_pp:g} pp below (a) (one-sided t); paired by seed, Holm-corrected over the four tests"
     )
     samples = {"(a)": acc_a, "(b)": acc_b, "(c)": acc_c, "(d)": acc_d, "(e)": acc_e}
-    if missing := without_finite(samples):
-        return inconclusive(*D3, rule, _missing_why(missing))
+    seeds = SeedRule(D3, rule, samples)
+    if unfinished := seeds.unfinished():
+        return unfinished
     tests = {key: equivalent(_in_pp(acc_a), _in_pp(samples[key]), tol_pp) for key in ("(c)", "(d)", "(e)")}
     tests["(b)"] = lower(_in_pp(acc_a), _in_pp(acc_b), by=tol_pp)
     adjusted = holm([d.p for d in tests.values()])
     evidence: dict = {f"test accuracy {k} (%)": pp(finite(v)) for k, v in samples.items()}
-    for (key, d), p_adj in zip(tests.items(), adjusted):
-        evidence |= _evidence(d, f"{key} - (a)")
-        evidence[f"{key} - (a): Holm p"] = p_adj
-    if n := _diverged(samples):
-        evidence["diverged runs left out"] = n
-    verdict = _decided(list(tests.values()), adjusted)
+    evidence |= holm_evidence({f"{key} - (a)": d for key, d in tests.items()}, adjusted, unit="pp")
+    verdict = joint_verdict(list(tests.values()), adjusted)
     parts = [f"{k}: {d.verdict} ({d.why})" for k, d in tests.items()]
     if verdict == "inconclusive" and all(d.verdict == "supported" for d in tests.values()):
         parts.append("not every Holm-adjusted p is below alpha")
-    return Claim(*D3, rule, verdict, evidence, "; ".join(parts))
-
-
-D4 = (
-    "D4",
-    "Better solutions lie farther from the initialisation: W grows as the batch shrinks or the lr grows, "
-    "and test accuracy rises with W across the grid.",
-    f"{SHEN_2018}; {HOFFER_2017}",
-)
+    return seeds.claim(verdict, evidence, "; ".join(parts))
 
 
 def rule_d4(
@@ -236,9 +188,9 @@ def rule_d4(
     acc = np.asarray(acc, dtype=float)
     ok_cells = np.isfinite(w) & np.isfinite(acc)
     if ok_cells.sum() < min_cells:
-        return inconclusive(*D4, rule, f"only {int(ok_cells.sum())} grid cells have finished runs")
+        return D4.inconclusive(rule, f"only {int(ok_cells.sum())} grid cells have finished runs")
     if np.ptp(w[ok_cells]) == 0 or np.ptp(acc[ok_cells]) == 0:
-        return inconclusive(*D4, rule, "W or test accuracy is the same in every cell: there is no ranking to correlate")
+        return D4.inconclusive(rule, "W or test accuracy is the same in every cell: there is no ranking to correlate")
     rho, p = spearman(w[ok_cells], acc[ok_cells])
     evidence: dict = {"cells": int(ok_cells.sum()), "Spearman rho(W, test accuracy)": rho, "Spearman p": p}
     b_order, lr_order = list(np.argsort(batch_sizes)[::-1]), list(np.argsort(lrs))  # W should grow along these
@@ -255,7 +207,7 @@ def rule_d4(
                 steps[f"batch {batch_sizes[i]}: lr {lrs[j0]:g} -> {lrs[j1]:g}"] = lower(cells[i][j1], cells[i][j0])
     adjusted = holm([d.p if np.isfinite(d.p) else 1.0 for d in steps.values()]) if steps else []
     # `lower(next, prev)` tests prev < next, i.e. W grows along the step; its estimate is prev - next
-    grow_verdict = _decided(list(steps.values()), adjusted) if steps else "inconclusive"
+    grow_verdict = joint_verdict(list(steps.values()), adjusted) if steps else "inconclusive"
     significant = sum(p < ALPHA and d.verdict == "supported" for d, p in zip(steps.values(), adjusted))
     evidence["W steps significantly growing (Holm)"] = f"{significant} of {len(steps)}"
     against = [k for k, d in steps.items() if d.verdict == "not supported"]
@@ -273,15 +225,7 @@ def rule_d4(
         f"rho = {rho:.2f} ({'>' if corr_ok else '<='} {threshold:g}); W grows significantly at {significant} of "
         f"{len(steps)} steps after Holm correction" + (f"; not growing at {', '.join(against)}" if against else "")
     )
-    return Claim(*D4, rule, verdict, evidence, why)
-
-
-D5 = (
-    "D5",
-    "Batch 1024 trained for 16x the epochs (as many steps as batch 64) reaches the distance from init "
-    "and the test accuracy of batch 64.",
-    f"{HOFFER_2017} (regime adaptation); {SHEN_2018}",
-)
+    return D4.claim(rule, verdict, evidence, why)
 
 
 def rule_d5(
@@ -307,8 +251,9 @@ def rule_d5(
         "long run W": w_long,
         "long run accuracy": acc_long,
     }
-    if missing := without_finite(samples):
-        return inconclusive(*D5, rule, _missing_why(missing))
+    seeds = SeedRule(D5, rule, samples)
+    if unfinished := seeds.unfinished():
+        return unfinished
     ratio = ratio_within(w_small, w_long, *w_band)
     acc = equivalent(_in_pp(acc_small), _in_pp(acc_long), tol_pp)
     evidence: dict = {
@@ -321,18 +266,9 @@ def rule_d5(
     }
     if steps_small is not None and steps_long is not None:
         evidence["steps batch 64"], evidence["steps long run"] = int(steps_small), int(steps_long)
-    if n := _diverged(samples):
-        evidence["diverged runs left out"] = n
-    verdict = _decided([ratio, acc])
     why = f"W ratio {ratio.estimate:.3f}: {ratio.why}; accuracy gap {acc.estimate:+.2f} pp: {acc.why}"
-    return Claim(*D5, rule, verdict, evidence, why)
+    return seeds.claim(joint_verdict([ratio, acc]), evidence, why)
 
-
-D6 = (
-    "D6",
-    "For SGD the distance from init grows sublinearly in steps; for Adam nearly linearly.",
-    f"{HOFFER_2017}; {SHEN_2018}",
-)
 
 D6_ADAM_MIN_EXPONENT = 0.8
 
@@ -363,7 +299,7 @@ def rule_d6(
     )
     sgd_w, adam_w = np.atleast_2d(np.asarray(sgd_w, dtype=float)), np.atleast_2d(np.asarray(adam_w, dtype=float))
     if sgd_w.size == 0 or adam_w.size == 0:
-        return inconclusive(*D6, rule, "SGD or Adam runs are missing")
+        return D6.inconclusive(rule, "SGD or Adam runs are missing")
 
     def window(steps, epochs, w):
         x = np.asarray(steps, dtype=float)
@@ -374,16 +310,11 @@ def rule_d6(
     sx, sw = window(sgd_steps, sgd_epochs, sgd_w)
     ax_, aw = window(adam_steps, adam_epochs, adam_w)
     if sx.size < 3 or ax_.size < 3:
-        return inconclusive(
-            *D6, rule, f"too few evaluations in the fit window ({sx.size} SGD, {ax_.size} Adam; need 3)"
-        )
+        return D6.inconclusive(rule, f"too few evaluations in the fit window ({sx.size} SGD, {ax_.size} Adam; need 3)")
     sgd_fit, adam_fit = bootstrap_exponent(sx, sw), bootstrap_exponent(ax_, aw)
     if sgd_fit["n"] < 2 or adam_fit["n"] < 2:
-        return inconclusive(*D6, rule, "needs at least 2 finished seeds of SGD and of Adam")
-    rng = np.random.default_rng(0)
-    a_s, a_a = np.array(sgd_fit["per_seed"]), np.array(adam_fit["per_seed"])
-    diff_boot = rng.choice(a_a, (10_000, a_a.size)).mean(1) - rng.choice(a_s, (10_000, a_s.size)).mean(1)
-    diff_ci = (float(np.quantile(diff_boot, 0.025)), float(np.quantile(diff_boot, 0.975)))
+        return D6.inconclusive(rule, "needs at least 2 finished seeds of SGD and of Adam")
+    diff_ci = bootstrap_difference(sgd_fit["per_seed"], adam_fit["per_seed"])
     sgd_mean = np.nanmean(sgd_w, 0)
     frac, n_second = concavity(np.asarray(sgd_steps, dtype=float), sgd_mean)
     evidence: dict = {
@@ -416,14 +347,7 @@ def rule_d6(
             "; a straight line still fits Adam's W with R^2 > 0.95, which is why R^2 alone cannot decide: "
             "sqrt(t) fits a short window as well"
         )
-    return Claim(*D6, rule, verdict, evidence, why)
-
-
-D7 = (
-    "D7",
-    "Adam travels much farther from the initialisation than SGD and generalises worse here.",
-    f"{SHEN_2018}; {WILSON_2017}",
-)
+    return D6.claim(rule, verdict, evidence, why)
 
 
 def rule_d7(w_sgd, w_adam, acc_sgd, acc_adam, *, factor: float = 10.0) -> Claim:
@@ -433,9 +357,9 @@ def rule_d7(w_sgd, w_adam, acc_sgd, acc_adam, *, factor: float = 10.0) -> Claim:
         f"W(Adam) > {factor:g} x W(SGD) for every seed (pair), and test accuracy(Adam) significantly lower than "
         f"test accuracy(SGD) (one-sided t, paired by seed, alpha {ALPHA:g})"
     )
-    samples = {"SGD W": w_sgd, "Adam W": w_adam, "SGD accuracy": acc_sgd, "Adam accuracy": acc_adam}
-    if missing := without_finite(samples):
-        return inconclusive(*D7, rule, _missing_why(missing))
+    seeds = SeedRule(D7, rule, {"SGD W": w_sgd, "Adam W": w_adam, "SGD accuracy": acc_sgd, "Adam accuracy": acc_adam})
+    if unfinished := seeds.unfinished():
+        return unfinished
     ws, wa = np.asarray(w_sgd, dtype=float).reshape(-1), np.asarray(w_adam, dtype=float).reshape(-1)
     if ws.shape == wa.shape:
         keep = np.isfinite(ws) & np.isfinite(wa)
@@ -452,23 +376,13 @@ def rule_d7(w_sgd, w_adam, acc_sgd, acc_adam, *, factor: float = 10.0) -> Claim:
         "test accuracy Adam (%)": pp(finite(acc_adam)),
         **_evidence(acc, "accuracy Adam - SGD"),
     }
-    if n := _diverged(samples):
-        evidence["diverged runs left out"] = n
     far = bool(np.all(ratios > factor))
     verdict = "not supported" if not far else acc.verdict
     why = (
         f"smallest W ratio Adam / SGD over seed pairs {ratios.min():.1f} ({'>' if far else '<='} {factor:g}); "
         f"accuracy Adam - SGD {acc.estimate:+.2f} pp: {acc.why}"
     )
-    return Claim(*D7, rule, verdict, evidence, why)
-
-
-D8 = (
-    "D8",
-    "SGD mostly rotates the weights on the sphere of their initial norm (norm kept, every layer within a "
-    "small angle of its init); Adam moves every layer far from its initial direction.",
-    SHEN_2018,
-)
+    return seeds.claim(verdict, evidence, why)
 
 
 D8_SGD_COS_MIN, D8_ADAM_COS_MAX = 0.85, 0.5
@@ -493,10 +407,11 @@ def rule_d8(
     )
     samples = {"SGD ||w_0||": norm0_sgd, "SGD ||w_T||": normT_sgd}
     samples |= {f"SGD cos {k}": v for k, v in cos_sgd.items()} | {f"Adam cos {k}": v for k, v in cos_adam.items()}
+    seeds = SeedRule(D8, rule, samples)  # decided for every seed: the evidence counts the seeds, not the diverged
     if not cos_sgd or not cos_adam:
-        return inconclusive(*D8, rule, "no per-layer cosines recorded for SGD or Adam")
-    if missing := without_finite(samples):
-        return inconclusive(*D8, rule, _missing_why(missing))
+        return seeds.inconclusive("no per-layer cosines recorded for SGD or Adam")
+    if unfinished := seeds.unfinished():
+        return unfinished
     n0, nT = np.asarray(norm0_sgd, dtype=float).reshape(-1), np.asarray(normT_sgd, dtype=float).reshape(-1)
     ratios = finite(nT / n0) if n0.shape == nT.shape else finite(nT) / float(np.mean(finite(n0)))
     sgd_cos = np.concatenate([finite(v) for v in cos_sgd.values()])
@@ -521,7 +436,7 @@ def rule_d8(
         f"highest Adam layer cosine {adam_cos.max():.3f} ({'<' if adam_ok else '>='} {adam_cos_max:g})"
     )
     if not (norm_ok and sgd_ok and adam_ok):
-        return Claim(*D8, rule, "not supported", evidence, why)
+        return D8.claim(rule, "not supported", evidence, why)
     if min(n_sgd, n_adam, ratios.size) < 2:
-        return Claim(*D8, rule, "inconclusive", evidence, why + "; needs at least 2 seeds each")
-    return Claim(*D8, rule, "supported", evidence, why)
+        return D8.claim(rule, "inconclusive", evidence, why + "; needs at least 2 seeds each")
+    return D8.claim(rule, "supported", evidence, why)

@@ -24,7 +24,7 @@ from ...engine import RunSpec
 from ...engine.spec import DATASET_SIZES
 from ...report.figures import PALETTE, heatmap, label_points, legend_below, new_figure, zoom_accuracy
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import rule_d4, rule_d5
+from .claims import D4, D5, rule_d4, rule_d5
 from .common import CURVE_METRICS, QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, plot_curve, present, run_label
 
 W_LABEL = "W = ‖w_T − w_0‖ (L2 distance from init)"
@@ -72,6 +72,7 @@ class DistanceGrid(Study):
         "64 (Hoffer et al. 2017; Shen 2018)."
     )
     Config = DistanceGridConfig
+    claims = (D4, D5)
     # quick: the long run (640 epochs of 4 steps) is evaluated every 16 epochs, i.e. every 64 steps like batch
     # 64 (once per epoch): per-epoch evaluation of it alone was a third of the family's quick time
     profiles = {

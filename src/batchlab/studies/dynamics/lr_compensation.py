@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import rule_d2
+from .claims import D2, rule_d2
 from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, PairConfig, accuracy_curves, final_table, run_label
 
 
@@ -31,6 +31,7 @@ class LRCompensation(Study):
         "linear scaling rule of Goyal et al. 2017 would suggest 16x)."
     )
     Config = LRCompensationConfig
+    claims = (D2,)
     profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS}, "full": {}}
 
     def groups(self, cfg: LRCompensationConfig) -> dict[str, list]:

@@ -23,7 +23,7 @@ from ...analysis.stats import finite
 from ...engine import LRSchedule
 from ...report.figures import PALETTE, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import D3_TOL_PP, rule_d3
+from .claims import D3, D3_TOL_PP, rule_d3
 from .common import QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, mean_curve, plot_curve
 
 
@@ -54,6 +54,7 @@ class ScheduleSwitch(Study):
         "(Shen 2018)."
     )
     Config = ScheduleSwitchConfig
+    claims = (D3,)
     profiles = {"quick": QUICK_SETUP | {"epochs": QUICK_EPOCHS}, "full": {}}
 
     def schedules(self, cfg: ScheduleSwitchConfig) -> list[Schedule]:

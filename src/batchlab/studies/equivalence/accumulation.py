@@ -26,7 +26,7 @@ from ...outputs import Table
 from ...report.figures import new_figure
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
-from .claims import ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2
+from .claims import A1, A2, ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
 LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam"}
@@ -81,6 +81,7 @@ class Accumulation(Study):
         "once per micro-batch: accumulation is then a different computation, not a rounding of the same one."
     )
     Config = AccumulationConfig
+    claims = (A1, A2)
     # quick: 2 steps of batch 64 as micro-batches of 8, on a small test set; full: 10 steps of 256 as 8 x 32
     profiles = {"quick": {"batch_size": 64, "micro_batch": 8, "steps": 2, "test_subset": 200}, "full": {}}
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...claims import Claim, inconclusive
+from ...claims import Claim, ClaimSpec
 
 # rounding level of a float64 comparison (a float64 difference ~1e-16 relative; 1e-9 leaves a wide margin)
 EXACT_F64 = 1e-9
@@ -32,43 +32,45 @@ ADAM = "Kingma & Ba 2015 (Adam: the first update is lr g / (|g| + eps), about lr
 BATCHNORM = "Ioffe & Szegedy 2015 (Batch Normalization: the output of an example depends on its batch)"
 ACCUMULATION = "gradient accumulation as practised in large-batch training (e.g. Goyal et al. 2017)"
 
-E1 = (
+E1 = ClaimSpec(
     "E1",
     "Plain SGD without BatchNorm: one step on a batch equals the average of the single-example steps (up to rounding).",
     LINEARITY,
 )
-E2 = (
+E2 = ClaimSpec(
     "E2",
     "Momentum does not matter for one step from a fresh optimizer state: the equivalence holds as for plain SGD.",
     LINEARITY + "; a fresh momentum buffer's first step is lr g",
 )
-E3 = ("E3", "Adam breaks the equivalence already at its first step.", ADAM)
-E4 = ("E4", "BatchNorm breaks the equivalence (single-example passes normalised by the running statistics).", BATCHNORM)
-E5 = ("E5", "Weight decay keeps the equivalence (the decay term is linear in the weights).", LINEARITY)
-E6 = (
+E3 = ClaimSpec("E3", "Adam breaks the equivalence already at its first step.", ADAM)
+E4 = ClaimSpec(
+    "E4", "BatchNorm breaks the equivalence (single-example passes normalised by the running statistics).", BATCHNORM
+)
+E5 = ClaimSpec("E5", "Weight decay keeps the equivalence (the decay term is linear in the weights).", LINEARITY)
+E6 = ClaimSpec(
     "E6",
     "Gradient accumulation with the same optimizer is exact: K momentum steps on batches equal K momentum "
     "steps on the averaged per-example gradients.",
     ACCUMULATION,
 )
-E7 = (
+E7 = ClaimSpec(
     "E7",
     "The difference between K batch steps and the same examples taken one at a time grows with K.",
     "sequential single-example SGD vs mini-batch SGD (order and step count differ)",
 )
-E8 = (
+E8 = ClaimSpec(
     "E8",
     "Averaged per-example gradients applied without momentum differ from the batch run more than "
     "single-example steps do, and the cause is the dropped momentum, not the averaging.",
     ACCUMULATION,
 )
-A1 = (
+A1 = ClaimSpec(
     "A1",
     "Gradient accumulation (micro-batches) gives the weights of the direct batch, without BatchNorm, for "
     "SGD, momentum and Adam.",
     ACCUMULATION,
 )
-A2 = (
+A2 = ClaimSpec(
     "A2",
     "With BatchNorm, gradient accumulation differs from the direct batch (each micro-batch is normalised "
     "by its own statistics).",
@@ -87,7 +89,7 @@ def _finite(x) -> bool:
 
 
 def rule_exact(
-    claim: tuple[str, str, str],
+    spec: ClaimSpec,
     rel64: float,
     cos32: float | None = None,
     rel32: float | None = None,
@@ -95,13 +97,12 @@ def rule_exact(
 ) -> Claim:
     """E1, E2, E5: A = B up to rounding. float64: relative difference < EXACT_F64. float32 (when run):
     cos(A - theta0, B - theta0) > EXACT_F32_COS; its relative difference is evidence only."""
-    id_, statement, source = claim
     rule = (
         f"float64: ||A-B|| / ||A-theta0|| < {EXACT_F64:g}; float32: cos(A-theta0, B-theta0) > "
         f"{EXACT_F32_COS:g} (its relative difference is shown, not judged)"
     )
     if not _finite(rel64):
-        return inconclusive(id_, statement, source, rule, "the float64 comparison is missing (not run, or failed)")
+        return spec.inconclusive(rule, "the float64 comparison is missing (not run, or failed)")
     evidence: dict = {"float64 ||A-B||/||A-theta0||": float(rel64)}
     ok64 = rel64 < EXACT_F64
     ok32 = True
@@ -119,7 +120,7 @@ def rule_exact(
         parts.append(FLOAT32_NOTE)
     else:
         parts.append("float32 was not run: decided on float64 alone")
-    return Claim(id_, statement, source, rule, verdict, evidence, "; ".join(parts))
+    return spec.claim(rule, verdict, evidence, "; ".join(parts))
 
 
 def rule_e1(rel64, cos32=None, rel32=None, rel32_updates=None) -> Claim:
@@ -147,10 +148,9 @@ def rule_e3(
 ) -> Claim:
     """E3: Adam's first step: ||A-B|| / ||A-theta0|| > ADAM_BREAKS. `signlike_*`: fraction of coordinates
     whose update is +-lr (batch step, single-example steps); `shrink` = ||B-theta0|| / ||A-theta0||."""
-    id_, statement, source = E3
     rule = f"{precision}: ||A-B|| / ||A-theta0|| > {ADAM_BREAKS:g} (cosine and sign-like fractions shown)"
     if not _finite(rel):
-        return inconclusive(id_, statement, source, rule, "the Adam comparison is missing (not run, or failed)")
+        return E3.inconclusive(rule, "the Adam comparison is missing (not run, or failed)")
     evidence: dict = {f"{precision} ||A-B||/||A-theta0||": float(rel)}
     for label, value in (
         ("cos(A-theta0, B-theta0)", cos),
@@ -172,7 +172,7 @@ def rule_e3(
         why += f": cosine {cos:.3g}"
     if _finite(shrink):
         why += f", length ratio {shrink:.3g}"
-    return Claim(id_, statement, source, rule, verdict, evidence, why)
+    return E3.claim(rule, verdict, evidence, why)
 
 
 def rule_e4(
@@ -182,12 +182,11 @@ def rule_e4(
 
     `buffers_rel`: the same for the running buffers; `error`: the task's named error, when it failed
     (e.g. bn_single=train); `others`: the relative difference for the other optimizers (evidence)."""
-    id_, statement, source = E4
     rule = f"cnn-bn, plain SGD, bn_single=eval, float64: ||A-B|| / ||A-theta0|| > {BN_BREAKS:g}"
     if error:
-        return inconclusive(id_, statement, source, rule, f"the cnn-bn task ended with a named error: {error}")
+        return E4.inconclusive(rule, f"the cnn-bn task ended with a named error: {error}")
     if not _finite(rel64):
-        return inconclusive(id_, statement, source, rule, "the cnn-bn float64 comparison is missing")
+        return E4.inconclusive(rule, "the cnn-bn float64 comparison is missing")
     evidence: dict = {"float64 ||A-B||/||A-theta0||": float(rel64)}
     if _finite(buffers_rel):
         evidence["running buffers: ||A-B|| / ||A-buffers0||"] = float(buffers_rel)
@@ -202,7 +201,7 @@ def rule_e4(
         "so each example sees a different function and the gradients no longer average to the batch "
         "gradient. The running statistics themselves move only in the batch step"
     )
-    return Claim(id_, statement, source, rule, "supported" if ok else "not supported", evidence, why)
+    return E4.claim(rule, "supported" if ok else "not supported", evidence, why)
 
 
 def _by_k(ks: Sequence[int], *arrays) -> tuple[np.ndarray, ...]:
@@ -212,12 +211,11 @@ def _by_k(ks: Sequence[int], *arrays) -> tuple[np.ndarray, ...]:
 
 def rule_e6(ks: Sequence[int], rel_ad: Sequence[float]) -> Claim:
     """E6: ||A-D|| / ||A-theta0|| < EXACT_F64 (float64) for every K."""
-    id_, statement, source = E6
     rule = f"float64: ||A-D|| / ||A-theta0|| < {EXACT_F64:g} for every K"
     ks, rel = _by_k(ks, rel_ad)
     if ks.size == 0 or not np.isfinite(rel).all():
         missing = [int(k) for k, r in zip(ks, rel) if not np.isfinite(r)]
-        return inconclusive(id_, statement, source, rule, f"missing comparisons (K = {missing or 'none run'})")
+        return E6.inconclusive(rule, f"missing comparisons (K = {missing or 'none run'})")
     evidence = {f"K={k}: ||A-D||/||A-theta0||": float(r) for k, r in zip(ks, rel)}
     bad = [int(k) for k, r in zip(ks, rel) if not r < EXACT_F64]
     why = (
@@ -227,18 +225,17 @@ def rule_e6(ks: Sequence[int], rel_ad: Sequence[float]) -> Claim:
         if not bad
         else f"relative difference >= {EXACT_F64:g} at K = {bad}"
     )
-    return Claim(id_, statement, source, rule, "supported" if not bad else "not supported", evidence, why)
+    return E6.claim(rule, "supported" if not bad else "not supported", evidence, why)
 
 
 def rule_e7(ks: Sequence[int], ab_mean: Sequence[float], ab_max: Sequence[float] | None = None) -> Claim:
     """E7: mean |A-B| strictly increases with K (at least two K); `ab_max` (max |A-B|) is evidence only."""
-    id_, statement, source = E7
     rule = "mean |A-B| over all weights increases strictly from each K to the next"
     ks, mean, mx = _by_k(ks, ab_mean, ab_max if ab_max is not None else np.full(len(ab_mean), np.nan))
     keep = np.isfinite(mean)
     ks, mean, mx = ks[keep], mean[keep], mx[keep]
     if ks.size < 2:
-        return inconclusive(id_, statement, source, rule, "needs the comparison at two or more K")
+        return E7.inconclusive(rule, "needs the comparison at two or more K")
     evidence: dict = {}
     for k, m, x in zip(ks, mean, mx):
         evidence[f"K={k}: mean |A-B|"] = float(m)
@@ -255,7 +252,7 @@ def rule_e7(ks: Sequence[int], ab_mean: Sequence[float], ab_max: Sequence[float]
     else:
         at = int(np.argmin(steps))
         why = f"mean |A-B| does not grow from K={ks[at]} ({mean[at]:.3g}) to K={ks[at + 1]} ({mean[at + 1]:.3g})"
-    return Claim(id_, statement, source, rule, "supported" if up else "not supported", evidence, why)
+    return E7.claim(rule, "supported" if up else "not supported", evidence, why)
 
 
 def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float], rel_ad: Sequence[float]) -> Claim:
@@ -263,12 +260,11 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
 
     The second part is what makes the first readable: D averages the gradients exactly as C does but
     keeps the momentum, so when D equals A, whatever separates C from A is the dropped momentum."""
-    id_, statement, source = E8
     rule = f"for every K: mean |A-C| > mean |A-B|, and ||A-D|| / ||A-theta0|| < {EXACT_F64:g} (float64)"
     ks, ab, ac, ad = _by_k(ks, ab_mean, ac_mean, rel_ad)
     keep = np.isfinite(ab) & np.isfinite(ac) & np.isfinite(ad)
     if not keep.any():
-        return inconclusive(id_, statement, source, rule, "the multistep comparisons are missing")
+        return E8.inconclusive(rule, "the multistep comparisons are missing")
     ks, ab, ac, ad = ks[keep], ab[keep], ac[keep], ad[keep]
     evidence: dict = {}
     for k, b, c, d in zip(ks, ab, ac, ad):
@@ -287,9 +283,7 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
         else f"but A-D is not at rounding level at K = {[int(k) for k in ks[~exact]]}, so the cause is not isolated"
     )
     if larger.all() and exact.all():
-        return Claim(
-            id_, statement, source, rule, "supported", evidence, f"mean |A-C| exceeds mean |A-B| at every K; {cause}"
-        )
+        return E8.claim(rule, "supported", evidence, f"mean |A-C| exceeds mean |A-B| at every K; {cause}")
     if 1 in ks:
         cause += " (at K=1 C equals A too: a fresh momentum buffer's first step is lr g)"
     smaller = [int(k) for k in ks[~larger]]
@@ -300,11 +294,11 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
         if smaller
         else f"mean |A-C| > mean |A-B| at every K, {cause}"
     )
-    return Claim(id_, statement, source, rule, "not supported", evidence, why)
+    return E8.claim(rule, "not supported", evidence, why)
 
 
 def every_optimizer_claim(
-    claim: tuple[str, str, str],
+    spec: ClaimSpec,
     rule: str,
     labels: Sequence[str],
     rel: Sequence[float],
@@ -318,15 +312,15 @@ def every_optimizer_claim(
     rel = np.asarray(rel, dtype=float)
     if rel.size == 0 or not np.isfinite(rel).all():
         missing = [lab for lab, r in zip(labels, rel) if not np.isfinite(r)]
-        return inconclusive(*claim, rule, f"missing comparisons: {missing or 'none run'}")
+        return spec.inconclusive(rule, f"missing comparisons: {missing or 'none run'}")
     evidence = {f"{lab}: relative difference": float(r) for lab, r in zip(labels, rel)}
     if below is not None:
         bad, worst, side = [lab for lab, r in zip(labels, rel) if not r < below], rel.max(), f">= {below:g}"
     else:
         bad, worst, side = [lab for lab, r in zip(labels, rel) if not r > above], rel.min(), f"<= {above:g}"
     if bad:
-        return Claim(*claim, rule, "not supported", evidence, f"relative difference {side} for {', '.join(bad)}")
-    return Claim(*claim, rule, "supported", evidence, why.format(worst=f"{worst:.2g}"))
+        return spec.claim(rule, "not supported", evidence, f"relative difference {side} for {', '.join(bad)}")
+    return spec.claim(rule, "supported", evidence, why.format(worst=f"{worst:.2g}"))
 
 
 def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:

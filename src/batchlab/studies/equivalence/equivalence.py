@@ -28,12 +28,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...claims import Claim
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import new_figure
 from ...tasks.equivalence import OPTIMIZER_SETTINGS, OneStepArgs, OptimizerName, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_fits, check_subsets
-from .claims import BN_BREAKS, EXACT_F64, rule_e1, rule_e2, rule_e3, rule_e4, rule_e5
+from .claims import BN_BREAKS, E1, E2, E3, E4, E5, EXACT_F64, rule_e1, rule_e2, rule_e3, rule_e4, rule_e5
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "weight_decay": "SGD + wd"}
@@ -106,6 +107,7 @@ class Equivalence(Study):
         "one small update: that is why float32 is judged by the cosine of the two updates, with float64 beside it."
     )
     Config = EquivalenceConfig
+    claims = (E1, E2, E3, E4, E5)
     # quick: a smaller batch and test set on a 10k training pool; full: the protocol (B = 256, all of MNIST)
     profiles = {"quick": {"batch_size": 32, "train_subset": 10_000, "test_subset": 500}, "full": {}}
 
@@ -265,7 +267,7 @@ class Equivalence(Study):
             "(kind=buffer): the same statistics as the summary, for that tensor alone.",
         )
 
-    def claims(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]):
+    def verdicts(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]) -> list[Claim]:
         def get(model, optimizer, precision, name, bn="eval"):
             return value(results, cells.get((model, optimizer, precision, bn)), name)
 
@@ -334,5 +336,5 @@ class Equivalence(Study):
                 ),
             ],
             tables=[self.summary_table(results, cells), self.tensor_table(results, cells)],
-            claims=self.claims(cfg, results, cells),
+            claims=self.verdicts(cfg, results, cells),
         )

@@ -29,7 +29,7 @@ from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.equivalence import MultistepArgs, Precision
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
-from .claims import EXACT_F64, rule_e6, rule_e7, rule_e8
+from .claims import E6, E7, E8, EXACT_F64, rule_e6, rule_e7, rule_e8
 from .common import EPS, LOG_FLOOR, outcome, scalars, value
 
 VARIANTS = {
@@ -86,6 +86,7 @@ class EquivalenceMultistep(Study):
         "(step count, order, momentum), so their ranking says nothing about accumulation by itself."
     )
     Config = MultistepConfig
+    claims = (E6, E7, E8)
     # quick: smaller batches and fewer of them, on a 10k training pool; full: the protocol
     profiles = {"quick": {"ks": (2, 5, 10), "batch_size": 32, "train_subset": 10_000, "test_subset": 500}, "full": {}}
 

@@ -31,7 +31,7 @@ from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import HIST_EDGES, CompetitionArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import power_law, rule_g1, rule_g2, rule_g3, rule_g4
+from .claims import G1, G2, G3, G4, power_law, rule_g1, rule_g2, rule_g3, rule_g4
 from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -84,6 +84,7 @@ class GradientCompetition(Study):
         "B, the control: any dependence on B at lr > 0 comes from the weights moving during the pass."
     )
     Config = CompetitionConfig
+    claims = (G1, G2, G3, G4)
     profiles = {"quick": {**QUICK_REFERENCE, "trials": 16}, "full": {}}
 
     def tasks(self, cfg: CompetitionConfig) -> dict[tuple[str, str, int], TaskSpec]:

@@ -20,7 +20,7 @@ from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import VarianceArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import rule_v1
+from .claims import V1, rule_v1
 from .common import QUICK_REFERENCE, GradientConfig
 
 PROBLEMS = ("mlp (early checkpoint)", "linear regression")
@@ -48,6 +48,7 @@ class GradientVariance(Study):
         "with tr(Sigma)/B and tr(Sigma)/B (N-B)/(N-1)."
     )
     Config = VarianceConfig
+    claims = (V1,)
     profiles = {"quick": {**QUICK_REFERENCE, "examples": 1024, "regression_n": 2048}, "full": {}}
 
     def tasks(self, cfg: VarianceConfig) -> dict[str, TaskSpec]:

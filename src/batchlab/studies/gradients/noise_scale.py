@@ -22,7 +22,7 @@ from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import NoiseScaleArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import rule_n1
+from .claims import N1, rule_n1
 from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
 
 
@@ -44,6 +44,7 @@ class NoiseScaleStudy(Study):
         "halves the steps; beyond it returns diminish. B_simple grows as training proceeds."
     )
     Config = NoiseScaleConfig
+    claims = (N1,)
     # quick: 4096 examples, as in full: fewer cannot resolve a B_simple of thousands (|G|^2 drowns in tr(Sigma)/N)
     profiles = {"quick": {**QUICK_REFERENCE, "draws": 64, "bootstrap": 200}, "full": {}}
 

@@ -22,18 +22,14 @@ import numpy as np
 from pydantic import Field
 from scipy.optimize import curve_fit
 
-from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import NoiseScaleArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
+from .claims import N2, rule_n2
 from .common import QUICK_REFERENCE, GradientConfig
-
-N2_FACTOR = 3.0
-N2_R2 = 0.9
-SOURCE = "McCandlish et al. 2018, An Empirical Model of Large-Batch Training (eq. 2.11, fig. 7)"
 
 
 class StepsConfig(GradientConfig):
@@ -84,39 +80,6 @@ def fit_steps(batch_sizes, steps) -> dict:
     return {"s_min": math.exp(ls), "b_noise": math.exp(lb), "ci": ci, "r2": r2, "points": int(keep.sum())}
 
 
-def rule_n2(fit: dict, b_simple: float) -> Claim:
-    statement = (
-        "Steps to a target scale perfectly for small batches and flatten beyond a critical batch size near the "
-        "gradient noise scale."
-    )
-    rule = (
-        f"S = S_min (1 + B_noise / B) describes the best-of-grid steps (R^2 >= {N2_R2} on log S, >= 3 batch sizes "
-        f"reaching the target) and B_noise / B_simple lies within [1/{N2_FACTOR:g}, {N2_FACTOR:g}]"
-    )
-    if fit["points"] < 3 or not math.isfinite(fit["b_noise"]):
-        return inconclusive("N2", statement, SOURCE, rule, f"only {fit['points']} batch sizes reached the target")
-    if not math.isfinite(b_simple) or b_simple <= 0:
-        return inconclusive("N2", statement, SOURCE, rule, "B_simple could not be measured")
-    ratio = fit["b_noise"] / b_simple
-    evidence = {
-        "fitted S_min": fit["s_min"],
-        "fitted B_noise": fit["b_noise"],
-        "B_noise 95% CI": f"[{fit['ci'][0]:.4g}, {fit['ci'][1]:.4g}]",
-        "fit R^2 (log S)": fit["r2"],
-        "measured B_simple (late checkpoint)": b_simple,
-        "B_noise / B_simple": ratio,
-        "batch sizes that reached the target": fit["points"],
-    }
-    if fit["r2"] < N2_R2:
-        why = f"the fit describes the steps poorly (R^2 {fit['r2']:.2f})"
-        return Claim("N2", statement, SOURCE, rule, "not supported", evidence, why)
-    if 1 / N2_FACTOR <= ratio <= N2_FACTOR:
-        why = f"B_noise {fit['b_noise']:.3g} is {ratio:.2f} x B_simple {b_simple:.3g}"
-        return Claim("N2", statement, SOURCE, rule, "supported", evidence, why)
-    why = f"B_noise {fit['b_noise']:.3g} is {ratio:.2g} x B_simple {b_simple:.3g}, outside a factor {N2_FACTOR:g}"
-    return Claim("N2", statement, SOURCE, rule, "not supported", evidence, why)
-
-
 class StepsToTarget(Study):
     name = "steps-to-target"
     title = "Steps to a target accuracy across batch sizes, against the noise scale"
@@ -128,6 +91,7 @@ class StepsToTarget(Study):
         "checkpoint of the reference run."
     )
     Config = StepsConfig
+    claims = (N2,)
     # quick: a subset of batch sizes on the 10k/256-wide miniature, target 90 % (its reference run reaches
     # 88.4 % test accuracy after 600 steps at lr 0.01: the target is just past it, as 97 % is in full)
     profiles = {

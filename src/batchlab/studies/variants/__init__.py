@@ -6,6 +6,8 @@ lr-sensitivity  converge / oscillate / diverge / stall, on the quadratic (agains
                 theory) and on the MNIST MLP.                                              L1
 linear-scaling  linear and square-root lr scaling, with and without warmup, B 64..8192.   S1
 lars            LARS and LAMB (per-layer trust ratios) against linearly scaled SGD.        S2
+
+`claims` declares V2, L1, S1, S2 and holds their rules, pure functions of the numbers a study gathers.
 """
 
 from __future__ import annotations

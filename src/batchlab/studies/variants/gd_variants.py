@@ -18,14 +18,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ...claims import Claim, inconclusive
 from ...datasets import regression_problem
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyOutput, check_fits
-
-SOURCE = "textbook (e.g. Bottou, Curtis & Nocedal 2018, Optimization Methods for Large-Scale Machine Learning)"
+from .claims import V2, rule_v2
 
 
 class VariantsConfig(BaseModel):
@@ -58,6 +56,7 @@ class GDVariants(Study):
         "time; and the paths of the three over the loss contours of a 2-parameter version."
     )
     Config = VariantsConfig
+    claims = (V2,)
     # quick: 10 epochs (SGD's 10 000 steps, each measured, dominate the time); everything else as in full
     profiles = {"quick": {"epochs": 10, "seeds": 2}, "full": {}}
 
@@ -161,7 +160,7 @@ class GDVariants(Study):
                 "Training loss at the first epochs, and the spread of relative step-to-step changes (second half).",
             )
         )
-        return StudyOutput(figures=figures, tables=tables, claims=[self.claim(per_epoch, smooth)])
+        return StudyOutput(figures=figures, tables=tables, claims=[rule_v2(per_epoch, smooth)])
 
     def contours(self, cfg: VariantsConfig, results: Results):
         runs = {k: v[0] for k, v in self.runs(cfg, contour=True).items() if results.has(v[0])}
@@ -191,26 +190,3 @@ class GDVariants(Study):
         ax.set(xlabel="weight w_0", ylabel="weight w_1", title="paths over the loss contours (MSE)", aspect="equal")
         ax.legend(frameon=False)
         return fig, rows
-
-    @staticmethod
-    def claim(per_epoch: dict, smooth: dict) -> Claim:
-        statement = (
-            "Per epoch, stochastic and mini-batch gradient descent get further than batch GD; per step, batch GD is "
-            "the smoothest."
-        )
-        rule = (
-            "at every epoch the mean training loss of SGD and of mini-batch SGD is below batch GD's, and batch GD has "
-            "the smallest spread (std) of relative step-to-step loss changes over the second half of training"
-        )
-        if len(per_epoch) < 3:
-            return inconclusive("V2", statement, SOURCE, rule, "runs missing")
-        gd, *others = per_epoch
-        ahead = all(np.all(per_epoch[o] < per_epoch[gd]) for o in others)
-        smoothest = min(smooth, key=smooth.get) == gd
-        evidence = {f"{k}: final training loss": float(v[-1]) for k, v in per_epoch.items()}
-        evidence |= {f"{k}: step-to-step spread": v for k, v in smooth.items()}
-        verdict = "supported" if ahead and smoothest else "not supported"
-        why = ("stochastic variants ahead at every epoch" if ahead else "batch GD is not behind at every epoch") + (
-            "; batch GD the smoothest" if smoothest else f"; the smoothest is {min(smooth, key=smooth.get)}"
-        )
-        return Claim("V2", statement, SOURCE, rule, verdict, evidence, why)

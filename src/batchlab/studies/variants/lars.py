@@ -19,16 +19,13 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from ...analysis.decisions import higher
 from ...analysis.stats import mean_std
-from ...claims import Claim
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
+from .claims import S2, rule_s2
 from .common import QUICK_SETUP, scaled_lr, warmup
-
-SOURCE = "You, Gitman & Ginsburg 2017 (LARS); You et al. 2019 (LAMB)"
 
 
 class LarsConfig(StudyConfig):
@@ -62,6 +59,7 @@ class Lars(Study):
         "during training."
     )
     Config = LarsConfig
+    claims = (S2,)
     # quick: 10k examples, a 128-wide MLP, batches 2048 and 4096 (5 and 3 steps an epoch), 12 epochs, warmup 2
     profiles = {
         "quick": {
@@ -192,7 +190,7 @@ class Lars(Study):
                 )
             ],
             tables=[Table("lars", rows, "Mean final test accuracy per optimizer, learning rate and batch size.")],
-            claims=[self.claim(best[largest], largest, self.diverged(results, runs, largest))],
+            claims=[rule_s2(best[largest], largest, self.diverged(results, runs, largest))],
         )
 
     @staticmethod
@@ -205,34 +203,3 @@ class Lars(Study):
             if k:
                 out[opt] = f"{k} of {len(specs)} runs diverged"
         return out
-
-    @staticmethod
-    def claim(best: dict, largest: int, diverged: dict | None = None) -> Claim:
-        statement = "At very large batches, layer-wise adaptive optimizers (LARS, LAMB) beat linearly scaled SGD."
-        rule = (
-            "at the largest batch, the better of LARS and LAMB (each at its best lr) has a higher mean final test "
-            "accuracy than SGD with linear scaling and warmup: one-sided paired t over seeds, alpha 0.05"
-        )
-        diverged = diverged or {}
-        if "sgd" not in best or not ({"lars", "lamb"} & set(best)):
-            shown = {f"{o} (lr {best[o][0]:g}) test acc (%)": 100 * float(np.nanmean(best[o][1])) for o in best}
-            evidence = {"batch size": largest, **shown, **{f"{o}: diverged": v for o, v in diverged.items()}}
-            why = "no finished runs to compare: " + (
-                "; ".join(f"{o}: {v}" for o, v in diverged.items()) or "runs missing"
-            )
-            if "sgd" not in best and "sgd" in diverged:
-                why += " (a diverged run is left out of every comparison, so the rule cannot compare against SGD)"
-            return Claim("S2", statement, SOURCE, rule, "inconclusive", evidence, why)
-        challenger = max((o for o in ("lars", "lamb") if o in best), key=lambda o: np.nanmean(best[o][1]))
-        decision = higher(best["sgd"][1], best[challenger][1])
-        evidence = {
-            "batch size": largest,
-            "SGD (linear scaling) test acc (%)": 100 * float(np.nanmean(best["sgd"][1])),
-            **{
-                f"{o} (lr {best[o][0]:g}) test acc (%)": 100 * float(np.nanmean(best[o][1]))
-                for o in ("lars", "lamb")
-                if o in best
-            },
-            **decision.evidence(f"{challenger} - SGD: ", 100, "pp"),
-        }
-        return Claim("S2", statement, SOURCE, rule, decision.verdict, evidence, f"{challenger} vs SGD: {decision.why}")

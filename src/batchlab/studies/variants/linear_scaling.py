@@ -20,16 +20,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...analysis.stats import mean_std
-from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
+from .claims import S1, S1_PP, rule_s1
 from .common import QUICK_SETUP, scaled_lr, warmup
 
-RULES = ("linear", "linear+warmup", "sqrt")
-S1_PP = 1.0
-SOURCE = "Goyal et al. 2017, Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour"
+SCALING_RULES = ("linear", "linear+warmup", "sqrt")  # how the lr follows the batch size (not optimizer rules)
 
 
 class ScalingConfig(StudyConfig):
@@ -61,36 +59,6 @@ def b_max(batch_sizes, means, base_mean, pp: float = S1_PP) -> int:
     return best
 
 
-def rule_s1(b_maxes: dict[str, dict[str, int]], batch_base: int, largest: int) -> Claim:
-    """b_maxes[optimizer][rule] -> B_max."""
-    statement = "With gradual warmup, linear lr scaling keeps the accuracy of small-batch training up to a large batch."
-    rule = (
-        f"per optimizer: B_max (mean final test accuracy within {S1_PP:g} pp of the B_base run at every batch up to "
-        "it) of linear+warmup above B_base and above B_max of linear without warmup"
-    )
-    if not b_maxes:
-        return inconclusive("S1", statement, SOURCE, rule, "no runs stored")
-    evidence = {f"{opt}: B_max {r}": b for opt, per in b_maxes.items() for r, b in per.items()}
-    failed = [o for o, per in b_maxes.items() if per["linear+warmup"] <= batch_base]
-    lower = [o for o, per in b_maxes.items() if per["linear+warmup"] < per["linear"]]
-    ties = [o for o, per in b_maxes.items() if per["linear+warmup"] == per["linear"]]
-    if failed or lower:
-        why = (f"linear+warmup breaks right after B_base for {', '.join(failed)}" if failed else "") + (
-            f"{'; ' if failed else ''}warmup lowers B_max for {', '.join(lower)}" if lower else ""
-        )
-        return Claim("S1", statement, SOURCE, rule, "not supported", evidence, why)
-    if ties:
-        at_top = all(b_maxes[o]["linear"] == largest for o in ties)
-        why = f"warmup gives the same B_max as no warmup for {', '.join(ties)}" + (
-            f" (both reach the largest batch tested, {largest}: raise the batch sizes to see a difference)"
-            if at_top
-            else ""
-        )
-        return Claim("S1", statement, SOURCE, rule, "inconclusive", evidence, why)
-    why = "; ".join(f"{o}: {per['linear']} -> {per['linear+warmup']} with warmup" for o, per in b_maxes.items())
-    return Claim("S1", statement, SOURCE, rule, "supported", evidence, why)
-
-
 class LinearScaling(Study):
     name = "linear-scaling"
     title = "Linear and square-root learning-rate scaling, with and without warmup"
@@ -100,6 +68,7 @@ class LinearScaling(Study):
         "of epochs for every batch: how far does each rule keep the small-batch accuracy?"
     )
     Config = ScalingConfig
+    claims = (S1,)
     # quick: 10240 examples and a 128-wide MLP, batches 64..4096, 12 epochs with a 2-epoch warmup: a sixth
     # of training, as the full 5 of 30 (with 2 of 8 epochs warmup cost 1.2 pp at batch 1024 by itself)
     profiles = {
@@ -118,11 +87,11 @@ class LinearScaling(Study):
         out = {}
         for opt in cfg.optimizers:
             momentum = 0.9 if opt == "momentum" else 0.0
-            for rule in RULES:
+            for scaling in SCALING_RULES:
                 for b in cfg.batch_sizes:
-                    lr = scaled_lr(rule.split("+")[0], cfg.lr_base, b, base)
-                    schedule = warmup(cfg.lr_base, lr, cfg.warmup_epochs if rule.endswith("warmup") else 0)
-                    out[(opt, rule, b)] = cfg.seeded(
+                    lr = scaled_lr(scaling.split("+")[0], cfg.lr_base, b, base)
+                    schedule = warmup(cfg.lr_base, lr, cfg.warmup_epochs if scaling.endswith("warmup") else 0)
+                    out[(opt, scaling, b)] = cfg.seeded(
                         batch_size=b,
                         lr=lr,
                         momentum=momentum,
@@ -142,20 +111,22 @@ class LinearScaling(Study):
         base = cfg.batch_sizes[0]
         maxes = {
             opt: {
-                rule: b_max(cfg.batch_sizes, [means[(opt, rule, b)] for b in cfg.batch_sizes], means[(opt, rule, base)])
-                for rule in RULES
+                scaling: b_max(
+                    cfg.batch_sizes, [means[(opt, scaling, b)] for b in cfg.batch_sizes], means[(opt, scaling, base)]
+                )
+                for scaling in SCALING_RULES
             }
             for opt in cfg.optimizers
         }
         fig, axes = new_figure(ncols=len(cfg.optimizers) + 1, width=4.6 * (len(cfg.optimizers) + 1), height=4)
         axes = np.atleast_1d(axes)
         for ax, opt in zip(axes, cfg.optimizers):
-            for i, rule in enumerate(RULES):
-                ys = [100 * means[(opt, rule, b)] for b in cfg.batch_sizes]
-                ax.plot(cfg.batch_sizes, ys, "o-", color=PALETTE[i], label=f"{rule} (B_max {maxes[opt][rule]})")
+            for i, scaling in enumerate(SCALING_RULES):
+                ys = [100 * means[(opt, scaling, b)] for b in cfg.batch_sizes]
+                ax.plot(cfg.batch_sizes, ys, "o-", color=PALETTE[i], label=f"{scaling} (B_max {maxes[opt][scaling]})")
             ax.axhspan(
-                100 * means[(opt, RULES[0], base)] - S1_PP,
-                100 * means[(opt, RULES[0], base)] + 0.2,
+                100 * means[(opt, SCALING_RULES[0], base)] - S1_PP,
+                100 * means[(opt, SCALING_RULES[0], base)] + 0.2,
                 color="#dddddd",
                 label=f"within {S1_PP:g} pp of B={base}",
             )
@@ -163,12 +134,12 @@ class LinearScaling(Study):
             ax.set_xticks(list(cfg.batch_sizes), [str(b) for b in cfg.batch_sizes])  # the batch sizes run
             ax.minorticks_off()
         largest = cfg.batch_sizes[-1]
-        for i, rule in enumerate(RULES):
-            specs = runs[(cfg.optimizers[-1], rule, largest)]
+        for i, scaling in enumerate(SCALING_RULES):
+            specs = runs[(cfg.optimizers[-1], scaling, largest)]
             curves = results.curves(specs, "test_acc")
             if curves.size:
                 m, s = mean_std(curves)
-                band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=rule, color=PALETTE[i])
+                band(axes[-1], results.epochs(specs[0]), 100 * m, 100 * s, label=scaling, color=PALETTE[i])
         axes[-1].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"B = {largest}, {cfg.optimizers[-1]}")
         zoom_accuracy(axes[-1], top=100)  # where the runs end, not 0-100 %
         legend_below(fig)

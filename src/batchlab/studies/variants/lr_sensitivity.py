@@ -19,13 +19,13 @@ import numpy as np
 from pydantic import Field
 
 from ...analysis.regimes import LABELS, classify_loss, classify_trajectory, quadratic_theory
-from ...claims import Claim, inconclusive
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.variants import QuadraticArgs
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
+from .claims import L1, rule_l1
 from .common import QUICK_SETUP
 
 QUADRATIC_LRS = (0.0005, 0.01, 0.1, 0.3, 0.45, 0.55, 0.7, 0.9, 0.95, 1.05, 1.2, 1.5)
@@ -58,6 +58,7 @@ class LRSensitivity(Study):
         "at learning rates from 0.001 up, each training-loss curve given the same four labels."
     )
     Config = SensitivityConfig
+    claims = (L1,)
     # quick: the quadratic as in full; the MLP on 10k examples, 256-wide, 4 learning rates, 3 epochs
     profiles = {"quick": {**QUICK_SETUP, "lrs": (0.001, 0.01, 0.1, 1.0), "epochs": 3}, "full": {}}
 
@@ -79,17 +80,11 @@ class LRSensitivity(Study):
     def analyze(self, cfg: SensitivityConfig, results: Results) -> StudyOutput:
         fig, axes = new_figure(ncols=2, width=11, height=4.2)
         task = self.quadratic(cfg)
-        rows, claims = [], []
-        statement = "On a quadratic, the learning rate decides convergence exactly as the theory says."
-        rule = (
-            "every tested lr's trajectory label (converges: monotone; oscillates: sign flips; diverges; stalls: "
-            f"not within {cfg.tolerance:g} of w* in {cfg.quadratic_steps} steps) equals the theory's for 1 - 2 lr"
-        )
-        source = "the gradient-descent update on a quadratic (e.g. Goodfellow, Bengio & Courville 2016, ch. 4.3)"
+        rows, labels = [], None
+        theory = [quadratic_theory(lr, cfg.quadratic_steps, cfg.tolerance) for lr in cfg.quadratic_lrs]
         if results.has(task) and not results.error(task):
             errors = results.array(task, "errors")
             labels = [classify_trajectory(e, cfg.tolerance) for e in errors]
-            theory = [quadratic_theory(lr, cfg.quadratic_steps, cfg.tolerance) for lr in cfg.quadratic_lrs]
             for i, (lr, e, got, want) in enumerate(zip(cfg.quadratic_lrs, errors, labels, theory)):
                 shown = np.abs(e[:40])
                 axes[0].plot(
@@ -100,17 +95,7 @@ class LRSensitivity(Study):
                     label=got if got not in labels[:i] else None,
                 )
                 rows.append({"problem": "quadratic", "lr": lr, "label": got, "theory": want, "1 - 2 lr": 1 - 2 * lr})
-            mismatches = [(lr, g, w) for lr, g, w in zip(cfg.quadratic_lrs, labels, theory) if g != w]
-            evidence = {f"lr {lr:g}": f"{g} (theory {w})" for lr, g, w in zip(cfg.quadratic_lrs, labels, theory)}
-            verdict = "not supported" if mismatches else "supported"
-            why = (
-                f"{len(cfg.quadratic_lrs)} of {len(cfg.quadratic_lrs)} learning rates match"
-                if not mismatches
-                else "mismatch at " + ", ".join(f"lr {lr:g}: {g} vs {w}" for lr, g, w in mismatches)
-            )
-            claims.append(Claim("L1", statement, source, rule, verdict, evidence, why))
-        else:
-            claims.append(inconclusive("L1", statement, source, rule, "the quadratic task is missing"))
+        claim = rule_l1(cfg.quadratic_lrs, labels, theory, tolerance=cfg.tolerance, steps=cfg.quadratic_steps)
         axes[0].set(
             yscale="log", xlabel="step", ylabel="|w − w*|, distance to the minimum (log)", title="quadratic (w − 2)²"
         )
@@ -151,5 +136,5 @@ class LRSensitivity(Study):
                 )
             ],
             tables=[Table("regimes", rows, "The label of every learning rate, and on the quadratic the theory's.")],
-            claims=claims,
+            claims=[claim],
         )
