@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import types
 import typing
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from rich.text import Text
 
 from ..report.overrides import format_set_value
+from ..studies import study_file
 from .display import out_console
 
 
@@ -69,7 +69,7 @@ def print_study(name: str) -> None:
 def source_file(study) -> str:
     """The file that defines a study, as a reader finds it: from the repository root in a checkout
     (`src/batchlab/studies/...`), else from the directory the package is installed in (`batchlab/studies/...`)."""
-    path = Path(inspect.getsourcefile(type(study))).resolve()
+    path = study_file(study.name).resolve()
     root = Path(__file__).resolve().parents[2]  # the directory holding the batchlab package
     if root.name == "src":
         root = root.parent
