@@ -80,7 +80,7 @@ def _csv_value(v):
 
 @dataclass
 class FigureSpec:
-    """A matplotlib figure a study made, its file stem and caption (saved by the runner)."""
+    """A matplotlib figure a study made, its file stem and caption (saved by the driver)."""
 
     name: str
     figure: Any

@@ -82,7 +82,7 @@ class Estimate:
         self.rate = max(self.rate, other.rate)
         self.unestimated_tasks += other.unestimated_tasks
 
-    def describe(self) -> str:
+    def text(self) -> str:
         """The estimate in words, each part with its source."""
         parts = []
         if self.stored_units:
@@ -241,7 +241,7 @@ def dry_run_lines(plan: StudyPlan, out) -> list[str]:
         f"{plan.name} ({plan.profile}): {len(plan.runs)} runs and {len(plan.tasks)} tasks planned, "
         f"{stored_runs} runs and {stored_tasks} tasks already in {out}; {what}"
     )
-    return [head, f"  estimate: {plan.estimate.describe()}"] if plan.estimates else [head]
+    return [head, f"  estimate: {plan.estimate.text()}"] if plan.estimates else [head]
 
 
 def summary(plans: list[StudyPlan], out) -> list[str]:
@@ -259,6 +259,6 @@ def summary(plans: list[StudyPlan], out) -> list[str]:
             f"counted once), {len(runs & stored)} runs and {len(tasks & stored)} tasks already in {out}; would "
             f"train {len(train)} runs ({sum(s.epochs for s in train.values())} run-epochs) and compute "
             f"{len(compute)} tasks",
-            f"  estimate: {total(estimates.values()).describe()}",
+            f"  estimate: {total(estimates.values()).text()}",
         ]
     return [*lines, "dry run: nothing was computed or written"]

@@ -87,7 +87,7 @@ def train_group(
     """Train runs that share a group key in lock-step, chunked to fit memory; results in input order.
 
     `path`: the step path asked for (`choose_path`: "auto", or "autograd" for the plain eager path,
-    "compiled", "folded"). `on_chunk` receives each chunk's results as soon as they exist (the runner stores
+    "compiled", "folded"). `on_chunk` receives each chunk's results as soon as they exist (the driver stores
     them then, so an interrupted group keeps its finished chunks). `checkpoints`: epochs after which every
     run's weights are kept (0: the init). `start` and `orders`: given initial weights ([R, ...] arrays) and
     example orders, as for GroupState. `on_metrics(epoch, step, {run key: {metric: value}})` hears every

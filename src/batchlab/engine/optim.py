@@ -198,7 +198,7 @@ FAMILY = {"sgd": "sgd", "adam": "adam", "adamw": "adam", "lars": "lars", "lamb":
 
 
 def register_rule(optimizer: str, rule: UpdateRule, family: str | None = None) -> None:
-    """Add an optimizer: `RunSpec.optimizer == optimizer` runs are updated by `rule`."""
+    """Replace the rule of `optimizer` (one of the names `RunSpec.optimizer` allows): its runs use `rule`."""
     RULES[optimizer] = rule
     FAMILY[optimizer] = family or optimizer
 

@@ -209,7 +209,7 @@ class Checkpoint(BaseModel):
 class TaskSpec(PlainData):
     """A computation at fixed weights: a registered `kind` (batchlab.tasks.TASKS), its arguments, a seed,
     and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
-    arrays and scalars. The runner trains the checkpoint's run first when the store lacks it."""
+    arrays and scalars. The driver trains the checkpoint's run first when the store lacks it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 

@@ -20,7 +20,7 @@ def fit_text(fig):
     """
     import textwrap
 
-    if getattr(fig, "_batchlab_fitted", False):  # fitted already (the runner fits, then save_figure): one layout
+    if getattr(fig, "_batchlab_fitted", False):  # fitted already (the driver fits, then save_figure): one layout
         return fig
     fig._batchlab_fitted = True
     for _ in range(3):

@@ -120,7 +120,7 @@ class StudyConfig(BaseModel):
 
 
 class Study:
-    """A study declares its config, profiles, claims, plan and analysis; the runner does the rest.
+    """A study declares its config, profiles, claims, plan and analysis; the driver does the rest.
 
     `claims` are declared as data, so that `batchlab show` lists them before anything is run; `analyze`
     decides these, in this order (a test checks it on every study's quick profile), less any its config
@@ -139,7 +139,7 @@ class Study:
         return self.Config(**(self.profiles[profile] | (overrides or {})))
 
     def plan(self, cfg: StudyConfig) -> list[RunSpec | TaskSpec]:
-        """The work units: training runs and tasks (plain data; the runner computes what the store lacks)."""
+        """The work units: training runs and tasks (plain data; the driver computes what the store lacks)."""
         raise NotImplementedError
 
     def analyze(self, cfg: StudyConfig, results: "Results") -> StudyOutput:
