@@ -17,9 +17,9 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+import user_models
 from conftest import rel_diff
 
-import user_models
 from batchlab import references
 from batchlab.engine import RunSpec, data_order, train_group
 from batchlab.engine.data import check_run, load_for
