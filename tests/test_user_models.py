@@ -281,6 +281,15 @@ def test_the_key_holds_the_reference_its_arguments_and_the_source_hash(tmp_path,
     assert c.code_version and c.code_version != b.code_version
 
 
+def test_a_spec_whose_code_version_is_not_the_sources_is_refused_before_training(one_thread):
+    spec = RunSpec(model="user_models:mlp", dataset=FLAT, batch_size=16)
+    stale = RunSpec(**{**spec.as_dict(), "code_version": "0" * 64})
+    assert stale.key != spec.key
+    with pytest.raises(UsageError, match="is not that of the sources of user_models:mlp, user_models:flat now"):
+        train_group([stale], device="cpu")
+    check_run(spec, torch.device("cpu"))
+
+
 def test_args_without_a_reference_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="model_args apply to a model given by reference"):
         RunSpec(model="mlp", model_args={"width": 3})

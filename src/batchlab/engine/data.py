@@ -139,6 +139,14 @@ def check_run(spec: RunSpec, device: torch.device, data_dir: str | None = None, 
     line, naming the reference) otherwise. Built-in models on built-in data need no such check."""
     if not (spec.user_model or references.is_reference(spec.dataset) or spec.loss != "auto"):
         return
+    refs = {"model": spec.model, "dataset": spec.dataset, "loss": spec.loss}
+    now = references.source_hash(refs)
+    if spec.code_version != now:  # planned against other sources (edited since, or a copied spec's version)
+        raise UsageError(
+            f"run {spec.key}: code_version {spec.code_version[:12] or '(none)'} is not that of the sources of "
+            f"{', '.join(r for r in refs.values() if references.is_reference(r))} now ({now[:12]}); "
+            "make the spec anew (leave code_version out) so that its key follows the code"
+        )
     data = load_for(spec, device, data_dir)
     largest = max([spec.batch_size, *(b for _, b in spec.batch_switch)])
     if largest > data.n_train:
