@@ -103,7 +103,12 @@ def make_executor(
 
 
 def user_code_overrides(
-    sets: dict, model: Optional[str], model_arg: list[str], data: Optional[str], data_arg: list[str], loss: Optional[str]
+    sets: dict,
+    model: Optional[str],
+    model_arg: list[str],
+    data: Optional[str],
+    data_arg: list[str],
+    loss: Optional[str],
 ) -> dict:
     """--model/--model-arg/--data/--data-arg/--loss as config overrides (model, model_args, dataset, ...), which
     --set must not give too."""

@@ -17,7 +17,9 @@ from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies impor
 from ..claims import ClaimSpec
 from ..engine import RunSpec
 from ..engine.spec import DATASET_SIZES, TaskSpec
+from ..errors import UsageError
 from ..outputs import FigureSpec, StudyOutput, Table  # noqa: F401
+from ..references import check_syntax, is_reference
 
 
 def check_fits(sizes: Mapping[str, Any], n: int | None, what: str) -> None:
@@ -42,12 +44,6 @@ def check_subsets(dataset: str, train_subset: int | None, test_subset: int | Non
 BUILTIN_MODELS = ("mlp", "cnn", "cnn-bn")
 BUILTIN_DATASETS = ("mnist", "fashion-mnist")
 MLP_FIELDS = ("widths", "activation", "init")  # what a user model leaves out of its runs
-_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-def is_reference(value: Any) -> bool:
-    """Whether `value` names the user's code, package.module:name (the syntax only: nothing is imported)."""
-    return isinstance(value, str) and _REFERENCE.fullmatch(value) is not None
 
 
 # config fields that are drawn from the training set (batch sizes, example counts): each must fit in it
@@ -136,7 +132,12 @@ class StudyConfig(BaseModel):
         """model, dataset and loss: a built-in name or a reference package.module:name (imported at prepare)."""
         for key, names in (("model", BUILTIN_MODELS), ("dataset", BUILTIN_DATASETS), ("loss", ("auto",))):
             value = getattr(self, key)
-            if value not in names and not is_reference(value):
+            if is_reference(value):
+                try:
+                    check_syntax(value, key)
+                except UsageError as e:
+                    raise ValueError(str(e)) from None
+            elif value not in names:
                 raise ValueError(
                     f"{key} {value!r} is neither {' nor '.join(names)} nor a reference package.module:name"
                 )
