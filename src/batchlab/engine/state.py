@@ -17,7 +17,7 @@ import torch
 
 from ..datasets import Dataset
 from ..models import Stack
-from .data import compute_dtype, data_order, template_model
+from .data import compute_dtype, data_order, loss_for, template_model
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec
@@ -64,7 +64,11 @@ class GroupState:
         head = specs[0]
         self.dtype = compute_dtype(head.precision)
         base = template_model(head, data)
-        if start is None:
+        self.loss_fn = loss_for(head)  # the user's loss function, None for "auto"
+        if start is None and head.user_model:  # the user's factory builds each run's copy from the run's seed
+            modules = [base] + [template_model(s, data) for s in specs[1:]]
+            self.stack = Stack.from_modules(modules, device, self.dtype)
+        elif start is None:
             self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
         else:
             self.stack = Stack.from_params(
@@ -74,6 +78,7 @@ class GroupState:
                 device,
                 self.dtype,
             )
+            self.stack.generic = head.user_model
         self.plan = epoch_plan(head, data.n_train)  # per epoch: (batch size, steps)
         self.orders = check_orders(orders, len(specs), data.n_train, len(self.plan))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
