@@ -70,6 +70,7 @@ SLOW: dict[str, dict[str, str]] = {
         "test_a_v1_store_is_migrated_and_reports_the_same_claims": STUDY,
         "test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim": STUDY,
     },
+    "test_user_cli.py": {"test_the_example_runs_end_to_end": STUDY},
     "test_variants_reports.py": {
         "two_runs": STUDY,
         "test_the_plain_report_hints_at_variants_when_only_they_were_run": STUDY,

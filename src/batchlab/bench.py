@@ -3,7 +3,10 @@
 Everything runs in one process on one device: the device's float32 matmul rate and memory
 bandwidth are measured first (not taken from a datasheet), then each workload is timed for the
 naive baseline (an nn.Module, torch.optim.SGD, a DataLoader over a TensorDataset, one run after
-another) and for the engine (stacked runs, whole step in a CUDA graph, fused update).
+another) and for the engine (stacked runs, whole step in a CUDA graph, fused update); 32 runs also for
+PyTorch's own ensembling recipe (the "peer": `torch.func.stack_module_state` + `vmap(grad(loss))` + an in-place
+SGD update), beside the built-in MLP's fast path and beside the engine's generic path, which the same MLP
+takes when it is given by reference as a user's model (P3).
 
 Floors: FLOP time = 6 x params x examples / measured rate (forward 2, backward 4 FLOPs per weight
 per example); byte time = the weight traffic a step cannot avoid / measured bandwidth: forward
@@ -105,6 +108,75 @@ def naive_steps_time(spec: RunSpec, device: torch.device, steps: int, repeat: in
     return timed(lambda: loop(steps), device, repeat) / steps
 
 
+def reference_mlp(widths: tuple[int, ...] = (1024, 1024)) -> torch.nn.Module:
+    """The built-in MLP as a user would bring it (`--model batchlab.bench:reference_mlp`): flattening its input,
+    initialised by PyTorch's defaults under the run's seed. Given by reference, it takes the engine's generic
+    path (any nn.Module), not the MLP's folded or compiled step."""
+    return torch.nn.Sequential(torch.nn.Flatten(), build_model("mlp", widths=tuple(widths)))
+
+
+def generic_spec(batch_size: int, widths: tuple[int, ...], **kw) -> RunSpec:
+    """A run of `reference_mlp` by reference: the engine's generic stacked path."""
+    return RunSpec(
+        batch_size=batch_size,
+        epochs=1,
+        model="batchlab.bench:reference_mlp",
+        model_args={"widths": list(widths)},
+        **kw,
+    )
+
+
+def peer_steps_time(specs: list[RunSpec], device: torch.device, steps: int, repeat: int = 1) -> float:
+    """Seconds per step of PyTorch's own ensembling recipe for `specs` (one model each, every run its own lr and
+    data order): parameters stacked with `torch.func.stack_module_state`, the gradients of every run at once with
+    `vmap(grad(loss))` over `functional_call`, and an in-place SGD update (the best of `repeat` timings)."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    spec = specs[0]
+    data = load_for(spec, device)
+    models = []
+    for s in specs:
+        m = build_model("mlp", widths=s.widths)
+        init_module(m, s.init, torch.Generator().manual_seed(s.seed))
+        models.append(m.to(device))
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}
+    base = models[0]
+    lrs = torch.tensor([s.lr for s in specs], device=device)
+
+    def loss(p, b, x, y):
+        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    grads_of = vmap(grad(loss))
+    x_train, y_train = data.x_train, data.y_train
+    n, bs, runs = x_train.shape[0], spec.batch_size, len(specs)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    orders = torch.stack([torch.randperm(n, generator=gen) for _ in range(runs)]).to(device)  # a data order each
+    per_epoch = n // bs
+
+    def loop(k):
+        for i in range(k):
+            j = i % per_epoch
+            idx = orders[:, j * bs : (j + 1) * bs]
+            g = grads_of(params, buffers, x_train[idx], y_train[idx])
+            for name, p in params.items():
+                p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g[name])
+
+    loop(min(10, steps))  # warm-up
+    return timed(lambda: loop(steps), device, repeat) / steps
+
+
+def generic_steps_time(
+    specs: list[RunSpec], device: torch.device, steps: int, repeat: int = 1
+) -> tuple[float | None, str]:
+    """Seconds per step of the engine's generic path for user-model `specs`, and a note; (None, why) when the
+    engine cannot train them here."""
+    try:
+        return engine_steps_time(specs, device, steps, repeat=repeat), ""
+    except Exception as e:  # an engine without the generic path (or without it on this device): say so, go on
+        return None, f"generic path not timed: {type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def naive_eval_time(spec: RunSpec, device: torch.device) -> float:
     """Seconds of the textbook per-epoch evaluation: full train and test sets through a DataLoader."""
     data = load_for(spec, torch.device("cpu"))
@@ -183,15 +255,20 @@ def workload(
     note: str = "",
     target_speedup: float | None = None,
     target_fraction: float | None = None,
+    peer_s: float | None = None,
+    target_peer: bool = False,
 ) -> dict:
     """One row: times per `unit` (scaled from measured per-step times by `scale` steps).
 
     Targets, each optional and all required when given: an absolute time (`target_s`), a speed-up over the
-    textbook loop measured in the same run (`target_speedup`), a fraction of the floor (`target_fraction`)."""
+    textbook loop measured in the same run (`target_speedup`), a fraction of the floor (`target_fraction`), at
+    least as fast as PyTorch's own ensembling recipe measured in the same run (`target_peer`, with `peer_s`)."""
     row = {
         "workload": name,
         "unit": unit,
         "naive_s": naive_s * scale,
+        "peer_s": None if peer_s is None else peer_s * scale,
+        "target_peer": target_peer,
         "engine_s": engine_s * scale,
         "speedup": naive_s / engine_s,
         "floor_s": floor["floor_s"] * scale,
@@ -208,6 +285,7 @@ def workload(
         *([row["engine_s"] <= target_s] if target_s is not None else []),
         *([row["speedup"] >= target_speedup] if target_speedup is not None else []),
         *([row["fraction_of_floor"] >= target_fraction] if target_fraction is not None else []),
+        *([peer_s is not None and engine_s <= peer_s] if target_peer else []),
     ]
     row["meets_target"] = bool(all(checks)) if checks else None
     return row
@@ -222,6 +300,8 @@ def target_text(row: dict) -> str:
         parts.append(f"≥ {row['target_speedup']:g}x textbook")
     if row.get("target_fraction") is not None:
         parts.append(f"≥ {row['target_fraction']:.0%} of floor")
+    if row.get("target_peer"):
+        parts.append("≤ peer")
     if not parts:
         return "—"
     return f"{', '.join(parts)} {'met' if row['meets_target'] else 'missed'}"
@@ -256,9 +336,13 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     variants = [(1, None, "float32"), (32, 0.6, "float32")]
     if device.type == "cuda":
         variants.append((32, None, "tf32"))  # the same work with TF32 matmuls (an option, not the default)
+    peer64 = None
     for runs, target, precision in variants:
         specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
         eng = engine_steps_time(specs, device, steps, repeat=repeat)
+        peer = None
+        if runs == 32 and precision == "float32":
+            peer = peer64 = peer_steps_time(specs, device, steps, repeat)
         name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch" + (
             f" ({precision})" if precision != "float32" else ""
         )
@@ -274,9 +358,37 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
                 "naive = one run after another; times from a sample of steps x steps per epoch",
                 target_speedup=1.0 if cpu else None,
                 target_fraction=0.75 if cpu and runs == 32 else None,
+                peer_s=peer,
             )
         )
-        progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s, engine {rows[-1]['engine_s']:.3f} s")
+        peer_text = "" if peer is None else f", peer {rows[-1]['peer_s']:.3f} s"
+        progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s{peer_text}, engine {rows[-1]['engine_s']:.3f} s")
+    # a user model: the same MLP given by reference, so that it takes the generic path (any nn.Module), against
+    # the textbook loop and PyTorch's own ensembling recipe (vmap over stack_module_state)
+    subset = {"train_subset": extra["train_subset"]} if "train_subset" in extra else {}
+    generic = [generic_spec(64, widths, seed=s, lr=0.01 * (1 + s % 4), **subset) for s in range(32)]
+    eng_generic, why = generic_steps_time(generic, device, steps, repeat)
+    if eng_generic is not None:
+        name = "P3 user model (the mlp by reference, generic path), 32 runs, batch 64, one epoch"
+        rows.append(
+            workload(
+                name,
+                None,
+                "epoch",
+                naive64 * 32,
+                eng_generic,
+                floors(n_params, 64, 32, ceilings),
+                epoch_steps,
+                "peer = torch.func.stack_module_state + vmap(grad(loss)) + an in-place SGD update, 32 runs at once",
+                target_speedup=1.0 if cpu else None,
+                peer_s=peer64,
+                target_peer=True,
+            )
+        )
+        w = rows[-1]
+        progress(f"{name}: naive {w['naive_s']:.3f} s, peer {w['peer_s']:.3f} s, engine {w['engine_s']:.3f} s")
+    else:
+        progress(why)
     base2 = reference_spec(2, **extra)
     naive2 = naive_steps_time(base2, device, steps * (3 if device.type == "cuda" else 10), repeat)
     eng2 = engine_steps_time([base2], device, steps * 10, repeat=repeat)
@@ -384,21 +496,22 @@ def performance_table(directory: Path) -> str:
         if label not in latest or result["date"] > latest[label]["date"]:
             latest[label] = result | {"file": path.name}
     lines = [
-        "| device | workload | naive | engine | speed-up | floor (bound) | fraction of floor | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | workload | naive | peer | engine | speed-up | floor (bound) | fraction of floor | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for device, result in latest.items():
         for w in result["workloads"]:
             target = target_text(w)
             lines.append(
-                f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
+                f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w.get('peer_s'))} "
+                f"| {_fmt_time(w['engine_s'])} "
                 f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
                 f"| {w['fraction_of_floor']:.0%} | {target} |"
             )
         p6 = result.get("p6")
         if p6:
             lines.append(
-                f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) "
+                f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) | — "
                 f"| {_fmt_time(p6['engine_s'])} | {p6['speedup']:.1f}x | — | — "
                 f"| ≥ 30x {'met' if p6['meets_target'] else 'missed'} |"
             )

@@ -12,6 +12,7 @@ import torch
 from ..engine import resolve_device
 from ..engine.spec import TaskSpec, WorkSpec
 from ..errors import UsageError, one_line
+from ..references import is_reference
 from ..store import Store, StoreCorruptError, StoreVersionError
 
 
@@ -88,6 +89,8 @@ def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None
             if spec.start is None:
                 continue
             spec = spec.start.run
+        if is_reference(spec.dataset):  # the user's data: loaded and checked by driver.usercode at make_config
+            continue
         what = (spec.dataset, spec.train_subset, spec.test_subset, spec.normalize, spec.model, spec.precision)
         if what not in seen:
             seen.add(what)

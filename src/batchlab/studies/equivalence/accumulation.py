@@ -71,6 +71,7 @@ class AccumulationConfig(BaseModel):
 
 class Accumulation(Study):
     name = "accumulation"
+    accepts_user_model = "its tasks compare gradient accumulation on the built-in models (mlp, cnn, cnn-bn) only"
     title = "Gradient accumulation (micro-batches) vs the direct batch"
     description = (
         "The same runs trained for a few steps with each batch computed directly and as micro-batches whose "

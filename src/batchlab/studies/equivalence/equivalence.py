@@ -90,6 +90,9 @@ Cell = tuple[str, str, str, str]  # (model, optimizer, precision, bn_single)
 
 class Equivalence(Study):
     name = "equivalence"
+    accepts_user_model = (
+        "its tasks compare one step of the built-in models (mlp, cnn, cnn-bn), taken per example and as a batch"
+    )
     title = "One batch step vs the average of single-example steps"
     description = (
         "From the same weights and one fixed batch of MNIST images: A = one step on the whole batch, B = the "

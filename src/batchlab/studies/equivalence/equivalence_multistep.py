@@ -74,6 +74,9 @@ class MultistepConfig(BaseModel):
 
 class EquivalenceMultistep(Study):
     name = "equivalence-multistep"
+    accepts_user_model = (
+        "its tasks compare several steps of the built-in models (mlp, cnn, cnn-bn), taken per example and as a batch"
+    )
     title = "Several momentum steps: batch steps vs single-example steps vs gradient averaging"
     description = (
         "K momentum-SGD steps on K fixed batches (A) against: the same examples taken one at a time (B), the "

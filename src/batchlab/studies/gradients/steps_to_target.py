@@ -82,6 +82,7 @@ def fit_steps(batch_sizes, steps) -> dict:
 
 class StepsToTarget(Study):
     name = "steps-to-target"
+    accepts_user_model = "its noise-scale task (B_simple beside the steps) is computed for the built-in models only"
     title = "Steps to a target accuracy across batch sizes, against the noise scale"
     description = (
         "For B in powers of two, SGD runs with the lr tuned over a small grid (the best of the grid counts) train "
