@@ -76,6 +76,7 @@ SLOW: dict[str, dict[str, str]] = {
         "test_the_plain_report_hints_at_variants_when_only_they_were_run": STUDY,
         "test_index_lists_variants_apart_with_links_and_the_explorer_still_works": STUDY,
     },
+    "test_workloads.py": {"test_the_cli_says_the_extra_is_missing_in_one_line_exit_2": STUDY},
 }
 
 

