@@ -351,6 +351,22 @@ def test_a_bad_reference_is_one_line_before_training(kw, problem, one_thread):
         assert any(ref in message for ref in named), message
 
 
+def test_a_factory_whose_architecture_depends_on_the_seed_is_refused():
+    specs = [RunSpec(model="user_models:bad_seed_dependent", dataset=FLAT, batch_size=16, seed=s) for s in range(6)]
+    with pytest.raises(UsageError, match="'user_models:bad_seed_dependent' built different parameters for seeds 0"):
+        train_group(specs, device="cpu")
+
+
+def test_a_diverged_user_run_is_frozen_and_leaves_the_others_as_alone(one_thread):
+    kw = dict(model="user_models:mlp", dataset=FLAT, batch_size=16, epochs=2, probes=("metrics",))
+    good, bad = RunSpec(**kw, lr=0.05, seed=0), RunSpec(**kw, lr=1e30, seed=1)  # float32: overflows at once
+    together = train_group([good, bad], device="cpu", keep_params=True)
+    alone = train_group([good], device="cpu", keep_params=True)
+    assert together[1].status == "diverged" and together[1].diverged_step is not None
+    assert together[0].status == "finished"
+    assert rel_diff(together[0].params, alone[0].params) < 1e-6
+
+
 def test_a_factory_importing_a_broken_module_says_so(tmp_path, monkeypatch):
     (tmp_path / "broken_user_module.py").write_text(
         textwrap.dedent("""

@@ -165,7 +165,7 @@ def smoothed_ce(output, target):
 
 
 def huber(output, target):
-    return F.smooth_l1_loss(output, target)
+    return F.smooth_l1_loss(output, target.to(output.dtype))
 
 
 # --- bad references -------------------------------------------------------------------------------------------
@@ -192,6 +192,10 @@ def bad_lengths():
 
 def bad_output_size():
     return MLP((20, 8, 2))  # 2 outputs for 3 classes
+
+
+def bad_seed_dependent():
+    return MLP((20, int(torch.randint(4, 9, ())), 3))  # the width drawn from the global RNG (the run's seed)
 
 
 def bad_loss(output, target):
