@@ -165,7 +165,7 @@ def smoothed_ce(output, target):
 
 
 def huber(output, target):
-    return F.smooth_l1_loss(output, target.to(output.dtype))
+    return F.smooth_l1_loss(output, target)
 
 
 # --- bad references -------------------------------------------------------------------------------------------
