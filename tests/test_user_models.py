@@ -214,6 +214,12 @@ def test_a_user_loss_function_replaces_the_auto_loss(one_thread):
         assert res.metrics[-1]["test_loss"] == pytest.approx(want["loss"], rel=1e-10)
 
 
+def test_a_user_loss_keeps_a_builtin_model_off_the_folded_step(one_thread):
+    spec = RunSpec(model="mlp", widths=(8,), dataset="user_models:flat", loss="user_models:smoothed_ce", batch_size=16)
+    (res,) = train_group([RunSpec(**{**spec.as_dict(), "epochs": 1})], device="cpu")
+    assert res.step_path == "autograd" and "not folded: loss user_models:smoothed_ce" in res.step_path_reason
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_builtin_mlp_by_reference_equals_its_fast_path(optimizer, one_thread):
     """The same MLP, the same initial weights: built in (the folded step for SGD, batched matmuls for Adam) and
