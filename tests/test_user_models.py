@@ -391,3 +391,10 @@ def test_a_factory_importing_a_broken_module_says_so(tmp_path, monkeypatch):
 def test_references_helpers():
     assert references.is_reference("pkg.mod:f") and not references.is_reference("mlp")
     assert references.load_reference("user_models:mlp", "model") is user_models.mlp
+
+
+def test_micro_batches_of_a_user_model_equal_the_direct_batch(one_thread):
+    kw = dict(CASES["transformer"], **COMMON, optimizer="adam", lr=1e-3)
+    (direct,) = train_group([RunSpec(**kw)], device="cpu", keep_params=True)
+    (split,) = train_group([RunSpec(**kw, micro_batch=4)], device="cpu", keep_params=True)
+    assert rel_diff(split.params, direct.params) < 1e-10
