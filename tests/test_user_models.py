@@ -325,13 +325,15 @@ BAD_AT_CHECK = [
     (dict(model="user_models:mlp", dataset="user_models:bad_data_type"), "must return (x_train, y_train"),
     (dict(model="user_models:mlp", dataset="user_models:bad_lengths"), "x_train has 48 examples but y_train has 47"),
     (dict(model="user_models:mlp", dataset="user_models:bad_raises"), "raised RuntimeError"),
-    (dict(model="user_models:bad_output_size", dataset=FLAT), "labels 0..2 do not fit the 2 outputs"),
+    (dict(model="user_models:bad_output_size", dataset=FLAT), "labels 0..2 do not fit the 2 classes of the output"),
     (dict(model="user_models:transformer", dataset=FLAT), "raised"),
     (dict(model="user_models:bn_cnn", dataset="user_models:tokens"), "raised"),
     (dict(model="user_models:conv1d", dataset="user_models:sequences", model_args={"outputs": 3}), "does not fit"),
     (dict(model="user_models:mlp", dataset=FLAT, loss="user_models:bad_loss"), "must return the mean loss"),
     (dict(model="user_models:mlp", dataset=FLAT, loss="user_models:huber"), "loss 'user_models:huber'"),
     (dict(model="user_models:mlp", dataset=FLAT, batch_size=100), "batch size 100 exceeds the 48"),
+    (dict(model="user_models:dropout_mlp", dataset=FLAT), "draws random numbers in its forward pass"),
+    (dict(model="user_models:gru", dataset="user_models:sequences"), "does not run stacked"),
     (dict(model="user_models:mlp", dataset=FLAT, train_subset=100), "train_subset 100 exceeds"),
 ]
 
@@ -355,6 +357,10 @@ def test_a_bad_reference_is_one_line_before_training(kw, problem, one_thread):
         assert "\n" not in message and problem in message, message
         named = [v for k, v in kw.items() if k in ("model", "dataset", "loss") and ":" in v]
         assert any(ref in message for ref in named), message
+
+
+def test_a_model_without_random_draws_passes_the_stacked_check():
+    check_run(RunSpec(model="user_models:dropout_mlp", model_args={"p": 0.0}, dataset=FLAT, batch_size=16), "cpu")
 
 
 def test_a_factory_whose_architecture_depends_on_the_seed_is_refused():
