@@ -23,12 +23,16 @@ from torch import nn
 
 
 def model(channels: int = 8, hidden: int = 32) -> nn.Module:
-    """Two 3x3 convolutions (8x8 -> 4x4 -> 2x2) and a small classifier, 3,658 parameters with the defaults."""
+    """Two 3x3 convolutions with batch norm (8x8 -> 4x4 -> 2x2) and a small classifier, 3,706 parameters with the
+    defaults. Batch norm lets plain SGD at the studies' lr 0.01 train it within the quick profile's 45 epochs;
+    batchlab keeps its running statistics per run."""
     return nn.Sequential(
         nn.Conv2d(1, channels, 3, padding=1),
+        nn.BatchNorm2d(channels),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(channels, 2 * channels, 3, padding=1),
+        nn.BatchNorm2d(2 * channels),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),

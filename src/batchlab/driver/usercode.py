@@ -40,7 +40,7 @@ def _named(option: str, e: UsageError) -> UsageError:
 def check_user_code(cfg: StudyConfig) -> int | None:
     """Import and call the user's code a config names (once, on the CPU); the number of training examples of a
     user dataset (None for a built-in one). Raises UsageError: one line naming the reference and the problem."""
-    if not getattr(cfg, "user_code", None):  # the equivalence family's configs are not StudyConfigs: no user code
+    if not getattr(cfg, "user_code", None):  # a study config without the user-code keys (equivalence...) has none
         return None
     if is_reference(cfg.dataset) and not is_reference(cfg.model):
         raise UsageError(
