@@ -191,9 +191,11 @@ class StepsToTarget(Study):
             )
         if math.isfinite(b_simple):
             axes[0].axvline(b_simple, color=PALETTE[5], linestyle="-.", linewidth=1, label=f"B_simple {b_simple:.3g}")
+        # no run reaching the target (e.g. a target above what the data allows) leaves nothing to draw on a log axis
+        reached = any(math.isfinite(v) for v in best)
         axes[0].set(
             xscale="log",
-            yscale="log",
+            yscale="log" if reached else "linear",
             xlabel="batch size B",
             ylabel=f"steps to {100 * cfg.target:g} % test accuracy (log)",
             title="steps to target",
@@ -202,11 +204,16 @@ class StepsToTarget(Study):
         axes[1].plot(bs, examples, "k*-", markersize=8)
         axes[1].set(
             xscale="log",
-            yscale="log",
+            yscale="log" if reached else "linear",
             xlabel="batch size B",
             ylabel="examples processed, steps × B (log)",
             title="examples to target: flat while scaling is perfect",
         )
+        if not reached:
+            for ax in axes:
+                ax.set(xlim=(bs.min() / 1.5, bs.max() * 1.5), yticks=[])
+                ax.text(0.5, 0.5, f"no run reached {100 * cfg.target:g} %\nwithin {cfg.max_steps} steps",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9)  # fmt: skip
         legend_below(fig)
         fig.suptitle(f"Steps to reach {100 * cfg.target:g} % test accuracy against the batch size (SGD, best lr per B)")
         rows = [
