@@ -214,6 +214,12 @@ def test_a_user_loss_function_replaces_the_auto_loss(one_thread):
         assert res.metrics[-1]["test_loss"] == pytest.approx(want["loss"], rel=1e-10)
 
 
+def test_a_user_loss_keeps_a_builtin_model_off_the_folded_step(one_thread):
+    spec = RunSpec(model="mlp", widths=(8,), dataset="user_models:flat", loss="user_models:smoothed_ce", batch_size=16)
+    (res,) = train_group([RunSpec(**{**spec.as_dict(), "epochs": 1})], device="cpu")
+    assert res.step_path == "autograd" and "not folded: loss user_models:smoothed_ce" in res.step_path_reason
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_builtin_mlp_by_reference_equals_its_fast_path(optimizer, one_thread):
     """The same MLP, the same initial weights: built in (the folded step for SGD, batched matmuls for Adam) and
@@ -319,13 +325,15 @@ BAD_AT_CHECK = [
     (dict(model="user_models:mlp", dataset="user_models:bad_data_type"), "must return (x_train, y_train"),
     (dict(model="user_models:mlp", dataset="user_models:bad_lengths"), "x_train has 48 examples but y_train has 47"),
     (dict(model="user_models:mlp", dataset="user_models:bad_raises"), "raised RuntimeError"),
-    (dict(model="user_models:bad_output_size", dataset=FLAT), "labels 0..2 do not fit the 2 outputs"),
+    (dict(model="user_models:bad_output_size", dataset=FLAT), "labels 0..2 do not fit the 2 classes of the output"),
     (dict(model="user_models:transformer", dataset=FLAT), "raised"),
     (dict(model="user_models:bn_cnn", dataset="user_models:tokens"), "raised"),
     (dict(model="user_models:conv1d", dataset="user_models:sequences", model_args={"outputs": 3}), "does not fit"),
     (dict(model="user_models:mlp", dataset=FLAT, loss="user_models:bad_loss"), "must return the mean loss"),
     (dict(model="user_models:mlp", dataset=FLAT, loss="user_models:huber"), "loss 'user_models:huber'"),
     (dict(model="user_models:mlp", dataset=FLAT, batch_size=100), "batch size 100 exceeds the 48"),
+    (dict(model="user_models:dropout_mlp", dataset=FLAT), "draws random numbers in its forward pass"),
+    (dict(model="user_models:gru", dataset="user_models:sequences"), "does not run stacked"),
     (dict(model="user_models:mlp", dataset=FLAT, train_subset=100), "train_subset 100 exceeds"),
 ]
 
@@ -351,6 +359,26 @@ def test_a_bad_reference_is_one_line_before_training(kw, problem, one_thread):
         assert any(ref in message for ref in named), message
 
 
+def test_a_model_without_random_draws_passes_the_stacked_check():
+    check_run(RunSpec(model="user_models:dropout_mlp", model_args={"p": 0.0}, dataset=FLAT, batch_size=16), "cpu")
+
+
+def test_a_factory_whose_architecture_depends_on_the_seed_is_refused():
+    specs = [RunSpec(model="user_models:bad_seed_dependent", dataset=FLAT, batch_size=16, seed=s) for s in range(6)]
+    with pytest.raises(UsageError, match="'user_models:bad_seed_dependent' built different parameters for seeds 0"):
+        train_group(specs, device="cpu")
+
+
+def test_a_diverged_user_run_is_frozen_and_leaves_the_others_as_alone(one_thread):
+    kw = dict(model="user_models:mlp", dataset=FLAT, batch_size=16, epochs=2, probes=("metrics",))
+    good, bad = RunSpec(**kw, lr=0.05, seed=0), RunSpec(**kw, lr=1e30, seed=1)  # float32: overflows at once
+    together = train_group([good, bad], device="cpu", keep_params=True)
+    alone = train_group([good], device="cpu", keep_params=True)
+    assert together[1].status == "diverged" and together[1].diverged_step is not None
+    assert together[0].status == "finished"
+    assert rel_diff(together[0].params, alone[0].params) < 1e-6
+
+
 def test_a_factory_importing_a_broken_module_says_so(tmp_path, monkeypatch):
     (tmp_path / "broken_user_module.py").write_text(
         textwrap.dedent("""
@@ -369,3 +397,10 @@ def test_a_factory_importing_a_broken_module_says_so(tmp_path, monkeypatch):
 def test_references_helpers():
     assert references.is_reference("pkg.mod:f") and not references.is_reference("mlp")
     assert references.load_reference("user_models:mlp", "model") is user_models.mlp
+
+
+def test_micro_batches_of_a_user_model_equal_the_direct_batch(one_thread):
+    kw = dict(CASES["transformer"], **COMMON, optimizer="adam", lr=1e-3)
+    (direct,) = train_group([RunSpec(**kw)], device="cpu", keep_params=True)
+    (split,) = train_group([RunSpec(**kw, micro_batch=4)], device="cpu", keep_params=True)
+    assert rel_diff(split.params, direct.params) < 1e-10

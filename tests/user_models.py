@@ -95,6 +95,24 @@ def conv1d(features: int = 3, channels: int = 6, outputs: int = 2) -> nn.Module:
     return Conv1d(features, channels, outputs)
 
 
+def dropout_mlp(p: float = 0.1) -> nn.Module:
+    return nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Dropout(p), nn.Linear(8, 3))
+
+
+class GRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0][:, -1])
+
+
+def gru() -> nn.Module:
+    return GRU()
+
+
 def mlp(sizes: tuple[int, ...] = (20, 16, 16, 3), activation: str = "relu") -> nn.Module:
     """batchlab's own MLP, given by reference: the generic path, to compare with the built-in fast path."""
     return MLP(tuple(sizes), activation)
@@ -192,6 +210,10 @@ def bad_lengths():
 
 def bad_output_size():
     return MLP((20, 8, 2))  # 2 outputs for 3 classes
+
+
+def bad_seed_dependent():
+    return MLP((20, int(torch.randint(4, 9, ())), 3))  # the width drawn from the global RNG (the run's seed)
 
 
 def bad_loss(output, target):

@@ -294,8 +294,8 @@ def check_fit(
                 )
             if int(y.min()) < 0 or int(y.max()) >= out.shape[-1]:
                 raise UsageError(
-                    f"{where}: labels {int(y.min())}..{int(y.max())} do not fit the {out.shape[-1]} outputs per "
-                    "position (cross-entropy needs labels in 0..classes-1)"
+                    f"{where}: labels {int(y.min())}..{int(y.max())} do not fit the {out.shape[-1]} classes of the "
+                    "output (cross-entropy needs labels in 0..classes-1)"
                 )
         elif out.shape != y.shape and (out.shape[0] != y.shape[0] or out[0].numel() != y[0].numel()):
             raise UsageError(

@@ -18,6 +18,7 @@ from .. import references
 from ..datasets import Dataset, load_dataset
 from ..errors import UsageError
 from ..models import build_model, model_traits
+from ..probes import per_run_loss
 from .spec import RunSpec
 
 
@@ -164,3 +165,32 @@ def check_run(spec: RunSpec, device: torch.device, data_dir: str | None = None, 
             f"{' '.join(str(exc).split())}"
         ) from None
     references.check_fit(name, spec.loss, out, y, loss_for(spec))
+    if spec.user_model:  # the generic path runs it stacked: two copies under vmap, with the gradient
+        check_stacked(spec, model, x, y, loss_for(spec), data.task)
+
+
+def check_stacked(spec: RunSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, task: str) -> None:
+    """The model runs as the generic path runs it: two stacked copies under `vmap(functional_call)`, in training
+    mode, and gives every parameter's gradient. A model that draws random numbers in its forward pass (dropout)
+    cannot: each run would have to own its draws, independent of its group (a run's result never depends on
+    which runs share its group), which vmap does not give."""
+    from ..models import Stack
+
+    stack = Stack.from_modules([model, model], x.device, next(model.parameters()).dtype)
+    for p in stack.params.values():
+        p.requires_grad_(True)
+    try:
+        out = stack.forward(torch.stack([x, x]))
+        losses = per_run_loss(out, torch.stack([y, y]), task, "mean", loss_fn)
+        torch.autograd.grad(losses.sum(), list(stack.params.values()), allow_unused=True)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "randomness" in text:
+            raise UsageError(
+                f"model {spec.model!r} draws random numbers in its forward pass (dropout?), which the stacked runs "
+                "cannot each own: set its dropout to 0 (model_args) or make it deterministic"
+            ) from None
+        raise UsageError(
+            f"model {spec.model!r} does not run stacked (torch.func.vmap over functional_call): "
+            f"{type(exc).__name__}: {text[:300]}"
+        ) from None

@@ -3,6 +3,10 @@
 Parameters and buffers live in dicts of tensors with a leading run dimension [R, ...]; the forward
 pass is `vmap(functional_call(base, ...))`, so one batched kernel serves every run (the
 model-ensembling recipe of torch.func). Each copy is initialised from its own seed.
+
+This is also the generic path of any nn.Module (a user's, `from_modules`): BatchNorm's running statistics are
+buffers stacked per run, [R, C], handed to `functional_call` under `vmap`, where BatchNorm updates each run's slice
+in place in training mode (no `replace_all_batch_norm_modules_`, which would drop them); evaluation reads them.
 """
 
 from __future__ import annotations
