@@ -70,11 +70,13 @@ SLOW: dict[str, dict[str, str]] = {
         "test_a_v1_store_is_migrated_and_reports_the_same_claims": STUDY,
         "test_rounding_check_reruns_seed_zero_alone_and_reports_it_in_every_claim": STUDY,
     },
+    "test_user_cli.py": {"test_the_example_runs_end_to_end": STUDY},
     "test_variants_reports.py": {
         "two_runs": STUDY,
         "test_the_plain_report_hints_at_variants_when_only_they_were_run": STUDY,
         "test_index_lists_variants_apart_with_links_and_the_explorer_still_works": STUDY,
     },
+    "test_workloads.py": {"test_the_cli_says_the_extra_is_missing_in_one_line_exit_2": STUDY},
 }
 
 

@@ -112,3 +112,38 @@ def test_cpu_targets_are_ratios_to_the_textbook_loop_and_the_floor():
     assert slow["meets_target"] is False and target_text(slow) == "≥ 2x textbook missed"
     assert workload("P", None, "epoch", 2.5, 1.4, floor, 1)["meets_target"] is None
     assert target_text(workload("P", 0.6, "epoch", 2.5, 0.5, floor, 1)) == "≤ 600.0 ms met"
+
+
+def test_the_peer_column_and_its_target(tmp_path):
+    """PyTorch's own ensembling recipe (the peer) beside the textbook loop: a column of the table, and a target
+    the generic path meets when it is at least as fast."""
+    from batchlab.bench import target_text
+
+    floor = {"floor_s": 1.0, "flop_s": 1.0, "byte_s": 0.5, "bound": "FLOPs"}
+    met = workload("P3", None, "epoch", 2.5, 1.0, floor, 1, target_speedup=1.0, peer_s=1.2, target_peer=True)
+    assert met["meets_target"] is True and met["peer_s"] == 1.2 and target_text(met) == "≥ 1x textbook, ≤ peer met"
+    slow = workload("P3", None, "epoch", 2.5, 1.3, floor, 1, target_speedup=1.0, peer_s=1.2, target_peer=True)
+    assert slow["meets_target"] is False
+    results = tmp_path / "results"
+    results.mkdir()
+    old = workload("P1", None, "epoch", 2.5, 1.0, floor, 1)
+    del old["peer_s"]  # a result recorded before the peer existed
+    result = {"date": "2026-01-01T00:00:00", "device": "cpu", "torch": "2.x", "quick": True, "workloads": [met, old]}
+    (results / "bench-cpu-quick-2026-01-01.json").write_text(json.dumps(result))
+    table = performance_table(results)
+    assert "| naive | peer | engine |" in table
+    assert "| cpu, quick model | P3 | 2.50 s | 1.20 s | 1.00 s |" in table
+    assert "| cpu, quick model | P1 | 2.50 s | — | 1.00 s |" in table
+
+
+def test_the_peer_recipe_and_the_generic_path_time_a_few_steps(one_thread):
+    import torch
+
+    from batchlab.bench import generic_spec, generic_steps_time, peer_steps_time, reference_spec
+
+    cpu = torch.device("cpu")
+    specs = [reference_spec(32, seed=s, lr=0.01 * (1 + s), widths=(8,), train_subset=512) for s in range(3)]
+    assert 0 < peer_steps_time(specs, cpu, 3) < 5
+    generic = [generic_spec(32, (8,), seed=s, lr=0.01 * (1 + s), train_subset=512) for s in range(3)]
+    seconds, why = generic_steps_time(generic, cpu, 3)
+    assert why == "" and 0 < seconds < 5

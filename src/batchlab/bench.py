@@ -3,7 +3,10 @@
 Everything runs in one process on one device: the device's float32 matmul rate and memory
 bandwidth are measured first (not taken from a datasheet), then each workload is timed for the
 naive baseline (an nn.Module, torch.optim.SGD, a DataLoader over a TensorDataset, one run after
-another) and for the engine (stacked runs, whole step in a CUDA graph, fused update).
+another) and for the engine (stacked runs, whole step in a CUDA graph, fused update); 32 runs also for
+PyTorch's own ensembling recipe (the "peer": `torch.func.stack_module_state` + `vmap(grad(loss))` + an in-place
+SGD update), beside the built-in MLP's fast path and beside the engine's generic path, which the same MLP
+takes when it is given by reference as a user's model (P3).
 
 Floors: FLOP time = 6 x params x examples / measured rate (forward 2, backward 4 FLOPs per weight
 per example); byte time = the weight traffic a step cannot avoid / measured bandwidth: forward
@@ -20,14 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 from .engine import RunSpec
-from .engine.data import load_for
 from .env import environment
-from .models import build_model, init_module
-from .timing import engine_steps_time, sync, timed  # noqa: F401  (sync: re-exported for callers)
+from .models import build_model
+from .timing import (  # noqa: F401  (sync: re-exported for callers)
+    engine_steps_time,
+    generic_spec,
+    generic_steps_time,
+    naive_eval_time,
+    naive_steps_time,
+    peer_steps_time,
+    sync,
+    timed,
+)
 
 
 def measure_ceilings(device: torch.device) -> dict:
@@ -76,49 +85,6 @@ def unpadded(trainer) -> None:
 
 def reference_spec(batch_size: int, **kw) -> RunSpec:
     return RunSpec(batch_size=batch_size, epochs=1, **kw)
-
-
-def naive_steps_time(spec: RunSpec, device: torch.device, steps: int, repeat: int = 1) -> float:
-    """Seconds per step of the textbook loop: nn.Module + torch.optim.SGD + DataLoader (CPU data); the best
-    of `repeat` timings."""
-    data = load_for(spec, torch.device("cpu"))
-    model = build_model("mlp", widths=spec.widths)
-    init_module(model, spec.init, torch.Generator().manual_seed(spec.seed))
-    model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True)
-
-    def loop(n):
-        it = iter(loader)
-        for _ in range(n):
-            try:
-                x, y = next(it)
-            except StopIteration:
-                it = iter(loader)
-                x, y = next(it)
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-
-    loop(min(20, steps))  # warm-up
-    return timed(lambda: loop(steps), device, repeat) / steps
-
-
-def naive_eval_time(spec: RunSpec, device: torch.device) -> float:
-    """Seconds of the textbook per-epoch evaluation: full train and test sets through a DataLoader."""
-    data = load_for(spec, torch.device("cpu"))
-    model = build_model("mlp", widths=spec.widths).to(device)
-
-    @torch.no_grad()
-    def evaluate():
-        for x_all, y_all in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
-            correct = 0
-            for x, y in DataLoader(TensorDataset(x_all, y_all), batch_size=1000):
-                correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
-
-    evaluate()
-    return timed(evaluate, device)
 
 
 def p6_from_store(results_dir: Path, device: torch.device, progress=print) -> dict:
@@ -183,15 +149,20 @@ def workload(
     note: str = "",
     target_speedup: float | None = None,
     target_fraction: float | None = None,
+    peer_s: float | None = None,
+    target_peer: bool = False,
 ) -> dict:
     """One row: times per `unit` (scaled from measured per-step times by `scale` steps).
 
     Targets, each optional and all required when given: an absolute time (`target_s`), a speed-up over the
-    textbook loop measured in the same run (`target_speedup`), a fraction of the floor (`target_fraction`)."""
+    textbook loop measured in the same run (`target_speedup`), a fraction of the floor (`target_fraction`), at
+    least as fast as PyTorch's own ensembling recipe measured in the same run (`target_peer`, with `peer_s`)."""
     row = {
         "workload": name,
         "unit": unit,
         "naive_s": naive_s * scale,
+        "peer_s": None if peer_s is None else peer_s * scale,
+        "target_peer": target_peer,
         "engine_s": engine_s * scale,
         "speedup": naive_s / engine_s,
         "floor_s": floor["floor_s"] * scale,
@@ -208,6 +179,7 @@ def workload(
         *([row["engine_s"] <= target_s] if target_s is not None else []),
         *([row["speedup"] >= target_speedup] if target_speedup is not None else []),
         *([row["fraction_of_floor"] >= target_fraction] if target_fraction is not None else []),
+        *([peer_s is not None and engine_s <= peer_s] if target_peer else []),
     ]
     row["meets_target"] = bool(all(checks)) if checks else None
     return row
@@ -222,6 +194,8 @@ def target_text(row: dict) -> str:
         parts.append(f"≥ {row['target_speedup']:g}x textbook")
     if row.get("target_fraction") is not None:
         parts.append(f"≥ {row['target_fraction']:.0%} of floor")
+    if row.get("target_peer"):
+        parts.append("≤ peer")
     if not parts:
         return "—"
     return f"{', '.join(parts)} {'met' if row['meets_target'] else 'missed'}"
@@ -256,9 +230,13 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
     variants = [(1, None, "float32"), (32, 0.6, "float32")]
     if device.type == "cuda":
         variants.append((32, None, "tf32"))  # the same work with TF32 matmuls (an option, not the default)
+    peer64 = None
     for runs, target, precision in variants:
         specs = [reference_spec(64, seed=s, lr=0.01 * (1 + s % 4), precision=precision, **extra) for s in range(runs)]
         eng = engine_steps_time(specs, device, steps, repeat=repeat)
+        peer = None
+        if runs == 32 and precision == "float32":
+            peer = peer64 = peer_steps_time(specs, device, steps, repeat)
         name = f"P1 mlp batch 64, {runs} run{'s' if runs > 1 else ''}, one epoch" + (
             f" ({precision})" if precision != "float32" else ""
         )
@@ -274,9 +252,37 @@ def run_bench(device: torch.device, quick: bool = False, progress=print, studies
                 "naive = one run after another; times from a sample of steps x steps per epoch",
                 target_speedup=1.0 if cpu else None,
                 target_fraction=0.75 if cpu and runs == 32 else None,
+                peer_s=peer,
             )
         )
-        progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s, engine {rows[-1]['engine_s']:.3f} s")
+        peer_text = "" if peer is None else f", peer {rows[-1]['peer_s']:.3f} s"
+        progress(f"{name}: naive {rows[-1]['naive_s']:.3f} s{peer_text}, engine {rows[-1]['engine_s']:.3f} s")
+    # a user model: the same MLP given by reference, so that it takes the generic path (any nn.Module), against
+    # the textbook loop and PyTorch's own ensembling recipe (vmap over stack_module_state)
+    subset = {"train_subset": extra["train_subset"]} if "train_subset" in extra else {}
+    generic = [generic_spec(64, widths, seed=s, lr=0.01 * (1 + s % 4), **subset) for s in range(32)]
+    eng_generic, why = generic_steps_time(generic, device, steps, repeat)
+    if eng_generic is not None:
+        name = "P3 user model (the mlp by reference, generic path), 32 runs, batch 64, one epoch"
+        rows.append(
+            workload(
+                name,
+                None,
+                "epoch",
+                naive64 * 32,
+                eng_generic,
+                floors(n_params, 64, 32, ceilings),
+                epoch_steps,
+                "peer = torch.func.stack_module_state + vmap(grad(loss)) + an in-place SGD update, 32 runs at once",
+                target_speedup=1.0 if cpu else None,
+                peer_s=peer64,
+                target_peer=True,
+            )
+        )
+        w = rows[-1]
+        progress(f"{name}: naive {w['naive_s']:.3f} s, peer {w['peer_s']:.3f} s, engine {w['engine_s']:.3f} s")
+    else:
+        progress(why)
     base2 = reference_spec(2, **extra)
     naive2 = naive_steps_time(base2, device, steps * (3 if device.type == "cuda" else 10), repeat)
     eng2 = engine_steps_time([base2], device, steps * 10, repeat=repeat)
@@ -384,21 +390,22 @@ def performance_table(directory: Path) -> str:
         if label not in latest or result["date"] > latest[label]["date"]:
             latest[label] = result | {"file": path.name}
     lines = [
-        "| device | workload | naive | engine | speed-up | floor (bound) | fraction of floor | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | workload | naive | peer | engine | speed-up | floor (bound) | fraction of floor | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for device, result in latest.items():
         for w in result["workloads"]:
             target = target_text(w)
             lines.append(
-                f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w['engine_s'])} "
+                f"| {device} | {w['workload']} | {_fmt_time(w['naive_s'])} | {_fmt_time(w.get('peer_s'))} "
+                f"| {_fmt_time(w['engine_s'])} "
                 f"| {w['speedup']:.1f}x | {_fmt_time(w['floor_s'])} ({w['bound']}) "
                 f"| {w['fraction_of_floor']:.0%} | {target} |"
             )
         p6 = result.get("p6")
         if p6:
             lines.append(
-                f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) "
+                f"| {device} | {p6['workload']} | {_fmt_time(p6['naive_s'])} (extrapolated) | — "
                 f"| {_fmt_time(p6['engine_s'])} | {p6['speedup']:.1f}x | — | — "
                 f"| ≥ 30x {'met' if p6['meets_target'] else 'missed'} |"
             )

@@ -200,7 +200,10 @@ def run_flops(spec: RunSpec, prep) -> tuple[float, float]:
     from .engine.data import load_for
 
     data = load_for(spec, prep.device, prep.data_dir)
-    forward = _forward_flops(spec.model, tuple(spec.widths), spec.activation, tuple(data.x_train.shape[1:]))
+    if spec.user_model:  # the user's module, built as the engine builds it
+        forward = _user_forward_flops(spec.model, json.dumps(spec.model_args, sort_keys=True), data.x_train[:1])
+    else:
+        forward = _forward_flops(spec.model, tuple(spec.widths), spec.activation, tuple(data.x_train.shape[1:]))
     evaluations = spec.epochs + 1 if spec.probes else 0
     flops = forward * (3 * data.n_train * spec.epochs + evaluations * (data.n_train + len(data.x_test)))
     return flops, matmul_rate(prep.device)
@@ -217,6 +220,24 @@ def _forward_flops(model: str, widths: tuple, activation: str, shape: tuple) -> 
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(torch.zeros((1, *shape)))
     return float(counter.get_total_flops())
+
+
+def _user_forward_flops(model: str, args: str, example: torch.Tensor) -> float:
+    """FLOPs of one example's forward pass through a user's model (`args`: its factory's arguments as JSON)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .references import build_model
+
+    key = (model, args, tuple(example.shape), example.dtype)
+    if key not in _USER_FLOPS:
+        net = build_model(model, json.loads(args), seed=0)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(example.float().cpu() if example.is_floating_point() else example.cpu())
+        _USER_FLOPS[key] = float(counter.get_total_flops())
+    return _USER_FLOPS[key]
+
+
+_USER_FLOPS: dict = {}
 
 
 @cache

@@ -102,6 +102,35 @@ def make_executor(
     return RayExecutor(ray_address, gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit or 1, device=device)
 
 
+def user_code_overrides(
+    sets: dict,
+    model: Optional[str],
+    model_arg: list[str],
+    data: Optional[str],
+    data_arg: list[str],
+    loss: Optional[str],
+) -> dict:
+    """--model/--model-arg/--data/--data-arg/--loss as config overrides (model, model_args, dataset, ...), which
+    --set must not give too."""
+    from ..driver import parse_sets
+
+    given = {
+        "model": (model, "--model"),
+        "model_args": (parse_sets(model_arg, "--model-arg") if model_arg else None, "--model-arg"),
+        "dataset": (data, "--data"),
+        "dataset_args": (parse_sets(data_arg, "--data-arg") if data_arg else None, "--data-arg"),
+        "loss": (loss, "--loss"),
+    }
+    out = dict(sets)
+    for key, (value, option) in given.items():
+        if value is None:
+            continue
+        if key in sets:
+            raise UsageError(f"{option} and --set {key}=... both give {key}: use one")
+        out[key] = value
+    return out
+
+
 def use_data_dir(data_dir: Optional[Path]) -> Optional[str]:
     """--data-dir is searched first (before $BATCHLAB_DATA); it is passed explicitly to every work unit."""
     if data_dir is not None and not data_dir.is_dir():
@@ -163,14 +192,33 @@ def run(
     gpus_per_unit: Optional[float] = GPUS_PER_UNIT,
     cpus_per_unit: Optional[int] = CPUS_PER_UNIT,
     dry_run: bool = DRY_RUN,
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="Your own model: package.module:factory, a function returning a torch.nn.Module (importing it runs "
+        "it; the current folder is searched first). Only studies that accept one (see `batchlab show STUDY`).",
+    ),
+    model_arg: list[str] = typer.Option([], "--model-arg", help="A keyword argument of the model factory: k=v."),
+    data: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help="Your own data: package.module:factory returning (x_train, y_train, x_test, y_test) tensors or "
+        "(train, test) Datasets.",
+    ),
+    data_arg: list[str] = typer.Option([], "--data-arg", help="A keyword argument of the data factory: k=v."),
+    loss: Optional[str] = typer.Option(
+        None,
+        "--loss",
+        help="package.module:fn(output, target) -> mean loss (default: cross-entropy for integer targets, mean "
+        "squared error for float targets).",
+    ),
 ) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
     from ..driver import parse_sets, prepare
 
     ex = make_executor(executor, ray_address, gpus_per_unit, cpus_per_unit, device)
-    prep = prepare(
-        study, profile=profile, overrides=parse_sets(set_), device=device, out=out, data_dir=use_data_dir(data_dir)
-    )
+    overrides = user_code_overrides(parse_sets(set_), model, model_arg, data, data_arg, loss)
+    prep = prepare(study, profile=profile, overrides=overrides, device=device, out=out, data_dir=use_data_dir(data_dir))
     if dry_run:
         return print_dry_run([prep])
     with ex:

@@ -32,6 +32,7 @@ def print_study(name: str) -> None:
     out_console.print(
         f"profiles: {'; '.join(_profile_summary(study, p) for p in study.profiles)}", highlight=False, markup=False
     )
+    out_console.print(user_model_line(study), highlight=False, markup=False, soft_wrap=True)
     header = ("key", "type", "default", *(["quick"] if quick is not None else []))
     rows = []
     for key, field in study.Config.model_fields.items():
@@ -64,6 +65,16 @@ def print_study(name: str) -> None:
         highlight=False,
         markup=False,
     )
+
+
+def user_model_line(study) -> str:
+    """Whether the study runs on the user's own model and data, and if not, why."""
+    if study.accepts_user_model is None:
+        return (
+            f"user model: accepted (batchlab run {study.name} --model package.module:factory "
+            "--data package.module:factory; see docs/user-models.md)"
+        )
+    return f"user model: not accepted: {study.accepts_user_model}"
 
 
 def source_file(study) -> str:

@@ -12,6 +12,7 @@ import torch
 from ..engine import resolve_device
 from ..engine.spec import TaskSpec, WorkSpec
 from ..errors import UsageError, one_line
+from ..references import is_reference
 from ..store import Store, StoreCorruptError, StoreVersionError
 
 
@@ -80,7 +81,7 @@ def done_in(out: Path, keys: list[str]) -> set[str]:
 
 def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None = None) -> None:
     """Load (and cache) the data the pending runs need, so a data problem stops us before any write."""
-    from ..engine.data import load_for
+    from ..engine.data import check_run, load_for
 
     seen = set()
     for spec in specs:
@@ -88,6 +89,12 @@ def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None
             if spec.start is None:
                 continue
             spec = spec.start.run
+        user = (spec.model, spec.model_args, spec.dataset, spec.dataset_args, spec.loss, spec.precision)
+        if spec.user_model or is_reference(spec.dataset) or spec.loss != "auto":
+            if repr(user) not in seen:  # the run as the engine builds it: data, model, output against the loss
+                seen.add(repr(user))
+                check_run(spec, device, data_dir)
+            continue
         what = (spec.dataset, spec.train_subset, spec.test_subset, spec.normalize, spec.model, spec.precision)
         if what not in seen:
             seen.add(what)

@@ -11,12 +11,13 @@ from typing import Any
 
 import pydantic
 
-from ..engine.spec import TaskSpec, WorkSpec
+from ..engine.spec import RunSpec, TaskSpec, WorkSpec
 from ..errors import UsageError, one_line
 from ..report.overrides import overridden_values
 from ..studies import Study, get_study
-from ..studies.common import StudyConfig, rounding_tasks
+from ..studies.common import StudyConfig, check_fits, is_reference, rounding_tasks
 from ..tasks import validate_task
+from .usercode import check_accepts, check_user_code
 
 
 def parse_value(raw: str) -> Any:
@@ -32,12 +33,12 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
+def parse_sets(pairs: list[str], option: str = "--set") -> dict[str, Any]:
     out = {}
     for pair in pairs:
         key, eq, raw = pair.partition("=")
         if not eq or not key.strip():
-            raise UsageError(f"--set {pair!r}: expected key=value, e.g. --set lr=0.1")
+            raise UsageError(f"{option} {pair!r}: expected key=value, e.g. {option} lr=0.1")
         out[key.strip()] = parse_value(raw)
     return out
 
@@ -85,20 +86,29 @@ def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str
     return f"invalid config: a planned run has an invalid {loc}: {msg}{got}{more}"
 
 
-def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[StudyConfig, list[WorkSpec]]:
-    """The validated study config and its plan; any problem becomes one clear line (UsageError)."""
+def make_config(
+    study: Study, profile: str, overrides: dict[str, Any], *, user_code: bool = False
+) -> tuple[StudyConfig, list[WorkSpec]]:
+    """The validated study config and its plan; any problem becomes one clear line (UsageError).
+
+    A study that cannot take a user model refuses one; with `user_code` (at prepare) the user's model, data and
+    loss are imported, called and checked, and the plan's batch sizes checked against the user's data."""
     if profile not in study.profiles:
         raise UsageError(f"unknown profile {profile!r} for {study.name}; choose one of {', '.join(study.profiles)}")
+    check_accepts(study, overrides)
     fields = list(study.Config.model_fields)
     unknown = [k for k in overrides if k not in study.Config.model_fields]
     if unknown:
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"unknown key {unknown[0]!r} for study {study.name}{hint}; valid keys: {', '.join(fields)}")
+    if is_reference(overrides.get("dataset")):  # a profile's subsets are of MNIST: the user's data is used whole
+        overrides = {k: None for k in ("train_subset", "test_subset") if k in study.profiles[profile]} | overrides
     try:
         cfg = study.config(profile, coerce_overrides(study.Config, overrides))
     except pydantic.ValidationError as e:
         raise UsageError(_validation_message(e, "config", overrides)) from None
+    n_train = check_user_code(cfg) if user_code else None
     try:
         specs = study_units(study, cfg)
     except pydantic.ValidationError as e:
@@ -113,7 +123,22 @@ def make_config(study: Study, profile: str, overrides: dict[str, Any]) -> tuple[
                 raise UsageError(_validation_message(e, "plan")) from None
             except ValueError as e:
                 raise UsageError(f"invalid config: {one_line(e)}") from None
+    if n_train is not None:
+        check_drawn(specs, n_train, cfg.dataset)
     return cfg, specs
+
+
+def check_drawn(specs: list[WorkSpec], n_train: int, dataset: str) -> None:
+    """Batch sizes and subsets within a user dataset's training examples (known only once it is loaded)."""
+    for spec in specs:
+        run = spec.start.run if isinstance(spec, TaskSpec) and spec.start is not None else spec
+        if not isinstance(run, RunSpec):
+            continue
+        sizes = {"batch size": [run.batch_size, *(b for _, b in run.batch_switch)], "train_subset": run.train_subset}
+        try:
+            check_fits(sizes, n_train, f"training examples of --data {dataset}")
+        except ValueError as e:
+            raise UsageError(f"invalid config: {e}") from None
 
 
 def study_units(study: Study, cfg: StudyConfig) -> list[WorkSpec]:

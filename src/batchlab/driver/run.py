@@ -114,7 +114,7 @@ def prepare(
 ) -> Prepared:
     """Validate everything about a study execution; raise UsageError (or DataError), write nothing."""
     study = lookup(name)
-    cfg, specs = make_config(study, profile, overrides or {})
+    cfg, specs = make_config(study, profile, overrides or {}, user_code=True)
     out = Path(out)
     check_writable(out)
     dev = check_device(device)

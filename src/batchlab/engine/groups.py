@@ -13,8 +13,8 @@ import torch
 
 from ..datasets import Dataset
 from ..errors import UsageError
-from ..models import model_traits
-from .data import load_for, template_model
+from ..models import activation_elements, model_traits
+from .data import check_run, load_for, template_model
 from .device import resolve_device
 from .spec import RunSpec, group_key
 from .state import PartialState
@@ -37,16 +37,25 @@ def partition(specs: list[RunSpec]) -> list[list[RunSpec]]:
     return list(groups.values())
 
 
+def _float(data: Dataset, base: torch.nn.Module) -> torch.dtype:
+    """The dtype a model's inputs keep: integer inputs (token ids) as they are, floats as the model's."""
+    x = data.x_train
+    return next(base.parameters()).dtype if x.is_floating_point() else x.dtype
+
+
 def runs_that_fit(spec: RunSpec, data: Dataset, device: torch.device, fraction: float = 0.6) -> int:
     """How many runs of this kind fit in device memory at once (the engine chunks groups by it)."""
     base = template_model(spec, data)
     n_params = sum(p.numel() for p in base.parameters())
-    # activations of one example: the widest layer's, per layer, as for an MLP, scaled by what the model declares
-    width = max([data.input_dim, *spec.widths]) * model_traits(spec.model).step_activations
     bytes_per = 8 if spec.precision == "float64" else 4
     max_batch = max(spec.batch_size_at(e) for e in range(max(spec.epochs, 1)))
+    if spec.user_model:  # every submodule's output on one example, measured; kept for the backward pass
+        activations = activation_elements(base.to(data.x_train.device), data.x_train[:1].to(_float(data, base)))
+    else:  # the widest layer's, per layer, as for an MLP, scaled by what the model declares
+        width = max([data.input_dim, *spec.widths]) * model_traits(spec.model).step_activations
+        activations = width * (len(spec.widths) + 2)
     # params, init copy, grads, two optimizer buffers, update temporaries; activations of a step
-    per_run = bytes_per * (7 * n_params + 6 * min(max_batch, data.n_train) * width * (len(spec.widths) + 2))
+    per_run = bytes_per * (7 * n_params + 6 * min(max_batch, data.n_train) * activations)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
@@ -100,6 +109,7 @@ def train_group(
     if len(keys) != 1:
         raise ValueError("train_group: runs differ in fields that must be shared (model, data, batch schedule, ...)")
     device = resolve_device(device)
+    check_run(specs[0], device, data_dir)  # a user's model, data or loss: checked on two examples first
     data = load_for(specs[0], device, data_dir)
     chunk = min(max_runs or len(specs), runs_that_fit(specs[0], data, device))
     index = {s.key: i for i, s in enumerate(specs)}

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..references import check_syntax, is_reference, source_hash
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
 # training and test examples of the image datasets: a batch or subset cannot ask for more
 DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000)}
@@ -38,6 +40,18 @@ class LRSchedule(BaseModel):
     warmup_epochs: float = Field(0.0, ge=0)
     warmup_start: float = Field(0.0, ge=0)
     final_factor: float = Field(0.0, ge=0)
+
+
+def _models() -> tuple[str, ...]:
+    from ..models import MODELS  # the built-in architectures (read at each check: a test may add one)
+
+    return MODELS
+
+
+def _datasets() -> tuple[str, ...]:
+    from ..datasets import DATASETS
+
+    return DATASETS
 
 
 def content_key(body: dict) -> str:
@@ -68,15 +82,19 @@ class RunSpec(PlainData):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    # data
-    dataset: Literal["mnist", "fashion-mnist", "regression"] = "mnist"
+    # data: a built-in name (batchlab.datasets.DATASETS) or a reference "package.module:factory" to a function of
+    # `dataset_args` returning (x_train, y_train, x_test, y_test) tensors or (train, test) torch Datasets
+    dataset: str = "mnist"
+    dataset_args: dict[str, Any] = Field(default_factory=dict)
     train_subset: int | None = Field(None, ge=1)
     test_subset: int | None = Field(None, ge=1)
     normalize: bool = True
     # the synthetic regression problem (dataset "regression"): examples, dimension, noise std, seed
     regression: tuple[int, int, float, int] = (1000, 10, 0.1, 0)
-    # model
-    model: Literal["mlp", "cnn", "cnn-bn", "linear"] = "mlp"
+    # model: a built-in name (batchlab.models.MODELS) or a reference "package.module:factory" to a function of
+    # `model_args` returning an nn.Module (built under torch.manual_seed(seed): its own init is the run's)
+    model: str = "mlp"
+    model_args: dict[str, Any] = Field(default_factory=dict)
     widths: tuple[int, ...] = (1024, 1024)
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
     init: Literal["glorot", "torch", "kaiming"] = "glorot"
@@ -100,6 +118,9 @@ class RunSpec(PlainData):
     # gradients combined before one update (equal to the direct batch up to rounding, without BatchNorm)
     micro_batch: int | None = Field(None, ge=1)
     loss_reduction: Literal["mean", "sum"] = "mean"
+    # "auto": cross-entropy over the last dimension for integer targets, mean squared error for float targets;
+    # or a reference "package.module:fn", fn(output, target) -> the mean loss over the batch's examples
+    loss: str = "auto"
     precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     # randomness
     seed: int = Field(0, ge=0)
@@ -113,6 +134,40 @@ class RunSpec(PlainData):
     # the slowest run needs (steps-to-target)
     stop_metric: str | None = None
     stop_at: float | None = None
+    # SHA-256 of the source files of the referenced modules (model, dataset, loss), filled in when empty, so that
+    # an edited model never reuses stale results; "" when every one is built in
+    code_version: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _code_version(cls, data):
+        """Check the names, and fill `code_version` from the references' source files (kept when given: a stored
+        spec keeps the version it was computed with)."""
+        if not isinstance(data, dict):
+            return data
+        refs = {}
+        for what, field, known in (
+            ("model", "model", _models()),
+            ("dataset", "dataset", _datasets()),
+            ("loss", "loss", ("auto",)),
+        ):
+            value = data.get(field)
+            if value is None:
+                continue
+            if is_reference(value):
+                check_syntax(value, what)
+                refs[what] = value
+            elif not isinstance(value, str) or value not in known:
+                raise ValueError(
+                    f"unknown {what} {value!r}: choose one of {', '.join(known)} "
+                    "or give a reference 'package.module:factory'"
+                )
+        for what, field in (("model", "model_args"), ("dataset", "dataset_args")):
+            if data.get(field) and what not in refs:
+                raise ValueError(f"{field} apply to a {what} given by reference ('package.module:factory') only")
+        if refs and not data.get("code_version"):
+            data = {**data, "code_version": source_hash(refs)}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "RunSpec":
@@ -165,6 +220,14 @@ class RunSpec(PlainData):
     @property
     def key(self) -> str:
         return content_key(self.as_dict())
+
+    def __hash__(self) -> int:  # the args dicts are not hashable; equal specs have equal keys
+        return hash(self.key)
+
+    @property
+    def user_model(self) -> bool:
+        """The model is the user's (a reference), trained on the generic stacked path."""
+        return is_reference(self.model)
 
 
 # Fields a group's runs must share so that they can step in lock-step: everything except seeds and

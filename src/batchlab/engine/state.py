@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..datasets import Dataset
+from ..errors import UsageError
 from ..models import Stack
-from .data import compute_dtype, data_order, template_model
+from .data import compute_dtype, data_order, loss_for, template_model
 from .optim import StackedOptimizer
 from .schedules import epoch_plan, lr_table
 from .spec import RunSpec
@@ -64,7 +65,12 @@ class GroupState:
         head = specs[0]
         self.dtype = compute_dtype(head.precision)
         base = template_model(head, data)
-        if start is None:
+        self.loss_fn = loss_for(head)  # the user's loss function, None for "auto"
+        if start is None and head.user_model:  # the user's factory builds each run's copy from the run's seed
+            modules = [base] + [template_model(s, data) for s in specs[1:]]
+            check_same_architecture(head.model, [s.seed for s in specs], modules)
+            self.stack = Stack.from_modules(modules, device, self.dtype)
+        elif start is None:
             self.stack = Stack.from_seeds(base, head.init, [s.seed for s in specs], device, self.dtype)
         else:
             self.stack = Stack.from_params(
@@ -74,6 +80,7 @@ class GroupState:
                 device,
                 self.dtype,
             )
+            self.stack.generic = head.user_model
         self.plan = epoch_plan(head, data.n_train)  # per epoch: (batch size, steps)
         self.orders = check_orders(orders, len(specs), data.n_train, len(self.plan))
         self.init = {k: v.detach().clone() for k, v in self.stack.params.items()}
@@ -176,6 +183,22 @@ class HostCopy:
                 arrays |= {f"checkpoint:{e}:{n}": np.stack([run[n] for run in per_run]) for n in per_run[0]}
         meta = {"step": self.steps, "wall_s": wall, "records": [host_record(r) for r in records[: self.records]]}
         return PartialState(keys, self.epochs, meta, arrays)
+
+
+def check_same_architecture(ref: str, seeds: list[int], modules: list) -> None:
+    """The copies a user's factory built for the runs' seeds have the same parameters and buffers (names, shapes,
+    dtypes), so that they stack; else a UsageError naming the factory and two seeds."""
+
+    def layout(m):
+        return [(k, tuple(v.shape), v.dtype) for k, v in [*m.named_parameters(), *m.named_buffers()]]
+
+    first = layout(modules[0])
+    for seed, m in zip(seeds[1:], modules[1:]):
+        if layout(m) != first:
+            raise UsageError(
+                f"model factory {ref!r} built different parameters for seeds {seeds[0]} and {seed}: the runs of a "
+                "group must share an architecture (take the architecture from model_args, not from the seed)"
+            )
 
 
 def check_orders(orders, runs: int, n: int, epochs: int) -> list | None:

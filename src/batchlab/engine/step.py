@@ -33,14 +33,16 @@ def batch_losses(
     reduction: str = "mean",
     bn_mode: str = "train",
     autocast: torch.autocast | None = None,
+    loss_fn: Callable | None = None,
 ) -> torch.Tensor:
-    """Loss of each run on its own batch: x [R, b, ...], y [R, b] -> [R]."""
+    """Loss of each run on its own batch: x [R, b, ...], y [R, b, ...] -> [R] (`loss_fn`: the user's, else the
+    task's: cross-entropy or squared error, see per_run_loss)."""
     if autocast is None:
         out = stack.forward(x, bn_mode=bn_mode)
     else:
         with autocast:
             out = stack.forward(x, bn_mode=bn_mode)
-    return per_run_loss(out, y, task, reduction)
+    return per_run_loss(out, y, task, reduction, loss_fn)
 
 
 def accumulate_grads(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..datasets import Dataset
-from ..models import model_traits
+from ..models import activation_elements, model_traits
 from ..probes import ProbeContext, run_probes
 from .device import CudaGraphs, autocast_mode, tf32_mode
 from .feed import MetricsCallback, MetricsFeed
@@ -92,6 +92,10 @@ class GroupTrainer:
         self.all_stopped = False  # every run has reached its target (or diverged): the group can end
         # an evaluation keeps runs x examples x 1024 units below 2^25 elements, fewer for bigger activations
         self.eval_elements = (1 << 25) // model_traits(head.model).eval_activations
+        if head.user_model:  # an evaluation's chunk from the activations measured on one example
+            base = self.state.stack.module(0).to(self.state.dtype)  # only its activations are counted
+            per_example = activation_elements(base, data.x_train[:1])
+            self.eval_elements = max(1, (1 << 25) // max(1, -(-per_example // 1024)))
 
     def step(self, batch_size: int) -> None:
         if self.device.type == "cpu":  # TF32 is a CUDA setting: 2.5 us a step saved on a tiny batch
@@ -140,6 +144,7 @@ class GroupTrainer:
             self.batch_grad_sq_norms,
             seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
             optimizer_state=self.state.optimizer.state,
+            loss_fn=self.state.loss_fn,
         )
         with tf32_mode(self.precision):
             return run_probes(self.probes, ctx)
@@ -151,7 +156,12 @@ class GroupTrainer:
         idx = torch.randint(self.data.n_train, (len(self.specs), batch_size), generator=generator).to(self.device)
         with torch.enable_grad():
             losses = batch_losses(
-                stack, self.data.x_train[idx], self.data.y_train[idx], task=self.data.task, bn_mode="eval"
+                stack,
+                self.data.x_train[idx],
+                self.data.y_train[idx],
+                task=self.data.task,
+                bn_mode="eval",
+                loss_fn=self.state.loss_fn,
             )
             grads = torch.autograd.grad(losses.sum(), list(stack.params.values()))
         return sum(g.flatten(1).double().pow(2).sum(1) for g in grads)

@@ -9,7 +9,7 @@ from .init import INITS, init_module
 from .linear import LinearRegression
 from .mlp import ACTIVATIONS, MLP
 from .stack import Stack, init_params
-from .traits import ModelTraits, traits_of
+from .traits import ModelTraits, activation_elements, traits_of
 
 # RunSpec.model -> its class (build_model constructs it)
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "cnn-bn": CNN, "linear": LinearRegression}
@@ -17,7 +17,10 @@ MODELS = tuple(MODEL_CLASSES)
 
 
 def model_traits(name: str) -> ModelTraits:
-    """What the engine needs to know about the named architecture (see ModelTraits)."""
+    """What the engine needs to know about the named architecture (see ModelTraits); a model given by reference
+    ("package.module:factory", the user's) has the defaults: no fold, the generic stacked path."""
+    if ":" in name:
+        return ModelTraits()
     return traits_of(MODEL_CLASSES[name])
 
 
@@ -51,6 +54,7 @@ __all__ = [
     "ModelTraits",
     "model_traits",
     "traits_of",
+    "activation_elements",
     "MODELS",
     "INITS",
     "ACTIVATIONS",

@@ -3,6 +3,10 @@
 Parameters and buffers live in dicts of tensors with a leading run dimension [R, ...]; the forward
 pass is `vmap(functional_call(base, ...))`, so one batched kernel serves every run (the
 model-ensembling recipe of torch.func). Each copy is initialised from its own seed.
+
+This is also the generic path of any nn.Module (a user's, `from_modules`): BatchNorm's running statistics are
+buffers stacked per run, [R, C], handed to `functional_call` under `vmap`, where BatchNorm updates each run's slice
+in place in training mode (no `replace_all_batch_norm_modules_`, which would drop them); evaluation reads them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import copy
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from .init import init_module
 from .mlp import MLP, stacked_mlp_forward
@@ -32,6 +36,8 @@ class Stack:
         self.matvec_max_batch = 0  # see stacked_mlp_forward; the engine raises it when it compiles
         self.params = params
         self.buffers = buffers
+        # every architecture through vmap(functional_call) (the user's models; a test's check of the fast path)
+        self.generic = False
 
     @classmethod
     def from_seeds(cls, base: nn.Module, init: str, seeds: list[int], device, dtype) -> "Stack":
@@ -40,6 +46,21 @@ class Stack:
         params = {k: torch.stack([p[k] for p in per_run]) for k in per_run[0]}
         buffers = {k: torch.stack([b.detach().clone() for _ in seeds]) for k, b in base.named_buffers()}
         return cls.from_params(base, params, buffers, device, dtype)
+
+    @classmethod
+    def from_modules(cls, modules: list[nn.Module], device, dtype) -> "Stack":
+        """R copies from R built modules (a user's factory called once per run seed): their parameters and
+        buffers stacked with `torch.func.stack_module_state`, on the generic path."""
+        params, buffers = stack_module_state(modules)
+        stack = cls.from_params(
+            modules[0],
+            {k: v.detach() for k, v in params.items()},
+            {k: v.detach() for k, v in buffers.items()},
+            device,
+            dtype,
+        )
+        stack.generic = True
+        return stack
 
     @classmethod
     def from_params(
@@ -83,7 +104,7 @@ class Stack:
         if bn_mode not in ("train", "eval"):
             raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
         self.base.train(bn_mode == "train")
-        if isinstance(self.base, MLP):  # the direct batched-matmul path (same math, fewer kernels)
+        if isinstance(self.base, MLP) and not self.generic:  # the direct batched-matmul path (same math, fewer kernels)
             return stacked_mlp_forward(self.params, x, self.base.activation, matvec_max_batch=self.matvec_max_batch)
 
         def one(params, buffers, xb):

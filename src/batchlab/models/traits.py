@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class ModelTraits:
@@ -23,3 +25,26 @@ class ModelTraits:
 def traits_of(model) -> ModelTraits:
     """The traits a model class (or an instance of one) declares, else the defaults."""
     return getattr(model, "TRAITS", ModelTraits())
+
+
+@torch.no_grad()
+def activation_elements(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Elements of every tensor that any submodule outputs on the examples `x`, per example: a conservative
+    count of one example's activations (what a backward pass keeps is at most about this), measured on a
+    model the engine knows nothing else about (the user's). The module is left in the mode it was in."""
+    total = [0]
+
+    def count(_module, _inputs, output):
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel()
+
+    was_training = model.training
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return max(1, -(-total[0] // max(1, x.shape[0])))

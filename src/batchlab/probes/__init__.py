@@ -34,6 +34,7 @@ class ProbeContext:
     grad_sq_norms: Callable[[int, torch.Generator], torch.Tensor] | None = None
     seed: int = 0  # of a probe's own random draws: a function of the group and the step, so reruns agree
     optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None  # parameter name -> its optimizer state
+    loss_fn: Callable | None = None  # the user's loss (fn(output, target) -> mean over examples); None: "auto"
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
@@ -46,14 +47,14 @@ def metrics_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     return {
         f"{split}_{k}": v
         for split, (x, y) in splits.items()
-        for k, v in evaluate(ctx.forward, x, y, ctx.n_runs, d.task, ctx.max_elements).items()
+        for k, v in evaluate(ctx.forward, x, y, ctx.n_runs, d.task, ctx.max_elements, ctx.loss_fn).items()
     }
 
 
 def test_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """Loss and accuracy over the test split only (test_loss, test_acc): cheap enough for every few steps."""
     d = ctx.data
-    values = evaluate(ctx.forward, d.x_test, d.y_test, ctx.n_runs, d.task, ctx.max_elements)
+    values = evaluate(ctx.forward, d.x_test, d.y_test, ctx.n_runs, d.task, ctx.max_elements, ctx.loss_fn)
     return {f"test_{k}": v for k, v in values.items()}
 
 

@@ -17,7 +17,9 @@ from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies impor
 from ..claims import ClaimSpec
 from ..engine import RunSpec
 from ..engine.spec import DATASET_SIZES, TaskSpec
+from ..errors import UsageError
 from ..outputs import FigureSpec, StudyOutput, Table  # noqa: F401
+from ..references import check_syntax, is_reference
 
 
 def check_fits(sizes: Mapping[str, Any], n: int | None, what: str) -> None:
@@ -39,6 +41,11 @@ def check_subsets(dataset: str, train_subset: int | None, test_subset: int | Non
     return train_subset or n_train
 
 
+BUILTIN_MODELS = ("mlp", "cnn", "cnn-bn")
+BUILTIN_DATASETS = ("mnist", "fashion-mnist")
+MLP_FIELDS = ("widths", "activation", "init")  # what a user model leaves out of its runs
+
+
 # config fields that are drawn from the training set (batch sizes, example counts): each must fit in it
 DRAWN_FROM_TRAIN = re.compile(r"batch_sizes?|\w+_batch|examples")
 
@@ -50,7 +57,14 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dataset: Literal["mnist", "fashion-mnist"] = Field("mnist", description="Dataset to train and evaluate on.")
+    dataset: str = Field(
+        "mnist",
+        description="Dataset: mnist, fashion-mnist, or your own as package.module:factory returning "
+        "(x_train, y_train, x_test, y_test) tensors or (train, test) Datasets.",
+    )
+    dataset_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of a dataset factory (batchlab run --data-arg k=v)."
+    )
     train_subset: int | None = Field(
         None, ge=1, description="Train on the first N training examples only (None: the whole training set)."
     )
@@ -60,8 +74,18 @@ class StudyConfig(BaseModel):
     normalize: bool = Field(
         True, description="Standardise the pixels: (x - mean) / std with the dataset's usual constants."
     )
-    model: Literal["mlp", "cnn", "cnn-bn"] = Field(
-        "mlp", description="Network: a fully connected MLP, a small CNN, or that CNN with batch norm."
+    model: str = Field(
+        "mlp",
+        description="Network: mlp (fully connected), cnn, cnn-bn (that CNN with batch norm), or your own as "
+        "package.module:factory returning a torch.nn.Module (widths, activation and init apply to the mlp only).",
+    )
+    model_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of a model factory (batchlab run --model-arg k=v)."
+    )
+    loss: str = Field(
+        "auto",
+        description="auto: cross-entropy for integer class targets, mean squared error for float targets; or "
+        "package.module:fn(output, target) returning the mean loss over the batch.",
     )
     widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (1024, 1024), min_length=1, description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024)."
@@ -88,10 +112,13 @@ class StudyConfig(BaseModel):
 
     SETUP_FIELDS: ClassVar[tuple[str, ...]] = (
         "dataset",
+        "dataset_args",
         "train_subset",
         "test_subset",
         "normalize",
         "model",
+        "model_args",
+        "loss",
         "widths",
         "activation",
         "init",
@@ -99,6 +126,30 @@ class StudyConfig(BaseModel):
         "drop_last",
         "precision",
     )
+
+    @model_validator(mode="after")
+    def _names_or_references(self) -> "StudyConfig":
+        """model, dataset and loss: a built-in name or a reference package.module:name (imported at prepare)."""
+        for key, names in (("model", BUILTIN_MODELS), ("dataset", BUILTIN_DATASETS), ("loss", ("auto",))):
+            value = getattr(self, key)
+            if is_reference(value):
+                try:
+                    check_syntax(value, key)
+                except UsageError as e:
+                    raise ValueError(str(e)) from None
+            elif value not in names:
+                raise ValueError(
+                    f"{key} {value!r} is neither {' nor '.join(names)} nor a reference package.module:name"
+                )
+        for key, ref in (("model_args", "model"), ("dataset_args", "dataset")):
+            if getattr(self, key) and not is_reference(getattr(self, ref)):
+                raise ValueError(f"{key} apply to a {ref} given as a reference package.module:factory")
+        return self
+
+    @property
+    def user_code(self) -> list[str]:
+        """The keys of this config that name the user's code (model, dataset, loss), in that order."""
+        return [k for k in ("model", "dataset", "loss") if is_reference(getattr(self, k))]
 
     @model_validator(mode="after")
     def _fits_the_data(self) -> "StudyConfig":
@@ -110,8 +161,20 @@ class StudyConfig(BaseModel):
         return self
 
     def run(self, seed: int, **fields: Any) -> RunSpec:
-        """A RunSpec of the reference setup with this config's choices and the given overrides."""
+        """A RunSpec of the reference setup with this config's choices and the given overrides.
+
+        A user model leaves out the MLP's widths, activation and init, and user data the pixel normalisation
+        (they do not apply, so they stay out of the run's key); the user-code fields are given only when set,
+        so a built-in run's spec (and key) is what it was before they existed."""
         setup = {k: getattr(self, k) for k in self.SETUP_FIELDS}
+        if is_reference(self.model):
+            for k in MLP_FIELDS:
+                setup.pop(k)
+        if is_reference(self.dataset):
+            setup.pop("normalize")
+        for k, default in (("model_args", {}), ("dataset_args", {}), ("loss", "auto")):
+            if setup[k] == default:
+                setup.pop(k)
         return RunSpec(**(setup | {"seed": seed} | fields))
 
     def seeded(self, **fields: Any) -> list[RunSpec]:
@@ -132,6 +195,8 @@ class Study:
     Config: ClassVar[type[StudyConfig]]
     profiles: ClassVar[dict[str, dict[str, Any]]]  # profile -> config overrides ("full" = the published protocol)
     claims: ClassVar[tuple[ClaimSpec, ...]] = ()  # none: a measurement
+    # None: the study runs on a user model and data (--model/--data); else the one-line reason why it cannot
+    accepts_user_model: ClassVar[str | None] = "its plan and analysis have not been checked on a user model"
 
     def config(self, profile: str = "quick", overrides: dict[str, Any] | None = None) -> StudyConfig:
         if profile not in self.profiles:

@@ -51,6 +51,7 @@ OPTIMIZER_SETTINGS: dict[str, dict] = {
 }
 OptimizerName = Literal["sgd", "momentum", "adam", "weight_decay"]
 Precision = Literal["float32", "float64"]
+ImageDataset = Literal["mnist", "fashion-mnist"]
 BN1D_SINGLE = "bn1d-single-example"
 
 
@@ -67,9 +68,12 @@ def has_batchnorm1d(base: nn.Module) -> bool:
 # shared setup
 
 
-def data_spec(model: str, precision: str, train_subset: int | None, test_subset: int | None) -> RunSpec:
-    """The data a task uses, as the RunSpec `load_for` reads: MNIST in [0, 1] (not standardised)."""
+def data_spec(
+    model: str, precision: str, train_subset: int | None, test_subset: int | None, dataset: str = "mnist"
+) -> RunSpec:
+    """The data a task uses, as the RunSpec `load_for` reads: the images in [0, 1] (not standardised)."""
     return RunSpec(
+        dataset=dataset,
         model=model,
         normalize=False,
         train_subset=train_subset,
@@ -96,9 +100,19 @@ def draw(n_pool: int, count: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed))[:count]
 
 
+def task_args(args: BaseModel) -> dict:
+    """A task's arguments as its TaskSpec stores them: every field, less `dataset` when it is MNIST (the
+    default), so the keys of the MNIST tasks stored before the field existed stay the same."""
+    out = args.model_dump(mode="json")
+    if out.get("dataset") == "mnist":
+        del out["dataset"]
+    return out
+
+
 class _DataArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    dataset: ImageDataset = Field("mnist", description="The images the batches are drawn from.")
     precision: Precision = Field("float64", description="Compute precision of every approach.")
     train_subset: int | None = Field(
         None, ge=1, description="The pool of training examples batches are drawn from (the first N; None: all 60k)."
@@ -143,7 +157,9 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
         )
     dtype = compute_dtype(args.precision)
     data = load_for(
-        data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device, ctx.data_dir
+        data_spec(args.model, args.precision, args.train_subset, args.test_subset, args.dataset),
+        ctx.device,
+        ctx.data_dir,
     )
     idx = draw(data.n_train, args.batch_size, ctx.spec.seed).to(ctx.device)
     x, y = data.x_train[idx], data.y_train[idx]
@@ -276,7 +292,9 @@ def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
     base = build_model(args.model)
     dtype = compute_dtype(args.precision)
     data = load_for(
-        data_spec(args.model, args.precision, args.train_subset, args.test_subset), ctx.device, ctx.data_dir
+        data_spec(args.model, args.precision, args.train_subset, args.test_subset, args.dataset),
+        ctx.device,
+        ctx.data_dir,
     )
     idx = draw(data.n_train, args.k * args.batch_size, ctx.spec.seed).to(ctx.device)
     x = data.x_train[idx].view(args.k, args.batch_size, *data.x_train.shape[1:])
@@ -299,6 +317,7 @@ def multistep_equivalence(args: MultistepArgs, ctx: TaskContext) -> TaskOutput:
 class AccumulationArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    dataset: ImageDataset = Field("mnist", description="The images both runs train on.")
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
         "sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) or adam (lr 1e-3)."
@@ -320,6 +339,7 @@ def accumulation_specs(args: AccumulationArgs, seed: int) -> tuple[RunSpec, RunS
     """(direct, accumulated): the same run (init, data order, optimizer) but for `micro_batch`."""
     common = (
         dict(
+            dataset=args.dataset,
             model=args.model,
             init="torch",
             normalize=False,

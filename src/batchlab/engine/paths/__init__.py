@@ -1,6 +1,8 @@
 """Step paths: the arithmetic of a training step, chosen once per group by `choose_path`.
 
-- `autograd`: autograd's backward pass and the optimizer's update rule; computes every run (the reference).
+- `autograd`: autograd's backward pass and the optimizer's update rule; computes every run (the reference). A user's
+  model (RunSpec.model a reference "package.module:factory") always takes it: the generic stacked step, the loss
+  through `vmap(functional_call)` over the stacked parameters and buffers (models/stack.py).
 - `compiled`: the same with torch.compile's kernels, and on CUDA the step replayed from CUDA graphs.
 - `folded`: plain SGD on an MLP with the update inside the weight-gradient matmul (engine/fold.py).
 

@@ -54,6 +54,7 @@ class AutogradPath(StepPath):
             task=s.data.task,
             reduction=self.reduction,
             autocast=autocast,
+            loss_fn=s.loss_fn,
         )
 
     def eager_update(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -75,6 +76,8 @@ class CompiledPath(AutogradPath):
 
     @staticmethod
     def blocker(specs, device, task) -> str | None:
+        if specs[0].user_model:
+            return "a user's model (the generic stacked path is eager)"
         return None if can_compile(device) else "no C++ compiler (torch.compile needs one on the CPU)"
 
     def __init__(self, state: GroupState):

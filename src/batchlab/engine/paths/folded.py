@@ -35,6 +35,8 @@ class FoldedPath(StepPath):
             return f"model {head.model}"
         if task != "classification":
             return f"task {task}"
+        if head.loss != "auto":  # the fold writes cross-entropy's gradient out
+            return f"loss {head.loss}"
         if head.precision == "bf16":
             return "bf16 autocast"
         if head.micro_batch is not None:

@@ -66,6 +66,7 @@ class AdamVsSGDConfig(StudyConfig):
 
 class AdamVsSGD(Study):
     name = "adam-vs-sgd"
+    accepts_user_model = None
     title = "Adam vs SGD: distance travelled and where the weights end up"
     description = (
         "Adam (lr 0.01) and SGD (lr 0.01) at batch 64: distance from init (W, B), distance from the "

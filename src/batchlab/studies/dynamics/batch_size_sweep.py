@@ -30,6 +30,7 @@ class BatchSizeSweepConfig(StudyConfig):
 
 class BatchSizeSweep(Study):
     name = "batch-size-sweep"
+    accepts_user_model = None
     title = "Accuracy curves vs batch size"
     description = (
         "SGD at a fixed learning rate and number of epochs, for several batch sizes. A larger batch "

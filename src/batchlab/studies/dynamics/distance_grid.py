@@ -64,6 +64,7 @@ class DistanceGridConfig(PairConfig):
 
 class DistanceGrid(Study):
     name = "distance-grid"
+    accepts_user_model = None
     title = "Distance from initialisation across batch sizes and learning rates"
     description = (
         "How far do the weights travel from their initialisation (W = ||w_T - w_0|| over the weight "

@@ -24,6 +24,7 @@ class LRCompensationConfig(PairConfig):
 
 class LRCompensation(Study):
     name = "lr-compensation"
+    accepts_user_model = None
     title = "Compensating a large batch with a larger learning rate"
     description = (
         "Batch 1024 takes 16x fewer steps per epoch than batch 64. Raising its lr 10x (0.01 -> 0.1) "

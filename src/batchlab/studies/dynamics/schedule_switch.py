@@ -46,6 +46,7 @@ class Schedule:
 
 class ScheduleSwitch(Study):
     name = "schedule-switch"
+    accepts_user_model = None
     title = "Switching from a large to a small batch, or raising the lr"
     description = (
         "Does a large batch get the model stuck? Five schedules, compared over the last epochs of each: "

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import new_figure
-from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, Precision
+from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, ImageDataset, Precision, task_args
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import A1, A2, ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
@@ -37,6 +37,7 @@ class AccumulationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    dataset: ImageDataset = Field("mnist", description="The images: mnist or fashion-mnist.")
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
         ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
     )
@@ -59,7 +60,7 @@ class AccumulationConfig(BaseModel):
         for name in ("models", "optimizers"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one value")
-        n_train = check_subsets("mnist", None, self.test_subset)
+        n_train = check_subsets(self.dataset, None, self.test_subset)
         if self.steps * self.batch_size > n_train:
             need = f"{self.steps} steps of batch_size {self.batch_size} need more than the {n_train} training images"
             raise ValueError(need)
@@ -70,6 +71,7 @@ class AccumulationConfig(BaseModel):
 
 class Accumulation(Study):
     name = "accumulation"
+    accepts_user_model = "its tasks compare gradient accumulation on the built-in models (mlp, cnn, cnn-bn) only"
     title = "Gradient accumulation (micro-batches) vs the direct batch"
     description = (
         "The same runs trained for a few steps with each batch computed directly and as micro-batches whose "
@@ -91,6 +93,7 @@ class Accumulation(Study):
         for model in cfg.models:
             for optimizer in cfg.optimizers:
                 args = AccumulationArgs(
+                    dataset=cfg.dataset,
                     model=model,
                     optimizer=optimizer,
                     batch_size=cfg.batch_size,
@@ -99,9 +102,7 @@ class Accumulation(Study):
                     steps=cfg.steps,
                     test_subset=cfg.test_subset,
                 )
-                out[(model, optimizer)] = TaskSpec(
-                    kind="accumulation", args=args.model_dump(mode="json"), seed=cfg.seed
-                )
+                out[(model, optimizer)] = TaskSpec(kind="accumulation", args=task_args(args), seed=cfg.seed)
         return out
 
     def plan(self, cfg: AccumulationConfig) -> list[TaskSpec]:

@@ -32,7 +32,7 @@ from ...claims import Claim
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import new_figure
-from ...tasks.equivalence import OPTIMIZER_SETTINGS, OneStepArgs, OptimizerName, Precision
+from ...tasks.equivalence import OPTIMIZER_SETTINGS, ImageDataset, OneStepArgs, OptimizerName, Precision, task_args
 from ..common import FigureSpec, Results, Study, StudyOutput, check_fits, check_subsets
 from .claims import BN_BREAKS, E1, E2, E3, E4, E5, EXACT_F64, rule_e1, rule_e2, rule_e3, rule_e4, rule_e5
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
@@ -45,6 +45,7 @@ class EquivalenceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    dataset: ImageDataset = Field("mnist", description="The images: mnist or fashion-mnist.")
     batch_size: int = Field(256, ge=2, description="Examples in the fixed batch (B).")
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
         ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
@@ -79,7 +80,7 @@ class EquivalenceConfig(BaseModel):
         for name in ("models", "optimizers", "precision"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one value")
-        n_train = check_subsets("mnist", self.train_subset, self.test_subset)
+        n_train = check_subsets(self.dataset, self.train_subset, self.test_subset)
         check_fits({"batch_size": self.batch_size}, n_train, "training images the batch is drawn from")
         return self
 
@@ -89,6 +90,9 @@ Cell = tuple[str, str, str, str]  # (model, optimizer, precision, bn_single)
 
 class Equivalence(Study):
     name = "equivalence"
+    accepts_user_model = (
+        "its tasks compare one step of the built-in models (mlp, cnn, cnn-bn), taken per example and as a batch"
+    )
     title = "One batch step vs the average of single-example steps"
     description = (
         "From the same weights and one fixed batch of MNIST images: A = one step on the whole batch, B = the "
@@ -128,6 +132,7 @@ class Equivalence(Study):
     @staticmethod
     def task(cfg: EquivalenceConfig, model: str, optimizer: str, precision: str, bn_single: str) -> TaskSpec:
         args = OneStepArgs(
+            dataset=cfg.dataset,
             model=model,
             optimizer=optimizer,
             precision=precision,
@@ -137,7 +142,7 @@ class Equivalence(Study):
             test_subset=cfg.test_subset,
             chunk_size=cfg.chunk_size,
         )
-        return TaskSpec(kind="one-step-equivalence", args=args.model_dump(mode="json"), seed=cfg.seed)
+        return TaskSpec(kind="one-step-equivalence", args=task_args(args), seed=cfg.seed)
 
     def plan(self, cfg: EquivalenceConfig) -> list[TaskSpec]:
         return list(self.cells(cfg).values())

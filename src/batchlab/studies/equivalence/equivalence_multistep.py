@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
-from ...tasks.equivalence import MultistepArgs, Precision
+from ...tasks.equivalence import ImageDataset, MultistepArgs, Precision, task_args
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import E6, E7, E8, EXACT_F64, rule_e6, rule_e7, rule_e8
 from .common import EPS, LOG_FLOOR, outcome, scalars, value
@@ -44,6 +44,7 @@ class MultistepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    dataset: ImageDataset = Field("mnist", description="The images: mnist or fashion-mnist.")
     ks: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (2, 5, 10), min_length=1, description="Numbers of batches (steps of A) to compare."
     )
@@ -64,7 +65,7 @@ class MultistepConfig(BaseModel):
     def _check(self):
         if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
             raise ValueError("ks must be one or more distinct positive numbers of batches")
-        n_train = check_subsets("mnist", self.train_subset, self.test_subset)
+        n_train = check_subsets(self.dataset, self.train_subset, self.test_subset)
         if max(self.ks) * self.batch_size > n_train:
             need = f"{max(self.ks)} batches of {self.batch_size} need more than the {n_train} training images"
             raise ValueError(need)
@@ -73,6 +74,9 @@ class MultistepConfig(BaseModel):
 
 class EquivalenceMultistep(Study):
     name = "equivalence-multistep"
+    accepts_user_model = (
+        "its tasks compare several steps of the built-in models (mlp, cnn, cnn-bn), taken per example and as a batch"
+    )
     title = "Several momentum steps: batch steps vs single-example steps vs gradient averaging"
     description = (
         "K momentum-SGD steps on K fixed batches (A) against: the same examples taken one at a time (B), the "
@@ -95,6 +99,7 @@ class EquivalenceMultistep(Study):
         out = {}
         for k in sorted(cfg.ks):
             args = MultistepArgs(
+                dataset=cfg.dataset,
                 k=k,
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
@@ -104,7 +109,7 @@ class EquivalenceMultistep(Study):
                 test_subset=cfg.test_subset,
                 chunk_size=cfg.chunk_size,
             )
-            out[k] = TaskSpec(kind="multistep-equivalence", args=args.model_dump(mode="json"), seed=cfg.seed)
+            out[k] = TaskSpec(kind="multistep-equivalence", args=task_args(args), seed=cfg.seed)
         return out
 
     def plan(self, cfg: MultistepConfig) -> list[TaskSpec]:

@@ -75,6 +75,7 @@ def _variant(reduction: str, lr: float) -> str:
 
 class GradientCompetition(Study):
     name = "gradient-competition"
+    accepts_user_model = "its per-example gradient Gram matrices are computed for the built-in MLP's layers"
     title = "Do the examples of a batch compete? Summed gradients across batch sizes"
     description = (
         "From checkpoints of the reference MLP (batch 1024, lr 0.01) early and late in training, each trial "

@@ -40,6 +40,7 @@ class VarianceConfig(GradientConfig):
 
 class GradientVariance(Study):
     name = "gradient-variance"
+    accepts_user_model = "it measures gradient variance on the built-in MLP and a linear regression problem"
     title = "Mini-batch gradient variance against 1/B"
     description = (
         "The textbook claim Var(g_B) = tr(Sigma)/B, measured: per-example gradients of a sample (at the early "

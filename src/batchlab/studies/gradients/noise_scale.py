@@ -36,6 +36,10 @@ class NoiseScaleConfig(GradientConfig):
 
 class NoiseScaleStudy(Study):
     name = "noise-scale"
+    accepts_user_model = (
+        "its noise-scale tasks start from the built-in MLP's checkpoints; for your own model use "
+        "`batchlab noise-scale --model`"
+    )
     title = "The gradient noise scale B_simple: which batch size?"
     description = (
         "B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018) of the reference MLP early and late in training, "

@@ -82,6 +82,7 @@ def fit_steps(batch_sizes, steps) -> dict:
 
 class StepsToTarget(Study):
     name = "steps-to-target"
+    accepts_user_model = "its noise-scale task (B_simple beside the steps) is computed for the built-in models only"
     title = "Steps to a target accuracy across batch sizes, against the noise scale"
     description = (
         "For B in powers of two, SGD runs with the lr tuned over a small grid (the best of the grid counts) train "
@@ -190,9 +191,11 @@ class StepsToTarget(Study):
             )
         if math.isfinite(b_simple):
             axes[0].axvline(b_simple, color=PALETTE[5], linestyle="-.", linewidth=1, label=f"B_simple {b_simple:.3g}")
+        # no run reaching the target (e.g. a target above what the data allows) leaves nothing to draw on a log axis
+        reached = any(math.isfinite(v) for v in best)
         axes[0].set(
             xscale="log",
-            yscale="log",
+            yscale="log" if reached else "linear",
             xlabel="batch size B",
             ylabel=f"steps to {100 * cfg.target:g} % test accuracy (log)",
             title="steps to target",
@@ -201,11 +204,16 @@ class StepsToTarget(Study):
         axes[1].plot(bs, examples, "k*-", markersize=8)
         axes[1].set(
             xscale="log",
-            yscale="log",
+            yscale="log" if reached else "linear",
             xlabel="batch size B",
             ylabel="examples processed, steps × B (log)",
             title="examples to target: flat while scaling is perfect",
         )
+        if not reached:
+            for ax in axes:
+                ax.set(xlim=(bs.min() / 1.5, bs.max() * 1.5), yticks=[])
+                ax.text(0.5, 0.5, f"no run reached {100 * cfg.target:g} %\nwithin {cfg.max_steps} steps",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9)  # fmt: skip
         legend_below(fig)
         fig.suptitle(f"Steps to reach {100 * cfg.target:g} % test accuracy against the batch size (SGD, best lr per B)")
         rows = [

@@ -49,6 +49,9 @@ class VariantsConfig(BaseModel):
 
 class GDVariants(Study):
     name = "gd-variants"
+    accepts_user_model = (
+        "it trains a linear regression on synthetic data, where the gradient-descent variants have a closed form"
+    )
     title = "Batch GD, SGD and mini-batch SGD on linear regression"
     description = (
         "Linear regression (1000 examples, 10 inputs): batch gradient descent, SGD with one example per step and "

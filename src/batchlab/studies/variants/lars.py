@@ -52,6 +52,7 @@ def _mean_pp(values: np.ndarray) -> float | None:
 
 class Lars(Study):
     name = "lars"
+    accepts_user_model = None
     title = "LARS and LAMB against linearly scaled SGD at very large batches"
     description = (
         "Large-batch MNIST: SGD with momentum and the linear scaling rule with warmup, against the layer-wise "

@@ -61,6 +61,7 @@ def b_max(batch_sizes, means, base_mean, pp: float = S1_PP) -> int:
 
 class LinearScaling(Study):
     name = "linear-scaling"
+    accepts_user_model = None
     title = "Linear and square-root learning-rate scaling, with and without warmup"
     description = (
         "For batch sizes from B_base = 64 up, the learning rate scaled linearly with the batch (with and without "

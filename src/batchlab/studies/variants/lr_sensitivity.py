@@ -51,6 +51,7 @@ class SensitivityConfig(StudyConfig):
 
 class LRSensitivity(Study):
     name = "lr-sensitivity"
+    accepts_user_model = "its claim is about gradient descent on a quadratic, computed in closed form, not a network"
     title = "Learning-rate regimes: converge, oscillate, diverge or stall"
     description = (
         "Gradient descent on the quadratic (w - 2)^2 at many learning rates, each trajectory classified and "

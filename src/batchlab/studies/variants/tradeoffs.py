@@ -41,6 +41,7 @@ class TradeoffsConfig(StudyConfig):
 
 class Tradeoffs(Study):
     name = "tradeoffs"
+    accepts_user_model = "its step-cost and gradient-variance tasks are computed for the built-in MLP"
     title = "What a batch size costs and buys on this device"
     description = (
         "Per batch size, for the reference MLP on the device used: peak memory and time per step, steps and time "
