@@ -473,7 +473,7 @@ def test_load_factory_imports_a_dotted_module_from_the_current_folder_or_a_file(
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("my_factories", "must look like 'package.module:function'"),
+        ("my_factories", "must look like 'package.module:factory'"),
         (":good", "must look like"),
         ("my_factories:", "must look like"),
         ("my_factories:1good", "not a Python name"),

@@ -3,16 +3,13 @@ what it returns, with errors that say what to fix."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import UsageError
+from ..references import load_reference
 from .measure import Data
 
 
@@ -27,24 +24,11 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
     """
     if not isinstance(spec, str):
         raise ValueError(f"factory spec must be a string 'package.module:function' (got {type(spec).__name__})")
-    where, sep, attr = spec.rpartition(":")
-    if not sep or not where or not attr:
-        raise ValueError(f"factory spec {spec!r} must look like 'package.module:function'")
-    if not all(part.isidentifier() for part in attr.split(".")):
-        raise ValueError(f"factory spec {spec!r}: {attr!r} is not a Python name")
-    module = _import_file(where, spec) if where.endswith(".py") or os.sep in where or "/" in where else None
-    if module is None:
-        if not all(part.isidentifier() for part in where.split(".")):
-            raise ValueError(f"factory spec {spec!r}: {where!r} is not a dotted module name")
-        module = _import_module(where, spec)
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"factory spec {spec!r}: module {module.__name__!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"factory spec {spec!r}: {attr!r} is not callable (its type is {type(obj).__name__})")
-    result = obj()
+    try:  # the one importer of user references (batchlab.references); this API's errors are ValueErrors
+        factory = load_reference(spec, "factory")
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+    result = factory()
     expected = "must return (model, loss_fn, data) with data as (x, y) tensors or a DataLoader"
     if not isinstance(result, (tuple, list)) or len(result) != 3:
         raise ValueError(f"factory {spec!r} {expected}; got {_kind(result)}")
@@ -59,45 +43,6 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
     elif not isinstance(data, Iterable):
         raise ValueError(f"factory {spec!r} {expected}; its data is {_kind(data)}")
     return model, loss_fn, data
-
-
-def _import_module(name: str, spec: str):
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ValueError(
-                f"factory spec {spec!r}: no module named {exc.name!r} (searched the current folder {cwd} and "
-                "sys.path); run from the folder that contains it, or give a file: path/to/file.py:function"
-            ) from exc
-        raise ValueError(f"factory spec {spec!r}: importing {name!r} failed: {exc}") from exc
-    except Exception as exc:
-        raise ValueError(f"factory spec {spec!r}: importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if added:
-            sys.path.remove(cwd)
-
-
-def _import_file(where: str, spec: str):
-    path = Path(where)
-    if not path.is_file():
-        raise ValueError(f"factory spec {spec!r}: no file {str(path)!r}")
-    name = f"_batchlab_factory_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"factory spec {spec!r}: {str(path)!r} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise ValueError(f"factory spec {spec!r}: importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def _kind(obj) -> str:
