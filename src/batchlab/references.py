@@ -113,7 +113,7 @@ def load_reference(ref: str, what: str) -> Callable:
             raise UsageError(f"{what} reference {ref!r}: module {module.__name__!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise UsageError(f"{what} reference {ref!r}: {attr!r} is not callable (it is {_kind(obj)})")
+        raise UsageError(f"{what} reference {ref!r}: {attr!r} is not callable (it is {kind_of(obj)})")
     return obj
 
 
@@ -196,7 +196,7 @@ def build_model(ref: str, args: dict, seed: int | None = None) -> nn.Module:
             torch.manual_seed(int(seed))
             model = _call(ref, "model", args)
     if not isinstance(model, nn.Module):
-        raise UsageError(f"model factory {ref!r} must return a torch.nn.Module; got {_kind(model)}")
+        raise UsageError(f"model factory {ref!r} must return a torch.nn.Module; got {kind_of(model)}")
     if not any(True for _ in model.parameters()):
         raise UsageError(f"model factory {ref!r} returned a module without parameters (nothing to train)")
     return model
@@ -213,7 +213,7 @@ def load_data(ref: str, args: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
     out = _call(ref, "dataset", args)
     expected = "must return (x_train, y_train, x_test, y_test) tensors or (train_dataset, test_dataset)"
     if not isinstance(out, (tuple, list)) or len(out) not in (2, 4):
-        raise UsageError(f"dataset factory {ref!r} {expected}; got {_kind(out)}")
+        raise UsageError(f"dataset factory {ref!r} {expected}; got {kind_of(out)}")
     if len(out) == 2:
         out = (*_materialise(ref, out[0], "train"), *_materialise(ref, out[1], "test"))
     names = ("x_train", "y_train", "x_test", "y_test")
@@ -228,7 +228,7 @@ def load_data(ref: str, args: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
             except ImportError:  # pragma: no cover
                 pass
         if not isinstance(t, torch.Tensor):
-            raise UsageError(f"dataset factory {ref!r} {expected}; its {name} is {_kind(t)}")
+            raise UsageError(f"dataset factory {ref!r} {expected}; its {name} is {kind_of(t)}")
         if t.dim() == 0 or t.shape[0] == 0:
             raise UsageError(f"dataset factory {ref!r}: {name} has no examples (shape {list(t.shape)})")
         tensors.append(t)
@@ -253,14 +253,14 @@ def load_data(ref: str, args: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def _materialise(ref: str, dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise UsageError(f"dataset factory {ref!r}: its {split} dataset is {_kind(dataset)}, not a torch Dataset")
+        raise UsageError(f"dataset factory {ref!r}: its {split} dataset is {kind_of(dataset)}, not a torch Dataset")
     xs, ys = [], []
     try:
         for i in range(len(dataset)):
             item = dataset[i]
             if not isinstance(item, (tuple, list)) or len(item) != 2:
                 raise UsageError(
-                    f"dataset factory {ref!r}: {split} dataset item {i} is {_kind(item)}, not a pair (x, y)"
+                    f"dataset factory {ref!r}: {split} dataset item {i} is {kind_of(item)}, not a pair (x, y)"
                 )
             xs.append(torch.as_tensor(item[0]))
             ys.append(torch.as_tensor(item[1]))
@@ -284,7 +284,7 @@ def check_fit(
     float targets need as many values per example as the output."""
     where = f"model {model_name!r} on dataset examples"
     if not isinstance(out, torch.Tensor):
-        raise UsageError(f"{where}: the model returns {_kind(out)}, not a tensor")
+        raise UsageError(f"{where}: the model returns {kind_of(out)}, not a tensor")
     if loss_fn is None:
         if not y.is_floating_point():
             if not out.is_floating_point() or out.dim() != y.dim() + 1 or out.shape[:-1] != y.shape:
@@ -312,14 +312,15 @@ def check_fit(
         ) from None
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         raise UsageError(
-            f"loss {loss_name!r} must return the mean loss over the examples (one number); got {_kind(value)}"
+            f"loss {loss_name!r} must return the mean loss over the examples (one number); got {kind_of(value)}"
         )
     if not value.requires_grad:
         raise UsageError(f"loss {loss_name!r}: its value does not depend on the model's output (no gradient)")
     return value
 
 
-def _kind(obj) -> str:
+def kind_of(obj) -> str:
+    """What a value is, for an error message: "a tuple of 2", "a tensor of shape [8, 3]", "None"."""
     if isinstance(obj, torch.Tensor):
         return f"a tensor of shape {list(obj.shape)}"
     if isinstance(obj, (tuple, list)):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..references import load_reference
+from ..references import kind_of, load_reference
 from .measure import Data
 
 
@@ -31,21 +31,15 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
     result = factory()
     expected = "must return (model, loss_fn, data) with data as (x, y) tensors or a DataLoader"
     if not isinstance(result, (tuple, list)) or len(result) != 3:
-        raise ValueError(f"factory {spec!r} {expected}; got {_kind(result)}")
+        raise ValueError(f"factory {spec!r} {expected}; got {kind_of(result)}")
     model, loss_fn, data = result
     if not isinstance(model, nn.Module):
-        raise ValueError(f"factory {spec!r} {expected}; its model is {_kind(model)}, not a torch.nn.Module")
+        raise ValueError(f"factory {spec!r} {expected}; its model is {kind_of(model)}, not a torch.nn.Module")
     if not callable(loss_fn):
-        raise ValueError(f"factory {spec!r} {expected}; its loss_fn is {_kind(loss_fn)}, not callable")
+        raise ValueError(f"factory {spec!r} {expected}; its loss_fn is {kind_of(loss_fn)}, not callable")
     if isinstance(data, (tuple, list)):
         if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
-            raise ValueError(f"factory {spec!r} {expected}; its data is {_kind(data)}")
+            raise ValueError(f"factory {spec!r} {expected}; its data is {kind_of(data)}")
     elif not isinstance(data, Iterable):
-        raise ValueError(f"factory {spec!r} {expected}; its data is {_kind(data)}")
+        raise ValueError(f"factory {spec!r} {expected}; its data is {kind_of(data)}")
     return model, loss_fn, data
-
-
-def _kind(obj) -> str:
-    if isinstance(obj, (tuple, list)):
-        return f"a {type(obj).__name__} of {len(obj)}"
-    return "None" if obj is None else f"a {type(obj).__name__}"
