@@ -8,7 +8,9 @@ imported with the current folder on sys.path, as from a checkout's root); each t
 
 from __future__ import annotations
 
+
 import itertools
+import json
 import textwrap
 from pathlib import Path
 
@@ -340,5 +342,10 @@ def test_the_example_runs_end_to_end(capsys, tmp_path, monkeypatch):
     code, out, err = cli_run(capsys, "run", "batch-size-sweep", *args, "--out", tmp_path / "res")
     assert code == 0, err
     assert "trained 2 runs" in out and "D1" in out
+    claims = json.loads(next((tmp_path / "res").glob("batch-size-sweep*/claims.json")).read_text())
+    config = claims["config"]
+    assert config["model"] == "examples.digits_cnn:model" and not {"widths", "activation", "init", "normalize"} & set(
+        config
+    )
     code, out, err = cli_run(capsys, "run", "batch-size-sweep", *args, "--out", tmp_path / "res")
     assert code == 0 and "trained 0 runs" in out, err

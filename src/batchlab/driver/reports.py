@@ -170,7 +170,7 @@ def write_files(study: Study, study_dir: Path, record: dict, recorded: Recorded,
         "code_version": env.get("code_version"),
         "training wall time (s)": round(results.wall_s(recorded.specs), 2),
         "runs": len(results.records),
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.shown() if isinstance(cfg, StudyConfig) else cfg.model_dump(mode="json"),
     }
     unrecorded = {"not in the record": recorded.note(study.name)} if recorded.unrecorded else {}
     write_claims_json(

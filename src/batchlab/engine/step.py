@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
 
 from ..models import MLP, Stack
 from ..models.mlp import ACTIVATION_FNS
@@ -60,23 +61,65 @@ def accumulate_grads(
     sum of the runs' losses is every run's own gradient.
     """
     names = list(params)
-    b = batch.shape[1]
-    if micro_batch is None or micro_batch >= b:
-        losses = loss_fn(batch)
+
+    def value_and_grads(part: torch.Tensor, weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = loss_fn(part) * weight if weight != 1.0 else loss_fn(part)
         grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
         return losses.detach(), dict(zip(names, grads))
+
+    return accumulate(value_and_grads, batch, micro_batch=micro_batch, reduction=reduction)
+
+
+def accumulate(
+    value_and_grads: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    batch: torch.Tensor,
+    *,
+    micro_batch: int | None = None,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`value_and_grads(batch)` (losses [R], gradients), over micro-batches of `micro_batch` examples when given:
+    the sum of `value_and_grads(part, weight)`, the loss weighted by the part's share of the batch for a mean
+    loss (before the gradient is taken, so the sum is the batch's gradient)."""
+    b = batch.shape[1]
+    if micro_batch is None or micro_batch >= b:
+        return value_and_grads(batch)
     total_loss, total = None, None
     for start in range(0, b, micro_batch):
         part = batch[:, start : start + micro_batch]
         weight = part.shape[1] / b if reduction == "mean" else 1.0
-        losses = loss_fn(part) * weight
-        grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
+        losses, grads = value_and_grads(part, weight)
         if total is None:
-            total_loss, total = losses.detach(), list(grads)
+            total_loss, total = losses, grads
         else:
-            total_loss = total_loss + losses.detach()
-            total = [t + g for t, g in zip(total, grads)]
-    return total_loss, dict(zip(names, total))
+            total_loss = total_loss + losses
+            total = {k: total[k] + g for k, g in grads.items()}
+    return total_loss, total
+
+
+def per_run_value_and_grads(
+    stack: Stack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: float = 1.0,
+    *,
+    task: str,
+    reduction: str,
+    loss_fn: Callable | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Losses [R] and gradients of a generic stack (any nn.Module) by `vmap(grad_and_value(loss of one run))`,
+    PyTorch's ensembling recipe. Same values as autograd through the vmapped forward (`batch_losses`), but a
+    linear layer's weight gradient comes out in the weight's own layout instead of transposed, so the update
+    reads it contiguously (2 CPU cores, the 784-256-256-10 MLP by reference, 32 runs at batch 64: 29.4 -> 23.5
+    ms per step, where the recipe itself takes 26; the strided update cost 8 ms of it)."""
+
+    def one(params, buffers, xb, yb):
+        out = functional_call(stack.base, (params, buffers), (xb,))
+        loss = per_run_loss(out.unsqueeze(0), yb.unsqueeze(0), task, reduction, loss_fn)[0]
+        return loss * weight if weight != 1.0 else loss
+
+    stack.base.train(True)
+    grads, losses = vmap(grad_and_value(one))(stack.params, stack.buffers, x, y)
+    return losses.detach(), grads
 
 
 def repeat_params(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:

@@ -177,6 +177,14 @@ class StudyConfig(BaseModel):
                 setup.pop(k)
         return RunSpec(**(setup | {"seed": seed} | fields))
 
+    def shown(self) -> dict[str, Any]:
+        """The config as JSON for reports and claims.json, less the fields that do not apply to a user's model
+        or data (the MLP's widths, activation and init; the pixel normalisation), as `run` leaves them out."""
+        skip = (set(MLP_FIELDS) if is_reference(self.model) else set()) | (
+            {"normalize"} if is_reference(self.dataset) else set()
+        )
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+
     def seeded(self, **fields: Any) -> list[RunSpec]:
         """One RunSpec per seed (0 .. seeds-1) of the same configuration."""
         return [self.run(seed, **fields) for seed in range(self.seeds)]

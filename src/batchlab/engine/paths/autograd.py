@@ -14,7 +14,7 @@ import torch
 
 from ..device import can_compile
 from ..state import GroupState
-from ..step import accumulate_grads, batch_losses
+from ..step import accumulate, accumulate_grads, batch_losses, per_run_value_and_grads
 from .base import StepPath
 
 
@@ -38,10 +38,22 @@ class AutogradPath(StepPath):
 
     def step(self, batch_size: int) -> None:
         idx = self.state.batch_indices(batch_size)
-        losses, grads = accumulate_grads(
-            self.losses, idx, self.state.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
-        )
+        if self.state.stack.generic:  # any nn.Module: PyTorch's ensembling recipe, vmap(grad(loss of one run))
+            losses, grads = accumulate(self.generic_grads, idx, micro_batch=self.micro_batch, reduction=self.reduction)
+        else:
+            losses, grads = accumulate_grads(
+                self.losses, idx, self.state.stack.params, micro_batch=self.micro_batch, reduction=self.reduction
+            )
         self.update(losses, grads, batch_size)
+
+    def generic_grads(self, idx: torch.Tensor, weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-run losses and gradients of a user's model on the examples `idx` [R, b]."""
+        s = self.state
+        x, y = s.data.x_train[idx], s.data.y_train[idx]
+        with torch.autocast(s.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            return per_run_value_and_grads(
+                s.stack, x, y, weight, task=s.data.task, reduction=self.reduction, loss_fn=s.loss_fn
+            )
 
     def eager_losses(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-run loss of each run's batch, gathered on the device."""
