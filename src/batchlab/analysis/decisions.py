@@ -330,3 +330,46 @@ def bootstrap_difference(a, b, *, alpha: float = ALPHA, n_boot: int = 10_000, se
     rng = np.random.default_rng(seed)
     boot = rng.choice(b, (n_boot, b.size)).mean(1) - rng.choice(a, (n_boot, a.size)).mean(1)
     return float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))
+
+
+def not_worse(a, b, margin: float, *, alpha: float = ALPHA) -> Decision:
+    """Non-inferiority of b to a, relative and paired by seed: mean log(b_s / a_s) < log(1 + margin), by a
+    one-sided paired t on the per-seed log ratios (losses: positive, lower is better).
+
+    supported: the upper end of the one-sided (1 - alpha) bound lies below log(1 + margin). not supported: b is
+    worse by more than the margin at level alpha, or some seed of b diverged (+inf, NaN) where a's did not: a
+    diverged arm is an outcome, the worst one. inconclusive: neither, with the seeds it would need."""
+    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    bound = math.log1p(margin)
+    test = f"one-sided paired t on log(b/a), non-inferiority margin {100 * margin:g} %"
+    n = (len(a), len(b))
+    if a.shape != b.shape or len(a) < 2:
+        return Decision("inconclusive", math.nan, (math.nan,) * 2, math.nan, test, n, "needs at least 2 paired seeds")
+    bad_a, bad_b = ~(np.isfinite(a) & (a > 0)), ~(np.isfinite(b) & (b > 0))
+    if np.any(bad_b & ~bad_a):
+        k = int(np.sum(bad_b & ~bad_a))
+        return Decision("not supported", math.inf, (math.inf,) * 2, 0.0, test, n, f"{k} of {len(b)} seeds diverged")
+    keep = ~bad_a & ~bad_b
+    if keep.sum() < 2:
+        return Decision("inconclusive", math.nan, (math.nan,) * 2, math.nan, test, n, "the reference arm diverged")
+    d = np.log(b[keep] / a[keep])
+    m, k = float(d.mean()), int(keep.sum())
+    se = float(d.std(ddof=1) / math.sqrt(k))
+    est = math.expm1(m)
+    if se == 0:
+        p = 0.0 if m < bound else 1.0
+        p_worse = 0.0 if m > bound else 1.0
+        ci = (est, est)
+    else:
+        p = float(stats.t.cdf((m - bound) / se, k - 1))  # H1: mean log ratio < bound
+        p_worse = float(stats.t.sf((m - bound) / se, k - 1))  # H1: mean log ratio > bound
+        t = stats.t.ppf(1 - alpha, k - 1)
+        ci = (math.expm1(m - t * se), math.expm1(m + t * se))
+    label = f"b/a - 1 = {100 * est:+.2f} % (90 % CI [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] %)"
+    if p < alpha:
+        return Decision("supported", est, ci, p, test, (k, k), f"{label}: below +{100 * margin:g} %, p = {p:.2g}")
+    if p_worse < alpha:
+        return Decision("not supported", est, ci, p, test, (k, k), f"{label}: worse than +{100 * margin:g} %")
+    need = seeds_needed(se * math.sqrt(k), abs(bound - m))
+    more = f"; needs about {need} seeds to decide at this spread" if need else ""
+    return Decision("inconclusive", est, ci, p, test, (k, k), f"{label} crosses +{100 * margin:g} %{more}")

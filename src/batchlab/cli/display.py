@@ -100,6 +100,7 @@ class TrainingProgress(Monitor):
 
     def start(self, study: str, runs: int, pending: int, run_epochs: int) -> None:
         self.study, self.total, self.runs, self.planned_runs = study, run_epochs, pending, runs
+        self.done, self.saved_runs, self.current, self.next_quarter = 0, 0, 0.0, 1  # a staged study starts again
         self.t0 = time.perf_counter()
         if pending == 0:
             note(

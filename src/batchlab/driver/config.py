@@ -7,6 +7,7 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -14,7 +15,7 @@ import pydantic
 from ..engine.spec import RunSpec, TaskSpec, WorkSpec
 from ..errors import UsageError, one_line
 from ..report.overrides import overridden_values
-from ..studies import Study, get_study
+from ..studies import Results, Study, get_study
 from ..studies.common import StudyConfig, check_fits, is_reference, rounding_tasks
 from ..tasks import validate_task
 from .usercode import check_accepts, check_user_code
@@ -147,6 +148,22 @@ def study_units(study: Study, cfg: StudyConfig) -> list[WorkSpec]:
     if getattr(cfg, "rounding_check", False):
         units = [*units, *rounding_tasks(units)]
     return units
+
+
+def staged_units(
+    study: Study, cfg: StudyConfig, units: list[WorkSpec], read: Callable[[list[WorkSpec]], Results]
+) -> list[WorkSpec]:
+    """`units` and the follow-ups the study names from their stored results (`read(units)`), again and again
+    until it names nothing new: the whole plan of a staged study once its stages are stored (see
+    `Study.follow_up`). Unique by key, in the order they were named."""
+    known = {u.key for u in units}
+    while True:
+        extra = [u for u in study.follow_up(cfg, read(units)) if u.key not in known]
+        extra = list({u.key: u for u in extra}.values())
+        if not extra:
+            return units
+        units = [*units, *extra]
+        known |= {u.key for u in extra}
 
 
 def lookup(name: str) -> Study:

@@ -26,7 +26,7 @@ from ..store import Store
 from ..studies import Results, Study
 from ..studies.common import StudyConfig, rounding_evidence
 from .checks import open_store, store_hint
-from .config import config_overrides, lookup, make_config, study_units
+from .config import config_overrides, lookup, make_config, staged_units, study_units
 
 
 @dataclass
@@ -59,9 +59,11 @@ def recorded_results(store: Store, study: Study, record: dict) -> Recorded:
     cfg = study.Config(**record["config"])
     stored = set(record["run_keys"])
     planned = study_units(study, cfg)
+    read = lambda units: Results(store.runs(keys_read(units)), store.load_array)  # noqa: E731
+    planned = staged_units(study, cfg, planned, read)
     specs = [s for s in planned if s.key in stored]
     unrecorded = list(dict.fromkeys(s.key for s in planned if s.key not in stored))
-    return Recorded(cfg, specs, Results(store.runs(keys_read(specs)), store.load_array), unrecorded)
+    return Recorded(cfg, specs, read(specs), unrecorded)
 
 
 def keys_read(specs: list[WorkSpec]) -> list[str]:

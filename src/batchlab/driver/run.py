@@ -9,6 +9,7 @@ from its checkpoint read back from the store. What the executor can do beyond ru
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,13 @@ from ..executors import Executor, LocalExecutor, TaskUnit, TrainUnit, UnitFailur
 from ..outputs import StudyOutput
 from ..report.overrides import overrides_label
 from ..store import Store
-from ..studies import Study
+from ..studies import Results, Study
 from ..studies.common import StudyConfig
 from ..tasks import TaskResult
 from .checks import check_data, check_device, check_writable, done_in, open_store
-from .config import config_overrides, lookup, make_config
+from .config import config_overrides, lookup, make_config, staged_units
 from .plan import WorkPlan, kept_states, work_plan
-from .reports import write_report
+from .reports import keys_read, write_report
 
 
 @dataclass
@@ -136,24 +137,31 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
     executor = executor or LocalExecutor()
     t0 = time.perf_counter()
     store = open_store(prep.out)
+    runs = tasks = 0
     try:
-        plan = work_plan(store, prep.specs)
         env: dict = {}  # the environment the units were computed in, as they report it
-        failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
-        lost = {key for f in failed for key in f.keys}
-        tasks = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
-        failed += compute_tasks(store, tasks, prep, executor, monitor, env)
-        if failed:
-            planned, skipped = train_units + len(plan.tasks), len(plan.tasks) - len(tasks)
-            raise UnitsFailed(failure_message(failed, planned, prep.out, skipped, executor.where))
+        while True:  # the plan, then each stage of follow-ups that the stored numbers name (Study.follow_up)
+            plan = work_plan(store, prep.specs)
+            failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
+            lost = {key for f in failed for key in f.keys}
+            shipped = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
+            failed += compute_tasks(store, shipped, prep, executor, monitor, env)
+            if failed:
+                planned, skipped = train_units + len(plan.tasks), len(plan.tasks) - len(shipped)
+                raise UnitsFailed(failure_message(failed, planned, prep.out, skipped, executor.where))
+            runs, tasks = runs + len(plan.runs), tasks + len(plan.tasks)
+            read = lambda units: Results(store.runs(keys_read(units)), store.load_array)  # noqa: E731
+            staged = staged_units(prep.study, prep.config, prep.specs, read)
+            if len(staged) == len(prep.specs):
+                break
+            prep = dataclasses.replace(prep, specs=staged)
         wall = time.perf_counter() - t0
-        record_study(store, prep, plan, wall, env or environment(prep.device))
+        record_study(store, prep, runs, tasks, wall, env or environment(prep.device))
         report, output = write_report(prep.name, prep.out, profile=prep.profile, variant=prep.variant, store=store)
     finally:
         store.close()
-    trained = len(plan.runs) + len(plan.tasks)
-    reused = max(len(prep.specs) - trained, 0)
-    return StudyRun(prep.name, prep.profile, report, wall, trained, reused, output, len(plan.tasks))
+    reused = max(len(prep.specs) - runs - tasks, 0)
+    return StudyRun(prep.name, prep.profile, report, wall, runs + tasks, reused, output, tasks)
 
 
 def train_runs(
@@ -220,18 +228,18 @@ def compute_tasks(
     return failed
 
 
-def record_study(store: Store, prep: Prepared, plan: WorkPlan, wall_s: float, env: dict) -> None:
-    """The study's record: its config and the keys of its plan (what its report reads), and how it ran."""
-    trained = len(plan.runs) + len(plan.tasks)
+def record_study(store: Store, prep: Prepared, runs: int, tasks: int, wall_s: float, env: dict) -> None:
+    """The study's record: its config and the keys of its plan (what its report reads), and how it ran (`runs`
+    trained and `tasks` computed now)."""
     meta = {
         "profile": prep.profile,
         "device": env["device"],
         "torch": env["torch"],
         "git_commit": env["git_commit"],
         "code_version": env.get("code_version"),
-        "trained_runs": len(plan.runs),
-        "computed_tasks": len(plan.tasks),
-        "reused_units": len(prep.specs) - trained,
+        "trained_runs": runs,
+        "computed_tasks": tasks,
+        "reused_units": len(prep.specs) - runs - tasks,
         "overrides": config_overrides(prep.study, prep.profile, prep.config),
     }
     store.save_study(

@@ -7,12 +7,13 @@ import inspect
 from pathlib import Path
 
 from .common import Results, Study, StudyConfig, StudyOutput
+from .critical import STUDIES as CRITICAL
 from .dynamics import STUDIES as DYNAMICS
 from .equivalence import STUDIES as EQUIVALENCE
 from .gradients import STUDIES as GRADIENTS
 from .variants import STUDIES as VARIANTS
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *VARIANTS]}
+REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS]}
 
 
 def get_study(name: str) -> Study:

@@ -215,6 +215,13 @@ class Study:
         """The work units: training runs and tasks (plain data; the driver computes what the store lacks)."""
         raise NotImplementedError
 
+    def follow_up(self, cfg: StudyConfig, results: "Results") -> list[RunSpec | TaskSpec]:
+        """Units decided by stored numbers (a staged plan: tune an lr, then branch from the best run's
+        checkpoints): all of them that `results` (the plan so far, as stored) let it name, [] while their
+        inputs are missing. The driver computes them and asks again until nothing new comes; `analyze` may call
+        it to find them. A pure function of the config and the stored numbers, like `plan`."""
+        return []
+
     def analyze(self, cfg: StudyConfig, results: "Results") -> StudyOutput:
         raise NotImplementedError
 
