@@ -15,6 +15,9 @@ bootstrap) per-example feature rows, as numpy arrays, Python floats or torch ten
 - `bootstrap_per_example_ci`, `bootstrap_two_batch_ci`: percentile bootstrap intervals for B_simple.
 - `log_centred_interval`, `log_centred_two_batch_ci`: the intervals of the `noise-scale` study (bootstrap
   replicates of the ratio, re-centred on the log scale at the estimate).
+- `hessian_noise_formulas`, `hessian_noise_estimates`, `bootstrap_hessian_noise`: the Hessian-weighted
+  B_noise = tr(HΣ) / (GᵀHG) of the paper's eq. 2.6-2.7 from the matrix Q_ij = g_iᵀ H g_j of n examples (with
+  H = I, Q is the Gram matrix and the same functions give B_simple).
 - `NoiseScaleEMA`: exponential moving averages of |G|² and tr(Σ) kept apart, the ratio taken last.
 - `CountSketch`: a random projection that keeps inner products on average, for a bootstrap over
   examples of models too large to keep every per-example gradient.
@@ -236,6 +239,99 @@ def log_centred_two_batch_ci(
         i, j = rng.integers(0, len(small), len(small)), rng.integers(0, len(big), len(big))
         boot.append(two_batch_estimates(small[i], big[j], b_small, b_big).b_simple)
     return log_centred_interval(boot, two_batch_estimates(small, big, b_small, b_big).b_simple)
+
+
+# --- B_noise = tr(HΣ) / (GᵀHG), the Hessian-weighted noise scale ------------------------------------------
+
+
+def b_noise(g_h_g: float, trace_h_sigma: float) -> float:
+    """B_noise = tr(HΣ) / (GᵀHG) (McCandlish et al. 2018, eq. 2.7), with `b_simple`'s edge cases: GᵀHG ≤ 0
+    (no positive curvature along G that the samples can resolve) gives +inf, tr(HΣ) ≤ 0 gives 0, NaN gives NaN."""
+    return b_simple(g_h_g, trace_h_sigma)
+
+
+@dataclass(frozen=True)
+class HessianNoiseEstimate:
+    """Estimates of GᵀHG and tr(HΣ) (unbiased for a fixed H); `b_noise` is their ratio."""
+
+    g_h_g: float
+    trace_h_sigma: float
+
+    @property
+    def b_noise(self) -> float:
+        return b_noise(self.g_h_g, self.trace_h_sigma)
+
+
+def hessian_noise_formulas(sum_diag_q, mean_q, n: int, fpc: float = 1.0):
+    """(GᵀHG, tr(HΣ)) elementwise, from Σ_i Q_ii, ḡᵀHḡ = Σ_ij Q_ij / n² and n, where Q_ij = g_iᵀ H g_j.
+
+    McCandlish et al. 2018 (arXiv:1812.06162), eq. 2.6: a step of SGD with a batch of B improves a locally
+    quadratic loss by at most ΔL_max / (1 + B_noise/B) with B_noise = tr(HΣ) / (GᵀHG) (eq. 2.7), G the true
+    gradient, Σ the per-example gradient covariance and H the Hessian. For a fixed H, the sample covariance
+    S = Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ / (n − 1) is unbiased for Σ, so
+
+        tr(HΣ)^ = tr(HS) = (Σ_i Q_ii − n ḡᵀHḡ) / (n − 1),
+
+    and E[ḡᵀHḡ] = GᵀHG + fpc · tr(HΣ)/n gives GᵀHG^ = ḡᵀHḡ − fpc · tr(HΣ)^ / n. `fpc` is the finite population
+    correction 1 − n/N when the n examples are drawn without replacement from N (1: an infinite population).
+    With H = I these are `per_example_formulas` (Q the Gram matrix, GᵀHG = |G|², tr(HΣ) = tr(Σ)).
+    """
+    trace = (sum_diag_q - n * mean_q) / (n - 1)
+    return mean_q - fpc * trace / n, trace
+
+
+def hessian_noise_estimates(q, *, fpc: float = 1.0) -> HessianNoiseEstimate:
+    """GᵀHG, tr(HΣ) and B_noise from Q [n, n], Q_ij = g_iᵀ H g_j (symmetrised; see `hessian_noise_formulas`)."""
+    q = _symmetric(q)
+    n = q.shape[0]
+    if n < 2:
+        raise ValueError(f"the per-example estimator needs at least 2 examples (got {n})")
+    g_h_g, trace = hessian_noise_formulas(float(np.trace(q)), float(q.sum()) / n**2, n, fpc)
+    return HessianNoiseEstimate(g_h_g=float(g_h_g), trace_h_sigma=float(trace))
+
+
+def bootstrap_hessian_noise(
+    q, *, fpc: float = 1.0, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap replicates (GᵀHG [resamples], tr(HΣ) [resamples]) from Q [n, n], resampling the examples.
+
+    Each resample draws n examples with replacement (multinomial counts c, Σ c_i = n): Σ_i c_i Q_ii and
+    ḡ*ᵀHḡ* = cᵀQc / n² go through `hessian_noise_formulas` (fpc 1: a resample is drawn with replacement). As in
+    `bootstrap_per_example_ci`, a resample's estimates are unbiased for the resampled population's own
+    values (GᵀHG = ḡᵀHḡ, tr(HΣ) = (Σ_i Q_ii − n ḡᵀHḡ) / n), so each replicate is the sample's estimate plus its
+    errors relative to those. The ratio of a replicate is `b_noise`'s (+inf where GᵀHG ≤ 0, as the B_simple
+    replicates of this module are), kept by `percentile_interval` as an unbounded end. With Q the Gram matrix
+    and fpc 1, the ratios equal the replicates of `bootstrap_per_example_ci` with exact features (same seed).
+    H is held fixed: its own sampling error (when it is estimated from the same examples) is not resampled.
+    """
+    q = _symmetric(q)
+    n = q.shape[0]
+    est = hessian_noise_estimates(q, fpc=fpc)
+    diag = np.diag(q).copy()
+    mean_q = float(q.sum()) / n**2
+    true_trace = (float(diag.sum()) - n * mean_q) / n  # of the empirical distribution
+    rng = np.random.default_rng(seed)
+    g_h_g, trace = np.empty(resamples), np.empty(resamples)
+    block = max(1, min(resamples, 2**22 // max(n, 1)))
+    for start in range(0, resamples, block):
+        r = min(block, resamples - start)
+        c = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(np.float64)
+        signal, tr = hessian_noise_formulas(c @ diag, ((c @ q) * c).sum(1) / n**2, n)
+        g_h_g[start : start + r] = est.g_h_g + (signal - mean_q)
+        trace[start : start + r] = est.trace_h_sigma + (tr - true_trace)
+    return g_h_g, trace
+
+
+def ratio_replicates(signal, trace) -> np.ndarray:
+    """B = trace / signal of bootstrap replicates, elementwise with `b_simple`'s rules (+inf where signal ≤ 0)."""
+    return _b_simple_array(_as_numpy(signal), _as_numpy(trace))
+
+
+def _symmetric(q) -> np.ndarray:
+    q = _as_numpy(q)
+    if q.ndim != 2 or q.shape[0] != q.shape[1]:
+        raise ValueError(f"Q must be a square [n, n] matrix (got shape {q.shape})")
+    return (q + q.T) / 2
 
 
 @dataclass

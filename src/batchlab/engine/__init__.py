@@ -7,7 +7,8 @@
 - state.py: the chunk's device state (GroupState, with `advance()`) and its host copies (PartialState).
 - paths/: the step paths (autograd, compiled, folded) and `choose_path`; fold.py: the folded step's math.
 - device.py: device, precision, compiler and CUDA-graph helpers; optim.py, schedules.py, step.py: the
-  update rules, the lr and batch-size schedules, the pure pieces of a step shared with the tasks.
+  update rules, the lr and batch-size schedules, the pure pieces of a step shared with the tasks;
+  curvature.py: Hessian-vector products of a model's mean loss (forward-over-reverse, torch.func).
 """
 
 from .data import data_order

@@ -150,12 +150,14 @@ def per_example_grads(
     buffers: dict[str, torch.Tensor] | None = None,
     bn_mode: str = "eval",
     chunk_size: int = 64,
+    loss_fn: Callable | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The gradient of the loss of each example at the given weights: {name: [N, ...]} and losses [N].
 
     `params` and `buffers` are one model's (unstacked). `bn_mode="eval"` uses BatchNorm's running
     statistics; `"train"` normalises each example by its own statistics, which BatchNorm1d cannot do
-    (one value per channel: PyTorch raises ValueError).
+    (one value per channel: PyTorch raises ValueError). `loss_fn`: the run's own (see `loss_for`), else the
+    task's.
     """
     grads: dict[str, list[torch.Tensor]] = {k: [] for k in params}
     losses = []
@@ -163,7 +165,7 @@ def per_example_grads(
         xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
         stack = single_example_stack(base, params, buffers, xc.shape[0])
         loss, g = accumulate_grads(
-            lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), task=task, bn_mode=bn_mode),
+            lambda xb: batch_losses(stack, xb, yc.unsqueeze(1), task=task, bn_mode=bn_mode, loss_fn=loss_fn),
             xc.unsqueeze(1),
             stack.params,
         )
@@ -182,6 +184,7 @@ def per_example_sq_norms(
     task: str = "classification",
     buffers: dict[str, torch.Tensor] | None = None,
     chunk_size: int = 256,
+    loss_fn: Callable | None = None,
 ) -> torch.Tensor:
     """||g_i||^2 of every example's gradient (all parameters together), [N], one chunk at a time.
 
@@ -195,19 +198,22 @@ def per_example_sq_norms(
     for start in range(0, x.shape[0], chunk_size):
         xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
         if isinstance(base, MLP):
-            out.append(_mlp_sq_norms(base, params, xc, yc, task))
+            out.append(_mlp_sq_norms(base, params, xc, yc, task, loss_fn))
         else:
-            g, _ = per_example_grads(base, params, xc, yc, task=task, buffers=buffers, chunk_size=chunk_size)
+            g, _ = per_example_grads(
+                base, params, xc, yc, task=task, buffers=buffers, chunk_size=chunk_size, loss_fn=loss_fn
+            )
             out.append(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
     return torch.cat(out)
 
 
 def mlp_deltas(
-    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
+    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str, loss_fn=None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(a_l, delta_l) per linear layer: its inputs [N, in] and the gradient of example i's own loss at its
     pre-activations [N, out], from one ordinary backward pass. Example i's gradient of layer l is then
-    delta_i a_i^T (weight) and delta_i (bias), without ever forming it (Goodfellow 2015)."""
+    delta_i a_i^T (weight) and delta_i (bias), without ever forming it (Goodfellow 2015). `loss_fn` (the
+    user's, a mean of per-example terms) replaces the task's loss."""
     act = ACTIVATION_FNS[base.activation]
     n_layers = sum(1 for k in params if k.endswith(".weight"))
     h = x.flatten(1)
@@ -219,15 +225,15 @@ def mlp_deltas(
         pre.append(z)
         h = act(z) if i < n_layers - 1 else z
     # the sum of the examples' own losses: its gradient at z_i is example i's delta
-    loss = per_run_loss(h.unsqueeze(0), y.unsqueeze(0), task, "sum").sum()
+    loss = per_run_loss(h.unsqueeze(0), y.unsqueeze(0), task, "sum", loss_fn).sum()
     return list(zip(inputs, torch.autograd.grad(loss, pre)))
 
 
 def _mlp_sq_norms(
-    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str
+    base: MLP, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, task: str, loss_fn=None
 ) -> torch.Tensor:
     sq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for a, d in mlp_deltas(base, params, x, y, task):
+    for a, d in mlp_deltas(base, params, x, y, task, loss_fn):
         d2 = d.pow(2).sum(1)
         sq += d2 * a.pow(2).sum(1) + d2  # weight, then bias
     return sq.detach()

@@ -16,6 +16,10 @@ the steps to a given loss; beyond it, returns diminish. Two estimators (formulas
   all-reduced gradients); the norms are averaged over draws and the ratio taken last.
 - "auto": per-example, falling back to two-batch if `torch.func` fails (an unsupported op, memory).
 
+Beside B_simple, the per-example estimator also gives McCandlish et al.'s B_noise = tr(HΣ)/(GᵀHG) (H the
+Hessian) on at most `hessian_samples` of the samples, from their gradients' Hessian-vector products
+(`engine.curvature`); it equals B_simple when H is a multiple of the identity.
+
 Both assume the loss of a batch is the mean of per-example losses; BatchNorm in training mode breaks it
 (examples interact through the batch statistics) and is refused.
 

@@ -1,5 +1,6 @@
 """The two estimators of `noise_scale` run on a model: per-example gradients by `torch.func` (streamed in
-chunks) and the two-batch estimator from ordinary backward passes. The formulas are in `analysis.noise`."""
+chunks) and the two-batch estimator from ordinary backward passes; and B_noise = tr(HΣ)/(GᵀHG) from per-example
+gradients and their Hessian-vector products. The formulas are in `analysis.noise`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from torch.func import functional_call, grad, vmap
 
 from ..analysis.noise import (
     CountSketch,
+    HessianNoiseEstimate,
+    bootstrap_hessian_noise,
     bootstrap_per_example_ci,
     bootstrap_two_batch_ci,
+    hessian_noise_estimates,
     per_example_estimates,
+    percentile_interval,
+    ratio_replicates,
     two_batch_estimates,
 )
 
@@ -25,6 +31,9 @@ MIN_SKETCH = 256
 CHUNK_BUDGET = 2**24
 MAX_CHUNK = 256
 TWO_BATCH_CHUNK = 1024  # examples per ordinary backward pass in the two-batch estimator
+# B_noise keeps every one of its examples' gradients: at most this many entries (256 MiB in float32)
+HESSIAN_BUDGET = 2**26
+HVP_CHUNK = 32  # vectors per vmapped Hessian-vector-product chunk
 
 
 def check_examples_independent(model: nn.Module) -> None:
@@ -94,6 +103,32 @@ def measure_per_example(model, loss_fn, x, y, params, frozen, buffers, device, c
     mean_sq = float(sum(acc.square().sum() for acc in total)) / n**2
     est = per_example_estimates(float(sq.sum()), mean_sq, n)
     ci = bootstrap_per_example_ci(sq, features, mean_sq, level=level, resamples=resamples, seed=seed)
+    return est, ci
+
+
+def measure_hessian_noise(
+    model, loss_fn, x, y, params, frozen, buffers, device, chunk, seed, level, resamples
+) -> tuple[HessianNoiseEstimate, tuple[float, float]]:
+    """B_noise = tr(HΣ)/(GᵀHG) on the examples (x, y), H the Hessian of their mean loss: per-example gradients
+    g_i (kept), their products H g_i by forward-over-reverse (`engine.curvature`), Q_ij = g_iᵀ H g_j, then
+    `hessian_noise_estimates` and a percentile bootstrap interval (`bootstrap_hessian_noise`). The model runs in
+    its own mode, as for the gradients."""
+    from ..engine.curvature import iter_hessian_vector_products
+
+    n = x.shape[0]
+    parts = [g for _, g in _iter_per_example_grads(model, loss_fn, x, y, params, frozen, buffers, device, chunk)]
+    grads = {k: torch.cat([p[k] for p in parts]) for k in params}
+    flat = {k: g.reshape(n, -1) for k, g in grads.items()}
+    size = sum(p.numel() for p in params.values())
+    q = torch.zeros(n, n, dtype=torch.float64)
+    for start, hv in iter_hessian_vector_products(
+        model, params, {**frozen, **buffers}, x.to(device), y.to(device), grads, loss_fn=loss_fn,
+        chunk_size=chunk or max(1, min(HVP_CHUNK, CHUNK_BUDGET // size)), example_chunk=MAX_CHUNK, eval_mode=False,
+    ):  # fmt: skip
+        c = next(iter(hv.values())).shape[0]
+        q[:, start : start + c] = sum((flat[k] @ t.reshape(c, -1).T).double() for k, t in hv.items()).cpu()
+    est = hessian_noise_estimates(q)
+    ci = percentile_interval(ratio_replicates(*bootstrap_hessian_noise(q, resamples=resamples, seed=seed)), level)
     return est, ci
 
 

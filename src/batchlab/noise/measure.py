@@ -3,6 +3,7 @@ falling back to two-batch), the result with its interval, recommendation and not
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,7 +14,14 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader
 
 from ..analysis.noise import DEFAULT_RESAMPLES, NoiseEstimate
-from .estimators import check_examples_independent, measure_per_example, measure_two_batch, split_weights
+from .estimators import (
+    HESSIAN_BUDGET,
+    check_examples_independent,
+    measure_hessian_noise,
+    measure_per_example,
+    measure_two_batch,
+    split_weights,
+)
 from .text import format_b, recommendation
 
 ESTIMATORS = ("auto", "per-example", "two-batch")
@@ -29,6 +37,11 @@ class NoiseScale:
     `grad_sq_norm` (|G|²) and `trace_sigma` (tr(Σ)) are unbiased estimates; `b_simple` is their ratio
     (+inf when the |G|² estimate is ≤ 0: the signal is below what the samples can resolve); `ci` is a
     bootstrap interval at `level`. `batch_sizes` and `draws` describe the two-batch estimator.
+
+    `b_noise` = tr(HΣ)/(GᵀHG) (`trace_h_sigma` over `g_h_g`, H the Hessian of the mean loss over the
+    `hessian_samples` examples it used), with its bootstrap interval `b_noise_ci`: McCandlish et al.'s B_noise,
+    which B_simple approximates (equal when H is a multiple of the identity). None when not measured (the
+    two-batch estimator, `hessian_samples=0`, or Hessian-vector products that failed; `notes` say which).
     """
 
     b_simple: float
@@ -42,13 +55,26 @@ class NoiseScale:
     draws: int | None = None
     recommendation: str = ""
     notes: tuple[str, ...] = ()
+    b_noise: float | None = None
+    b_noise_ci: tuple[float, float] | None = None
+    trace_h_sigma: float | None = None
+    g_h_g: float | None = None
+    hessian_samples: int | None = None
 
     def __str__(self) -> str:
         lo, hi = self.ci
-        return (
+        text = (
             f"B_simple ≈ {format_b(self.b_simple)} ({self.level:.0%} CI {format_b(lo)}–{format_b(hi)}; "
             f"{self.estimator} estimator, {self.samples} samples)\n"
             f"|G|² = {self.grad_sq_norm:.4g}, tr(Σ) = {self.trace_sigma:.4g}"
+        )
+        if self.b_noise is None:
+            return text
+        lo, hi = self.b_noise_ci
+        return (
+            f"{text}\nB_noise ≈ {format_b(self.b_noise)} ({self.level:.0%} CI {format_b(lo)}–{format_b(hi)}; "
+            f"Hessian-weighted, {self.hessian_samples} samples)\n"
+            f"GᵀHG = {self.g_h_g:.4g}, tr(HΣ) = {self.trace_h_sigma:.4g}"
         )
 
 
@@ -65,6 +91,7 @@ def noise_scale(
     level: float = 0.95,
     chunk: int | None = None,
     resamples: int = DEFAULT_RESAMPLES,
+    hessian_samples: int | None = 256,
 ) -> NoiseScale:
     """Measure B_simple = tr(Σ)/|G|² of `model` under `loss_fn` on `samples` examples of `data`.
 
@@ -73,6 +100,8 @@ def noise_scale(
     `(x, y)` are taken until `samples` examples are collected). `batch_sizes=(small, big)` sets the
     two-batch estimator (default: big = samples // 32, small = big // 8). `chunk` bounds the examples per
     vmapped chunk or backward pass (memory). `seed` fixes the subset, the draws and the bootstrap.
+    `hessian_samples`: B_noise = tr(HΣ)/(GᵀHG) is measured on a seeded subset of at most this many of the
+    samples (per-example estimator only; n Hessian-vector products); 0 or None leaves it out.
     The model is not modified: its parameters and buffers are passed through `functional_call` on
     `device`, in the model's own train/eval mode (dropout in training mode draws one mask per example).
     """
@@ -86,6 +115,9 @@ def noise_scale(
         raise ValueError(f"chunk must be a positive integer (got {chunk!r})")
     if not isinstance(resamples, int) or resamples < 1:
         raise ValueError(f"resamples must be a positive integer (got {resamples!r})")
+    bad_int = isinstance(hessian_samples, bool) or not isinstance(hessian_samples, int)
+    if hessian_samples is not None and (bad_int or hessian_samples == 1 or hessian_samples < 0):
+        raise ValueError(f"hessian_samples must be 0, None or an integer of at least 2 (got {hessian_samples!r})")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
     if not callable(loss_fn):
@@ -122,7 +154,11 @@ def noise_scale(
                 "used the two-batch estimator instead"
             )
         else:
-            return _result(est, ci, "per-example", n, level, None, None, notes)
+            result = _result(est, ci, "per-example", n, level, None, None, notes)
+            if not hessian_samples:
+                return result
+            weights = (params, frozen, buffers)
+            return _with_b_noise(result, model, loss_fn, x, y, weights, device, chunk, seed, resamples, hessian_samples)
 
     small, big = batch_sizes if batch_sizes is not None else default_batch_sizes(n)
     draws = n // big
@@ -135,6 +171,8 @@ def noise_scale(
         notes.append("one draw only: no confidence interval; use more samples or smaller batch sizes")
     elif draws < FEW_DRAWS:
         notes.append(f"only {draws} draws: the bootstrap interval is rough; use more samples or smaller batch sizes")
+    if hessian_samples:
+        notes.append("B_noise needs per-example gradients, which the two-batch estimator does not take: not measured")
     return _result(est, ci, "two-batch", draws * big, level, (small, big), draws, notes)
 
 
@@ -162,6 +200,40 @@ def _result(est: NoiseEstimate, ci, estimator, samples, level, batch_sizes, draw
         batch_sizes=batch_sizes,
         draws=draws,
         recommendation=recommendation(b, ci, samples, level),
+        notes=tuple(notes),
+    )
+
+
+def _with_b_noise(result: NoiseScale, model, loss_fn, x, y, weights, device, chunk, seed, resamples, limit):
+    """`result` with B_noise measured on a seeded subset of at most `limit` of its samples (fewer when their
+    gradients would not fit HESSIAN_BUDGET entries), or with a note saying why it is not."""
+    params, frozen, buffers = weights
+    n, size = x.shape[0], sum(p.numel() for p in params.values())
+    m = min(limit, n, max(2, HESSIAN_BUDGET // size))
+    notes = list(result.notes)
+    if m < min(limit, n):
+        notes.append(f"B_noise used {m} samples: the gradients of more would exceed {HESSIAN_BUDGET:,} entries")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:m].sort().values
+    xs, ys = x[idx.to(x.device)], y[idx.to(y.device)]
+    try:
+        est, ci = measure_hessian_noise(
+            model, loss_fn, xs, ys, params, frozen, buffers, device, chunk, seed, result.level, resamples
+        )
+    except (RuntimeError, NotImplementedError) as exc:  # an op without forward-mode AD or vmap rule, memory
+        notes.append(
+            f"B_noise not measured: Hessian-vector products failed under torch.func ({type(exc).__name__}: "
+            f"{_first_line(exc)})"
+        )
+        return dataclasses.replace(result, notes=tuple(notes))
+    if math.isinf(est.b_noise):
+        notes.append("the GᵀHG estimate is ≤ 0: no positive curvature along the gradient that these samples resolve")
+    return dataclasses.replace(
+        result,
+        b_noise=est.b_noise,
+        b_noise_ci=(float(ci[0]), float(ci[1])),
+        trace_h_sigma=est.trace_h_sigma,
+        g_h_g=est.g_h_g,
+        hessian_samples=m,
         notes=tuple(notes),
     )
 

@@ -57,6 +57,16 @@ def format_noise_scale(ns: NoiseScale, width: int = 100) -> str:
         f"  B_simple  ≈ {format_b(ns.b_simple)}  ({ns.level:.0%} CI {format_b(lo)}–{format_b(hi)})",
         f"  |G|²      = {ns.grad_sq_norm:.4g}  (squared norm of the true gradient)",
         f"  tr(Σ)     = {ns.trace_sigma:.4g}  (variance of one example's gradient, summed over parameters)",
+    ]
+    if ns.b_noise is not None:
+        nlo, nhi = ns.b_noise_ci
+        lines += [
+            f"  B_noise   ≈ {format_b(ns.b_noise)}  ({ns.level:.0%} CI {format_b(nlo)}–{format_b(nhi)}; "
+            f"Hessian-weighted, {ns.hessian_samples} samples)",
+            f"  GᵀHG      = {ns.g_h_g:.4g}  (curvature along the true gradient, times |G|²)",
+            f"  tr(HΣ)    = {ns.trace_h_sigma:.4g}  (the gradient's variance weighted by the Hessian)",
+        ]
+    lines += [
         "",
         *textwrap.wrap(ns.recommendation, width),
     ]

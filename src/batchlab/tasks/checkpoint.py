@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..engine.data import loss_for
 from ..engine.step import per_example_grads
 from . import TaskContext, TaskOutput, register_task
 
@@ -35,6 +36,7 @@ def gradient_norms(args: GradientNormsArgs, ctx: TaskContext) -> TaskOutput:
         task=data.task,
         buffers=buffers,
         chunk_size=args.chunk_size,
+        loss_fn=loss_for(run),
     )
     sq = sum(v.flatten(1).double().pow(2).sum(1) for v in grads.values())
     mean_sq = sum(v.double().mean(0).pow(2).sum() for v in grads.values())

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..analysis.noise import per_example_formulas
 from ..datasets import regression_problem
+from ..engine.data import loss_for
 from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
 from ..models import MLP
 from . import TaskContext, TaskOutput, register_task
@@ -111,20 +112,22 @@ def per_example_gram(
     *,
     task: str = "classification",
     buffers: dict[str, torch.Tensor] | None = None,
+    loss_fn=None,
 ) -> torch.Tensor:
-    """K [N, N] (float64) with K_ij = g_i . g_j, g_i the gradient of example i's own loss.
+    """K [N, N] (float64) with K_ij = g_i . g_j, g_i the gradient of example i's own loss (`loss_fn`: the
+    run's own, see `loss_for`; else the task's).
 
     MLP: from one backward pass to the pre-activations (see the module docstring); other models:
     from their per-example gradients, flattened.
     """
     if isinstance(base, MLP):
         gram = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
-        for a, d in mlp_deltas(base, params, x, y, task):
+        for a, d in mlp_deltas(base, params, x, y, task, loss_fn):
             a, d = a.double(), d.double()
             dd = d @ d.T
             gram += dd * (a @ a.T) + dd
         return gram
-    grads, _ = per_example_grads(base, params, x, y, task=task, buffers=buffers)
+    grads, _ = per_example_grads(base, params, x, y, task=task, buffers=buffers, loss_fn=loss_fn)
     flat = torch.cat([g.flatten(1).double() for g in grads.values()], dim=1)
     return flat @ flat.T
 
@@ -199,8 +202,8 @@ def gradient_variance(args: VarianceArgs, ctx: TaskContext) -> TaskOutput:
         run, data, base, params, buffers = ctx.start_model()
         idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(ctx.spec.seed))[: args.examples]
         idx = idx.to(ctx.device)
-        gram = per_example_gram(base, params, data.x_train[idx], data.y_train[idx], task=data.task, buffers=buffers)
-        gram = gram.cpu()
+        x, y = data.x_train[idx], data.y_train[idx]
+        gram = per_example_gram(base, params, x, y, task=data.task, buffers=buffers, loss_fn=loss_for(run)).cpu()
     n = gram.shape[0]
     centered = gram - gram.mean(0, keepdim=True) - gram.mean(1, keepdim=True) + gram.mean()
     trace = float(centered.diagonal().sum() / n)
@@ -253,7 +256,9 @@ def noise_scale_task(args: NoiseScaleArgs, ctx: TaskContext) -> TaskOutput:
     gen = torch.Generator().manual_seed(ctx.spec.seed)
     n = min(args.examples, data.n_train)
     idx = torch.randperm(data.n_train, generator=gen)[:n].to(ctx.device)
-    gram = per_example_gram(base, params, data.x_train[idx], data.y_train[idx], task=data.task, buffers=buffers).cpu()
+    loss_fn = loss_for(run)
+    x, y = data.x_train[idx], data.y_train[idx]
+    gram = per_example_gram(base, params, x, y, task=data.task, buffers=buffers, loss_fn=loss_fn).cpu()
     ones = torch.ones(1, n, dtype=torch.float64)
     boot = torch.multinomial(torch.ones(args.bootstrap, n), n, replacement=True, generator=gen)
     counts = torch.zeros(args.bootstrap, n, dtype=torch.float64).scatter_add_(
@@ -286,7 +291,7 @@ def noise_scale_task(args: NoiseScaleArgs, ctx: TaskContext) -> TaskOutput:
 
 def _two_batch_norms(args, ctx, run, data, base, params, buffers, gen) -> tuple[np.ndarray, np.ndarray]:
     """|g_small|^2 and |g_big|^2 for `draws` fresh pairs of batches (a stack of copies, one per draw)."""
-    out = []
+    out, loss_fn = [], loss_for(run)
     n_params = sum(p.numel() for p in params.values())
     for b in (args.small_batch, args.big_batch):
         norms = []
@@ -297,7 +302,8 @@ def _two_batch_norms(args, ctx, run, data, base, params, buffers, gen) -> tuple[
             # drawn without replacement from a finite training set would bias |G|^2 by tr(Sigma) / n_train
             idx = torch.randint(data.n_train, (r, b), generator=gen).to(ctx.device)
             stack = single_example_stack(base, params, buffers, r)
-            losses = batch_losses(stack, data.x_train[idx], data.y_train[idx], task=data.task, bn_mode="eval")
+            x, y = data.x_train[idx], data.y_train[idx]
+            losses = batch_losses(stack, x, y, task=data.task, bn_mode="eval", loss_fn=loss_fn)
             grads = torch.autograd.grad(losses.sum(), list(stack.params.values()))
             norms.append(sum(g.flatten(1).double().pow(2).sum(1) for g in grads).cpu())
         out.append(torch.cat(norms).numpy())
