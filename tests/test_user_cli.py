@@ -8,7 +8,6 @@ imported with the current folder on sys.path, as from a checkout's root); each t
 
 from __future__ import annotations
 
-
 import itertools
 import json
 import textwrap

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import TaskContext, TaskError, TaskOutput, register_task
@@ -27,7 +28,10 @@ class BranchArgs(BaseModel):
     lrs: list[float] = Field(min_length=1, description="The lr grid of this batch size (each trained for every seed).")
     seeds: list[int] = Field(min_length=1, description="Data-order seeds; seed s of every batch size sees one order.")
     examples: int = Field(ge=1, description="The window: training examples each branch sees (its longest window).")
-    evals: int = Field(20, ge=1, description="Evaluations of the whole training loss, equally spaced in examples.")
+    evals: int = Field(20, ge=1, description="Evaluations of the training loss, equally spaced in examples.")
+    eval_examples: int | None = Field(
+        2048, ge=1, description="Training examples (a fixed draw, the same for every branch) the loss is measured on."
+    )
 
 
 def branch_specs(args: BranchArgs, n_train: int) -> list:
@@ -54,10 +58,12 @@ def eval_steps(examples: int, batch_size: int, evals: int) -> list[int]:
 
 @register_task("branch", BranchArgs)
 def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
-    """Train every (lr, seed) branch from the start checkpoint for `examples` examples at the run's batch size;
-    the exact training and test loss of each at `evals` points of the window, and at the branch point."""
+    """Train every (lr, seed) branch from the start checkpoint for `examples` examples at the run's batch size; the
+    training loss of each on a fixed draw of `eval_examples` at the branch point and at `evals` points of the window
+    (`train_loss` [evals + 1, runs]), and the whole splits' loss and accuracy at its end."""
     from ..engine.data import load_for
     from ..engine.train import GroupTrainer
+    from ..probes.metrics import evaluate
 
     if ctx.start is None:
         raise ValueError("a branch task starts from a checkpoint")
@@ -73,16 +79,25 @@ def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
     trainer = GroupTrainer(specs, data, ctx.device, start=stacked)
     per_epoch = data.n_train // bs  # full batches only: every step of every branch has kB0 examples
 
-    def measure() -> dict[str, np.ndarray]:
-        """The whole splits' loss and accuracy of every branch; +inf loss (NaN accuracy) once it has diverged: an
-        outcome, worse than any finite loss."""
-        values, alive = trainer.measure(), trainer.state.alive.cpu().numpy()
-        return {
-            k: np.where(alive, values[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
-            for k in ("train_loss", "test_loss", "train_acc", "test_acc")
-        }
+    n_eval = data.n_train if args.eval_examples is None else min(args.eval_examples, data.n_train)
+    subset = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(0))[:n_eval].to(ctx.device)
+    x_eval, y_eval = data.x_train[subset], data.y_train[subset]
 
-    rows = [measure()]
+    def alive() -> np.ndarray:
+        return trainer.state.alive.cpu().numpy()
+
+    @torch.no_grad()
+    def train_loss() -> np.ndarray:
+        """Every branch's loss on the evaluation draw; +inf once it has diverged (an outcome, the worst)."""
+        trainer.path.flush()
+
+        def fwd(xc):
+            return trainer.state.stack.forward(xc, shared_input=True, bn_mode="eval")
+
+        loss = evaluate(fwd, x_eval, y_eval, len(specs), data.task, trainer.eval_elements, trainer.state.loss_fn)
+        return np.where(alive(), loss["loss"].double().cpu().numpy(), np.inf)
+
+    rows = [train_loss()]
     epoch, done = 0, 0
     trainer.state.start_epoch(epoch)
     for step in range(1, at[-1] + 1):
@@ -93,16 +108,21 @@ def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
         done += 1
         if step in at:
             trainer.freeze_nonfinite()
-            rows.append(measure())
-    alive = trainer.state.alive.cpu().numpy()
-    arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}  # [evals + 1, runs]
+            rows.append(train_loss())
+    final = trainer.measure()  # the whole splits, once, at the end of the window
+    ok = alive()
+    arrays = {"train_loss": np.stack(rows)}  # [evals + 1, runs]
+    arrays |= {
+        k: np.where(ok, final[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
+        for k in ("test_loss", "test_acc", "train_acc")
+    }
     return TaskOutput(
-        scalars={"batch_size": float(bs), "diverged": float((~alive).sum())},
+        scalars={"batch_size": float(bs), "diverged": float((~ok).sum()), "eval_examples": float(n_eval)},
         arrays=arrays
         | {
             "examples": np.array([0, *at], dtype=float) * bs,
             "lrs": np.repeat(np.asarray(args.lrs, dtype=float), len(args.seeds)),
             "seeds": np.tile(np.asarray(args.seeds, dtype=float), len(args.lrs)),
-            "diverged": (~alive).astype(float),
+            "diverged": (~ok).astype(float),
         },
     )
