@@ -408,7 +408,8 @@ def test_recommendation_and_format_noise_scale_cite_the_paper_and_round_b_simple
     b = format_b(ns.b_simple)
     assert len(b.rstrip("0")) <= 2  # two significant figures
     assert "McCandlish et al. 2018" in ns.recommendation
-    assert f"about {b}, doubling the batch still nearly halves" in ns.recommendation
+    assert f"B_simple ≈ {b}" in ns.recommendation and "proxy" in ns.recommendation
+    assert "batchlab critical-batch" in ns.recommendation
     assert "measure again later in training" in ns.recommendation
     text = format_noise_scale(ns)
     assert text.splitlines()[0] == "Gradient noise scale (per-example estimator, 1024 samples)"

@@ -9,7 +9,8 @@ panels embedded as JSON in a `<script type="application/json">` tag; plain JavaS
 2. learning-rate explorer on L(w) = (w - w*)^2, labelled by the rule of `analysis.regimes.quadratic_theory`
    with the step budget and tolerance of the `lr-sensitivity` study;
 3. batch-size trade-offs: the `tradeoffs` study's table read from the store exactly as its report reads it
-   (`Tradeoffs.table_rows` on the recorded config's results);
+   (`Tradeoffs.table_rows` on the recorded config's results), and the `critical-batch` study's measured critical
+   batch size per checkpoint with B_simple and B_noise beside it (its `critical_batch` table);
 4. results browser: every stored training run, the studies whose recorded plans hold it, and its curves.
 
 Panels 1 and 2 need no data: without a store the page is still written, and panels 3 and 4 say what to
@@ -227,13 +228,44 @@ def _rounded(values: np.ndarray) -> list:
 
 
 # --- the page ----------------------------------------------------------------------------------------
+def critical(store: Store | None, out: Path) -> dict:
+    """Panel 3's second part: the measured critical batch size per checkpoint and the proxies beside it (the
+    `critical_batch` table of the critical-batch study, as its report computes it), or a hint."""
+    hint = {"hint": f"batchlab run critical-batch --out {out}"}
+    if store is None:
+        return hint
+    try:
+        found = study_results(store, "critical-batch")
+    except ValueError as e:
+        return hint | {"why": f"the recorded config of critical-batch is no longer valid ({' '.join(str(e).split())})"}
+    if found is None:
+        return hint | {"why": "no critical-batch results in the store"}
+    import matplotlib.pyplot as plt
+
+    record, recorded = found
+    output = REGISTRY["critical-batch"].analyze(recorded.config, recorded.results)
+    for fig in output.figures:
+        plt.close(fig.figure)
+    rows = next((t.rows for t in output.tables if t.name == "critical_batch"), [])
+    if not rows:
+        return hint | {"why": "the critical-batch study has no measured checkpoint yet"}
+    keep = ("checkpoint (% of training)", "critical batch, lower", "critical batch, upper", "status", "B_simple",
+            "B_noise")  # fmt: skip
+    return {
+        "rows": json_ready([{k: r[k] for k in keep} for r in rows]),
+        "b0": recorded.config.batch_size,
+        "profile": record["profile"],
+        "updated_at": record["updated_at"],
+    }
+
+
 def gather(out: Path) -> dict:
     """Everything the page shows. Reads the store (if there is one) and writes nothing."""
 
     out = Path(out)
     store = open_store(out) if Store.exists(out) else None
     try:
-        data = {"tradeoffs": tradeoffs(store, out), "results": runs(store, out)}
+        data = {"tradeoffs": tradeoffs(store, out), "critical": critical(store, out), "results": runs(store, out)}
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
     except OSError as e:

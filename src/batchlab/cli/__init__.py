@@ -1,4 +1,4 @@
-"""The `batchlab` command: list, show, run, report, reproduce, export, bench, explore, noise-scale.
+"""The `batchlab` command: list, show, run, report, reproduce, export, bench, explore, noise-scale, critical-batch.
 
 `run` and `reproduce` compute in this process (`--executor local`) or as Ray tasks (`--executor ray`,
 batchlab.executors.ray): every GPU or CPU of this machine, or a Ray cluster.
@@ -8,10 +8,11 @@ device, a report with no results) prints one line on stderr and exits with code 
 is written. Interrupting (Ctrl-C) exits with 130; every finished run is already in the store, the runs
 in training keep their finished epochs, and the same command resumes.
 
-`commands.py` holds the commands and `run_cli`, `display.py` what is shown while they work (progress, claims),
-`show.py` a study's description.
+`commands.py` holds the commands and `run_cli`, `answers.py` the two that answer "which batch size?",
+`display.py` what is shown while they work (progress, claims), `show.py` a study's description.
 """
 
+from . import answers  # noqa: F401  (registers noise-scale and critical-batch on the app)
 from .commands import app, main, run_cli
 from .display import TrainingProgress, clocks, describe_metrics
 

@@ -5,8 +5,10 @@
     print(ns)  # B_simple, its confidence interval, |G|², tr(Σ) and what they mean for the batch size
 
 B_simple = tr(Σ) / |G|² compares the noise of a single example's gradient (tr(Σ), the summed variance) with
-the squared norm of the true gradient. Up to batch sizes of about B_simple, a doubled batch nearly halves
-the steps to a given loss; beyond it, returns diminish. Two estimators (formulas in `analysis.noise`):
+the squared norm of the true gradient. McCandlish et al. predict that up to batch sizes of about B_simple a
+doubled batch nearly halves the steps to a given loss; this lab's own measurements (`critical-batch`) found it
+a poor proxy for the batch size where that stops, so the recommendation presents it as one. Two estimators
+(formulas in `analysis.noise`):
 
 - "per-example": every example's gradient by `torch.func` (`vmap` of `grad` over `functional_call`), a
   chunk of examples at a time, keeping only ‖g_i‖², the running sum of the gradients and a fixed-size

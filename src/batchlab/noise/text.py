@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from .measure import NoiseScale
 
 CITATION = "McCandlish et al. 2018, arXiv:1812.06162"
+# how far the proxy was from the measurement in this lab's own quick studies (MNIST MLP, README "Which batch size")
+LAB_EVIDENCE = "PLACEHOLDER"
 
 
 def recommendation(b: float, ci: tuple[float, float], samples: int, level: float = 0.95) -> str:
@@ -30,18 +32,11 @@ def recommendation(b: float, ci: tuple[float, float], samples: int, level: float
         )
     interval = f"{level:.0%} CI {format_b(lo)}–{format_b(hi)}"
     head = f"B_simple ≈ {format_b(b)} ({interval}) at the current weights ({CITATION})."
-    if b < 2:
-        body = (
-            "The gradient's signal dominates its noise even for single examples, so larger batches save few "
-            "steps: each doubling of the batch saves less than half the steps to a given loss."
-        )
-    else:
-        body = (
-            f"Up to a batch size of about {format_b(b)}, doubling the batch still nearly halves the number of "
-            "steps to a given loss; beyond it, returns diminish (each doubling saves less than half the "
-            f"steps, while the examples processed keep growing). A batch near {format_b(b)} balances the two: "
-            "about twice the minimum number of steps and twice the minimum number of examples."
-        )
+    body = (
+        f"B_simple is a proxy for the critical batch size (the largest batch that still trains about as well per "
+        f"example), not a measurement of it: {LAB_EVIDENCE} Measure the critical batch size itself with "
+        "`batchlab critical-batch --model ... --data ...` (branched training from checkpoints)."
+    )
     tail = " The upper end of the interval is unbounded: more samples would narrow it." if math.isinf(hi) else ""
     return f"{head} {body}{tail} {later}"
 

@@ -116,8 +116,8 @@ def rule_c3(fractions, b_simple, b_noise, critical_points) -> Claim:
     """C3: d_j = |log(B_simple / critical)| - |log(B_noise / critical)| over the checkpoints with a finite
     measured point, one-sided paired t that mean d > 0 (B_noise closer)."""
     rule = (
-        "over the checkpoints whose critical batch size is measured (both ends finite), |log(B_simple/B_crit)| - "
-        "|log(B_noise/B_crit)| > 0 on average (one-sided t at 0.05)"
+        "over the checkpoints whose measured interval has both ends finite (B_crit: its geometric midpoint), "
+        "|log(B_simple/B_crit)| - |log(B_noise/B_crit)| > 0 on average (one-sided t at 0.05)"
     )
     rows = [
         (f, s, n, c)
