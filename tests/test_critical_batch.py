@@ -204,6 +204,11 @@ def test_the_staged_plan_runs_end_to_end_and_is_reused(capsys, tmp_path, one_thr
     assert [c["id"] for c in answer["claims"]] == ["C1", "C2", "C3", "C4", "C5"]
     code, out, err = cli_run(capsys, "run", "critical-batch", *TINY, "--out", tmp_path)
     assert code == 0 and "trained 0 runs" in out and "reused" in out, (out, err)
+    from batchlab.explorer import gather
+
+    panel = gather(tmp_path)["critical"]  # the explorer's trade-offs panel shows the same intervals
+    assert [r["critical batch, lower"] for r in panel["rows"]] == [c["lower"] for c in answer["checkpoints"]]
+    assert panel["b0"] == 16 and "hint" not in panel
 
 
 @pytest.mark.parametrize(
@@ -224,3 +229,44 @@ def test_bad_arguments_are_one_line_and_write_nothing(capsys, tmp_path, sets, fr
 def test_a_bad_optimizer_is_one_line(capsys, tmp_path):
     code, out, err = cli_run(capsys, "critical-batch", "--optimizer", "lbfgs", "--out", tmp_path / "res")
     assert_refused(code, out, err, "--optimizer")
+
+
+def test_the_api_takes_module_level_functions_and_answers_for_a_user_model(tmp_path, one_thread):
+    """batchlab.critical_batch with factories given as functions (they become references), on the tests' user
+    MLP: the answer's checkpoints, proxies (B_noise of a user model), step times and JSON."""
+    import json
+
+    import user_models
+
+    import batchlab
+
+    answer = batchlab.critical_batch(
+        user_models.mlp,
+        user_models.flat,
+        data_args={"n_train": 256, "n_test": 32},
+        out=tmp_path,
+        device="cpu",
+        epochs=2,
+        multipliers=(1, 2, 4),
+        checkpoints=(0.0, 0.5),
+        window=128,
+        lrs=(0.1,),
+        lr_grid=(1.0,),
+        seeds=2,
+        evals=3,
+        noise_examples=16,
+    )
+    assert answer.model == "user_models:mlp" and answer.b0 == 16
+    assert [c.epoch for c in answer.checkpoints] == [0, 1]
+    assert all(c.b_simple > 0 and c.b_noise > 0 for c in answer.checkpoints)
+    assert set(answer.seconds_per_step) == {16, 32, 64} and answer.batch_size in (16, 32, 64)
+    doc = json.loads(json.dumps(answer.to_json(), allow_nan=False))
+    assert doc["checkpoints"][0]["b_noise_ci"][0] > 0 and "C5" in [c["id"] for c in doc["claims"]]
+
+
+def test_an_interactive_function_is_refused_in_one_line():
+    from batchlab.driver.critical import reference
+    from batchlab.errors import UsageError
+
+    with pytest.raises(UsageError, match="module-level function"):
+        reference(lambda: None, "model")

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ACCEPTING = {
     "batch-size-sweep",
+    "critical-batch",
     "lr-compensation",
     "schedule-switch",
     "adam-vs-sgd",

@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 CITATION = "McCandlish et al. 2018, arXiv:1812.06162"
 # how far the proxy was from the measurement in this lab's own quick studies (MNIST MLP, README "Which batch size")
-LAB_EVIDENCE = "PLACEHOLDER"
+LAB_EVIDENCE = (
+    "in this lab's own MNIST studies B_simple was 2.8x the measured critical batch size at initialisation, and late "
+    "in training 77x the batch size where steps-to-target stop halving (README, 'Which batch size should I use?')."
+)
 
 
 def recommendation(b: float, ci: tuple[float, float], samples: int, level: float = 0.95) -> str:

@@ -65,19 +65,27 @@ def critical_figure(cfg, fractions, critical, simple, noise, fit) -> FigureSpec:
             solid_capstyle="butt",
         )
     ax.plot([], [], color="black", linewidth=4, alpha=0.6, label="measured critical batch (interval)")
+    finite = [v for values in (simple, noise) for p, (a, b) in values for v in (p, a, b) if math.isfinite(v) and v > 0]
+    ceiling = max([top, *finite]) * 2  # where an open (infinite) end is drawn, with an arrow
     for (name, values), color, shift in (
         (("B_simple", simple), PALETTE[1], -0.8),
         (("B_noise", noise), PALETTE[2], 0.8),
     ):
-        v = np.array([p for p, _ in values], dtype=float)
-        lo = np.array([c[0] for _, c in values], dtype=float)
-        hi = np.array([c[1] for _, c in values], dtype=float)
-        ok = np.isfinite(v) & (v > 0)
-        if ok.any():
-            err = np.vstack([v - np.where(np.isfinite(lo), lo, v), np.where(np.isfinite(hi), hi, v) - v])[:, ok]
-            ax.errorbar(
-                x[ok] + shift, v[ok], yerr=np.abs(err), fmt="o", color=color, capsize=3, label=f"{name} (95 % CI)"
+        for xi, (v, (lo, hi)) in zip(x + shift, values):
+            if not (math.isfinite(lo) and lo > 0):
+                continue
+            top_end = hi if math.isfinite(hi) else ceiling
+            ax.plot([xi, xi], [lo, top_end], color=color, linewidth=1.2)
+            ax.plot([xi], [lo], "_", color=color, markersize=8)
+            ax.plot(
+                [xi],
+                [top_end],
+                "^" if not math.isfinite(hi) else "_",
+                color=color,
+                markersize=6 if not math.isfinite(hi) else 8,
             )
+            ax.plot([xi], [v if math.isfinite(v) else ceiling], "o", color=color, markersize=5)
+        ax.plot([], [], "o-", color=color, label=f"{name} (95 % CI; ▲ open end)")
     if fit is not None and math.isfinite(fit.get("b_noise", math.nan)):
         ax.axhspan(
             *fit["ci"], color=PALETTE[3], alpha=0.2, label=f"steps-to-target's B_noise {fit['b_noise']:.3g} (95 % CI)"
