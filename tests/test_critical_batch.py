@@ -270,3 +270,12 @@ def test_an_interactive_function_is_refused_in_one_line():
 
     with pytest.raises(UsageError, match="module-level function"):
         reference(lambda: None, "model")
+
+
+def test_the_20_percent_overhead_batch_reads_the_measured_steps():
+    from batchlab.studies.critical.critical_batch import overhead_batch
+
+    # perfect scaling to 64 (examples constant), then 30 % more examples at 128 and steps flat after
+    assert overhead_batch([16, 32, 64, 128, 256], [800, 400, 200, 130, 130]) == 64
+    assert overhead_batch([16, 32, 64], [800, 410, 219]) == 64  # +2.5 %, +9.5 %: both within 20 %
+    assert math.isnan(overhead_batch([16, 32], [math.nan, 400]))

@@ -152,6 +152,7 @@ def rule_c4(fit: dict | None, critical: tuple[float, float], fraction: float) ->
         "fit 95 % CI": f"[{fit['ci'][0]:.3g}, {fit['ci'][1]:.3g}]",
         "measured interval": f"[{critical[0]:g}, {critical[1]:g}]",
         "ratio range": f"[{ratio[0]:.3g}, {ratio[1]:.3g}]",
+        "largest B with examples to target within +20 % of the smallest B's (Zhang et al. 2024)": fit.get("b_20"),
     }
     verdict = within_factor(ratio, FACTOR)
     return C4.claim(rule, verdict, evidence, f"B_noise / critical in [{ratio[0]:.3g}, {ratio[1]:.3g}]")

@@ -362,4 +362,15 @@ def steps_fit(study: StepsToTarget, cfg, results: Results) -> dict | None:
         steps = [np.mean([study.steps_to(results, s, cfg.target) for s in runs[(b, lr)]]) for lr in cfg.lrs]
         finite = [s for s in steps if np.isfinite(s)]
         best.append(min(finite) if finite else math.nan)
-    return fit_steps(cfg.batch_sizes, best)
+    return fit_steps(cfg.batch_sizes, best) | {"b_20": overhead_batch(cfg.batch_sizes, best)}
+
+
+def overhead_batch(batch_sizes, steps, overhead: float = 0.2) -> float:
+    """The largest measured batch size whose examples to the target (steps x B) exceed the smallest batch's by at
+    most `overhead` (Zhang et al. 2024, "How Does Critical Batch Size Scale in Pre-training?": steps beyond perfect
+    scaling by 20 %); NaN when the smallest batch never reached the target."""
+    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+    if not (b.size and np.isfinite(s[0])):
+        return math.nan
+    ok = np.isfinite(s) & (s * b <= (1 + overhead) * s[0] * b[0])
+    return float(b[ok].max())

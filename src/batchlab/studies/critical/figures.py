@@ -22,11 +22,12 @@ def window_figure(cfg, main: dict) -> FigureSpec:
         lo = np.array([m["decisions"][k].ci[0] for k in ks])
         hi = np.array([m["decisions"][k].ci[1] for k in ks])
         shown = np.isfinite(est) & np.isfinite(lo) & np.isfinite(hi)
+        est, lo, hi = est[shown], lo[shown], hi[shown]
         color = PALETTE[i % len(PALETTE)]
         ax.errorbar(
             batch[shown] * (1 + 0.03 * i),
-            100 * est[shown],
-            yerr=100 * np.abs(np.vstack([est - lo, hi - est])[:, shown]),
+            100 * est,
+            yerr=100 * np.abs(np.vstack([est - lo, hi - est])),
             fmt="o-", color=color, markersize=3, linewidth=0.9, capsize=2,
             label=f"epoch {e} ({100 * e / cfg.epochs:g} %): critical [{m['lower']:g}, {m['upper']:g}]",
         )  # fmt: skip
