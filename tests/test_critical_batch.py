@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,6 +224,17 @@ def test_the_staged_plan_runs_end_to_end_and_is_reused(capsys, tmp_path, one_thr
 def test_bad_arguments_are_one_line_and_write_nothing(capsys, tmp_path, sets, fragment):
     code, out, err = cli_run(capsys, "critical-batch", *sets, "--out", tmp_path / "res")
     assert_refused(code, out, err, fragment)
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_user_dataset_too_small_for_the_window_or_the_batches_is_one_line(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    user = ["--model", "examples.digits_cnn:model", "--data", "examples.digits_cnn:data", "--out", tmp_path / "res"]
+    for sets, fragment in ((["--set", "window=100000000"], "longer than the reference run"),
+                           (["--set", "multipliers=1,2,128"], "exceeds the 1438 training examples")):  # fmt: skip
+        code, out, err = cli_run(capsys, "critical-batch", *sets, *user)
+        assert_refused(code, out, err, fragment, "--data examples.digits_cnn:data")
     assert not (tmp_path / "res").exists()
 
 

@@ -126,6 +126,10 @@ def make_config(
                 raise UsageError(f"invalid config: {one_line(e)}") from None
     if n_train is not None:
         check_drawn(specs, n_train, cfg.dataset)
+        try:
+            cfg.check_size(cfg.train_subset or n_train, f"training examples of --data {cfg.dataset}")
+        except ValueError as e:
+            raise UsageError(f"invalid config: {e}") from None
     return cfg, specs
 
 

@@ -155,10 +155,16 @@ class StudyConfig(BaseModel):
     def _fits_the_data(self) -> "StudyConfig":
         """Subsets, batch sizes and example counts within the data this config uses, each named when it is not."""
         n_train = check_subsets(self.dataset, self.train_subset, self.test_subset)
-        drawn = {k: getattr(self, k) for k in type(self).model_fields if DRAWN_FROM_TRAIN.fullmatch(k)}
-        source = f"train_subset={self.train_subset}" if self.train_subset else self.dataset
-        check_fits(drawn, n_train, f"training examples ({source})")
+        if n_train is not None:
+            source = f"train_subset={self.train_subset}" if self.train_subset else self.dataset
+            self.check_size(n_train, f"training examples ({source})")
         return self
+
+    def check_size(self, n_train: int, what: str) -> None:
+        """Raise ValueError naming the first batch size or example count that the `n_train` training examples
+        (`what`) cannot give; the driver calls it again for user data, whose size is known once it is loaded."""
+        drawn = {k: getattr(self, k) for k in type(self).model_fields if DRAWN_FROM_TRAIN.fullmatch(k)}
+        check_fits(drawn, n_train, what)
 
     def run(self, seed: int, **fields: Any) -> RunSpec:
         """A RunSpec of the reference setup with this config's choices and the given overrides.

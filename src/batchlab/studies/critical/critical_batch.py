@@ -71,18 +71,25 @@ class CriticalConfig(StudyConfig):
     def _branches(self) -> "CriticalConfig":
         if 1 not in self.multipliers or max(self.multipliers) <= 1:
             raise ValueError("multipliers need 1 (the reference batch) and at least one larger")
-        n = self.train_subset or {"mnist": 60_000, "fashion-mnist": 60_000}.get(self.dataset)
-        if n is not None and self.window > self.epochs * n:
-            raise ValueError(f"window {self.window} examples is longer than the reference run ({self.epochs} x {n})")
-        if n is not None and self.batch_size * max(self.multipliers) > n:
-            raise ValueError(
-                f"the largest branch batch {self.batch_size * max(self.multipliers)} exceeds the {n} examples"
-            )
         if self.window < self.batch_size * max(self.multipliers):
             raise ValueError(
                 f"window {self.window} is shorter than one batch of {self.batch_size * max(self.multipliers)}"
             )
         return self
+
+    def check_size(self, n_train: int, what: str) -> None:
+        """The largest branch batch within the data, and the window within the reference run's examples."""
+        super().check_size(n_train, what)
+        largest = self.batch_size * max(self.multipliers)
+        if largest > n_train:
+            raise ValueError(
+                f"the largest branch batch {largest} (B0 x {max(self.multipliers)}) exceeds the {n_train} {what}"
+            )
+        if self.window > self.epochs * n_train:
+            raise ValueError(
+                f"window {self.window} examples is longer than the reference run "
+                f"({self.epochs} epochs x {n_train} {what})"
+            )
 
     def rule_factor(self, k: float) -> float:
         rule = self.lr_rule if self.lr_rule != "auto" else ("linear" if self.optimizer == "sgd" else "sqrt")
