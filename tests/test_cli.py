@@ -272,6 +272,9 @@ def tiny_profiles(monkeypatch):
             variants |= {"lamb_lrs": (0.01,), "n": 200, "contour_epochs": 1, "warmup_epochs": 1, "seeds": 2}
             variants |= {"steps": 20, "timed_steps": 2}
             small |= {k: v for k, v in variants.items() if k in study.Config.model_fields}
+        if type(study).__module__.startswith("batchlab.studies.critical"):
+            critical = {"seeds": 2, "multipliers": (1, 2, 4), "checkpoints": (0.0, 0.5), "window": 512, "evals": 3}
+            small |= critical | {"lrs": (0.1,), "lr_grid": (1.0,), "noise_examples": 32}
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
             try:

@@ -216,7 +216,7 @@ def test_the_staged_plan_runs_end_to_end_and_is_reused(capsys, tmp_path, one_thr
     "sets, fragment",
     [
         (["--set", "window=10000000"], "longer than the reference run"),
-        (["--set", "multipliers=1"], "at least one larger"),
+        (["--set", "multipliers=1,1"], "at least one larger"),
         (["--set", "checkpoints=0,1.0"], "checkpoints"),
         (["--set", "multipliers=2,4"], "need 1"),
     ],
@@ -291,3 +291,24 @@ def test_the_20_percent_overhead_batch_reads_the_measured_steps():
     assert overhead_batch([16, 32, 64, 128, 256], [800, 400, 200, 130, 130]) == 64
     assert overhead_batch([16, 32, 64], [800, 410, 219]) == 64  # +2.5 %, +9.5 %: both within 20 %
     assert math.isnan(overhead_batch([16, 32], [math.nan, 400]))
+
+
+def test_the_branch_lr_rule_and_the_warmup_runs_follow_the_optimizer():
+    from batchlab.engine.schedules import lr_table
+    from batchlab.studies import get_study
+
+    study = get_study("critical-batch")
+    sgd, adam = study.config("quick"), study.config("quick", {"optimizer": "adam"})
+    assert [sgd.rule_factor(k) for k in (1, 4, 16)] == [1, 4, 16]
+    assert [adam.rule_factor(k) for k in (1, 4, 16)] == [1, 2, 4]
+    assert study.config("quick", {"optimizer": "adam", "lr_rule": "linear"}).rule_factor(4) == 4
+    assert adam.lrs == (3e-4, 1e-3, 3e-3) and sgd.lrs == (0.03, 0.1, 0.3)
+    tasks = study.branch_tasks(sgd, 0.1)
+    assert tasks[(2, 8)].args["lrs"] == pytest.approx([0.4, 0.8]) and tasks[(2, 8)].start.epoch == 2
+    # the warmup: batch 16, then 64 from epoch 2 (two doublings): the lr x 4 there under the linear rule
+    (run, *_) = study.warmup_runs(sgd, 0.1, [(0, 16), (2, 64)])
+    assert run.batch_switch == ((2, 64),) and run.batch_size == 16
+    table = lr_table(run, 10_000)
+    first = 2 * (10_000 // 16)  # the first step of epoch 2 (625 steps an epoch at batch 16)
+    assert table[0] == table[first - 1] == pytest.approx(0.1) and table[first] == pytest.approx(0.4)
+    assert study.warmup_runs(sgd, 0.1, [(0, 16)]) == []

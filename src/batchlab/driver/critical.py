@@ -71,6 +71,8 @@ class CriticalAnswer:
                 f"B_simple {c.b_simple:.4g} [{c.b_simple_ci[0]:.4g}, {c.b_simple_ci[1]:.4g}], "
                 f"B_noise {c.b_noise:.4g} [{c.b_noise_ci[0]:.4g}, {c.b_noise_ci[1]:.4g}]"
             )
+        times = ", ".join(f"{b}: {1e3 * s:.3g} ms" for b, s in self.seconds_per_step.items() if math.isfinite(s))
+        lines.append(f"time per step on this device: {times}")
         lines.append(f"recommended batch size: {self.batch_size} ({self.why})")
         lines.append("warmup: " + ", ".join(f"from epoch {e}: batch {b}" for e, b in self.warmup))
         return "\n".join(lines)

@@ -138,11 +138,15 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
     t0 = time.perf_counter()
     store = open_store(prep.out)
     runs = tasks = 0
+    stage = 0
     try:
         env: dict = {}  # the environment the units were computed in, as they report it
         while True:  # the plan, then each stage of follow-ups that the stored numbers name (Study.follow_up)
             plan = work_plan(store, prep.specs)
-            failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
+            if stage == 0 or plan.runs:  # a later stage without runs says nothing about training
+                failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
+            else:
+                failed, train_units = [], 0
             lost = {key for f in failed for key in f.keys}
             shipped = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
             failed += compute_tasks(store, shipped, prep, executor, monitor, env)
@@ -154,7 +158,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
             staged = staged_units(prep.study, prep.config, prep.specs, read)
             if len(staged) == len(prep.specs):
                 break
-            prep = dataclasses.replace(prep, specs=staged)
+            prep, stage = dataclasses.replace(prep, specs=staged), stage + 1
         wall = time.perf_counter() - t0
         record_study(store, prep, runs, tasks, wall, env or environment(prep.device))
         report, output = write_report(prep.name, prep.out, profile=prep.profile, variant=prep.variant, store=store)

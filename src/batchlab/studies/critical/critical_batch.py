@@ -28,6 +28,8 @@ from ..gradients.steps_to_target import StepsToTarget, fit_steps
 from .claims import C1, C2, C3, C4, C5, rule_c1, rule_c2, rule_c3, rule_c4, rule_c5
 from .figures import critical_figure, window_figure
 
+ADAM_LRS = (3e-4, 1e-3, 3e-3)  # the reference grid with --optimizer adam (SGD's default is the field's)
+
 
 class CriticalConfig(StudyConfig):
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="The optimizer of every run and branch.")
@@ -40,7 +42,7 @@ class CriticalConfig(StudyConfig):
         (0.0, 0.05, 0.1, 0.3, 0.6), min_length=1, description="Branch points, as fractions of the reference run."
     )
     multipliers: tuple[Annotated[int, Field(ge=1)], ...] = Field(
-        (1, 2, 3, 4, 6, 8, 16, 32, 64), description="Branch batch sizes k B0 (1 and at least one more)."
+        (1, 2, 3, 4, 6, 8, 16, 32, 64), min_length=2, description="Branch batch sizes k B0 (1 and at least one more)."
     )
     lr_rule: Literal["auto", "linear", "sqrt"] = Field(
         "auto",
@@ -58,7 +60,7 @@ class CriticalConfig(StudyConfig):
     evals: int = Field(10, ge=2, description="Training-loss evaluations along each branch's window.")
     margin: float = Field(0.02, gt=0, lt=1, description="Non-inferiority margin: a branch may be this much worse.")
     margins: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field(
-        (0.01, 0.05), description="Other margins, shown for the sensitivity (never the verdict)."
+        (0.01, 0.05), min_length=1, description="Other margins, shown for the sensitivity (never the verdict)."
     )
     noise_examples: int = Field(256, ge=2, description="Examples of the B_simple and B_noise measurement.")
     proxies: bool = Field(True, description="Measure B_simple and B_noise at the checkpoints (n HVPs each).")
@@ -66,6 +68,14 @@ class CriticalConfig(StudyConfig):
     steps_profile: Literal["quick", "full", "off"] = Field(
         "quick", description="The steps-to-target profile whose fitted B_noise C4 compares (off: skip it)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lrs_of_the_optimizer(cls, data):
+        """Without `lrs`, Adam's reference grid is Adam's (SGD's lrs would diverge)."""
+        if isinstance(data, dict) and "lrs" not in data and data.get("optimizer") == "adam":
+            data = {**data, "lrs": ADAM_LRS}
+        return data
 
     @model_validator(mode="after")
     def _branches(self) -> "CriticalConfig":
