@@ -37,6 +37,8 @@ class Checkpointed:
     b_simple_ci: tuple[float, float]
     b_noise: float
     b_noise_ci: tuple[float, float]
+    b_simple_two_batch: float
+    b_simple_two_batch_ci: tuple[float, float]
 
 
 @dataclass
@@ -69,7 +71,8 @@ class CriticalAnswer:
             lines.append(
                 f"  {100 * c.fraction:5.1f} %: critical [{c.lower:g}, {upper}] ({c.status}); "
                 f"B_simple {c.b_simple:.4g} [{c.b_simple_ci[0]:.4g}, {c.b_simple_ci[1]:.4g}], "
-                f"B_noise {c.b_noise:.4g} [{c.b_noise_ci[0]:.4g}, {c.b_noise_ci[1]:.4g}]"
+                f"B_noise {c.b_noise:.4g} [{c.b_noise_ci[0]:.4g}, {c.b_noise_ci[1]:.4g}]; two-batch B_simple "
+                f"{c.b_simple_two_batch:.4g} [{c.b_simple_two_batch_ci[0]:.4g}, {c.b_simple_two_batch_ci[1]:.4g}]"
             )
         times = ", ".join(f"{b}: {1e3 * s:.3g} ms" for b, s in self.seconds_per_step.items() if math.isfinite(s))
         lines.append(f"time per step on this device: {times}")
@@ -94,6 +97,8 @@ def answer_from(output: StudyOutput, cfg, seconds_per_step: dict[int, float]) ->
             (r["B_simple 95% lo"], r["B_simple 95% hi"]),
             r["B_noise"],
             (r["B_noise 95% lo"], r["B_noise 95% hi"]),
+            r["B_simple two-batch"],
+            (r["B_simple two-batch 95% lo"], r["B_simple two-batch 95% hi"]),
         )
         for r in rows
     ]

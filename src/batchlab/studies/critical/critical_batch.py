@@ -18,11 +18,13 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...analysis.critical import best_of_grid, critical_batch, smoothed, warmup_schedule
+from ...analysis.noise import log_centred_two_batch_ci, two_batch_estimates
 from ...engine import RunSpec
 from ...engine.spec import Checkpoint, LRSchedule, TaskSpec
 from ...outputs import Table
 from ...references import is_reference
 from ...tasks.branches import BranchArgs
+from ...tasks.gradients import NoiseScaleArgs
 from ..common import Results, Study, StudyConfig, StudyOutput
 from ..gradients.steps_to_target import StepsToTarget, fit_steps
 from .claims import C1, C2, C3, C4, C5, rule_c1, rule_c2, rule_c3, rule_c4, rule_c5
@@ -189,6 +191,25 @@ class CriticalBatch(Study):
             for e in cfg.checkpoint_epochs()
         }
 
+    def two_batch_tasks(self, cfg: CriticalConfig, lr: float) -> dict[int, TaskSpec]:
+        """B_simple by the second estimator (two batch sizes, McCandlish et al. 2018 app. A.1) and per-example on
+        more examples: the `noise-scale` task of the gradient family, at the same checkpoints."""
+        ref = self.reference(cfg, lr)
+        args = NoiseScaleArgs(examples=2048, small_batch=64, big_batch=1024, draws=64).model_dump(mode="json")
+        return {
+            e: TaskSpec(kind="noise-scale", args=args, start=Checkpoint(run=ref, epoch=e))
+            for e in cfg.checkpoint_epochs()
+        }
+
+    def two_batch(self, results: Results, task: TaskSpec) -> tuple[float, tuple[float, float]]:
+        """The two-batch B_simple and its 95 % bootstrap interval from the task's stored norms (NaN: missing)."""
+        if not results.has(task) or results.error(task) is not None:
+            return math.nan, (math.nan, math.nan)
+        small, big = results.array(task, "small_sq_norms"), results.array(task, "big_sq_norms")
+        est = two_batch_estimates(small, big, 64, 1024)
+        ci = log_centred_two_batch_ci(small, big, 64, 1024, 200, 0)
+        return (est.b_simple if np.isfinite(est.b_simple) else math.inf), ci
+
     def warmup_runs(self, cfg: CriticalConfig, lr: float, schedule: list[tuple[int, int]]) -> list[RunSpec]:
         """The warmup of C5: the batch from `schedule`, the lr raised by the rule at each doubling."""
         start = schedule[0][1] if schedule[0][0] == 0 else cfg.batch_size
@@ -214,7 +235,8 @@ class CriticalBatch(Study):
         if lr is None:
             return []
         branches = self.branch_tasks(cfg, lr)
-        units: list = [*branches.values(), *(self.proxy_tasks(cfg, lr).values() if cfg.proxies else ())]
+        proxies = [*self.proxy_tasks(cfg, lr).values(), *self.two_batch_tasks(cfg, lr).values()] if cfg.proxies else []
+        units: list = [*branches.values(), *proxies]
         if cfg.warmup and all(results.has(t) for t in branches.values()):
             units += self.warmup_runs(cfg, lr, self.schedule(cfg, results, branches))
         return units
@@ -267,6 +289,8 @@ class CriticalBatch(Study):
             )
 
         simple = [proxy(e, "b_simple") for e in epochs]
+        two = self.two_batch_tasks(cfg, lr)
+        two_batch = [self.two_batch(results, two[e]) for e in epochs]
         noise = [proxy(e, "b_noise") for e in epochs]
         fit = None
         if steps := self.steps_study(cfg):
@@ -288,7 +312,7 @@ class CriticalBatch(Study):
             c5,
         ]
         rows = []
-        for e, f, (s, s_ci), (n, n_ci) in zip(epochs, fractions, simple, noise):
+        for e, f, (s, s_ci), (n, n_ci), (t, t_ci) in zip(epochs, fractions, simple, noise, two_batch):
             m = main[e]
             rows.append(
                 {
@@ -301,6 +325,9 @@ class CriticalBatch(Study):
                     "B_simple 95% lo": s_ci[0],
                     "B_simple 95% hi": s_ci[1],
                     "B_simple / critical": s / m["point"],
+                    "B_simple two-batch": t,
+                    "B_simple two-batch 95% lo": t_ci[0],
+                    "B_simple two-batch 95% hi": t_ci[1],
                     "B_noise": n,
                     "B_noise 95% lo": n_ci[0],
                     "B_noise 95% hi": n_ci[1],
