@@ -77,7 +77,12 @@ def difference(a, b, *, paired: bool = True, confidence: float = 0.95) -> dict:
     when asked not to) Welch's unequal-variance t with the Welch-Satterthwaite degrees of freedom.
     """
     pairs = _pairs(a, b) if paired else None
-    if pairs is not None and len(pairs[0]) >= 2:
+    if pairs is not None and len(pairs[0]) < 2:  # the same seeds, too few of them complete: no silent Welch
+        nan = float("nan")
+        est = float(np.mean(pairs[1] - pairs[0])) if len(pairs[0]) else nan
+        k = len(pairs[0])
+        return {"estimate": est, "se": nan, "df": nan, "ci": (nan, nan), "test": "paired t", "n": (k, k), "pairs": k}
+    if pairs is not None:
         d = pairs[1] - pairs[0]
         est, n = float(d.mean()), len(d)
         se, df, test, ns = float(d.std(ddof=1) / math.sqrt(n)), n - 1, "paired t", (n, n)
@@ -99,6 +104,18 @@ def difference(a, b, *, paired: bool = True, confidence: float = 0.95) -> dict:
         test = "Welch t"
     t = stats.t.ppf(0.5 + confidence / 2, df) if se > 0 else 0.0
     return {"estimate": est, "se": se, "df": df, "ci": (est - t * se, est + t * se), "test": test, "n": ns}
+
+
+def _undecidable(r: dict) -> str | None:
+    """Why a `difference` cannot decide anything, or None: too few seeds, too few complete pairs, or no spread (every
+    seed's difference equal: a tie of two seeds at the same accuracy is not evidence of zero variance)."""
+    if "pairs" in r:
+        return f"only {r['pairs']} complete seed pair{'s' * (r['pairs'] != 1)} (a seed missing or diverged in one arm)"
+    if min(r["n"]) < 2 or not math.isfinite(r["se"]):
+        return "needs at least 2 finished seeds in each arm"
+    if r["se"] == 0:
+        return "every seed gives the same difference: no spread to test against (more seeds or a finer measurement)"
+    return None
 
 
 def _p_greater(est: float, se: float, df: float, delta: float) -> float:
@@ -126,10 +143,8 @@ def equivalent(a, b, margin: float, *, paired: bool = True, alpha: float = ALPHA
     r = difference(a, b, paired=paired, confidence=1 - 2 * alpha)
     est, se, df, (lo, hi) = r["estimate"], r["se"], r["df"], r["ci"]
     test = f"TOST ({r['test']}, margin ±{margin:g}, {100 * (1 - 2 * alpha):.0f} % CI)"
-    if min(r["n"]) < 2 or not math.isfinite(se):
-        return Decision(
-            "inconclusive", est, (lo, hi), float("nan"), test, r["n"], "needs at least 2 finished seeds in each arm"
-        )
+    if why := _undecidable(r):
+        return Decision("inconclusive", est, (lo, hi), float("nan"), test, r["n"], why)
     p = max(_p_greater(est, se, df, -margin), _p_greater(-est, se, df, -margin))
     if -margin < lo and hi < margin:
         return Decision(
@@ -174,10 +189,8 @@ def lower(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) -
     r = difference(a, b, paired=paired, confidence=1 - 2 * alpha)
     est, se, df, ci = r["estimate"], r["se"], r["df"], r["ci"]
     test = f"one-sided {r['test']}" + (f", by more than {by:g}" if by else "")
-    if min(r["n"]) < 2 or not math.isfinite(se):
-        return Decision(
-            "inconclusive", est, ci, float("nan"), test, r["n"], "needs at least 2 finished seeds in each arm"
-        )
+    if why := _undecidable(r):
+        return Decision("inconclusive", est, ci, float("nan"), test, r["n"], why)
     p = _p_greater(-est, se, df, by)  # H1: -(b - a) > by
     if p < alpha:
         return Decision("supported", est, ci, p, test, r["n"], f"lower by {-est:.3g} (p = {p:.2g} < {alpha:g})")
@@ -311,25 +324,20 @@ def fit_exponent(x, y) -> float:
     return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
 
 
-def bootstrap_exponent(x, curves, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0) -> dict:
-    """Power-law exponent per seed (curves [seeds, points] against x), their mean and a percentile
-    bootstrap CI over seeds: {"per_seed", "mean", "ci", "n"}."""
+def exponent_interval(x, curves, *, alpha: float = ALPHA) -> dict:
+    """Power-law exponent per seed (curves [seeds, points] against x), their mean and a Student t interval over the
+    seeds: {"per_seed", "mean", "ci", "n"}. The t interval has its nominal coverage for normal per-seed exponents
+    at any number of seeds (a percentile bootstrap over 2, 3, 5 and 10 seeds covers 49, 74, 84 and 90 % at a
+    nominal 95 %: tests/test_decisions.py simulates both); below 2 finished seeds the interval is NaN."""
     per_seed = np.array([fit_exponent(x, c) for c in np.atleast_2d(np.asarray(curves, dtype=float))])
     per_seed = per_seed[np.isfinite(per_seed)]
-    if per_seed.size == 0:
-        return {"per_seed": [], "mean": float("nan"), "ci": (float("nan"), float("nan")), "n": 0}
-    rng = np.random.default_rng(seed)
-    boot = rng.choice(per_seed, (n_boot, per_seed.size)).mean(1)
-    ci = (float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2)))
-    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()), "ci": ci, "n": int(per_seed.size)}
-
-
-def bootstrap_difference(a, b, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean(b) - mean(a), resampling each sample on its own (e.g. per-seed exponents)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    boot = rng.choice(b, (n_boot, b.size)).mean(1) - rng.choice(a, (n_boot, a.size)).mean(1)
-    return float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))
+    n = int(per_seed.size)
+    if n < 2:
+        mean = float(per_seed.mean()) if n else float("nan")
+        return {"per_seed": per_seed.tolist(), "mean": mean, "ci": (float("nan"), float("nan")), "n": n}
+    mean, se = float(per_seed.mean()), float(per_seed.std(ddof=1) / math.sqrt(n))
+    t = stats.t.ppf(1 - alpha / 2, n - 1)
+    return {"per_seed": per_seed.tolist(), "mean": mean, "ci": (mean - t * se, mean + t * se), "n": n}
 
 
 def not_worse(a, b, margin: float, *, alpha: float = ALPHA) -> Decision:

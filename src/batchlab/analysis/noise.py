@@ -223,22 +223,47 @@ def log_centred_interval(replicates, estimate: float) -> tuple[float, float]:
     return (float(np.exp(np.quantile(logs, 0.025))), float(np.exp(np.quantile(logs, 0.975))))
 
 
-def log_centred_two_batch_ci(
+def two_batch_replicates(
     small_sq_norms, big_sq_norms, b_small: int, b_big: int, resamples: int, seed: int = 0
-) -> tuple[float, float]:
-    """95 % interval of the two-batch B_simple as the `noise-scale` study reports it: the small and the big
-    batches' norms resampled independently, the replicates' ratios centred by `log_centred_interval`.
-
-    `bootstrap_two_batch_ci` (what `batchlab.noise_scale` reports) instead keeps each draw's small and big
-    norms together and corrects the spread for few draws; this one stays as the study's stored verdicts
-    were made with it."""
+) -> np.ndarray:
+    """Bootstrap replicates of the two-batch B_simple as the `noise-scale` study draws them: the small and the big
+    batches' norms resampled independently; +inf where a replicate's |G|² ≤ 0 (`b_simple`'s rule)."""
     rng = np.random.default_rng(seed)
     small, big = np.asarray(small_sq_norms), np.asarray(big_sq_norms)
     boot = []
     for _ in range(resamples):
         i, j = rng.integers(0, len(small), len(small)), rng.integers(0, len(big), len(big))
         boot.append(two_batch_estimates(small[i], big[j], b_small, b_big).b_simple)
-    return log_centred_interval(boot, two_batch_estimates(small, big, b_small, b_big).b_simple)
+    return np.asarray(boot, dtype=float)
+
+
+def log_centred_two_batch_ci(
+    small_sq_norms, big_sq_norms, b_small: int, b_big: int, resamples: int, seed: int = 0
+) -> tuple[float, float]:
+    """95 % interval of the two-batch B_simple as the `noise-scale` study reports it: `two_batch_replicates`
+    centred by `log_centred_interval`.
+
+    `bootstrap_two_batch_ci` (what `batchlab.noise_scale` reports) instead keeps each draw's small and big
+    norms together and corrects the spread for few draws; this one stays as the study's stored verdicts
+    were made with it."""
+    boot = two_batch_replicates(small_sq_norms, big_sq_norms, b_small, b_big, resamples, seed)
+    return log_centred_interval(boot, two_batch_estimates(small_sq_norms, big_sq_norms, b_small, b_big).b_simple)
+
+
+def estimator_ratio_interval(per_example, two_batch, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """The `level` interval of two-batch / per-example B_simple (`estimate`) from their bootstrap replicates
+    (independent resamples, paired by index), scaled so that the finite replicates' median is the estimate (as
+    `log_centred_interval` removes the resampling bias). One rule for a replicate whose |G|² ≤ 0: its B_simple is
+    +inf (as `noise_scale` reports it), so the ratio is +inf or 0 and stays in the interval as an open end; inf /
+    inf is left out. NaN when the estimate is not finite and positive."""
+    a, b = _as_numpy(per_example).astype(float), _as_numpy(two_batch).astype(float)
+    m = min(a.size, b.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = b[:m] / a[:m]
+    body = q[np.isfinite(q) & (q > 0)]
+    if not (math.isfinite(estimate) and estimate > 0) or body.size < 10:
+        return (math.nan, math.nan)
+    return percentile_interval(q * (estimate / np.median(body)), level)
 
 
 # --- B_noise = tr(HΣ) / (GᵀHG), the Hessian-weighted noise scale ------------------------------------------

@@ -17,6 +17,7 @@ bias), summed over layers (Goodfellow 2015's trick, extended from norms to inner
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -162,13 +163,18 @@ def batch_weights(n: int, batch_size: int, draws: int, *, replace: bool, gen: to
     return w / batch_size
 
 
-def mean_batch_error(gram: torch.Tensor, batch_size: int, draws: int, *, replace: bool, gen: torch.Generator) -> float:
-    """E||g_B - G||^2 over `draws` mini-batches, from the centred Gram matrix, 256 draws at a time."""
-    n, total = gram.shape[0], 0.0
+def mean_batch_error(
+    gram: torch.Tensor, batch_size: int, draws: int, *, replace: bool, gen: torch.Generator
+) -> tuple[float, float]:
+    """E||g_B - G||^2 over `draws` mini-batches, from the centred Gram matrix, 256 draws at a time, and the
+    standard deviation of ||g_B - G||^2 over the draws (its Monte Carlo standard error is sd / sqrt(draws))."""
+    n, total, total_sq = gram.shape[0], 0.0, 0.0
     for start in range(0, draws, 256):
         w = batch_weights(n, batch_size, min(256, draws - start), replace=replace, gen=gen)
-        total += float(quadratic_forms(gram, w).sum())
-    return total / draws
+        q = quadratic_forms(gram, w)
+        total, total_sq = total + float(q.sum()), total_sq + float((q * q).sum())
+    mean = total / draws
+    return mean, math.sqrt(max(total_sq / draws - mean * mean, 0.0) * draws / (draws - 1))
 
 
 class VarianceArgs(BaseModel):
@@ -208,16 +214,19 @@ def gradient_variance(args: VarianceArgs, ctx: TaskContext) -> TaskOutput:
     centered = gram - gram.mean(0, keepdim=True) - gram.mean(1, keepdim=True) + gram.mean()
     trace = float(centered.diagonal().sum() / n)
     gen = torch.Generator().manual_seed(ctx.spec.seed + 1)
-    with_r, without_r = [], []
+    with_r, without_r, sd_r = [], [], []
     for b in args.batch_sizes:
-        with_r.append(mean_batch_error(centered, b, args.draws, replace=True, gen=gen))
-        without_r.append(mean_batch_error(centered, b, args.draws, replace=False, gen=gen))
+        mean, sd = mean_batch_error(centered, b, args.draws, replace=True, gen=gen)
+        with_r.append(mean)
+        sd_r.append(sd)
+        without_r.append(mean_batch_error(centered, b, args.draws, replace=False, gen=gen)[0])
     bs = np.asarray(args.batch_sizes, dtype=float)
     return TaskOutput(
         scalars={"trace_sigma": trace, "grad_sq_norm": float(gram.mean()), "examples": float(n)},
         arrays={
             "batch_sizes": bs,
             "measured_with_replacement": np.asarray(with_r),
+            "sd_with_replacement": np.asarray(sd_r),  # of ||g_B - G||^2 over the draws
             "measured_without_replacement": np.asarray(without_r),
             "predicted_with_replacement": trace / bs,
             "predicted_without_replacement": trace / bs * (n - bs) / (n - 1),

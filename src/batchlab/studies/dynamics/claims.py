@@ -20,9 +20,9 @@ import numpy as np
 from ...analysis.decisions import (
     ALPHA,
     Decision,
-    bootstrap_difference,
-    bootstrap_exponent,
+    difference,
     equivalent,
+    exponent_interval,
     holm,
     holm_evidence,
     joint_verdict,
@@ -295,7 +295,7 @@ def rule_d6(
     end = "the last epoch" if fit_end is None else f"{fit_end:g}"
     rule = (
         f"per seed, fit log W = a log(step) + c over epochs {fit_start:g}..{end}: Adam's mean a >= {min_exponent:g} "
-        f"and the 95 % bootstrap CI (over seeds) of a(Adam) - a(SGD) above 0"
+        f"and the 95 % t interval (Welch, over seeds) of a(Adam) - a(SGD) above 0"
     )
     sgd_w, adam_w = np.atleast_2d(np.asarray(sgd_w, dtype=float)), np.atleast_2d(np.asarray(adam_w, dtype=float))
     if sgd_w.size == 0 or adam_w.size == 0:
@@ -311,10 +311,10 @@ def rule_d6(
     ax_, aw = window(adam_steps, adam_epochs, adam_w)
     if sx.size < 3 or ax_.size < 3:
         return D6.inconclusive(rule, f"too few evaluations in the fit window ({sx.size} SGD, {ax_.size} Adam; need 3)")
-    sgd_fit, adam_fit = bootstrap_exponent(sx, sw), bootstrap_exponent(ax_, aw)
+    sgd_fit, adam_fit = exponent_interval(sx, sw), exponent_interval(ax_, aw)
     if sgd_fit["n"] < 2 or adam_fit["n"] < 2:
         return D6.inconclusive(rule, "needs at least 2 finished seeds of SGD and of Adam")
-    diff_ci = bootstrap_difference(sgd_fit["per_seed"], adam_fit["per_seed"])
+    diff_ci = difference(sgd_fit["per_seed"], adam_fit["per_seed"], paired=False)["ci"]
     sgd_mean = np.nanmean(sgd_w, 0)
     frac, n_second = concavity(np.asarray(sgd_steps, dtype=float), sgd_mean)
     evidence: dict = {
@@ -323,7 +323,7 @@ def rule_d6(
         "Adam exponent a (mean over seeds)": adam_fit["mean"],
         "Adam exponent 95 % CI": f"[{adam_fit['ci'][0]:.3f}, {adam_fit['ci'][1]:.3f}]",
         "a(Adam) - a(SGD) 95 % CI": f"[{diff_ci[0]:.3f}, {diff_ci[1]:.3f}]",
-        "test": "per-seed log-log least squares, percentile bootstrap over seeds",
+        "test": "per-seed log-log least squares, Student t intervals over seeds (Welch for the difference)",
         "seeds": f"{sgd_fit['n']}/{adam_fit['n']}",
         "SGD negative second differences (evidence only)": f"{round(frac * n_second)} of {n_second}",
         "Adam linear-fit R^2 in the window (evidence only)": linear_r2(ax_, np.nanmean(aw, 0)),

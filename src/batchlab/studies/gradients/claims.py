@@ -122,18 +122,48 @@ def rule_g1(fits: Mapping[str, Mapping[str, dict]]) -> Claim:
     return G1.claim(rule, verdict, evidence, why)
 
 
-def rule_g2(batch_sizes: Sequence[int], cv: Mapping[str, Mapping[str, np.ndarray]]) -> Claim:
-    """G2: Spearman rho(B, std/mean of ||sum||) > 0.8, per regime and reduction."""
-    rule = f"Spearman correlation of std/mean of ||sum|| with B above {G2_RHO}, per reduction"
+def relative_spread(norms: np.ndarray) -> np.ndarray:
+    """std / mean of ||sum|| over the trials, per batch size (norms [B, trials]; NaN trials left out)."""
+    with np.errstate(all="ignore"):
+        return np.nanstd(norms, 1, ddof=1) / np.nanmean(norms, 1)
+
+
+def spread_trend(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Spearman rho(B, relative spread) and its 95 % percentile bootstrap interval over trials (the same trials
+    resampled at every B, as they are drawn: norms [B, trials])."""
+    norms = np.asarray(norms, dtype=float)
+    cv = relative_spread(norms)
+    if norms.ndim != 2 or norms.shape[1] < 3 or not np.all(np.isfinite(cv)):
+        return {"rho": math.nan, "ci": (math.nan, math.nan)}
+    rho = float(stats.spearmanr(batch_sizes, cv)[0])
+    rng = np.random.default_rng(seed)
+    t = norms.shape[1]
+    boot = []
+    for _ in range(n_boot):
+        c = relative_spread(norms[:, rng.integers(0, t, t)])
+        if np.all(np.isfinite(c)) and np.ptp(c) > 0:
+            boot.append(stats.spearmanr(batch_sizes, c)[0])
+    ci = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if boot else (math.nan, math.nan)
+    return {"rho": rho, "ci": ci}
+
+
+def rule_g2(batch_sizes: Sequence[int], norms: Mapping[str, Mapping[str, np.ndarray]]) -> Claim:
+    """G2: Spearman rho(B, std/mean of ||sum||) above G2_RHO, decided on its 95 % bootstrap interval over trials,
+    per regime and reduction (norms[regime][reduction] = [B, trials])."""
+    rule = (
+        f"Spearman correlation of std/mean of ||sum|| with B above {G2_RHO}: its 95 % bootstrap CI over trials above "
+        f"{G2_RHO} (below: not), per reduction"
+    )
     holds, evidence = {}, {}
-    for regime, per in cv.items():
+    for regime, per in norms.items():
         holds[regime] = {}
-        for reduction, values in per.items():
-            values = np.asarray(values, dtype=float)
-            rho = float(stats.spearmanr(batch_sizes, values)[0]) if np.all(np.isfinite(values)) else math.nan
-            holds[regime][reduction] = None if not math.isfinite(rho) else rho > G2_RHO
-            evidence[f"{regime}, {reduction}: Spearman rho"] = rho
-    verdict, why = _per_reduction(f"rho > {G2_RHO}", holds)
+        for reduction, n in per.items():
+            trend = spread_trend(batch_sizes, n)
+            lo, hi = trend["ci"]
+            holds[regime][reduction] = True if lo > G2_RHO else False if hi < G2_RHO else None
+            evidence[f"{regime}, {reduction}: Spearman rho"] = trend["rho"]
+            evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+    verdict, why = _per_reduction(f"rho > {G2_RHO} (CI)", holds)
     return G2.claim(rule, verdict, evidence, why)
 
 
@@ -168,66 +198,121 @@ def rule_g4(spread: Mapping[str, float]) -> Claim:
     return G4.claim(rule, "not supported", evidence, why)
 
 
-def rule_v1(problems: Mapping[str, tuple[Sequence[float], Sequence[float], float]]) -> Claim:
-    """V1: B E||g_B - G||^2 within 10 % of tr(Sigma) for every B (with replacement), on every problem.
+def rule_v1(problems: Mapping[str, tuple[Sequence[float], Sequence[float], float, Sequence[float] | None]]) -> Claim:
+    """V1: B E||g_B - G||^2 / tr(Sigma) within 1 +- V1_TOL for every B (with replacement), on every problem, decided
+    on each ratio's 95 % Monte Carlo interval (the draws' sd / sqrt(draws)): every interval inside: supported; one
+    wholly outside: not supported; else inconclusive, with the draws that would decide.
 
-    problems[name] = (batch sizes, measured E||g_B - G||^2 with replacement, tr(Sigma))."""
-    rule = f"B E||g_B - G||^2 / tr(Sigma) within 1 +- {V1_TOL:g} for every B (with replacement), every problem"
+    problems[name] = (batch sizes, measured E||g_B - G||^2, tr(Sigma), the standard errors of the measured means)."""
+    rule = (
+        f"B E||g_B - G||^2 / tr(Sigma) within 1 +- {V1_TOL:g} for every B (with replacement), every problem: each "
+        "ratio's 95 % Monte Carlo interval inside the band"
+    )
     if not problems:
         return V1.inconclusive(rule, "no measurement is stored")
-    evidence, worst = {}, 0.0
-    for name, (bs, measured, trace) in problems.items():
-        ratio = np.asarray(bs, dtype=float) * np.asarray(measured, dtype=float) / trace
+    evidence, verdicts, crossing = {}, [], []
+    for name, (bs, measured, trace, se) in problems.items():
+        b = np.asarray(bs, dtype=float)
+        ratio = b * np.asarray(measured, dtype=float) / trace
         if not np.all(np.isfinite(ratio)):
             return V1.inconclusive(rule, f"{name}: non-finite measurements")
         evidence[f"{name}: B E||g_B - G||^2 / tr(Sigma) by B"] = ", ".join(f"{r:.3f}" for r in ratio)
-        worst = max(worst, float(np.max(np.abs(ratio - 1))))
-    verdict = "supported" if worst <= V1_TOL else "not supported"
-    return V1.claim(rule, verdict, evidence, f"largest deviation {100 * worst:.1f} %")
+        if se is None:
+            return V1.inconclusive(
+                rule, f"{name}: the Monte Carlo standard errors are not stored (an older store)", evidence
+            )
+        half = 1.96 * b * np.asarray(se, dtype=float) / trace
+        evidence[f"{name}: 95% half-width by B"] = ", ".join(f"{h:.3f}" for h in half)
+        for bb, r, h in zip(bs, ratio, half):
+            if abs(r - 1) + h <= V1_TOL:
+                verdicts.append("supported")
+            elif abs(r - 1) - h > V1_TOL:
+                verdicts.append("not supported")
+            else:
+                verdicts.append("inconclusive")
+                room = V1_TOL - abs(r - 1)
+                crossing.append(
+                    f"{name} B={bb:g}" + (f" (about {math.ceil((h / room) ** 2)}x the draws)" if room > 0 else "")
+                )
+    if "not supported" in verdicts:
+        return V1.claim(rule, "not supported", evidence, f"a ratio's interval lies outside 1 +- {V1_TOL:g}")
+    if all(v == "supported" for v in verdicts):
+        return V1.claim(rule, "supported", evidence, f"every ratio's interval lies inside 1 +- {V1_TOL:g}")
+    return V1.claim(rule, "inconclusive", evidence, f"intervals cross the band at {', '.join(crossing)}")
 
 
-def rule_n1(estimates: Mapping[str, tuple[float, float]]) -> Claim:
-    """N1: B_simple from per-example gradients and from two batch sizes agree within 25 % at every checkpoint.
+def rule_n1(estimates: Mapping[str, tuple[float, float, tuple[float, float]]]) -> Claim:
+    """N1: the two estimators of B_simple agree within 25 %, decided on the 95 % bootstrap interval of their ratio
+    at every checkpoint: inside [1 - tol, 1 + tol] everywhere: supported; wholly outside somewhere: not supported;
+    else (straddling an end) inconclusive.
 
-    estimates[regime] = (per-example B_simple, two-batch B_simple)."""
-    rule = f"two-batch / per-example B_simple within 1 +- {N1_TOL:g} at every checkpoint"
-    if not estimates or not all(math.isfinite(a) and math.isfinite(b) and a > 0 for a, b in estimates.values()):
-        return N1.inconclusive(rule, "an estimate is missing or not positive")
-    evidence = {}
-    for regime, (a, b) in estimates.items():
+    estimates[regime] = (per-example B_simple, two-batch B_simple, the ratio's 95 % interval)."""
+    rule = f"the 95 % bootstrap CI of two-batch / per-example B_simple inside 1 +- {N1_TOL:g} at every checkpoint"
+    if not estimates:
+        return N1.inconclusive(rule, "no estimate is stored")
+    evidence, verdicts = {}, []
+    lo_ok, hi_ok = 1 - N1_TOL, 1 + N1_TOL
+    for regime, (a, b, (lo, hi)) in estimates.items():
         evidence[f"{regime}: per-example B_simple"] = a
         evidence[f"{regime}: two-batch B_simple"] = b
-    worst = max(abs(b / a - 1) for a, b in estimates.values())
-    verdict = "supported" if worst <= N1_TOL else "not supported"
-    return N1.claim(rule, verdict, evidence, f"largest relative difference {100 * worst:.0f} %")
+        evidence[f"{regime}: ratio two-batch / per-example"] = b / a if a > 0 else math.nan
+        evidence[f"{regime}: ratio 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+        if math.isnan(lo) or math.isnan(hi):
+            verdicts.append("inconclusive")
+        elif lo_ok <= lo and hi <= hi_ok:
+            verdicts.append("supported")
+        elif hi < lo_ok or lo > hi_ok:
+            verdicts.append("not supported")
+        else:
+            verdicts.append("inconclusive")
+    cis = "; ".join(f"{r} {evidence[f'{r}: ratio 95% CI']}" for r in estimates)
+    if "not supported" in verdicts:
+        return N1.claim(rule, "not supported", evidence, f"a ratio's CI lies outside 1 +- {N1_TOL:g}: {cis}")
+    if all(v == "supported" for v in verdicts):
+        return N1.claim(rule, "supported", evidence, f"every ratio's CI lies inside 1 +- {N1_TOL:g}: {cis}")
+    return N1.claim(rule, "inconclusive", evidence, f"a ratio's CI crosses 1 +- {N1_TOL:g}: {cis}")
 
 
-def rule_n2(fit: dict, b_simple: float) -> Claim:
+def rule_n2(fit: dict, b_simple: float, b_simple_ci: tuple[float, float], bounds: Sequence[int] = ()) -> Claim:
     """N2: the fit S = S_min (1 + B_noise / B) (steps_to_target.fit_steps) describes the steps (R^2 >= N2_R2 on
-    log S) and its B_noise lies within a factor N2_FACTOR of the measured B_simple."""
+    log S) and B_noise / B_simple lies within a factor N2_FACTOR, decided on the range of the ratio over both 95 %
+    intervals. A batch size whose best lr is the largest that reached the target (`bounds`: a larger lr was not
+    tried or failed) has steps that are an upper bound, not a measurement: the claim is then inconclusive."""
     rule = (
         f"S = S_min (1 + B_noise / B) describes the best-of-grid steps (R^2 >= {N2_R2} on log S, >= 3 batch sizes "
-        f"reaching the target) and B_noise / B_simple lies within [1/{N2_FACTOR:g}, {N2_FACTOR:g}]"
+        f"reaching the target, each best lr bracketed by a slower larger one) and the range of B_noise / B_simple "
+        f"over both 95 % intervals lies within [1/{N2_FACTOR:g}, {N2_FACTOR:g}]"
     )
     if fit["points"] < 3 or not math.isfinite(fit["b_noise"]):
         return N2.inconclusive(rule, f"only {fit['points']} batch sizes reached the target")
     if not math.isfinite(b_simple) or b_simple <= 0:
         return N2.inconclusive(rule, "B_simple could not be measured")
     ratio = fit["b_noise"] / b_simple
+    lo = fit["ci"][0] / b_simple_ci[1] if b_simple_ci[1] > 0 else 0.0
+    hi = fit["ci"][1] / b_simple_ci[0] if b_simple_ci[0] > 0 else math.inf
     evidence = {
         "fitted S_min": fit["s_min"],
         "fitted B_noise": fit["b_noise"],
         "B_noise 95% CI": f"[{fit['ci'][0]:.4g}, {fit['ci'][1]:.4g}]",
         "fit R^2 (log S)": fit["r2"],
         "measured B_simple (late checkpoint)": b_simple,
+        "B_simple 95% CI": f"[{b_simple_ci[0]:.4g}, {b_simple_ci[1]:.4g}]",
         "B_noise / B_simple": ratio,
+        "B_noise / B_simple over both intervals": f"[{lo:.3g}, {hi:.3g}]",
         "batch sizes that reached the target": fit["points"],
     }
+    if bounds:
+        evidence["steps that are bounds (best lr not bracketed) at B"] = ", ".join(map(str, bounds))
+        why = (
+            f"at B = {', '.join(map(str, bounds))} the best lr is the largest that reached the target, so their steps "
+            "are upper bounds (a larger lr might be faster): extend the lr grid"
+        )
+        return N2.claim(rule, "inconclusive", evidence, why)
     if fit["r2"] < N2_R2:
         return N2.claim(rule, "not supported", evidence, f"the fit describes the steps poorly (R^2 {fit['r2']:.2f})")
-    if 1 / N2_FACTOR <= ratio <= N2_FACTOR:
-        return N2.claim(
-            rule, "supported", evidence, f"B_noise {fit['b_noise']:.3g} is {ratio:.2f} x B_simple {b_simple:.3g}"
-        )
-    why = f"B_noise {fit['b_noise']:.3g} is {ratio:.2g} x B_simple {b_simple:.3g}, outside a factor {N2_FACTOR:g}"
-    return N2.claim(rule, "not supported", evidence, why)
+    text = f"B_noise {fit['b_noise']:.3g} is {ratio:.2g} x B_simple {b_simple:.3g} (range [{lo:.3g}, {hi:.3g}])"
+    if 1 / N2_FACTOR <= lo and hi <= N2_FACTOR:
+        return N2.claim(rule, "supported", evidence, text)
+    if hi < 1 / N2_FACTOR or lo > N2_FACTOR:
+        return N2.claim(rule, "not supported", evidence, f"{text}, outside a factor {N2_FACTOR:g}")
+    return N2.claim(rule, "inconclusive", evidence, f"{text}: the range crosses a factor {N2_FACTOR:g}")

@@ -160,13 +160,7 @@ class GradientCompetition(Study):
             regime: {v.split(",")[0]: power_law(cfg.batch_sizes, norms[(regime, v)]) for v in moving}
             for regime in REGIMES
         }
-        cv = {
-            regime: {
-                v.split(",")[0]: np.nanstd(norms[(regime, v)], 1, ddof=1) / np.nanmean(norms[(regime, v)], 1)
-                for v in moving
-            }
-            for regime in REGIMES
-        }
+        by_reduction = {regime: {v.split(",")[0]: norms[(regime, v)] for v in moving} for regime in REGIMES}
         tails = {regime: {v.split(",")[0]: counts[(regime, v)] for v in moving} for regime in REGIMES}
         spread = {}
         if cfg.control:
@@ -179,7 +173,7 @@ class GradientCompetition(Study):
         )
         claims = [
             rule_g1(fits),
-            rule_g2(cfg.batch_sizes, cv),
+            rule_g2(cfg.batch_sizes, by_reduction),
             rule_g3(cfg.batch_sizes, tails, f"{TAIL_RMS:g}x the RMS element at the largest B ({threshold_text})"),
         ]
         if cfg.control:

@@ -31,7 +31,7 @@ class VarianceConfig(GradientConfig):
         (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), min_length=2, description="Mini-batch sizes B."
     )
     examples: int = Field(4096, ge=2, description="N: the sample of the MLP checkpoint whose mean gradient is G.")
-    draws: int = Field(2000, ge=2, description="Mini-batches drawn per B and sampling scheme.")
+    draws: int = Field(8000, ge=2, description="Mini-batches drawn per B and sampling scheme.")
     regression_n: int = Field(4096, ge=2, description="Examples of the linear regression problem.")
     regression_d: int = Field(10, ge=1, description="Input dimension of the linear regression problem.")
     regression_noise: float = Field(0.5, ge=0, description="Noise std of the linear regression targets.")
@@ -129,7 +129,15 @@ class GradientVariance(Study):
         )
         legend_below(fig)
         fig.suptitle("Mini-batch gradient variance against the batch size B: measured vs the 1/B prediction")
-        problems = {name: (d["batch_sizes"], d["measured_with_replacement"], trace[name]) for name, d in data.items()}
+        problems = {
+            name: (
+                d["batch_sizes"],
+                d["measured_with_replacement"],
+                trace[name],
+                d["sd_with_replacement"] / cfg.draws**0.5 if "sd_with_replacement" in d else None,
+            )
+            for name, d in data.items()
+        }
         return StudyOutput(
             figures=[
                 FigureSpec(

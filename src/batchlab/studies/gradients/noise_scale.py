@@ -16,7 +16,15 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 from pydantic import Field
 
-from ...analysis.noise import NoiseScaleEMA, log_centred_interval, log_centred_two_batch_ci, two_batch_estimates
+from ...analysis.noise import (
+    NoiseScaleEMA,
+    estimator_ratio_interval,
+    log_centred_interval,
+    log_centred_two_batch_ci,
+    ratio_replicates,
+    two_batch_estimates,
+    two_batch_replicates,
+)
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
@@ -78,6 +86,7 @@ class NoiseScaleStudy(Study):
             trace_b, g2_b = results.array(spec, "bootstrap_trace_sigma"), results.array(spec, "bootstrap_grad_sq_norm")
             ratio = trace_b / np.where(g2_b > 0, g2_b, np.nan)
             b_simple = results.scalar(spec, "per_example_b_simple")
+            two_boot = two_batch_replicates(small, big, cfg.small_batch, cfg.big_batch, cfg.bootstrap, cfg.seed)
             out[regime] = {
                 "per-example B_simple": b_simple,
                 "per-example CI": log_centred_interval(ratio, b_simple),
@@ -89,6 +98,9 @@ class NoiseScaleStudy(Study):
                 ),
                 "two-batch tr(Sigma)": tb.trace_sigma,
                 "two-batch |G|^2": tb.grad_sq_norm,
+                "ratio two-batch / per-example, 95 % CI": estimator_ratio_interval(
+                    ratio_replicates(g2_b, trace_b), two_boot
+                ),
             }
         return out
 
@@ -177,7 +189,12 @@ class NoiseScaleStudy(Study):
             {"regime": r, **{k: (f"[{v[0]:.4g}, {v[1]:.4g}]" if isinstance(v, tuple) else v) for k, v in e.items()}}
             for r, e in est.items()
         ]
-        claim = rule_n1({r: (e["per-example B_simple"], e["two-batch B_simple"]) for r, e in est.items()})
+        claim = rule_n1(
+            {
+                r: (e["per-example B_simple"], e["two-batch B_simple"], e["ratio two-batch / per-example, 95 % CI"])
+                for r, e in est.items()
+            }
+        )
         return StudyOutput(
             figures=[
                 FigureSpec(

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field
 from scipy.optimize import curve_fit
 
+from ...analysis.noise import log_centred_interval
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
 from ...outputs import Table
@@ -150,16 +151,22 @@ class StepsToTarget(Study):
         for (b, lr), specs in runs.items():
             per_seed = [self.steps_to(results, s, cfg.target) for s in specs]
             table[(b, lr)] = float(np.mean(per_seed)) if all(np.isfinite(per_seed)) else math.nan
-        best, best_lr = [], []
+        best, best_lr, bounds = [], [], []
         for b in cfg.batch_sizes:
             options = {lr: table[(b, lr)] for lr in cfg.lrs if np.isfinite(table[(b, lr)])}
             lr = min(options, key=options.get) if options else math.nan
             best_lr.append(lr)
             best.append(options.get(lr, math.nan))
+            if options and lr == max(options):  # no larger lr reached the target: the optimum is not bracketed
+                bounds.append(b)
         fit = fit_steps(cfg.batch_sizes, best)
         task = self.noise_task(cfg)
-        b_simple = results.scalar(task, "per_example_b_simple") if results.has(task) else math.nan
-        claim = rule_n2(fit, b_simple)
+        b_simple, b_ci = math.nan, (math.nan, math.nan)
+        if results.has(task) and not results.error(task):
+            b_simple = results.scalar(task, "per_example_b_simple")
+            trace, g2 = results.array(task, "bootstrap_trace_sigma"), results.array(task, "bootstrap_grad_sq_norm")
+            b_ci = log_centred_interval(trace / np.where(g2 > 0, g2, np.nan), b_simple)
+        claim = rule_n2(fit, b_simple, b_ci, bounds)
         edge = [b for b, lr in zip(cfg.batch_sizes, best_lr) if lr in (min(cfg.lrs), max(cfg.lrs))]
         if edge:
             claim.evidence["best lr at the edge of the grid for B"] = ", ".join(map(str, edge))
