@@ -99,7 +99,7 @@ class NoiseScaleStudy(Study):
                 "two-batch tr(Sigma)": tb.trace_sigma,
                 "two-batch |G|^2": tb.grad_sq_norm,
                 "ratio two-batch / per-example, 95 % CI": estimator_ratio_interval(
-                    ratio_replicates(g2_b, trace_b), two_boot
+                    ratio_replicates(g2_b, trace_b), two_boot, tb.b_simple / b_simple
                 ),
             }
         return out
