@@ -107,13 +107,14 @@ def difference(a, b, *, paired: bool = True, confidence: float = 0.95) -> dict:
 
 
 def _undecidable(r: dict) -> str | None:
-    """Why a `difference` cannot decide anything, or None: too few seeds, too few complete pairs, or no spread (every
-    seed's difference equal: a tie of two seeds at the same accuracy is not evidence of zero variance)."""
+    """Why a `difference` cannot decide anything, or None: too few seeds, too few complete pairs, or no spread among
+    2 seeds (both differences equal: a tie of two seeds at the same accuracy is not evidence of zero variance; with 3
+    or more, equal differences are taken as what they are, e.g. a deterministic comparison)."""
     if "pairs" in r:
         return f"only {r['pairs']} complete seed pair{'s' * (r['pairs'] != 1)} (a seed missing or diverged in one arm)"
     if min(r["n"]) < 2 or not math.isfinite(r["se"]):
         return "needs at least 2 finished seeds in each arm"
-    if r["se"] == 0:
+    if r["se"] == 0 and min(r["n"]) < 3:  # two seeds at the same quantised accuracy are a tie, not certainty
         return "every seed gives the same difference: no spread to test against (more seeds or a finer measurement)"
     return None
 
