@@ -221,3 +221,12 @@ def local_fashion_mnist() -> Path | None:
             del os.environ["BATCHLAB_OFFLINE"]
         else:
             os.environ["BATCHLAB_OFFLINE"] = offline
+
+
+def default_sigint() -> None:
+    """preexec_fn of a child a test sends Ctrl-C to: SIGINT back to its default disposition. A test suite started
+    as a background job (`make test &`) inherits SIGINT *ignored*, which its children would inherit too, so the
+    user's Ctrl-C, the thing under test, would never arrive."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

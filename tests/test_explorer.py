@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_run
+from conftest import cli_run, default_sigint
 from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, explorer
@@ -208,7 +208,9 @@ def test_the_page_loads_from_disk(browser, results_dir):
 def test_the_page_loads_from_the_server(browser, results_dir):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "batchlab", "explore", "--out", str(results_dir), "--serve", "--port", "0"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
     killer = threading.Timer(90, proc.kill)
     killer.start()
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import set_args, store_dump
+from conftest import default_sigint, set_args, store_dump
 
 from batchlab import cli
 from batchlab.driver import make_config, run_study, study_units
@@ -148,6 +148,7 @@ def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=default_sigint,
     )
     first = proc.stderr.readline()  # the plain progress line: training has started
     assert first.startswith("batch-size-sweep: training 4 runs"), first
