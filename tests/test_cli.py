@@ -274,7 +274,7 @@ def tiny_profiles(monkeypatch):
             small |= {k: v for k, v in variants.items() if k in study.Config.model_fields}
         if type(study).__module__.startswith("batchlab.studies.critical"):
             critical = {"seeds": 2, "multipliers": (1, 2, 4), "checkpoints": (0.0, 0.5), "window": 512, "evals": 3}
-            small |= critical | {"lrs": (0.1,), "lr_grid": (1.0,), "noise_examples": 32}
+            small |= critical | {"lrs": (0.1,), "lr_grid": (1.0,), "noise_examples": 32, "noise_draws": 4}
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
             try:

@@ -65,6 +65,7 @@ class CriticalConfig(StudyConfig):
         (0.01, 0.05), min_length=1, description="Other margins, shown for the sensitivity (never the verdict)."
     )
     noise_examples: int = Field(256, ge=2, description="Examples of the B_simple and B_noise measurement.")
+    noise_draws: int = Field(64, ge=2, description="Batch pairs of the two-batch B_simple (batches of 64 and 1024).")
     proxies: bool = Field(True, description="Measure B_simple and B_noise at the checkpoints (n HVPs each).")
     warmup: bool = Field(True, description="Train the batch-size warmup the measurement implies (C5).")
     steps_profile: Literal["quick", "full", "off"] = Field(
@@ -142,7 +143,9 @@ class CriticalBatch(Study):
     def steps_study(self, cfg: CriticalConfig):
         if cfg.steps_profile == "off" or is_reference(cfg.model) or cfg.optimizer != "sgd":
             return None
-        study = StepsToTarget()
+        from .. import get_study  # the registered study (its profiles as configured), not a fresh instance
+
+        study = get_study("steps-to-target")
         return study, study.config(cfg.steps_profile, {"dataset": cfg.dataset})
 
     def plan(self, cfg: CriticalConfig) -> list[RunSpec | TaskSpec]:
@@ -195,7 +198,8 @@ class CriticalBatch(Study):
         """B_simple by the second estimator (two batch sizes, McCandlish et al. 2018 app. A.1) and per-example on
         more examples: the `noise-scale` task of the gradient family, at the same checkpoints."""
         ref = self.reference(cfg, lr)
-        args = NoiseScaleArgs(examples=2048, small_batch=64, big_batch=1024, draws=64).model_dump(mode="json")
+        args = NoiseScaleArgs(examples=2048, small_batch=64, big_batch=1024, draws=cfg.noise_draws)
+        args = args.model_dump(mode="json")
         return {
             e: TaskSpec(kind="noise-scale", args=args, start=Checkpoint(run=ref, epoch=e))
             for e in cfg.checkpoint_epochs()
