@@ -135,11 +135,13 @@ def test_hessian_vector_products_and_estimates_equal_the_explicit_hessian(kind):
     x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
     y = (torch.rand(12, generator=gen) < 0.2).long()  # mostly class 0: a gradient above the noise of 12
     buffers = None
+    torch.manual_seed(0)  # the modules' own init: the same whatever ran before
     if kind == "mlp":
         module, task = MLP((5, 4, 3), "tanh").double(), "classification"
     elif kind == "linear":
         module, task = nn.Linear(5, 1).double(), "regression"
-        y = torch.randn(12, 1, generator=gen, dtype=torch.float64)
+        # targets far from the initial fit (a slope of 3), so that the gradient is above the noise of 12 examples
+        y = x.sum(1, keepdim=True) * 3 + 0.1 * torch.randn(12, 1, generator=gen, dtype=torch.float64)
     else:  # BatchNorm on running statistics (made up, not the initial 0 and 1), as per_example_grads' bn_mode="eval"
         module, task = user_models.bn_cnn(channels=2, classes=3, size=4).double(), "classification"
         x = torch.randn(12, 1, 4, 4, generator=gen, dtype=torch.float64)
