@@ -20,7 +20,6 @@ from ...analysis.noise import (
     NoiseScaleEMA,
     estimator_ratio_interval,
     log_centred_interval,
-    log_centred_two_batch_ci,
     ratio_replicates,
     two_batch_estimates,
     two_batch_replicates,
@@ -93,9 +92,7 @@ class NoiseScaleStudy(Study):
                 "per-example tr(Sigma)": results.scalar(spec, "per_example_trace_sigma"),
                 "per-example |G|^2": results.scalar(spec, "per_example_grad_sq_norm"),
                 "two-batch B_simple": tb.b_simple if np.isfinite(tb.b_simple) else np.nan,  # |G|^2 <= 0: NaN
-                "two-batch CI": log_centred_two_batch_ci(
-                    small, big, cfg.small_batch, cfg.big_batch, cfg.bootstrap, cfg.seed
-                ),
+                "two-batch CI": log_centred_interval(two_boot, tb.b_simple),  # = log_centred_two_batch_ci
                 "two-batch tr(Sigma)": tb.trace_sigma,
                 "two-batch |G|^2": tb.grad_sq_norm,
                 "ratio two-batch / per-example, 95 % CI": estimator_ratio_interval(
