@@ -113,9 +113,10 @@ def test_every_claim_of_the_readme_is_listed_by_exactly_one_study():
 
 
 def test_g3_with_a_missing_task_is_inconclusive_and_says_missing():
-    claim = rule_g3([16, 64, 256], {"early": {"mean": np.array([3.0, np.nan, 5.0])}}, "1e-3")
+    kurtosis = np.array([[3.0, 3.1, 3.2], [np.nan] * 3, [5.0, 5.1, 5.2]])
+    claim = rule_g3([16, 64, 256], {"early": {"mean": kurtosis}})
     assert claim.verdict == "inconclusive"
-    assert claim.evidence["early, mean: counts by B"] == "3, missing, 5"
+    assert claim.evidence["early, mean: mean kurtosis by B"] == "3.1, nan, 5.1"
 
 
 # --- --dry-run ---------------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from batchlab.engine.data import load_for, template_model
 from batchlab.engine.spec import Checkpoint, TaskSpec
 from batchlab.executors import TaskUnit, execute
 from batchlab.models import init_params
-from batchlab.studies.gradients.claims import power_law, rule_g4, rule_n1, rule_v1
+from batchlab.studies.gradients.claims import (
+    diverged_passes,
+    power_law,
+    rule_g1,
+    rule_g3,
+    rule_g4,
+    rule_n1,
+    rule_v1,
+)
 from batchlab.tasks.gradients import mean_batch_error, per_example_gram, regression_gram
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,8 +189,106 @@ def test_power_law_recovers_a_known_exponent_and_leaves_out_diverged_trials():
     norms = 3.0 * bs[:, None] ** 0.5 * rng.lognormal(0, 0.05, (6, 200))
     norms[5, :3] = np.inf
     fit = power_law(bs, norms, n_boot=300)
-    assert fit["alpha"] == pytest.approx(0.5, abs=0.02)
+    assert fit["alpha"] == pytest.approx(0.5, abs=0.02)  # B = 32 (3 diverged trials) is left out, not averaged in
     assert fit["ci"][0] < 0.5 < fit["ci"][1] and fit["diverged trials"] == 3
+    assert fit["diverged B"] == [32] and fit["fitted B"] == 5 and fit["worst factor"] < 1.05
+
+
+def _g1(norms, diverged=None):
+    bs = [1, 2, 4, 8, 16, 32, 64]
+    return rule_g1({"early": {"sum": power_law(bs, norms, diverged, n_boot=300)}})
+
+
+def test_g1_leaves_out_diverged_passes_and_decides_only_where_the_power_law_fits():
+    """Synthetic passes over 7 batch sizes, 100 trials: a clean B^0.3 is supported and B^-0.3 is not; a flat curve
+    is inconclusive (the CI crosses 0); the same B^-0.3 whose passes blow up (loss x100) from B = 8 on, with norms
+    1e10 times larger, is decided on the stable B = 1-4 (not supported, naming the left-out batch sizes) where a
+    fit through the blow-up gives alpha > 2 and fits badly; two stable batch sizes or a kinked curve (a mean 2x off the
+    line) are inconclusive."""
+    bs = np.array([1, 2, 4, 8, 16, 32, 64])
+    rng = np.random.default_rng(0)
+    noise = rng.lognormal(0, 0.05, (7, 100))
+    assert _g1(bs[:, None] ** 0.3 * noise).verdict == "supported"
+    assert _g1(bs[:, None] ** -0.3 * noise).verdict == "not supported"
+    assert _g1(rng.lognormal(0, 0.1, (7, 5))).verdict == "inconclusive"  # flat, 5 noisy trials
+
+    blown = bs[:, None] ** -0.3 * noise
+    blown[3:] *= 1e10
+    before = np.ones((7, 100))
+    after = np.where(bs[:, None] >= 8, 100.0, 0.9) * before
+    through = _g1(blown)  # without the losses the blow-up reads as "larger steps", and the fit's quality objects
+    assert through.evidence["early, sum: alpha"] > 2 and through.verdict == "inconclusive"
+    claim = _g1(blown, diverged_passes(blown, before, after))
+    assert claim.verdict == "not supported"
+    assert claim.evidence["early, sum: batch sizes with diverged passes (left out)"] == "8, 16, 32, 64"
+    assert "passes diverged at B = 8, 16, 32, 64" in claim.why
+
+    two = np.where(bs[:, None] >= 4, 100.0, 0.9) * before
+    assert _g1(bs[:, None] ** 0.3 * noise, diverged_passes(blown, before, two)).verdict == "inconclusive"
+    kinked = bs[:, None] ** 0.3 * noise
+    kinked[3] *= 2
+    claim = _g1(kinked)
+    assert claim.verdict == "inconclusive" and "misses a mean by a factor" in claim.why
+
+
+def test_a_pass_diverges_when_its_loss_rises_tenfold_or_its_norm_is_not_finite():
+    norms = np.array([[1.0, 1.0, np.inf, 1e31]])
+    before = np.array([[1.0, 1.0, 1.0, 1.0]])
+    after = np.array([[10.0, 10.01, 0.5, 0.5]])
+    assert diverged_passes(norms, before, after).tolist() == [[False, True, True, True]]
+    assert diverged_passes(norms, before, np.array([[np.nan, 0.5, 0.5, 0.5]])).tolist() == [[True, False, True, True]]
+
+
+def test_g3_decides_on_a_scale_free_tail_weight():
+    """Synthetic per-trial kurtosis [B, trials]: rising with B over 400 trials is supported, falling is not, a rise
+    buried in noise over 20 trials is inconclusive, and a missing batch size leaves it inconclusive. The rule sees
+    only kurtosis, so a gradient rescaled by any factor per B reads the same (unlike a count beyond a magnitude)."""
+    rng = np.random.default_rng(0)
+    bs = [1, 2, 4, 8, 16]
+    level = np.array([3.0, 3.5, 4.0, 4.5, 5.0])[:, None]
+    assert rule_g3(bs, {"early": {"mean": level + rng.normal(0, 0.3, (5, 400))}}).verdict == "supported"
+    assert rule_g3(bs, {"early": {"mean": level[::-1] + rng.normal(0, 0.3, (5, 400))}}).verdict == "not supported"
+    noisy = rule_g3(bs, {"early": {"mean": level + np.random.default_rng(0).normal(0, 3.0, (5, 20))}})
+    assert noisy.verdict == "inconclusive"
+    missing = level + rng.normal(0, 0.3, (5, 400))
+    missing[2] = np.nan
+    assert rule_g3(bs, {"early": {"mean": missing}}).verdict == "inconclusive"
+
+
+def test_competition_task_stores_the_pass_losses_and_kurtosis_of_a_literal_loop(checkpoint):
+    """One trial stepped by hand (deepcopy of the module, torch.optim.SGD per batch of 16): the loss on its 64
+    examples before and after the pass and the kurtosis of the summed last-layer gradient equal the task's."""
+    import copy
+
+    from batchlab.tasks.gradients import trial_draws
+
+    args = {"batch_size": 16, "trials": 2, "examples": 64, "lr": 0.05}
+    result = task("gradient-competition", args, checkpoint)
+    data = load_for(RUN, CPU)
+    start = template_model(RUN, data)
+    start.load_state_dict({k.removeprefix("param:"): torch.as_tensor(v) for k, v in checkpoint.items()})
+    for t, idx in enumerate(trial_draws(0, 2, 64, data.n_train)):
+        module = copy.deepcopy(start)
+        opt = torch.optim.SGD(module.parameters(), lr=0.05)
+        last = [p for n, p in module.named_parameters() if n.endswith(".weight")][-1]
+        loss = torch.nn.functional.cross_entropy
+        with torch.no_grad():
+            assert result.arrays["loss_before"][t] == pytest.approx(
+                float(loss(module(data.x_train[idx]), data.y_train[idx])), rel=1e-5
+            )
+        total = torch.zeros_like(last)
+        for s in range(0, 64, 16):
+            b = idx[s : s + 16]
+            opt.zero_grad()
+            loss(module(data.x_train[b]), data.y_train[b]).backward()
+            total += last.grad
+            opt.step()
+        with torch.no_grad():
+            assert result.arrays["loss_after"][t] == pytest.approx(
+                float(loss(module(data.x_train[idx]), data.y_train[idx])), rel=1e-5
+            )
+        v = total.double().flatten()
+        assert result.arrays["kurtosis"][t] == pytest.approx(float(v.pow(4).mean() / v.pow(2).mean() ** 2), rel=1e-5)
 
 
 def test_v1_decides_on_each_ratios_monte_carlo_interval():

@@ -81,12 +81,14 @@ def gradient_competition(args: CompetitionArgs, ctx: TaskContext) -> TaskOutput:
     n_params = sum(p.numel() for p in params.values())
     chunk = args.trial_chunk or max(1, min(args.trials, (1 << 28) // (3 * n_params + 1)))
     draws = trial_draws(ctx.spec.seed, args.trials, args.examples, data.n_train)
-    norms, hist = [], np.zeros((2, len(HIST_EDGES) + 1), dtype=np.int64)
+    norms, kurtosis, before, after = [], [], [], []
+    hist = np.zeros((2, len(HIST_EDGES) + 1), dtype=np.int64)
     for begin in range(0, args.trials, chunk):
         idx = draws[begin : begin + chunk].to(ctx.device)
         stack = single_example_stack(base, params, buffers, idx.shape[0])  # one copy of the weights per trial
         names = list(stack.params)
         total = torch.zeros_like(stack.params[last])
+        before.append(pass_loss(stack, data, idx))
         for start in range(0, args.examples, args.batch_size):
             b = idx[:, start : start + args.batch_size]
             losses = batch_losses(stack, data.x_train[b], data.y_train[b], task=data.task, reduction=args.reduction)
@@ -95,13 +97,42 @@ def gradient_competition(args: CompetitionArgs, ctx: TaskContext) -> TaskOutput:
             if args.lr > 0:
                 with torch.no_grad():  # one fused in-place update: B = 1, 16 trials took 3.4 s, not 5.3 s
                     torch._foreach_add_([stack.params[k] for k in names], [grads[k] for k in names], alpha=-args.lr)
-        norms.append(total.flatten(1).double().norm(dim=1))
+        after.append(pass_loss(stack, data, idx))
+        flat = total.flatten(1).double()
+        norms.append(flat.norm(dim=1))
+        kurtosis.append(element_kurtosis(flat))
         hist += signed_histogram(total)
     norms = torch.cat(norms)
     return TaskOutput(
         scalars={"mean_norm": float(norms.mean()), "std_norm": float(norms.std()) if len(norms) > 1 else 0.0},
-        arrays={"norms": norms.cpu().numpy(), "element_hist": hist},
+        arrays={
+            "norms": norms.cpu().numpy(),
+            "element_hist": hist,
+            "kurtosis": torch.cat(kurtosis).cpu().numpy(),
+            "loss_before": torch.cat(before).cpu().numpy(),
+            "loss_after": torch.cat(after).cpu().numpy(),
+        },
     )
+
+
+@torch.no_grad()
+def pass_loss(stack, data, idx: torch.Tensor, slice_size: int = 256) -> torch.Tensor:
+    """Mean loss [trials] of each trial's weights on its own examples idx [trials, examples] (float64), in slices
+    of examples so that a large stack never holds all of them at once. Compared before and after a pass, it says
+    whether the pass diverged."""
+    total = torch.zeros(idx.shape[0], dtype=torch.float64, device=idx.device)
+    for s in range(0, idx.shape[1], slice_size):
+        b = idx[:, s : s + slice_size]
+        total += batch_losses(stack, data.x_train[b], data.y_train[b], task=data.task, reduction="sum").double()
+    return total / idx.shape[1]
+
+
+def element_kurtosis(flat: torch.Tensor) -> torch.Tensor:
+    """E v^4 / (E v^2)^2 over the elements v of each row of flat [trials, n]: a scale-free tail weight (3 for
+    Gaussian elements around 0, larger for heavier tails); unlike a count beyond a fixed magnitude it does not move
+    when the whole gradient is rescaled."""
+    m2 = flat.pow(2).mean(1)
+    return flat.pow(4).mean(1) / m2.pow(2)
 
 
 # --- Gram matrices of per-example gradients ------------------------------------------------------------

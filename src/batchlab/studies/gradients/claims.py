@@ -42,7 +42,11 @@ N2 = ClaimSpec(
     f"{MCCANDLISH_2018} (eq. 2.11, fig. 7)",
 )
 
-G2_RHO = 0.8
+G1_DIVERGE = 10.0  # a pass diverged when the loss on its own examples rose tenfold (noise alone rose it 4x)
+G1_MIN_B = 3  # stable batch sizes a fit needs
+G1_FIT = 1.25  # every batch size's mean within this factor of the fitted power law
+TREND_RHO = 0.8  # G2 and G3: a monotone rise with B, as a rank correlation
+TREND_MIN_TRIALS = 10  # trials a bootstrap interval of the trend needs
 G4_SPREAD = 1e-5
 V1_TOL = 0.10
 N1_TOL = 0.25
@@ -50,21 +54,42 @@ N2_FACTOR = 3.0
 N2_R2 = 0.9
 
 
-def power_law(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Fit mean ||sum|| = c B^alpha on log-log over the batch sizes; a percentile bootstrap over trials
-    (norms [B, trials], the same trials at every B) gives alpha's 95 % CI. A trial whose norm is not
-    finite (its steps diverged) is left out of its batch size's mean and counted; a batch size with
-    fewer than 2 finite trials is left out of the fit."""
+def diverged_passes(norms: np.ndarray, loss_before: np.ndarray | None, loss_after: np.ndarray | None) -> np.ndarray:
+    """[B, trials] True where a trial's pass diverged: its summed gradient is not finite (or beyond 1e30), or the
+    loss on its own examples after the pass is not finite or more than G1_DIVERGE times the loss before it (SGD noise
+    alone raised it up to 4x in a stable pass at a trained checkpoint, where the loss is small; a blow-up raises it
+    by orders of magnitude)."""
+    norms = np.asarray(norms, dtype=float)
+    out = ~(np.isfinite(norms) & (norms < 1e30))
+    if loss_before is not None and loss_after is not None:
+        before, after = np.asarray(loss_before, dtype=float), np.asarray(loss_after, dtype=float)
+        with np.errstate(invalid="ignore"):
+            out |= ~np.isfinite(after) | (after > G1_DIVERGE * before)
+    return out
+
+
+def power_law(
+    batch_sizes: Sequence[int], norms: np.ndarray, diverged: np.ndarray | None = None, *, n_boot: int = 2000, seed=0
+) -> dict:
+    """Fit mean ||sum|| = c B^alpha on log-log over the stable batch sizes; a percentile bootstrap over trials
+    (norms [B, trials], the same trials at every B) gives alpha's 95 % CI.
+
+    A batch size with a diverged pass (`diverged` [B, trials], see `diverged_passes`; by default a norm that is
+    not finite) is left out of the fit and named: its norm measures the blow-up, not the examples. The fit's
+    quality is the largest factor between a batch size's mean and the fitted line (`worst factor`)."""
     x = np.log(np.asarray(batch_sizes, dtype=float))
     norms = np.asarray(norms, dtype=float)
     nan = {"alpha": math.nan, "ci": (math.nan, math.nan), "c": math.nan, "diverged trials": 0, "fitted B": 0}
     if norms.ndim != 2 or norms.shape[1] < 2:
-        return nan
-    norms = np.where(np.isfinite(norms) & (norms > 0) & (norms < 1e30), norms, np.nan)
-    keep = np.isfinite(norms).sum(1) >= 2
-    diverged = int((~np.isfinite(norms)).sum())
+        return nan | {"diverged B": [], "worst factor": math.nan}
+    if diverged is None:
+        diverged = diverged_passes(norms, None, None)
+    diverged = np.asarray(diverged, dtype=bool) & ~np.isnan(norms)  # a missing task is missing, not diverged
+    unstable = [int(b) for b, d in zip(batch_sizes, diverged.any(1)) if d]
+    keep = ~diverged.any(1) & (np.isfinite(norms).sum(1) >= 2)
+    out = nan | {"diverged trials": int(diverged.sum()), "diverged B": unstable, "worst factor": math.nan}
     if keep.sum() < 2:
-        return nan | {"diverged trials": diverged}
+        return out | {"fitted B": int(keep.sum())}
     x, norms = x[keep], norms[keep]
     logs = np.log(np.nanmean(norms, 1))
     slope, intercept = np.polyfit(x, logs, 1)
@@ -79,12 +104,12 @@ def power_law(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 20
             if np.all(np.isfinite(means)):
                 boot.append(np.polyfit(x, np.log(means), 1)[0])
     ci = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if boot else (math.nan, math.nan)
-    return {
+    return out | {
         "alpha": float(slope),
         "ci": ci,
         "c": float(np.exp(intercept)),
         "r2": r2,
-        "diverged trials": diverged,
+        "worst factor": float(np.exp(np.abs(resid).max())),
         "fitted B": int(keep.sum()),
     }
 
@@ -103,23 +128,42 @@ def _per_reduction(label: str, holds: Mapping[str, Mapping[str, bool | None]]) -
 
 
 def rule_g1(fits: Mapping[str, Mapping[str, dict]]) -> Claim:
-    """G1: alpha > 0 (95 % CI above 0), per regime and reduction; fits[regime][reduction] = power_law()."""
-    rule = "mean ||sum of last-layer gradients|| ~ B^alpha: alpha's 95 % bootstrap CI above 0, per reduction"
-    holds, evidence = {}, {}
+    """G1: alpha > 0 (95 % CI above 0) over the stable batch sizes, per regime and reduction, where the power law
+    describes them (at least G1_MIN_B of them, every mean within a factor G1_FIT of the line); fits[regime][reduction]
+    = power_law(). A batch size whose passes diverged is left out and named: its norm measures the blow-up."""
+    rule = (
+        "mean ||sum of last-layer gradients|| ~ B^alpha over the batch sizes whose passes all stayed stable (loss on "
+        f"the pass's examples at most {G1_DIVERGE:g}x its start, norms finite): alpha's 95 % bootstrap CI above 0 "
+        f"(below: not), per reduction; undecided where fewer than {G1_MIN_B} batch sizes are stable or a mean lies "
+        f"more than a factor {G1_FIT:g} off the fitted line"
+    )
+    holds, evidence, notes = {}, {}, []
     for regime, per in fits.items():
         holds[regime] = {}
         for reduction, fit in per.items():
             lo, hi = fit["ci"]
-            # True: CI above 0; False: CI below 0; None: it crosses 0 (or could not be fitted)
-            holds[regime][reduction] = True if lo > 0 else False if hi < 0 else None
-            evidence[f"{regime}, {reduction}: alpha"] = fit["alpha"]
-            evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
-            if "r2" in fit:
-                evidence[f"{regime}, {reduction}: power-law R^2 (log-log)"] = fit["r2"]
-            if fit.get("diverged trials"):
-                evidence[f"{regime}, {reduction}: diverged trials left out"] = fit["diverged trials"]
+            where = f"{regime}, {reduction}"
+            if fit.get("diverged B"):
+                bs = fit["diverged B"]
+                evidence[f"{where}: batch sizes with diverged passes (left out)"] = ", ".join(map(str, bs))
+                evidence[f"{where}: diverged trials"] = fit["diverged trials"]
+                notes.append(f"{where}: passes diverged at B = {', '.join(map(str, bs))}, left out")
+            evidence[f"{where}: alpha"] = fit["alpha"]
+            evidence[f"{where}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+            evidence[f"{where}: stable batch sizes fitted"] = fit["fitted B"]
+            evidence[f"{where}: largest factor between a mean and the fit"] = fit.get("worst factor", math.nan)
+            if fit["fitted B"] < G1_MIN_B:
+                holds[regime][reduction] = None
+                notes.append(f"{where}: only {fit['fitted B']} stable batch sizes")
+            elif not fit.get("worst factor", math.inf) <= G1_FIT:
+                holds[regime][reduction] = None
+                notes.append(
+                    f"{where}: the power law misses a mean by a factor {fit.get('worst factor', math.nan):.3g}"
+                )
+            else:  # True: CI above 0; False: CI below 0; None: it crosses 0
+                holds[regime][reduction] = True if lo > 0 else False if hi < 0 else None
     verdict, why = _per_reduction("alpha > 0", holds)
-    return G1.claim(rule, verdict, evidence, why)
+    return G1.claim(rule, verdict, evidence, "; ".join([why, *notes]))
 
 
 def relative_spread(norms: np.ndarray) -> np.ndarray:
@@ -128,61 +172,77 @@ def relative_spread(norms: np.ndarray) -> np.ndarray:
         return np.nanstd(norms, 1, ddof=1) / np.nanmean(norms, 1)
 
 
-def spread_trend(batch_sizes: Sequence[int], norms: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Spearman rho(B, relative spread) and its 95 % percentile bootstrap interval over trials (the same trials
-    resampled at every B, as they are drawn: norms [B, trials])."""
-    norms = np.asarray(norms, dtype=float)
-    cv = relative_spread(norms)
-    if norms.ndim != 2 or norms.shape[1] < 3 or not np.all(np.isfinite(cv)):
-        return {"rho": math.nan, "ci": (math.nan, math.nan)}
-    rho = float(stats.spearmanr(batch_sizes, cv)[0])
+def trend(batch_sizes: Sequence[int], values: np.ndarray, statistic, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Spearman rho(B, statistic per B) and its 95 % percentile bootstrap interval over trials (the same trials
+    resampled at every B, as they are drawn: values [B, trials]; statistic maps [B, trials] to [B]). Below
+    TREND_MIN_TRIALS trials the percentile bootstrap covers too little (it cannot see the spread it has not drawn),
+    so no interval is given."""
+    values = np.asarray(values, dtype=float)
+    point = statistic(values)
+    if values.ndim != 2 or not np.all(np.isfinite(point)):
+        return {"rho": math.nan, "ci": (math.nan, math.nan), "by B": point}
+    rho = float(stats.spearmanr(batch_sizes, point)[0])
+    if values.shape[1] < TREND_MIN_TRIALS:
+        return {"rho": rho, "ci": (math.nan, math.nan), "by B": point}
     rng = np.random.default_rng(seed)
-    t = norms.shape[1]
+    t = values.shape[1]
     boot = []
     for _ in range(n_boot):
-        c = relative_spread(norms[:, rng.integers(0, t, t)])
+        c = statistic(values[:, rng.integers(0, t, t)])
         if np.all(np.isfinite(c)) and np.ptp(c) > 0:
             boot.append(stats.spearmanr(batch_sizes, c)[0])
     ci = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if boot else (math.nan, math.nan)
-    return {"rho": rho, "ci": ci}
+    return {"rho": rho, "ci": ci, "by B": point}
+
+
+def spread_trend(batch_sizes: Sequence[int], norms: np.ndarray, **kw) -> dict:
+    """G2's trend: Spearman rho(B, std/mean of ||sum||) with its bootstrap interval over trials."""
+    return trend(batch_sizes, norms, relative_spread, **kw)
+
+
+def mean_over_trials(values: np.ndarray) -> np.ndarray:
+    """Mean over the trials per B, NaN where a batch size has none."""
+    counts = np.isfinite(values).sum(1)
+    return np.where(counts > 0, np.nansum(values, 1) / np.maximum(counts, 1), np.nan)
+
+
+def _rho_rule(claim: ClaimSpec, rule: str, label: str, batch_sizes, per_regime, statistic) -> Claim:
+    """A trend claim decided per (regime, reduction) on the 95 % bootstrap CI of Spearman rho: above TREND_RHO
+    holds, below it fails, across it undecided (per_regime[regime][reduction] = [B, trials])."""
+    holds, evidence = {}, {}
+    for regime, per in per_regime.items():
+        holds[regime] = {}
+        for reduction, values in per.items():
+            t = trend(batch_sizes, values, statistic)
+            lo, hi = t["ci"]
+            holds[regime][reduction] = True if lo > TREND_RHO else False if hi < TREND_RHO else None
+            evidence[f"{regime}, {reduction}: {label} by B"] = ", ".join(f"{v:.3g}" for v in t["by B"])
+            evidence[f"{regime}, {reduction}: Spearman rho"] = t["rho"]
+            evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
+    verdict, why = _per_reduction(f"rho > {TREND_RHO} (CI)", holds)
+    return claim.claim(rule, verdict, evidence, why)
 
 
 def rule_g2(batch_sizes: Sequence[int], norms: Mapping[str, Mapping[str, np.ndarray]]) -> Claim:
-    """G2: Spearman rho(B, std/mean of ||sum||) above G2_RHO, decided on its 95 % bootstrap interval over trials,
+    """G2: Spearman rho(B, std/mean of ||sum||) above TREND_RHO, decided on its 95 % bootstrap interval over trials,
     per regime and reduction (norms[regime][reduction] = [B, trials])."""
     rule = (
-        f"Spearman correlation of std/mean of ||sum|| with B above {G2_RHO}: its 95 % bootstrap CI over trials above "
-        f"{G2_RHO} (below: not), per reduction"
+        f"Spearman correlation of std/mean of ||sum|| with B above {TREND_RHO}: its 95 % bootstrap CI over trials "
+        f"above {TREND_RHO} (below: not), per reduction"
     )
-    holds, evidence = {}, {}
-    for regime, per in norms.items():
-        holds[regime] = {}
-        for reduction, n in per.items():
-            trend = spread_trend(batch_sizes, n)
-            lo, hi = trend["ci"]
-            holds[regime][reduction] = True if lo > G2_RHO else False if hi < G2_RHO else None
-            evidence[f"{regime}, {reduction}: Spearman rho"] = trend["rho"]
-            evidence[f"{regime}, {reduction}: 95% CI"] = f"[{lo:.3g}, {hi:.3g}]"
-    verdict, why = _per_reduction(f"rho > {G2_RHO} (CI)", holds)
-    return G2.claim(rule, verdict, evidence, why)
+    return _rho_rule(G2, rule, "std/mean", batch_sizes, norms, relative_spread)
 
 
-def rule_g3(batch_sizes: Sequence[int], tails: Mapping[str, Mapping[str, np.ndarray]], threshold: str) -> Claim:
-    """G3: the count of gradient elements beyond a fixed magnitude never decreases with B."""
-    rule = f"count of summed-gradient elements with |value| above {threshold} non-decreasing in B, per reduction"
-    holds, evidence = {}, {}
-    for regime, per in tails.items():
-        holds[regime] = {}
-        for reduction, counts in per.items():
-            counts = np.asarray(counts, dtype=float)
-            # a missing task (NaN count) leaves the rule undecided, as too few batch sizes do
-            ok = bool(np.all(np.diff(counts) >= 0)) if counts.size > 1 and np.isfinite(counts).all() else None
-            holds[regime][reduction] = ok
-            evidence[f"{regime}, {reduction}: counts by B"] = ", ".join(
-                f"{int(c)}" if np.isfinite(c) else "missing" for c in counts
-            )
-    verdict, why = _per_reduction("the tail count never decreases with B", holds)
-    return G3.claim(rule, verdict, evidence, why)
+def rule_g3(batch_sizes: Sequence[int], kurtosis: Mapping[str, Mapping[str, np.ndarray]]) -> Claim:
+    """G3: the tails of the summed gradient's elements get heavier with B, measured scale-free: the kurtosis
+    E v^4 / (E v^2)^2 of each trial's elements (3 for Gaussian elements; a count beyond a fixed magnitude would
+    measure the gradient's scale, which falls with B under a mean loss). Decided like G2: Spearman rho(B, mean
+    kurtosis) on its 95 % bootstrap CI over trials (kurtosis[regime][reduction] = [B, trials])."""
+    rule = (
+        f"Spearman correlation of the mean kurtosis of the summed gradient's elements (E v^4 / (E v^2)^2, scale-free) "
+        f"with B above {TREND_RHO}: its 95 % bootstrap CI over trials above {TREND_RHO} (below: not), per reduction"
+    )
+    return _rho_rule(G3, rule, "mean kurtosis", batch_sizes, kurtosis, mean_over_trials)
 
 
 def rule_g4(spread: Mapping[str, float]) -> Claim:

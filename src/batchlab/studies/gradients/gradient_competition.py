@@ -13,9 +13,10 @@ sum is the same for every B (same examples, same weights): the control. Any depe
 `sum` and lr > 0 comes from the weights moving during the pass.
 
 Claims tested:
-  G1  larger batches make larger summed steps (alpha > 0 in ||sum|| ~ B^alpha), per reduction;
-  G2  the relative spread std/mean of ||sum|| grows with B (Spearman > 0.8);
-  G3  the count of summed-gradient elements beyond a fixed magnitude never decreases with B;
+  G1  larger batches make larger summed steps (alpha > 0 in ||sum|| ~ B^alpha over the batch sizes whose passes
+      stayed stable: a pass whose loss rose tenfold diverged), per reduction;
+  G2  the relative spread std/mean of ||sum|| grows with B (Spearman > 0.8, on its bootstrap CI);
+  G3  the summed gradient's elements get heavier-tailed with B (their kurtosis, scale-free; Spearman > 0.8);
   G4  control: lr = 0 with `sum` gives the same ||sum|| for every B (relative spread < 1e-5).
 """
 
@@ -31,11 +32,10 @@ from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import HIST_EDGES, CompetitionArgs
 from ..common import FigureSpec, Results, Study, StudyOutput
-from .claims import G1, G2, G3, G4, power_law, rule_g1, rule_g2, rule_g3, rule_g4
+from .claims import G1, G2, G3, G4, diverged_passes, power_law, rule_g1, rule_g2, rule_g3, rule_g4
 from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024)
-TAIL_RMS = 5.0  # G3's fixed magnitude: 5x the RMS element of the largest batch's summed gradient
 
 
 def _sparse_symlog_ticks(ax, linthresh: float, per_side: int = 4) -> None:
@@ -118,63 +118,52 @@ class GradientCompetition(Study):
         return list(self.tasks(cfg).values())
 
     # --- analysis -------------------------------------------------------------------------------------
-    def norms(self, cfg, results: Results, tasks) -> dict[tuple[str, str], np.ndarray]:
-        """(regime, variant) -> norms [B, trials] (NaN rows where a task is missing)."""
+    def arrays(self, cfg, results: Results, tasks, name: str) -> dict[tuple[str, str], np.ndarray]:
+        """(regime, variant) -> the tasks' per-trial array `name` as [B, trials] (NaN rows where a task is missing,
+        or where an older store has no such array)."""
         out = {}
         for (regime, variant, b), spec in tasks.items():
-            arr = results.array(spec, "norms") if results.has(spec) and not results.error(spec) else None
             rows = out.setdefault((regime, variant), np.full((len(cfg.batch_sizes), cfg.trials), np.nan))
-            if arr is not None:
-                rows[cfg.batch_sizes.index(b)] = arr
+            if results.has(spec) and not results.error(spec) and name in results.array_names(spec):
+                rows[cfg.batch_sizes.index(b)] = results.array(spec, name)
         return out
 
-    def tails(self, cfg, results, tasks, norms) -> tuple[dict, dict, dict]:
-        """Tail counts per (regime, variant) at G3's fixed magnitude, the pooled histograms, the thresholds."""
-        width = (cfg.widths[-1] if cfg.model == "mlp" else 128) * 10
-        counts, hists, thresholds = {}, {}, {}
-        for (regime, variant), n in norms.items():
-            rms = np.sqrt(np.nanmean(n[int(np.argmax(cfg.batch_sizes))] ** 2) / width)
-            edge = int(np.searchsorted(HIST_EDGES, TAIL_RMS * rms)) if np.isfinite(rms) else len(HIST_EDGES) - 1
-            edge = min(edge, len(HIST_EDGES) - 1)
-            thresholds[(regime, variant)] = HIST_EDGES[edge]
-            per_b, hist_b = [], []
-            for b in cfg.batch_sizes:
-                spec = tasks[(regime, variant, b)]
-                if not results.has(spec) or results.error(spec):
-                    per_b.append(np.nan)
-                    hist_b.append(None)
-                    continue
-                h = results.array(spec, "element_hist")
-                hist_b.append(h)
-                per_b.append(float(h[:, edge + 1 :].sum()))  # bins above the edge
-            counts[(regime, variant)] = np.array(per_b)
-            hists[(regime, variant)] = hist_b
-        return counts, hists, thresholds
+    def histograms(self, cfg, results, tasks) -> dict[tuple[str, str], list]:
+        """(regime, variant) -> the pooled element histogram per B (None where missing)."""
+        out = {}
+        for (regime, variant, b), spec in tasks.items():
+            ok = results.has(spec) and not results.error(spec)
+            out.setdefault((regime, variant), []).append(results.array(spec, "element_hist") if ok else None)
+        return out
 
     def analyze(self, cfg: CompetitionConfig, results: Results) -> StudyOutput:
         tasks = self.tasks(cfg)
-        norms = self.norms(cfg, results, tasks)
-        counts, hists, thresholds = self.tails(cfg, results, tasks, norms)
+        norms = self.arrays(cfg, results, tasks, "norms")
+        kurtosis = self.arrays(cfg, results, tasks, "kurtosis")
+        before, after = (self.arrays(cfg, results, tasks, k) for k in ("loss_before", "loss_after"))
+        diverged = {k: diverged_passes(n, before[k], after[k]) for k, n in norms.items()}
+        hists = self.histograms(cfg, results, tasks)
         moving = [_variant(r, cfg.lr) for r in cfg.reductions]
+
+        def per_reduction(arrays):
+            return {regime: {v.split(",")[0]: arrays[(regime, v)] for v in moving} for regime in REGIMES}
+
         fits = {
-            regime: {v.split(",")[0]: power_law(cfg.batch_sizes, norms[(regime, v)]) for v in moving}
+            regime: {
+                v.split(",")[0]: power_law(cfg.batch_sizes, norms[(regime, v)], diverged[(regime, v)]) for v in moving
+            }
             for regime in REGIMES
         }
-        by_reduction = {regime: {v.split(",")[0]: norms[(regime, v)] for v in moving} for regime in REGIMES}
-        tails = {regime: {v.split(",")[0]: counts[(regime, v)] for v in moving} for regime in REGIMES}
         spread = {}
         if cfg.control:
             for regime in REGIMES:
                 n = norms[(regime, _variant("sum", 0.0))]
                 spread[regime] = float(np.max((n.max(0) - n.min(0)) / n.mean(0))) if np.all(np.isfinite(n)) else np.nan
         info = regime_info(results, cfg)
-        threshold_text = "; ".join(
-            f"{regime}, {v.split(',')[0]}: {thresholds[(regime, v)]:.3g}" for regime in REGIMES for v in moving
-        )
         claims = [
             rule_g1(fits),
-            rule_g2(cfg.batch_sizes, by_reduction),
-            rule_g3(cfg.batch_sizes, tails, f"{TAIL_RMS:g}x the RMS element at the largest B ({threshold_text})"),
+            rule_g2(cfg.batch_sizes, per_reduction(norms)),
+            rule_g3(cfg.batch_sizes, per_reduction(kurtosis)),
         ]
         if cfg.control:
             claims.append(rule_g4(spread))
@@ -187,8 +176,9 @@ class GradientCompetition(Study):
                     "norm_vs_batch",
                     self.norm_figure(cfg, norms, fits),
                     "Mean (points, +-1 std as error bars) of ||sum of last-layer gradients|| over the trials against "
-                    "B, log-log, with the fitted power law B^alpha and its 95 % CI; one panel per regime "
-                    f"({regimes_text}), one line per reduction (the lr = 0 control dashed). "
+                    "B, log-log, with the power law B^alpha fitted over the stable batch sizes and its 95 % CI; one "
+                    f"panel per regime ({regimes_text}), one line per reduction (the lr = 0 control dashed). Crosses "
+                    "mark batch sizes whose passes diverged (the loss on their examples rose tenfold): left out of the fit. "
                     "Look at the slope: the sign of alpha is G1.",
                 ),
                 FigureSpec(
@@ -206,13 +196,15 @@ class GradientCompetition(Study):
                 ),
                 FigureSpec(
                     "elements",
-                    self.element_figure(cfg, hists, counts, thresholds, moving),
+                    self.element_figure(cfg, hists, kurtosis, moving),
                     "Left: elements of the summed last-layer gradient pooled over all trials, per B, |value| on a log "
-                    "axis, counts on a log axis (early regime, first reduction). Right: the count beyond G3's fixed "
-                    "magnitude against B, per regime and reduction (G3 asks that it never decreases).",
+                    "axis, counts on a log axis (early regime, first reduction): the curves move left with B under a "
+                    "mean loss, which is scale, not shape. Right: the kurtosis E v^4 / (E v^2)^2 of a trial's "
+                    "elements (mean +- std over trials) against B, per regime and reduction: the scale-free tail "
+                    "weight G3 reads (3 for Gaussian elements).",
                 ),
             ],
-            tables=[self.table(cfg, norms, counts)],
+            tables=[self.table(cfg, norms, kurtosis, diverged)],
             claims=claims,
         )
 
@@ -228,8 +220,11 @@ class GradientCompetition(Study):
                 fit = fits[regime].get(variant.split(",")[0]) if not control else None
                 if fit and np.isfinite(fit["alpha"]):
                     label += f": alpha {fit['alpha']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
-                    xs = np.array(cfg.batch_sizes, dtype=float)
+                    xs = np.array([b for b in cfg.batch_sizes if b not in fit["diverged B"]], dtype=float)
                     ax.plot(xs, fit["c"] * xs ** fit["alpha"], color=PALETTE[i], linewidth=0.8, alpha=0.6)
+                if fit and fit["diverged B"]:
+                    rows = [cfg.batch_sizes.index(b) for b in fit["diverged B"]]
+                    ax.plot(fit["diverged B"], mean[rows], "x", color=PALETTE[i], markersize=8, markeredgewidth=1.5)
                 ax.errorbar(
                     cfg.batch_sizes,
                     mean,
@@ -294,7 +289,7 @@ class GradientCompetition(Study):
         fig.suptitle("Distribution of the rescaled summed-gradient norm over the trials, one row per batch size")
         return fig
 
-    def element_figure(self, cfg, hists, counts, thresholds, moving):
+    def element_figure(self, cfg, hists, kurtosis, moving):
         import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
 
@@ -316,44 +311,60 @@ class GradientCompetition(Study):
         linthresh = float(HIST_EDGES[0]) * 10
         axes[0].set_xscale("symlog", linthresh=linthresh)
         _sparse_symlog_ticks(axes[0], linthresh)
-        axes[0].axvline(thresholds[key], color="#555555", linestyle=":", linewidth=1)
-        axes[0].axvline(-thresholds[key], color="#555555", linestyle=":", linewidth=1)
         axes[0].set(
             yscale="log",
             xlabel="value of an element of the summed gradient (symlog)",
             ylabel="count of elements, all trials (log)",
             title=f"{key[0]}, {key[1]}",
         )
-        for i, ((regime, variant), c) in enumerate((k, v) for k, v in counts.items() if k[1] in moving):
-            axes[1].plot(cfg.batch_sizes, c, "o-", color=PALETTE[i], markersize=3, label=f"{regime}, {variant}")
+        for i, ((regime, variant), k) in enumerate((key, v) for key, v in kurtosis.items() if key[1] in moving):
+            with np.errstate(all="ignore"):
+                mean, std = np.nanmean(k, 1), np.nanstd(k, 1)
+            axes[1].errorbar(
+                cfg.batch_sizes,
+                mean,
+                yerr=std,
+                fmt="o-",
+                color=PALETTE[i],
+                markersize=3,
+                capsize=2,
+                label=f"{regime}, {variant}",
+            )
+        axes[1].axhline(3.0, color="#555555", linestyle=":", linewidth=1)
         axes[1].set(
             xscale="log",
+            yscale="log",
             xlabel="batch size B",
-            ylabel="elements beyond the fixed magnitude (count)",
-            title="tail count (G3)",
+            ylabel="kurtosis of the elements, E v⁴ / (E v²)² (log)",
+            title="tail weight, scale-free (G3); dotted: Gaussian",
         )
         legend_below(fig)
         fig.suptitle("How heavy are the tails of the summed gradient's elements?")
         return fig
 
-    def table(self, cfg, norms, counts) -> Table:
+    def table(self, cfg, norms, kurtosis, diverged) -> Table:
         rows = []
         for (regime, variant), n in norms.items():
             for i, b in enumerate(cfg.batch_sizes):
                 mean = float(np.nanmean(n[i])) if np.isfinite(n[i]).any() else None
                 std = float(np.nanstd(n[i], ddof=1)) if np.isfinite(n[i]).sum() > 1 else None
+                k = kurtosis[(regime, variant)][i]
                 rows.append(
                     {
                         "regime": regime,
                         "reduction, lr": variant,
                         "B": b,
                         "trials": int(np.isfinite(n[i]).sum()),
+                        "diverged trials": int(diverged[(regime, variant)][i].sum()),
                         "mean ||sum||": mean,
                         "std ||sum||": std,
                         "std/mean": None if not mean or std is None else std / mean,
-                        "tail count": float(counts[(regime, variant)][i]) if (regime, variant) in counts else None,
+                        "mean kurtosis": float(np.nanmean(k)) if np.isfinite(k).any() else None,
                     }
                 )
         return Table(
-            "competition", rows, "Per regime, reduction (and lr) and B: mean, std, std/mean of ||sum||, tail count."
+            "competition",
+            rows,
+            "Per regime, reduction (and lr) and B: trials, diverged trials, mean, std, std/mean of ||sum||, and the "
+            "mean kurtosis of the summed gradient's elements.",
         )
