@@ -5,9 +5,12 @@
     print(ns)  # B_simple, its confidence interval, |G|², tr(Σ) and what they mean for the batch size
 
 B_simple = tr(Σ) / |G|² compares the noise of a single example's gradient (tr(Σ), the summed variance) with
-the squared norm of the true gradient. McCandlish et al. predict that up to batch sizes of about B_simple a
-doubled batch nearly halves the steps to a given loss; this lab's own measurements (`critical-batch`) found it
-a poor proxy for the batch size where that stops, so the recommendation presents it as one. Two estimators
+the squared norm of the true gradient. McCandlish et al.'s model is about the Hessian-weighted B_noise (below),
+of which B_simple is the estimate when the Hessian is a multiple of the identity: the steps to a given loss are
+S = S_min (1 + B_noise / B), so a doubled batch nearly halves the steps well below B_noise, saves a third of
+them at B_noise / 2 and a quarter at B_noise, and training at B = B_noise takes about twice the minimum steps
+and twice the minimum examples. This lab's own measurements (`critical-batch`) found B_simple a poor proxy for
+the batch size where the halving stops, so the recommendation presents it as one. Two estimators
 (formulas in `analysis.noise`):
 
 - "per-example": every example's gradient by `torch.func` (`vmap` of `grad` over `functional_call`), a

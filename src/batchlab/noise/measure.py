@@ -104,6 +104,12 @@ def noise_scale(
     samples (per-example estimator only; n Hessian-vector products); 0 or None leaves it out.
     The model is not modified: its parameters and buffers are passed through `functional_call` on
     `device`, in the model's own train/eval mode (dropout in training mode draws one mask per example).
+
+    The `samples` are treated as a sample from a much larger population (no finite-population correction):
+    tr(Σ) is the per-example variance and a batch of B drawn from the population has variance tr(Σ)/B. Batches
+    drawn without replacement from a finite set of N examples have less, tr(Σ)/B · (N − B)/(N − 1); so when
+    `samples` is close to the whole data set and you train on exactly that set, the noise at batch B is lower
+    than B_simple implies, and zero at B = N (the full-batch gradient has no noise).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")

@@ -1,7 +1,8 @@
 """noise-scale: which batch size? The simple noise scale B_simple of the reference run (McCandlish et al. 2018).
 
-B_simple = tr(Sigma) / |G|^2: up to about B_simple, doubling the batch nearly halves the steps to a
-given loss; beyond it, returns diminish. Estimated at the early and late checkpoints of the reference
+B_simple = tr(Sigma) / |G|^2, the estimate of McCandlish et al.'s B_noise when the Hessian is a multiple of
+the identity. In their model S = S_min (1 + B_noise / B), doubling the batch nearly halves the steps to a given
+loss well below B_noise, saves a third at B_noise / 2 and a quarter at B_noise; beyond it returns diminish. Estimated at the early and late checkpoints of the reference
 run by (a) per-example gradients (unbiased estimators, bootstrap CI over examples) and (b) the
 two-batch estimator from ordinary small- and big-batch gradients (averaged over the draws before
 the ratio; bootstrap CI over draws), which needs no per-example gradients.
@@ -51,8 +52,9 @@ class NoiseScaleStudy(Study):
     description = (
         "B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018) of the reference MLP early and late in training, "
         "from per-example gradients and from the two-batch estimator (ordinary gradients of a small and a big "
-        "batch, averaged over many draws before the ratio is taken). Up to about B_simple a doubled batch nearly "
-        "halves the steps; beyond it returns diminish. B_simple grows as training proceeds."
+        "batch, averaged over many draws before the ratio is taken). In McCandlish et al.'s model a doubled batch "
+        "nearly halves the steps well below the noise scale, saves a third at half of it and a quarter at it; "
+        "beyond it returns diminish. B_simple grows as training proceeds."
     )
     Config = NoiseScaleConfig
     claims = (N1,)
