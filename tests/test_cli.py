@@ -6,6 +6,7 @@ Most cases call the real entry point in-process (`cli.run_cli`, what `main` exit
 """
 
 import os
+import json
 import re
 import sqlite3
 import subprocess
@@ -323,6 +324,8 @@ def test_reproduce(capsys, tmp_path, monkeypatch):
         page, anchor = href.split("#")
         assert f'<tr id="{anchor}"' in (out / page).read_text(), cid
     assert "Full protocol (recorded)" in html and "NVIDIA H100 80GB HBM3" in html  # D1-D8 were recorded
+    recorded = json.loads((out / "claims.json").read_text())  # the whole claims table as data, with provenance
+    assert [c["id"] for c in recorded["claims"]] == ids and set(recorded["studies"]) == set(REGISTRY)
     for label in ("Device", "Torch", "Git commit", "Date", "Tasks", "Training runs"):
         assert f"<dt>{label}</dt>" in html, label
     # resuming: a second reproduce trains nothing

@@ -187,6 +187,17 @@ def test_reproduce_dry_run_lists_every_study_and_creates_nothing(capsys, tmp_pat
     assert not out.exists()
 
 
+def test_reproduce_studies_selects_some_in_catalogue_order_and_refuses_an_unknown_one(capsys, tmp_path):
+    out = tmp_path / "never"
+    args = ["reproduce", "--profile", "full", "--device", "cpu", "--out", out, "--dry-run"]
+    code, stdout, err = cli_run(capsys, *args, "--studies", "noise-scale, gd-variants")
+    assert code == 0, err
+    heads = [line.split(" ")[0] for line in stdout.splitlines() if not line.startswith(" ")]
+    assert heads[:2] == ["noise-scale", "gd-variants"] and heads[2] == "all"
+    refused(*cli_run(capsys, *args, "--studies", "gd-variants,nope"), "unknown study 'nope'")
+    assert not out.exists()
+
+
 def test_dry_run_refuses_a_bad_value_like_a_real_run(capsys, tmp_path):
     out = tmp_path / "never"
     line = refused(*cli_run(capsys, "run", STUDY, "--set", "batch_sizes=64,1e9", "--out", out, "--dry-run"))

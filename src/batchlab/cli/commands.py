@@ -265,21 +265,24 @@ def reproduce(
     gpus_per_unit: Optional[float] = GPUS_PER_UNIT,
     cpus_per_unit: Optional[int] = CPUS_PER_UNIT,
     dry_run: bool = DRY_RUN,
+    studies: Optional[str] = typer.Option(
+        None, "--studies", help="Only these studies, comma-separated, in catalogue order (default: every study)."
+    ),
 ) -> None:
-    """Run every study of a profile and write index.html with the whole claims table."""
+    """Run every study of a profile and write index.html (and claims.json) with the whole claims table."""
     data_dir = use_data_dir(data_dir)
-    from ..driver import check_device, prepare, write_reproduction_index
-    from ..studies import REGISTRY
+    from ..driver import check_device, prepare, select_studies, write_reproduction_index
 
+    names = select_studies(studies)
     ex = make_executor(executor, ray_address, gpus_per_unit, cpus_per_unit, device)
     if dry_run:  # without starting an executor: what this device would compute
         profile = profile or ("full" if check_device(device).type == "cuda" else "quick")
-        return print_dry_run([prepare(n, profile=profile, device=device, out=out, data_dir=data_dir) for n in REGISTRY])
+        return print_dry_run([prepare(n, profile=profile, device=device, out=out, data_dir=data_dir) for n in names])
     with ex:
         if profile is None:  # where the units run (with Ray: whether the workers' units get GPUs)
             profile = "full" if ex.device_type(check_device(device)) == "cuda" else "quick"
         # validate every study before training any, so bad input stops us before anything is written
-        preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in REGISTRY]
+        preps = [prepare(name, profile=profile, device=device, out=out, data_dir=data_dir) for name in names]
         t0 = time.perf_counter()
         done = []
         for prep in preps:

@@ -15,7 +15,7 @@ The driver alone writes the store; where units run is an executor's business (`b
 
 from .checks import check_data, check_device, check_writable, open_store, store_hint
 from .config import config_overrides, lookup, make_config, parse_sets, parse_value, study_units
-from .index import write_reproduction_index
+from .index import select_studies, write_reproduction_index
 from .plan import WorkPlan, kept_states, work_plan
 from .reports import Recorded, diverged_table, keys_read, recorded_results, write_claims_json, write_report
 from .run import Monitor, Prepared, StudyRun, execute, prepare, run_study, save_result, save_task
@@ -48,6 +48,7 @@ __all__ = [
     "study_units",
     "work_plan",
     "write_claims_json",
+    "select_studies",
     "write_reproduction_index",
     "write_report",
 ]

@@ -9,9 +9,11 @@ import torch
 
 from ..engine.spec import TaskSpec
 from ..env import environment
+from ..errors import UsageError
 from ..report.html import write_index
 from ..report.overrides import format_set_value, report_dir_name
 from ..store import Store
+from .reports import write_claims_json
 from .run import Prepared, StudyRun
 
 
@@ -64,6 +66,23 @@ def write_reproduction_index(
         "total_wall_s": total_wall_s,
         "command": f"batchlab reproduce --profile {profile} --device {device} --out {out}",
     }
+    write_claims_json(
+        Path(out) / "claims.json",
+        study="reproduce",
+        profile=profile,
+        claims=claims,
+        meta={
+            "device": env["device"],
+            "torch": env["torch"],
+            "date": time.strftime("%Y-%m-%d"),
+            "command": meta["command"],
+            "total_wall_s": total_wall_s,
+            "studies": {
+                s["name"]: {"wall_s": s["wall_s"], "trained_runs": s["trained"], "reused_runs": s["reused"]}
+                for s in studies
+            },
+        },
+    )
     return write_index(
         Path(out) / "index.html",
         title=f"batchlab reproduction ({profile})",
@@ -73,6 +92,22 @@ def write_reproduction_index(
         total_wall_s=total_wall_s,
         overridden_runs=sorted(variants, key=lambda v: (v["name"], v["profile"], v["overrides"])),
     )
+
+
+def select_studies(names: str | None) -> list[str]:
+    """The studies `--studies a,b` names, in catalogue order (all when None); an unknown name is a UsageError."""
+    from ..studies import REGISTRY
+
+    if names is None:
+        return list(REGISTRY)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in REGISTRY]
+    if unknown or not wanted:
+        raise UsageError(
+            f"--studies: unknown study {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"known studies: {', '.join(REGISTRY)}"
+        )
+    return [n for n in REGISTRY if n in wanted]
 
 
 def variant_view(out: str | Path, record: dict) -> dict:
