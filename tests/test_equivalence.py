@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import cli_run, set_args
+from reference_optimizers import optimizer_for
 
-from batchlab.engine import RunSpec, train_group
+from batchlab.engine import RunSpec, data_order, train_group
 from batchlab.engine.data import load_for
 from batchlab.engine.spec import TaskSpec
 from batchlab.executors import TaskUnit, execute
@@ -41,10 +42,8 @@ def rel(x: dict, ref: dict, base: dict) -> float:
 
 
 def torch_optimizer(name: str, params):
-    s = T.OPTIMIZER_SETTINGS[name]
-    if s["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=s["lr"])
-    return torch.optim.SGD(params, lr=s["lr"], momentum=s.get("momentum", 0.0), weight_decay=s.get("weight_decay", 0.0))
+    """A fresh reference optimizer (torch.optim, or the paper's LARS) with the study's settings of `name`."""
+    return optimizer_for(T.optimizer_spec(name), params)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +152,7 @@ def test_micro_batches_equal_the_direct_batch_without_batchnorm_and_differ_with_
     common = dict(
         init="torch", normalize=False, train_subset=32, batch_size=16, epochs=1, precision="float64", probes=()
     )
-    opts = [T.OPTIMIZER_SETTINGS[o] for o in ("sgd", "momentum", "adam")]
+    opts = [T.OPTIMIZER_SETTINGS[o] for o in ("sgd", "momentum", "adam", "lars")]
     for model in ("cnn", "cnn-bn"):
         direct = [RunSpec(model=model, **common, **o) for o in opts]
         micro = [s.model_copy(update={"micro_batch": 4}) for s in direct]
@@ -165,6 +164,34 @@ def test_micro_batches_equal_the_direct_batch_without_batchnorm_and_differ_with_
             assert max(diffs) < 1e-12, diffs
         else:
             assert min(diffs) > 1e-6, diffs
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "lars"])
+def test_accumulation_runs_equal_a_literal_loop(optimizer):
+    """The accumulation task's two runs (direct, micro-batches) against a literal loop: the module at theta0,
+    the engine's data order, each micro-batch's mean loss weighted by its share of the batch before backward,
+    one reference step per batch (torch.optim, or the LARS paper's, whose trust ratio then sees the whole
+    accumulated gradient). The loop's own micro-batch and direct runs agree as closely."""
+    args = T.AccumulationArgs(model="cnn", optimizer=optimizer, batch_size=8, micro_batch=4, steps=2, test_subset=16)
+    specs = T.accumulation_specs(args, seed=0)
+    data = load_for(specs[0], CPU)
+    params0, _ = T.initial_weights(build_model("cnn"), 0, CPU, torch.float64)
+    loops = []
+    for spec in specs:
+        (res,) = train_group([spec], device="cpu", keep_params=True, path="autograd")
+        m = module_at("cnn", params0, {}).train()
+        opt = optimizer_for(spec, m.parameters())
+        order = data_order(spec.order_seed, 0, data.n_train)
+        for idx in order.split(spec.batch_size):
+            opt.zero_grad()
+            for part in idx.split(spec.micro_batch or spec.batch_size):
+                share = len(part) / len(idx)
+                (F.cross_entropy(m(data.x_train[part]), data.y_train[part]) * share).backward()
+            opt.step()
+        loop = {k: p.detach() for k, p in m.named_parameters()}
+        assert res.steps == 2 and rel(res.params, loop, params0) < 1e-12, (optimizer, spec.micro_batch)
+        loops.append(loop)
+    assert rel(loops[1], loops[0], params0) < 1e-12
 
 
 # --- the named BatchNorm1d error -----------------------------------------------------------------------
@@ -227,7 +254,7 @@ def test_rules_a1_a2():
 STUDY_SETS = {
     "equivalence": ["batch_size=4", "train_subset=32", "test_subset=16", "optimizers=sgd,adam", "precision=float64"],
     "equivalence-multistep": ["ks=1,2", "batch_size=3", "train_subset=32", "test_subset=16"],
-    "accumulation": ["batch_size=8", "micro_batch=4", "steps=2", "test_subset=16", "optimizers=sgd,adam"],
+    "accumulation": ["batch_size=8", "micro_batch=4", "steps=2", "test_subset=16", "optimizers=sgd,adam,lars"],
 }
 
 

@@ -42,14 +42,18 @@ from . import TaskContext, TaskError, TaskOutput, register_task
 from .equivalence_metrics import compare, eval_metrics, norm, ratio, signlike_fraction
 from .equivalence_steps import Tensors, batch_step, mean_grad_step, single_example_steps
 
-# The optimizers of the one-step study, each as the RunSpec fields of its update rule.
+# The optimizers of the equivalence studies, each as the RunSpec fields of its update rule. LARS (accumulation
+# only): the lars study's middle lr with its trust coefficient (0.001, RunSpec's default) and a weight decay,
+# so every term of the trust ratio eta ||w|| / (||g|| + wd ||w||) is exercised.
 OPTIMIZER_SETTINGS: dict[str, dict] = {
     "sgd": {"optimizer": "sgd", "lr": 0.1},
     "momentum": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
     "adam": {"optimizer": "adam", "lr": 1e-3},
     "weight_decay": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
+    "lars": {"optimizer": "lars", "lr": 10.0, "momentum": 0.9, "weight_decay": 5e-4},
 }
 OptimizerName = Literal["sgd", "momentum", "adam", "weight_decay"]
+AccumulationOptimizer = Literal["sgd", "momentum", "adam", "lars"]
 Precision = Literal["float32", "float64"]
 ImageDataset = Literal["mnist", "fashion-mnist"]
 BN1D_SINGLE = "bn1d-single-example"
@@ -319,8 +323,9 @@ class AccumulationArgs(BaseModel):
 
     dataset: ImageDataset = Field("mnist", description="The images both runs train on.")
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
-    optimizer: Literal["sgd", "momentum", "adam"] = Field(
-        "sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) or adam (lr 1e-3)."
+    optimizer: AccumulationOptimizer = Field(
+        "sgd",
+        description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or lars (lr 10, momentum 0.9, decay 5e-4).",
     )
     precision: Precision = Field("float64", description="Compute precision of both runs.")
     batch_size: int = Field(256, ge=1, description="The batch of every step.")

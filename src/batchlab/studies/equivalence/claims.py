@@ -31,6 +31,7 @@ LINEARITY = "linearity of the SGD update: mean_i(theta0 - lr g_i) = theta0 - lr 
 ADAM = "Kingma & Ba 2015 (Adam: the first update is lr g / (|g| + eps), about lr sign(g))"
 BATCHNORM = "Ioffe & Szegedy 2015 (Batch Normalization: the output of an example depends on its batch)"
 ACCUMULATION = "gradient accumulation as practised in large-batch training (e.g. Goyal et al. 2017)"
+LARS = "You, Gitman & Ginsburg 2017 (LARS: the trust ratio is taken on the whole step's gradient)"
 
 E1 = ClaimSpec(
     "E1",
@@ -67,8 +68,8 @@ E8 = ClaimSpec(
 A1 = ClaimSpec(
     "A1",
     "Gradient accumulation (micro-batches) gives the weights of the direct batch, without BatchNorm, for "
-    "SGD, momentum and Adam.",
-    ACCUMULATION,
+    "SGD, momentum, Adam and LARS.",
+    f"{ACCUMULATION}; {LARS}",
 )
 A2 = ClaimSpec(
     "A2",
@@ -324,7 +325,8 @@ def every_optimizer_claim(
 
 
 def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:
-    """A1: without BatchNorm, ||micro - direct|| / ||direct - theta0|| < ACCUMULATION_EXACT for every optimizer."""
+    """A1: without BatchNorm, ||micro - direct|| / ||direct - theta0|| < ACCUMULATION_EXACT for every optimizer
+    (`labels`: their names as the study shows them, "LARS" among them when run)."""
     rule = (
         f"float64, no BatchNorm: ||W_micro - W_direct|| / ||W_direct - theta0|| < {ACCUMULATION_EXACT:g} "
         "for every optimizer"
@@ -334,6 +336,11 @@ def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:
         "gradients weighted by their share of the batch, so only the order of the additions changes, and the "
         "optimizer receives the same gradient"
     )
+    if "LARS" in labels:
+        why += (
+            "; this holds for LARS too: its layer-wise trust ratio ||w|| / ||g|| is nonlinear in the gradient, but "
+            "it is taken once per step, on the whole accumulated gradient"
+        )
     return every_optimizer_claim(A1, rule, labels, rel, below=ACCUMULATION_EXACT, why=why)
 
 
