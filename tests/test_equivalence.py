@@ -238,12 +238,23 @@ def test_rules_e6_e7_e8():
     assert ok.verdict == "supported" and "momentum" in ok.why
     no = C.rule_e8(ks, ab_mean=[1e-3] * 3, ac_mean=[1e-5] * 3, rel_ad=[1e-15] * 3)
     assert no.verdict == "not supported" and "dropped the momentum" in no.why and "confounded" in no.why
+    # how much farther B goes: the measured ratios, in units of b, never a fixed "about b"
+    far = C.rule_e8(ks, [1e-3] * 3, [1e-5] * 3, [1e-15] * 3, travel=[66.3, 127.0, 62.2], batch_size=32)
+    assert "62.2 to 127 times as far" in far.why and "1.94 to 3.97 times b = 32" in far.why and "about b" not in far.why
+    assert far.evidence["K=2: ||B-theta0||/||A-theta0||"] == 127.0 and "momentum buffer fills" in far.why
+    near = C.rule_e8(ks, [1e-3] * 3, [1e-5] * 3, [1e-15] * 3, travel=[20.0, 30.0, 25.0], batch_size=32)
+    assert "0.625 to 0.938 times b = 32" in near.why and "momentum buffer fills" not in near.why
     assert C.rule_e8(ks, [1e-4] * 3, [1e-3] * 3, [1e-3] * 3).verdict == "not supported"  # A-D not exact
 
 
 def test_rules_a1_a2():
-    labels = ["SGD", "momentum", "Adam"]
-    assert C.rule_a1(labels, [1e-15, 2e-15, 1e-14]).verdict == "supported"
+    labels = ["SGD", "momentum", "Adam", "LARS"]
+    ok = C.rule_a1(labels, [1e-15, 2e-15, 1e-14, 3e-15])
+    assert ok.verdict == "supported" and "trust ratio" in ok.why and "LARS" in C.A1.statement
+    assert "trust ratio" not in C.rule_a1(labels[:3], [1e-15, 2e-15, 1e-14]).why  # only when LARS was run
+    lars_off = C.rule_a1(labels, [1e-15, 2e-15, 1e-14, 1e-9])
+    assert lars_off.verdict == "not supported" and "LARS" in lars_off.why
+    labels = labels[:3]
     assert C.rule_a1(labels, [1e-15, 2e-15, 1e-9]).verdict == "not supported"
     assert C.rule_a1([], []).verdict == "inconclusive"
     assert C.rule_a2(labels, [0.5, 0.5, 0.7]).verdict == "supported"

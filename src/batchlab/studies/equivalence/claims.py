@@ -256,24 +256,36 @@ def rule_e7(ks: Sequence[int], ab_mean: Sequence[float], ab_max: Sequence[float]
     return E7.claim(rule, "supported" if up else "not supported", evidence, why)
 
 
-def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float], rel_ad: Sequence[float]) -> Claim:
+def rule_e8(
+    ks: Sequence[int],
+    ab_mean: Sequence[float],
+    ac_mean: Sequence[float],
+    rel_ad: Sequence[float],
+    travel: Sequence[float] | None = None,
+    batch_size: int | None = None,
+) -> Claim:
     """E8: for every K, mean |A-C| > mean |A-B| and ||A-D|| / ||A-theta0|| < EXACT_F64 (float64).
 
     The second part is what makes the first readable: D averages the gradients exactly as C does but
-    keeps the momentum, so when D equals A, whatever separates C from A is the dropped momentum."""
+    keeps the momentum, so when D equals A, whatever separates C from A is the dropped momentum.
+    `travel`: ||B-theta0|| / ||A-theta0|| per K, and `batch_size` (b): evidence, and what the why says
+    about how much farther B goes than A."""
     rule = f"for every K: mean |A-C| > mean |A-B|, and ||A-D|| / ||A-theta0|| < {EXACT_F64:g} (float64)"
-    ks, ab, ac, ad = _by_k(ks, ab_mean, ac_mean, rel_ad)
+    travel = np.full(len(ab_mean), np.nan) if travel is None else travel
+    ks, ab, ac, ad, far = _by_k(ks, ab_mean, ac_mean, rel_ad, travel)
     keep = np.isfinite(ab) & np.isfinite(ac) & np.isfinite(ad)
     if not keep.any():
         return E8.inconclusive(rule, "the multistep comparisons are missing")
-    ks, ab, ac, ad = ks[keep], ab[keep], ac[keep], ad[keep]
+    ks, ab, ac, ad, far = ks[keep], ab[keep], ac[keep], ad[keep], far[keep]
     evidence: dict = {}
-    for k, b, c, d in zip(ks, ab, ac, ad):
+    for k, b, c, d, f in zip(ks, ab, ac, ad, far):
         evidence |= {
             f"K={k}: mean |A-B|": float(b),
             f"K={k}: mean |A-C|": float(c),
             f"K={k}: ||A-D||/||A-theta0||": float(d),
         }
+        if np.isfinite(f):
+            evidence[f"K={k}: ||B-theta0||/||A-theta0||"] = float(f)
     larger = ac > ab
     exact = ad < EXACT_F64
     cause = (
@@ -290,12 +302,35 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
     smaller = [int(k) for k in ks[~larger]]
     why = (
         f"mean |A-C| is not larger than mean |A-B| at K = {smaller}: the single-example run takes b steps of "
-        "the same lr per batch where A takes one, so it moves about b times as far and is the farther one. "
+        f"the same lr per batch where A takes one, so it is the farther one{_travel(far, batch_size)}. "
         f"The comparison of C with B is confounded (step count, order and momentum all differ); {cause}"
         if smaller
         else f"mean |A-C| > mean |A-B| at every K, {cause}"
     )
     return E8.claim(rule, "not supported", evidence, why)
+
+
+def _span(lo: float, hi: float, fmt: str) -> str:
+    a, z = f"{lo:{fmt}}", f"{hi:{fmt}}"
+    return a if a == z else f"{a} to {z}"
+
+
+def _travel(ratio: np.ndarray, b: int | None) -> str:
+    """How much farther from theta0 B ends than A, in the measured ratios ||B-theta0|| / ||A-theta0|| (and in
+    units of b, the batch size); '' when none was measured."""
+    ratio = ratio[np.isfinite(ratio)]
+    if not ratio.size:
+        return ""
+    lo, hi = float(ratio.min()), float(ratio.max())
+    out = f", ending {_span(lo, hi, '.3g')} times as far from theta0 as A"
+    if b:
+        out += f" ({_span(lo / b, hi / b, '.3g')} times b = {b})"
+        if lo > b:
+            out += (
+                ": more than b, as its momentum buffer fills within its first few dozen steps while A's fills "
+                "over K steps, so more of B's steps are amplified towards 1 / (1 - momentum)"
+            )
+    return out
 
 
 def every_optimizer_claim(
