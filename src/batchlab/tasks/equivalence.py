@@ -6,6 +6,8 @@ Three kinds, each a computation from a seeded initialisation (no checkpoint need
   A  one optimizer step on the whole batch (model in train mode),
   B  one fresh single-example step per example, theta_i, then the average of the theta_i,
   C  the mean of the per-example gradients, applied as one fresh step.
+  With `bn_stats_batches` > 0, every approach starts from BatchNorm running statistics estimated at
+  theta0 from that many further training batches, rather than the initial (0, 1).
   B and C are vectorised: the examples are the runs of a stack of copies of theta0 (the engine's
   per-example path), each copy takes its own example and one `StackedOptimizer` step with fresh
   state, and the copies are summed chunk by chunk to bound memory.
@@ -40,16 +42,20 @@ from ..engine.step import accumulate_grads, batch_losses, single_example_stack
 from ..models import build_model, init_params
 from . import TaskContext, TaskError, TaskOutput, register_task
 from .equivalence_metrics import compare, eval_metrics, norm, ratio, signlike_fraction
-from .equivalence_steps import Tensors, batch_step, mean_grad_step, single_example_steps
+from .equivalence_steps import Tensors, batch_step, estimate_bn_statistics, mean_grad_step, single_example_steps
 
-# The optimizers of the one-step study, each as the RunSpec fields of its update rule.
+# The optimizers of the equivalence studies, each as the RunSpec fields of its update rule. LARS (accumulation
+# only): the lars study's middle lr with its trust coefficient (0.001, RunSpec's default) and a weight decay,
+# so every term of the trust ratio eta ||w|| / (||g|| + wd ||w||) is exercised.
 OPTIMIZER_SETTINGS: dict[str, dict] = {
     "sgd": {"optimizer": "sgd", "lr": 0.1},
     "momentum": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
     "adam": {"optimizer": "adam", "lr": 1e-3},
     "weight_decay": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
+    "lars": {"optimizer": "lars", "lr": 10.0, "momentum": 0.9, "weight_decay": 5e-4},
 }
 OptimizerName = Literal["sgd", "momentum", "adam", "weight_decay"]
+AccumulationOptimizer = Literal["sgd", "momentum", "adam", "lars"]
 Precision = Literal["float32", "float64"]
 ImageDataset = Literal["mnist", "fashion-mnist"]
 BN1D_SINGLE = "bn1d-single-example"
@@ -100,13 +106,15 @@ def draw(n_pool: int, count: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed))[:count]
 
 
+# fields added after tasks were first stored, with the value every earlier task had
+LATER_FIELDS = {"dataset": "mnist", "bn_stats_batches": 0}
+
+
 def task_args(args: BaseModel) -> dict:
-    """A task's arguments as its TaskSpec stores them: every field, less `dataset` when it is MNIST (the
-    default), so the keys of the MNIST tasks stored before the field existed stay the same."""
+    """A task's arguments as its TaskSpec stores them: every field, less a LATER_FIELDS field at its earlier
+    value, so the keys of the tasks stored before the field existed stay the same."""
     out = args.model_dump(mode="json")
-    if out.get("dataset") == "mnist":
-        del out["dataset"]
-    return out
+    return {k: v for k, v in out.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
 
 class _DataArgs(BaseModel):
@@ -136,7 +144,19 @@ class OneStepArgs(_DataArgs):
         "eval",
         description="BatchNorm in single-example passes: running statistics (eval) or the example's own (train).",
     )
+    bn_stats_batches: int = Field(
+        0,
+        ge=0,
+        description="cnn-bn, bn_single=eval: 0 keeps the initial running statistics (mean 0, variance 1); N > 0 "
+        "estimates them at theta0 from the N training batches of batch_size that follow the batch in the draw.",
+    )
     chunk_size: int = Field(32, ge=1, description="Examples per vectorised chunk (bounds memory).")
+
+    @model_validator(mode="after")
+    def _stats(self):
+        if self.bn_stats_batches and (self.model != "cnn-bn" or self.bn_single != "eval"):
+            raise ValueError("bn_stats_batches applies to cnn-bn with bn_single=eval only")
+        return self
 
 
 @register_task("one-step-equivalence", OneStepArgs)
@@ -146,7 +166,9 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
     Scalars: `AB_*` and `AC_*` from `compare` (per tensor and overall), `AB_rel_updates` (B averaged as
     updates, not weights: what is left without the rounding of averaging big weights), `buf_AB_*` and
     `buf_AC_*` for BatchNorm's running buffers, the sign-like fractions of A and of the single-example
-    steps, ||theta0|| and ||A - theta0||, and test loss/accuracy of theta0, A, B and C.
+    steps, ||theta0|| and ||A - theta0||, and test loss/accuracy of theta0, A, B and C. With
+    `bn_stats_batches`, theta0's running statistics are estimated from the examples drawn after the batch
+    (`estimate_bn_statistics`; their indices are the array `bn_stats_examples`).
     """
     base = build_model(args.model)
     if args.bn_single == "train" and has_batchnorm1d(base):
@@ -161,9 +183,12 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
         ctx.device,
         ctx.data_dir,
     )
-    idx = draw(data.n_train, args.batch_size, ctx.spec.seed).to(ctx.device)
+    drawn = draw(data.n_train, args.batch_size * (1 + args.bn_stats_batches), ctx.spec.seed).to(ctx.device)
+    idx, stats_idx = drawn[: args.batch_size], drawn[args.batch_size :]  # the batch is the same whatever N
     x, y = data.x_train[idx], data.y_train[idx]
     params0, buffers0 = initial_weights(base, ctx.spec.seed, ctx.device, dtype)
+    if args.bn_stats_batches:
+        buffers0 = estimate_bn_statistics(base, params0, buffers0, data.x_train[stats_idx], args.batch_size)
     spec = optimizer_spec(args.optimizer)
     a_params, a_buffers = batch_step(base, params0, buffers0 or None, x, y, spec)
     single = single_example_steps(
@@ -189,6 +214,7 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
         "lr": spec.lr,
         "eps": float(torch.finfo(dtype).eps),
         "examples": float(x.shape[0]),
+        "bn_stats_examples": float(stats_idx.numel()),
     }
     scalars |= eval_metrics(
         base,
@@ -200,7 +226,10 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
         },
         data,
     )
-    return TaskOutput(scalars=scalars, arrays={"examples": idx.cpu().numpy().astype(np.int64)})
+    arrays = {"examples": idx.cpu().numpy().astype(np.int64)}
+    if args.bn_stats_batches:
+        arrays["bn_stats_examples"] = stats_idx.cpu().numpy().astype(np.int64)
+    return TaskOutput(scalars=scalars, arrays=arrays)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,8 +348,9 @@ class AccumulationArgs(BaseModel):
 
     dataset: ImageDataset = Field("mnist", description="The images both runs train on.")
     model: Literal["cnn", "cnn-bn"] = Field("cnn", description="The CNN, with or without BatchNorm.")
-    optimizer: Literal["sgd", "momentum", "adam"] = Field(
-        "sgd", description="sgd (lr 0.1), momentum (0.9, lr 0.1) or adam (lr 1e-3)."
+    optimizer: AccumulationOptimizer = Field(
+        "sgd",
+        description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or lars (lr 10, momentum 0.9, decay 5e-4).",
     )
     precision: Precision = Field("float64", description="Compute precision of both runs.")
     batch_size: int = Field(256, ge=1, description="The batch of every step.")

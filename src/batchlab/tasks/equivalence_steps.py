@@ -4,10 +4,14 @@ A  one optimizer step on the whole batch (`batch_step`),
 B  one fresh single-example step per example, then the average of the weights (`single_example_steps`,
    vectorised: the examples are the runs of a stack of copies of theta0),
 C  the mean of the per-example gradients, applied as one fresh step (`mean_grad_step`).
+
+`estimate_bn_statistics` gives BatchNorm's running statistics at theta0 from training data, for the
+single-example passes of B and C in eval mode.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +53,36 @@ def batch_step(
     )
     fresh_step(spec, stack.params, grads)
     return ({k: v[0].detach() for k, v in stack.params.items()}, {k: v[0] for k, v in stack.buffers.items()})
+
+
+@torch.no_grad()
+def estimate_bn_statistics(
+    base: nn.Module, params0: Tensors, buffers0: Tensors, x: torch.Tensor, batch_size: int
+) -> Tensors:
+    """BatchNorm's running statistics re-estimated at theta0: the batches of `batch_size` examples of `x`, each
+    in train mode, and the plain average of their statistics (mean, unbiased variance), which is what
+    `torch.optim.swa_utils.update_bn` computes (Izmailov et al. 2018, SWA: momentum None, a cumulative average).
+
+    Why: at initialisation the running statistics are mean 0 and variance 1, so a single-example pass in eval
+    mode runs the network un-normalised, a different function from the batch pass; these are the statistics
+    a network trained at these weights would carry. `x` holds whole batches (a remainder is left out).
+    """
+    probe = copy.deepcopy(base)
+    for m in probe.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            m.momentum = 1.0  # each pass replaces the running statistics by its batch's; averaged below
+    n = x.shape[0] // batch_size
+    if n < 1:
+        raise ValueError(f"{x.shape[0]} examples hold no batch of {batch_size}")
+    sums: Tensors = {}
+    for i in range(n):
+        stack = single_example_stack(probe, params0, buffers0, 1)
+        stack.forward(x[i * batch_size : (i + 1) * batch_size].unsqueeze(0), bn_mode="train")
+        for k, b in stack.buffers.items():
+            if b.is_floating_point():
+                sums[k] = sums[k] + b[0] if k in sums else b[0].clone()
+    # a counter (num_batches_tracked) counts the batches, as update_bn's does
+    return {k: sums[k] / n if k in sums else torch.full_like(b, n) for k, b in buffers0.items()}
 
 
 @dataclass

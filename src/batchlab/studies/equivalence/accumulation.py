@@ -9,8 +9,9 @@ comparison needs both runs' final weights in one place; it trains through `train
 path tested is the one every study's training uses.)
 
 Claims tested:
-  A1  without BatchNorm, float64: the final weights agree to a relative 1e-12 for SGD, momentum
-      and Adam (only the order of the additions of the gradient changes);
+  A1  without BatchNorm, float64: the final weights agree to a relative 1e-12 for SGD, momentum,
+      Adam and LARS (only the order of the additions of the gradient changes; LARS's layer-wise
+      trust ratio, nonlinear in the gradient, is taken once per step on the accumulated gradient);
   A2  with BatchNorm they differ (relative difference above 1e-6): every micro-batch is normalised
       by its own statistics, and the running statistics are updated once per micro-batch.
 """
@@ -24,12 +25,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import new_figure
-from ...tasks.equivalence import OPTIMIZER_SETTINGS, AccumulationArgs, ImageDataset, Precision, task_args
+from ...tasks.equivalence import (
+    OPTIMIZER_SETTINGS,
+    AccumulationArgs,
+    AccumulationOptimizer,
+    ImageDataset,
+    Precision,
+    task_args,
+)
 from ..common import FigureSpec, Results, Study, StudyOutput, check_subsets
 from .claims import A1, A2, ACCUMULATION_BN_DIFFERS, ACCUMULATION_EXACT, rule_a1, rule_a2
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
-LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam"}
+LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "lars": "LARS"}
 
 
 class AccumulationConfig(BaseModel):
@@ -41,8 +49,10 @@ class AccumulationConfig(BaseModel):
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
         ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
     )
-    optimizers: tuple[Literal["sgd", "momentum", "adam"], ...] = Field(
-        ("sgd", "momentum", "adam"), min_length=1, description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3)."
+    optimizers: tuple[AccumulationOptimizer, ...] = Field(
+        ("sgd", "momentum", "adam", "lars"),
+        min_length=1,
+        description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3), lars (lr 10, momentum 0.9, decay 5e-4).",
     )
     batch_size: int = Field(256, ge=2, description="The batch of every step.")
     micro_batch: int = Field(32, ge=1, description="Micro-batch of the accumulated run (must divide batch_size).")
@@ -78,9 +88,11 @@ class Accumulation(Study):
         "gradients are added before one update (RunSpec.micro_batch). With a mean loss, the batch gradient is "
         "the sum of the micro-batch gradients, each weighted by its share of the batch: only the order of the "
         "additions changes, so without BatchNorm the weights agree to float64 rounding whatever the optimizer "
-        "does with the gradient. With BatchNorm each micro-batch is normalised by its own mean and variance, so "
-        "the examples see a different function than in the whole batch, and the running statistics are updated "
-        "once per micro-batch: accumulation is then a different computation, not a rounding of the same one."
+        "does with the gradient, LARS included: its trust ratio ||w|| / ||g|| is nonlinear in the gradient, but "
+        "it is taken once per step, on the whole accumulated gradient. With BatchNorm each micro-batch is "
+        "normalised by its own mean and variance, so the examples see a different function than in the whole "
+        "batch, and the running statistics are updated once per micro-batch: accumulation is then a different "
+        "computation, not a rounding of the same one."
     )
     Config = AccumulationConfig
     claims = (A1, A2)

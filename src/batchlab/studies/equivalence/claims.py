@@ -31,6 +31,7 @@ LINEARITY = "linearity of the SGD update: mean_i(theta0 - lr g_i) = theta0 - lr 
 ADAM = "Kingma & Ba 2015 (Adam: the first update is lr g / (|g| + eps), about lr sign(g))"
 BATCHNORM = "Ioffe & Szegedy 2015 (Batch Normalization: the output of an example depends on its batch)"
 ACCUMULATION = "gradient accumulation as practised in large-batch training (e.g. Goyal et al. 2017)"
+LARS = "You, Gitman & Ginsburg 2017 (LARS: the trust ratio is taken on the whole step's gradient)"
 
 E1 = ClaimSpec(
     "E1",
@@ -44,7 +45,10 @@ E2 = ClaimSpec(
 )
 E3 = ClaimSpec("E3", "Adam breaks the equivalence already at its first step.", ADAM)
 E4 = ClaimSpec(
-    "E4", "BatchNorm breaks the equivalence (single-example passes normalised by the running statistics).", BATCHNORM
+    "E4",
+    "BatchNorm breaks the equivalence (single-example passes normalised by running statistics estimated from "
+    "training data).",
+    BATCHNORM,
 )
 E5 = ClaimSpec("E5", "Weight decay keeps the equivalence (the decay term is linear in the weights).", LINEARITY)
 E6 = ClaimSpec(
@@ -67,8 +71,8 @@ E8 = ClaimSpec(
 A1 = ClaimSpec(
     "A1",
     "Gradient accumulation (micro-batches) gives the weights of the direct batch, without BatchNorm, for "
-    "SGD, momentum and Adam.",
-    ACCUMULATION,
+    "SGD, momentum, Adam and LARS.",
+    f"{ACCUMULATION}; {LARS}",
 )
 A2 = ClaimSpec(
     "A2",
@@ -176,31 +180,76 @@ def rule_e3(
 
 
 def rule_e4(
-    rel64: float, buffers_rel: float | None = None, error: str | None = None, others: dict[str, float] | None = None
+    rel64: float,
+    init_rel64: float | None = None,
+    *,
+    cos: float | None = None,
+    length: float | None = None,
+    init_cos: float | None = None,
+    init_length: float | None = None,
+    stats_examples: float | None = None,
+    buffers_rel: float | None = None,
+    error: str | None = None,
+    others: dict[str, float] | None = None,
 ) -> Claim:
-    """E4: cnn-bn, plain SGD, single-example passes in eval mode: float64 relative difference > BN_BREAKS.
+    """E4: cnn-bn, plain SGD, single-example passes in eval mode with running statistics estimated from
+    training data at theta0 (`rel64`, `cos`, `length` = ||B-theta0|| / ||A-theta0||): float64 relative
+    difference > BN_BREAKS.
 
-    `buffers_rel`: the same for the running buffers; `error`: the task's named error, when it failed
-    (e.g. bn_single=train); `others`: the relative difference for the other optimizers (evidence)."""
-    rule = f"cnn-bn, plain SGD, bn_single=eval, float64: ||A-B|| / ||A-theta0|| > {BN_BREAKS:g}"
+    The same numbers with the initial running statistics (mean 0, variance 1: `init_*`) are evidence only:
+    with them a single-example pass runs the network un-normalised, a different function, so their
+    difference mixes that with BatchNorm's own effect. `stats_examples`: how many training images the
+    statistics came from; `buffers_rel`: the running buffers' difference; `error`: the task's named error
+    (e.g. bn_single=train); `others`: the judged difference for the other optimizers (evidence)."""
+    rule = (
+        f"cnn-bn, plain SGD, bn_single=eval with running statistics estimated from training data at theta0, "
+        f"float64: ||A-B|| / ||A-theta0|| > {BN_BREAKS:g} (with the initial statistics (0, 1): shown, not judged)"
+    )
     if error:
         return E4.inconclusive(rule, f"the cnn-bn task ended with a named error: {error}")
+    init = ""
+    if _finite(init_rel64):
+        init = f"with the initial running statistics (mean 0, variance 1) the difference is {init_rel64:.3g}"
+        if _finite(init_length):
+            init += f", but there B moves only {init_length:.2g} times as far as A"
+        init += (
+            ": un-normalised, each single-example pass is a different function from the batch pass, and that "
+            "number mixes this with BatchNorm's own effect"
+        )
     if not _finite(rel64):
-        return E4.inconclusive(rule, "the cnn-bn float64 comparison is missing")
-    evidence: dict = {"float64 ||A-B||/||A-theta0||": float(rel64)}
-    if _finite(buffers_rel):
-        evidence["running buffers: ||A-B|| / ||A-buffers0||"] = float(buffers_rel)
+        return E4.inconclusive(
+            rule,
+            "the comparison with running statistics estimated from data is missing" + (f"; {init}" if init else ""),
+        )
+    evidence: dict = {"data statistics: float64 ||A-B||/||A-theta0||": float(rel64)}
+    for label, value in (
+        ("data statistics: cos(A-theta0, B-theta0)", cos),
+        ("data statistics: ||B-theta0|| / ||A-theta0||", length),
+        ("data statistics: training images they were estimated from", stats_examples),
+        ("initial statistics (0, 1): float64 ||A-B||/||A-theta0|| (not judged)", init_rel64),
+        ("initial statistics (0, 1): cos(A-theta0, B-theta0)", init_cos),
+        ("initial statistics (0, 1): ||B-theta0|| / ||A-theta0||", init_length),
+        ("running buffers: ||A-B|| / ||A-buffers0||", buffers_rel),
+    ):
+        if _finite(value):
+            evidence[label] = float(value)
     for name, value in (others or {}).items():
         if _finite(value):
-            evidence[f"{name}: ||A-B||/||A-theta0||"] = float(value)
+            evidence[f"{name}, data statistics: ||A-B||/||A-theta0||"] = float(value)
     ok = rel64 > BN_BREAKS
-    why = (
-        f"relative difference {rel64:.3g} {'>' if ok else '<='} {BN_BREAKS:g}. In the batch step every example "
-        "is normalised by the mean and variance of the whole batch (and the gradient flows through those "
-        "statistics, coupling the examples); a single-example pass uses the running statistics instead, "
-        "so each example sees a different function and the gradients no longer average to the batch "
-        "gradient. The running statistics themselves move only in the batch step"
+    why = f"relative difference {rel64:.3g} {'>' if ok else '<='} {BN_BREAKS:g} with running statistics estimated from"
+    why += f" {stats_examples:.0f} training images at theta0" if _finite(stats_examples) else " training data at theta0"
+    if _finite(cos) and _finite(length):
+        why += f" (cosine {cos:.3g}, B moves {length:.3g} times as far as A)"
+    why += (
+        ". In the batch step every example is normalised by the batch's mean and variance, and the gradient flows "
+        "through those statistics, which removes from each channel's gradient its mean over the batch and its "
+        "component along the normalised values; a single-example pass in eval mode divides by fixed statistics "
+        "and keeps both, so the single-example "
+        "gradients no longer average to the batch gradient. The running statistics move only in the batch step"
     )
+    if init:
+        why += f". For comparison, {init}"
     return E4.claim(rule, "supported" if ok else "not supported", evidence, why)
 
 
@@ -255,24 +304,36 @@ def rule_e7(ks: Sequence[int], ab_mean: Sequence[float], ab_max: Sequence[float]
     return E7.claim(rule, "supported" if up else "not supported", evidence, why)
 
 
-def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float], rel_ad: Sequence[float]) -> Claim:
+def rule_e8(
+    ks: Sequence[int],
+    ab_mean: Sequence[float],
+    ac_mean: Sequence[float],
+    rel_ad: Sequence[float],
+    travel: Sequence[float] | None = None,
+    batch_size: int | None = None,
+) -> Claim:
     """E8: for every K, mean |A-C| > mean |A-B| and ||A-D|| / ||A-theta0|| < EXACT_F64 (float64).
 
     The second part is what makes the first readable: D averages the gradients exactly as C does but
-    keeps the momentum, so when D equals A, whatever separates C from A is the dropped momentum."""
+    keeps the momentum, so when D equals A, whatever separates C from A is the dropped momentum.
+    `travel`: ||B-theta0|| / ||A-theta0|| per K, and `batch_size` (b): evidence, and what the why says
+    about how much farther B goes than A."""
     rule = f"for every K: mean |A-C| > mean |A-B|, and ||A-D|| / ||A-theta0|| < {EXACT_F64:g} (float64)"
-    ks, ab, ac, ad = _by_k(ks, ab_mean, ac_mean, rel_ad)
+    travel = np.full(len(ab_mean), np.nan) if travel is None else travel
+    ks, ab, ac, ad, far = _by_k(ks, ab_mean, ac_mean, rel_ad, travel)
     keep = np.isfinite(ab) & np.isfinite(ac) & np.isfinite(ad)
     if not keep.any():
         return E8.inconclusive(rule, "the multistep comparisons are missing")
-    ks, ab, ac, ad = ks[keep], ab[keep], ac[keep], ad[keep]
+    ks, ab, ac, ad, far = ks[keep], ab[keep], ac[keep], ad[keep], far[keep]
     evidence: dict = {}
-    for k, b, c, d in zip(ks, ab, ac, ad):
+    for k, b, c, d, f in zip(ks, ab, ac, ad, far):
         evidence |= {
             f"K={k}: mean |A-B|": float(b),
             f"K={k}: mean |A-C|": float(c),
             f"K={k}: ||A-D||/||A-theta0||": float(d),
         }
+        if np.isfinite(f):
+            evidence[f"K={k}: ||B-theta0||/||A-theta0||"] = float(f)
     larger = ac > ab
     exact = ad < EXACT_F64
     cause = (
@@ -289,12 +350,35 @@ def rule_e8(ks: Sequence[int], ab_mean: Sequence[float], ac_mean: Sequence[float
     smaller = [int(k) for k in ks[~larger]]
     why = (
         f"mean |A-C| is not larger than mean |A-B| at K = {smaller}: the single-example run takes b steps of "
-        "the same lr per batch where A takes one, so it moves about b times as far and is the farther one. "
+        f"the same lr per batch where A takes one, so it is the farther one{_travel(far, batch_size)}. "
         f"The comparison of C with B is confounded (step count, order and momentum all differ); {cause}"
         if smaller
         else f"mean |A-C| > mean |A-B| at every K, {cause}"
     )
     return E8.claim(rule, "not supported", evidence, why)
+
+
+def _span(lo: float, hi: float, fmt: str) -> str:
+    a, z = f"{lo:{fmt}}", f"{hi:{fmt}}"
+    return a if a == z else f"{a} to {z}"
+
+
+def _travel(ratio: np.ndarray, b: int | None) -> str:
+    """How much farther from theta0 B ends than A, in the measured ratios ||B-theta0|| / ||A-theta0|| (and in
+    units of b, the batch size); '' when none was measured."""
+    ratio = ratio[np.isfinite(ratio)]
+    if not ratio.size:
+        return ""
+    lo, hi = float(ratio.min()), float(ratio.max())
+    out = f", ending {_span(lo, hi, '.3g')} times as far from theta0 as A"
+    if b:
+        out += f" ({_span(lo / b, hi / b, '.3g')} times b = {b})"
+        if lo > b:
+            out += (
+                ": more than b, as its momentum buffer fills within its first few dozen steps while A's fills "
+                "over K steps, so more of B's steps are amplified towards 1 / (1 - momentum)"
+            )
+    return out
 
 
 def every_optimizer_claim(
@@ -324,7 +408,8 @@ def every_optimizer_claim(
 
 
 def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:
-    """A1: without BatchNorm, ||micro - direct|| / ||direct - theta0|| < ACCUMULATION_EXACT for every optimizer."""
+    """A1: without BatchNorm, ||micro - direct|| / ||direct - theta0|| < ACCUMULATION_EXACT for every optimizer
+    (`labels`: their names as the study shows them, "LARS" among them when run)."""
     rule = (
         f"float64, no BatchNorm: ||W_micro - W_direct|| / ||W_direct - theta0|| < {ACCUMULATION_EXACT:g} "
         "for every optimizer"
@@ -334,6 +419,11 @@ def rule_a1(labels: Sequence[str], rel: Sequence[float]) -> Claim:
         "gradients weighted by their share of the batch, so only the order of the additions changes, and the "
         "optimizer receives the same gradient"
     )
+    if "LARS" in labels:
+        why += (
+            "; this holds for LARS too: its layer-wise trust ratio ||w|| / ||g|| is nonlinear in the gradient, but "
+            "it is taken once per step, on the whole accumulated gradient"
+        )
     return every_optimizer_claim(A1, rule, labels, rel, below=ACCUMULATION_EXACT, why=why)
 
 

@@ -17,7 +17,10 @@ Claims tested:
   E3  Adam breaks the equivalence at once (relative difference above 0.1): its first step is about
       lr sign(g), so the average of B sign vectors is not the sign vector of the mean gradient;
   E4  BatchNorm breaks it (float64 relative difference above 1e-3 with single-example passes in
-      eval mode): a batch normalises each example by the batch's statistics, one example cannot;
+      eval mode): a batch normalises each example by the batch's statistics, one example cannot.
+      Judged with running statistics estimated from training data at theta0: the initial ones (mean
+      0, variance 1) leave the single-example network un-normalised, a different function, so that
+      difference is shown beside it, not judged;
   E5  weight decay keeps it (the decay term is linear in the weights).
 """
 
@@ -38,6 +41,31 @@ from .claims import BN_BREAKS, E1, E2, E3, E4, E5, EXACT_F64, rule_e1, rule_e2, 
 from .common import LOG_FLOOR, layer_label, log_bars, outcome, scalars, tensor_names, value
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "weight_decay": "SGD + wd"}
+# a cell's BatchNorm variant beside bn_single's "eval" and "train": eval with running statistics estimated from
+# training data at theta0 (cnn-bn, float64 only: where E4 is judged)
+BN_DATA = "eval-data"
+
+
+def variant_label(model: str, bn: str, cfg: "EquivalenceConfig | None" = None) -> str:
+    """A figure's name for a (model, bn) row: short (a tick label), or long (a title) when `cfg` is given."""
+    if model != "cnn-bn":
+        return model
+    if cfg is None:
+        return {"eval": "cnn-bn (0,1)", BN_DATA: "cnn-bn data", "train": "cnn-bn own"}[bn]
+    return {
+        "eval": "cnn-bn, single examples by the initial running statistics (0, 1)",
+        BN_DATA: f"cnn-bn, single examples by running statistics from {cfg.bn_stats_batches * cfg.batch_size} "
+        "training images",
+        "train": "cnn-bn, single examples by their own statistics",
+    }[bn]
+
+
+def bn_columns(model: str, bn: str, cfg: "EquivalenceConfig") -> dict[str, str]:
+    """A table row's BatchNorm columns: how single examples were normalised, and by which running statistics."""
+    if model != "cnn-bn":
+        return {"bn_single": "", "running statistics": ""}
+    stats = {"eval": "initial (0, 1)", BN_DATA: f"from {cfg.bn_stats_batches * cfg.batch_size} training images"}
+    return {"bn_single": "train" if bn == "train" else "eval", "running statistics": stats.get(bn, "")}
 
 
 class EquivalenceConfig(BaseModel):
@@ -63,6 +91,12 @@ class EquivalenceConfig(BaseModel):
         description="BatchNorm in the single-example passes of cnn-bn: running statistics (eval) or the "
         "example's own (train: impossible for BatchNorm1d, a named error).",
     )
+    bn_stats_batches: int = Field(
+        8,
+        ge=0,
+        description="Also run cnn-bn in float64 with bn_single=eval and running statistics estimated at theta0 from "
+        "this many further training batches of batch_size (0: not run; E4 is then inconclusive).",
+    )
     show_bn_train: bool = Field(
         True, description="Also plan one cnn-bn task (SGD, float64) with bn_single=train, to show its named outcome."
     )
@@ -82,10 +116,19 @@ class EquivalenceConfig(BaseModel):
                 raise ValueError(f"{name} must name at least one value")
         n_train = check_subsets(self.dataset, self.train_subset, self.test_subset)
         check_fits({"batch_size": self.batch_size}, n_train, "training images the batch is drawn from")
+        if self.plans_data_statistics:
+            need = {"batch_size x (1 + bn_stats_batches)": self.batch_size * (1 + self.bn_stats_batches)}
+            check_fits(need, n_train, "training images the batch and the statistics' batches are drawn from")
         return self
 
+    @property
+    def plans_data_statistics(self) -> bool:
+        """Whether the cnn-bn cells with running statistics estimated from data are planned (float64 only)."""
+        on = self.bn_single == "eval" and self.bn_stats_batches > 0
+        return on and "cnn-bn" in self.models and "float64" in self.precision
 
-Cell = tuple[str, str, str, str]  # (model, optimizer, precision, bn_single)
+
+Cell = tuple[str, str, str, str]  # (model, optimizer, precision, bn: bn_single or BN_DATA)
 
 
 class Equivalence(Study):
@@ -116,28 +159,34 @@ class Equivalence(Study):
     profiles = {"quick": {"batch_size": 32, "train_subset": 10_000, "test_subset": 500}, "full": {}}
 
     # --- plan -------------------------------------------------------------------------------------
+    @staticmethod
+    def variants(cfg: EquivalenceConfig) -> list[tuple[str, str]]:
+        """(model, bn) of the figures' rows: cnn (its bn is always eval: it has no BatchNorm), cnn-bn with
+        bn_single, and cnn-bn with data statistics when planned."""
+        out = [(m, cfg.bn_single if m == "cnn-bn" else "eval") for m in cfg.models]
+        return [*out, ("cnn-bn", BN_DATA)] if cfg.plans_data_statistics else out
+
     def cells(self, cfg: EquivalenceConfig) -> dict[Cell, TaskSpec]:
-        """Every (model, optimizer, precision, bn_single) -> its task; cnn has no BatchNorm, so its
-        bn_single is always eval (the same task whatever the option)."""
+        """Every (model, optimizer, precision, bn) -> its task; the data-statistics cells in float64 only."""
         out: dict[Cell, TaskSpec] = {}
-        for model in cfg.models:
-            bn = cfg.bn_single if model == "cnn-bn" else "eval"
+        for model, bn in self.variants(cfg):
             for optimizer in cfg.optimizers:
-                for precision in cfg.precision:
+                for precision in cfg.precision if bn != BN_DATA else ("float64",):
                     out[(model, optimizer, precision, bn)] = self.task(cfg, model, optimizer, precision, bn)
         if cfg.show_bn_train and cfg.bn_single == "eval" and "cnn-bn" in cfg.models:
             out[("cnn-bn", "sgd", "float64", "train")] = self.task(cfg, "cnn-bn", "sgd", "float64", "train")
         return out
 
     @staticmethod
-    def task(cfg: EquivalenceConfig, model: str, optimizer: str, precision: str, bn_single: str) -> TaskSpec:
+    def task(cfg: EquivalenceConfig, model: str, optimizer: str, precision: str, bn: str) -> TaskSpec:
         args = OneStepArgs(
             dataset=cfg.dataset,
             model=model,
             optimizer=optimizer,
             precision=precision,
             batch_size=cfg.batch_size,
-            bn_single=bn_single,
+            bn_single="eval" if bn == BN_DATA else bn,
+            bn_stats_batches=cfg.bn_stats_batches if bn == BN_DATA else 0,
             train_subset=cfg.train_subset,
             test_subset=cfg.test_subset,
             chunk_size=cfg.chunk_size,
@@ -149,18 +198,15 @@ class Equivalence(Study):
 
     # --- figures ----------------------------------------------------------------------------------
     def difference_figure(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]):
-        combos = [(m, o) for m in cfg.models for o in cfg.optimizers]
-        labels = [f"{m}\n{OPTIMIZER_LABELS[o]}" for m, o in combos]
+        combos = [(m, o, bn) for m, bn in self.variants(cfg) for o in cfg.optimizers]
+        labels = [f"{variant_label(m, bn)}\n{OPTIMIZER_LABELS[o]}" for m, o, bn in combos]
         fig, axes = new_figure(nrows=2, width=7, height=6.4)  # one above the other: the page is 7 in wide
         for ax, pair, title in (
             (axes[0], "AB", "A (batch step) vs B (average of single-example steps)"),
             (axes[1], "AC", "A (batch step) vs C (mean per-example gradient, one step)"),
         ):
             groups = {
-                p: [
-                    value(results, cells.get((m, o, p, cfg.bn_single if m == "cnn-bn" else "eval")), f"{pair}_rel")
-                    for m, o in combos
-                ]
+                p: [value(results, cells.get((m, o, p, bn)), f"{pair}_rel") for m, o, bn in combos]
                 for p in cfg.precision
             }
             log_bars(
@@ -182,10 +228,10 @@ class Equivalence(Study):
 
     def per_layer_figure(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]):
         precision = "float64" if "float64" in cfg.precision else cfg.precision[0]
-        fig, axes = new_figure(nrows=len(cfg.models), width=7, height=3.4 * len(cfg.models))
+        rows = self.variants(cfg)
+        fig, axes = new_figure(nrows=len(rows), width=7, height=3.4 * len(rows))
         axes = np.atleast_1d(axes)
-        for ax, model in zip(axes, cfg.models):
-            bn = cfg.bn_single if model == "cnn-bn" else "eval"
+        for ax, (model, bn) in zip(axes, rows):
             per_opt = {
                 OPTIMIZER_LABELS[o]: scalars(results, cells.get((model, o, precision, bn))) for o in cfg.optimizers
             }
@@ -200,14 +246,14 @@ class Equivalence(Study):
                     ylabel="‖A_p − B_p‖ / ‖A_p − θ0_p‖ (ratio, log scale)",
                     xlabel="parameter tensor p",
                 )
-            ax.set_title(f"{model}, {precision}: A vs B per parameter tensor", fontsize=9)
+            ax.set_title(f"{variant_label(model, bn, cfg)}, {precision}: A vs B per parameter tensor", fontsize=9)
         fig.suptitle(
             f"Batch step A vs averaged single-example steps B, tensor by tensor ({precision}, batch {cfg.batch_size})"
         )
         return fig
 
     # --- analysis ---------------------------------------------------------------------------------
-    def summary_table(self, results: Results, cells: dict[Cell, TaskSpec]) -> Table:
+    def summary_table(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]) -> Table:
         rows = []
         for (model, optimizer, precision, bn), spec in cells.items():
             v = scalars(results, spec)
@@ -215,7 +261,7 @@ class Equivalence(Study):
                 "model": model,
                 "optimizer": optimizer,
                 "precision": precision,
-                "bn_single": bn if model == "cnn-bn" else "",
+                **bn_columns(model, bn, cfg),
                 "outcome": outcome(results, spec),
             }
             for pair in ("AB", "AC"):
@@ -243,11 +289,13 @@ class Equivalence(Study):
             "One row per configuration. X_max / X_mean: max and mean |A-X| over all weights; X_rel: ||A-X|| "
             "/ ||A-theta0||; X_cos: cos(A-theta0, X-theta0); 'B averaged as updates': B formed as theta0 + "
             "mean(theta_i - theta0), which avoids the rounding of averaging whole weights; buffers: "
-            "BatchNorm's running statistics; signlike: fraction of coordinates moved by exactly lr (Adam); "
+            "BatchNorm's running statistics (those single examples were normalised by: the initial mean 0 and "
+            "variance 1, or estimated at theta0 from training images); signlike: fraction of coordinates moved "
+            "by exactly lr (Adam); "
             "test metrics in eval mode. An 'error' outcome is a named limit, not a crash.",
         )
 
-    def tensor_table(self, results: Results, cells: dict[Cell, TaskSpec]) -> Table:
+    def tensor_table(self, cfg: EquivalenceConfig, results: Results, cells: dict[Cell, TaskSpec]) -> Table:
         rows = []
         for (model, optimizer, precision, bn), spec in cells.items():
             v = scalars(results, spec)
@@ -257,6 +305,7 @@ class Equivalence(Study):
                         "model": model,
                         "optimizer": optimizer,
                         "precision": precision,
+                        **bn_columns(model, bn, cfg),
                         "kind": kind,
                         "tensor": name,
                         "layer": layer_label(model, name),
@@ -294,20 +343,28 @@ class Equivalence(Study):
             a("update_norm_B") / a("update_norm_A"),
             adam_precision,
         )
-        bn_spec = cells.get(("cnn-bn", "sgd", "float64", cfg.bn_single))
-        error = (
-            results.error(bn_spec) if bn_spec is not None and outcome(results, bn_spec).startswith("error") else None
-        )
-        others = {
-            OPTIMIZER_LABELS[o]: get("cnn-bn", o, "float64", "AB_rel", cfg.bn_single)
-            for o in cfg.optimizers
-            if o != "sgd"
-        }
+        errors = [
+            results.error(spec)
+            for spec in (cells.get(("cnn-bn", "sgd", "float64", bn)) for bn in (cfg.bn_single, BN_DATA))
+            if spec is not None and outcome(results, spec).startswith("error")
+        ]
+        data = lambda name: get("cnn-bn", "sgd", "float64", name, BN_DATA)  # noqa: E731
+        init = lambda name: get("cnn-bn", "sgd", "float64", name, cfg.bn_single)  # noqa: E731
         e4 = rule_e4(
-            get("cnn-bn", "sgd", "float64", "AB_rel", cfg.bn_single),
-            get("cnn-bn", "sgd", "float64", "buf_AB_rel", cfg.bn_single),
-            error,
-            others,
+            data("AB_rel"),
+            init("AB_rel"),
+            cos=data("AB_cos"),
+            length=data("update_norm_B") / data("update_norm_A"),
+            init_cos=init("AB_cos"),
+            init_length=init("update_norm_B") / init("update_norm_A"),
+            stats_examples=data("bn_stats_examples"),
+            buffers_rel=data("buf_AB_rel"),
+            error=errors[0] if errors else None,
+            others={
+                OPTIMIZER_LABELS[o]: get("cnn-bn", o, "float64", "AB_rel", BN_DATA)
+                for o in cfg.optimizers
+                if o != "sgd"
+            },
         )
         return [rule_e1(**exact("sgd")), rule_e2(**exact("momentum")), e3, e4, rule_e5(**exact("weight_decay"))]
 
@@ -321,7 +378,9 @@ class Equivalence(Study):
                     self.difference_figure(cfg, results, cells),
                     "Look at each bar against the dashed epsilon line of its precision: at that level the two "
                     "approaches agree up to rounding (claims E1, E2, E5 for cnn with SGD, momentum, SGD + wd); "
-                    "far above it they really differ (E3 Adam, E4 BatchNorm). "
+                    "far above it they really differ (E3 Adam, E4 BatchNorm). cnn-bn (0,1): single examples "
+                    "normalised by the initial running statistics (mean 0, variance 1); cnn-bn data: by running "
+                    "statistics estimated at θ0 from training images (float64 only), the setting E4 judges. "
                     f"‖A − X‖ / ‖A − θ0‖ for every model and optimizer ({lr}), float32 and float64 side "
                     "by side, log scale. Dashed: machine epsilon of each precision (the rounding of one "
                     "operation); dotted: the claims' thresholds. Bars near epsilon are rounding; bars near 1 "
@@ -331,8 +390,10 @@ class Equivalence(Study):
                 FigureSpec(
                     "per_layer",
                     self.per_layer_figure(cfg, results, cells),
-                    "Where does the difference come from? Left (no BatchNorm): only Adam's bars rise above the "
-                    "epsilon line, in every tensor alike. Right (BatchNorm): every tensor differs. "
+                    "Where does the difference come from? Top (no BatchNorm): only Adam's bars rise above the "
+                    "epsilon line, in every tensor alike. Below (BatchNorm, single examples normalised by the "
+                    "initial running statistics, then by statistics estimated from training data): every tensor "
+                    "differs. "
                     "A vs B per parameter tensor (log scale): ‖A_p − B_p‖ / ‖A_p − θ0_p‖ for each tensor p, "
                     "one colour per optimizer; the dashed line is the machine epsilon. With BatchNorm, the bias "
                     "of a layer followed by BatchNorm gets no gradient in the batch step (subtracting the batch "
@@ -340,6 +401,6 @@ class Equivalence(Study):
                     "say that B moves a bias the batch step cannot move, not that something failed.",
                 ),
             ],
-            tables=[self.summary_table(results, cells), self.tensor_table(results, cells)],
+            tables=[self.summary_table(cfg, results, cells), self.tensor_table(cfg, results, cells)],
             claims=self.verdicts(cfg, results, cells),
         )

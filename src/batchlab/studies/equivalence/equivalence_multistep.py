@@ -181,6 +181,13 @@ class EquivalenceMultistep(Study):
             claims=[
                 rule_e6(ks, get("AD_rel")),
                 rule_e7(ks, get("AB_mean"), get("AB_max")),
-                rule_e8(ks, get("AB_mean"), get("AC_mean"), get("AD_rel")),
+                rule_e8(
+                    ks,
+                    get("AB_mean"),
+                    get("AC_mean"),
+                    get("AD_rel"),
+                    travel=np.divide(get("update_norm_B"), get("update_norm_A")),
+                    batch_size=cfg.batch_size,
+                ),
             ],
         )
