@@ -2,7 +2,7 @@
 at once (one model is a stack of one); and the curvature measurements built on them.
 
 H v = ∇_θ (∇L(θ) · v), the gradient of the gradient's dot product with v (Pearlmutter 1994's trick, as PyHessian
-and Cohen et al. 2021 compute it): reverse over reverse, about 2.6 gradients on the quick MLP, with H never formed.
+and Cohen et al. 2021 compute it): reverse over reverse, 2-3 gradients' time on the quick MLP, with H never formed.
 The other two orders are worse in torch 2.13: forward over reverse (`jvp` of `grad`) raises "ZeroTensors are
 immutable" on F.mse_loss, and reverse over forward (`grad` of `jvp`) returns products 10 % off finite differences
 on a transformer block (tests/test_curvature.py checks the products against finite differences there).
