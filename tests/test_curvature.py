@@ -180,6 +180,17 @@ def test_runs_are_solved_independently_and_an_unconverged_one_is_flagged():
     assert not bool(p.converged[0]) and int(p.iterations[0]) == 5 and math.isnan(float(p.settled()[0, 0]))
 
 
+def test_a_run_with_non_finite_products_is_nan_and_does_not_hold_up_the_others():
+    """A diverged run's weights give NaN or inf products: its values are NaN, not converged, after one product;
+    the other runs of the batch are solved as if alone."""
+    a, values, _ = known_matrix(n=50)
+    v0 = torch.randn(3, 50, generator=torch.Generator().manual_seed(0), dtype=D)
+    for solve in (lambda mv: lanczos(mv, v0, k=2, tol=1e-8), lambda mv: power_iteration(mv, v0, tol=1e-8)):
+        e = solve(as_matvec(a, torch.full_like(a, torch.nan), torch.full_like(a, torch.inf)))
+        assert bool(e.converged[0]) and rel(float(e.values[0, 0]), 10.0) < 1e-6
+        assert not e.converged[1:].any() and e.values[1:].isnan().all() and (e.iterations[1:] == 1).all()
+
+
 def test_hutchinson_is_exact_for_a_diagonal_and_unbiased_with_the_theoretical_error():
     diag = torch.diag(torch.linspace(-1, 3, 30, dtype=D))
     t = hutchinson(as_matvec(diag), 1, 30, samples=8, generator=torch.Generator().manual_seed(0), dtype=D)

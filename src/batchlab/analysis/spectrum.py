@@ -33,9 +33,10 @@ class Eigen:
     """The top eigenpairs of R operators. `values` [R, k] float64, largest first (NaN where a run has fewer than k
     in the Krylov space it built); `vectors` [R, k, P] unit vectors; `residual` [R, k] relative residuals and
     `pair_converged` [R, k] whether each is <= tol; `iterations` [R] products with the operator each run needed
-    (all of `max_iter` if it did not converge); `converged` [R] every pair asked for converged; `last_change` [R]
-    the top value's relative change over the last iteration; `history` [iterations, R] the top value after each
-    iteration (frozen once a run converged)."""
+    (all of `max_iter` if it did not converge); `converged` [R] every pair asked for converged (never for a run
+    whose products were not finite: its values are NaN); `last_change` [R] the top value's relative change over
+    the last iteration (NaN after a single one); `history` [iterations, R] the top value after each iteration
+    (frozen once a run converged)."""
 
     values: torch.Tensor
     vectors: torch.Tensor
@@ -68,7 +69,8 @@ def power_iteration(matvec: Matvec, v0: torch.Tensor, *, max_iter: int = 100, to
 
     v <- Av / ‖Av‖; after each product the Rayleigh quotient θ = vᵀAv and the residual ‖Av − θv‖ / |θ| of the
     current v. The residual shrinks by about |λ2 / λ1| per iteration, so a start with a fair component along the
-    top vector needs about log(tol) / log|λ2 / λ1| iterations, and θ is then within tol² |λ1| / gap of λ1."""
+    top vector needs about log(tol) / log|λ2 / λ1| iterations, and θ is then within (tol λ1)² / gap of λ1. A run whose
+    products are not finite (diverged weights) stops at once, not converged."""
     _check(v0, max_iter, tol)
     r = v0.shape[0]
     v = _unit(v0)
@@ -77,6 +79,7 @@ def power_iteration(matvec: Matvec, v0: torch.Tensor, *, max_iter: int = 100, to
     vector = v.clone()
     iterations = torch.full((r,), max_iter, dtype=torch.long, device=v0.device)
     done = torch.zeros(r, dtype=torch.bool, device=v0.device)
+    failed = done.clone()
     history = []
     for it in range(1, max_iter + 1):
         w = matvec(v[:, None])[:, 0]
@@ -89,20 +92,22 @@ def power_iteration(matvec: Matvec, v0: torch.Tensor, *, max_iter: int = 100, to
         vector = torch.where(live[:, None], v, vector)
         history.append(value.clone())
         newly = live & (res <= tol)
-        iterations = torch.where(newly, it, iterations)
-        done |= newly
+        failed |= live & ~torch.isfinite(theta)  # a diverged run's weights: stop it, report NaN
+        iterations = torch.where(newly | (live & failed), it, iterations)
+        done |= newly | failed
         if bool(done.all()):
             break
         v = _unit(w)
+    converged = done & ~failed
     return Eigen(
         values=value[:, None],
         vectors=vector[:, None],
         residual=residual[:, None],
+        pair_converged=converged[:, None].clone(),
         iterations=iterations,
-        converged=done,
+        converged=converged,
         last_change=change,
         history=torch.stack(history),
-        pair_converged=done[:, None].clone(),
     )
 
 
@@ -137,6 +142,7 @@ def lanczos(
     alpha, beta = [], []  # [R] float64 each; beta[j] couples basis vectors j and j + 1 (0 after a breakdown)
     stop_at = torch.full((r,), max_iter, dtype=torch.long, device=dev)
     done = torch.zeros(r, dtype=torch.bool, device=dev)
+    failed = done.clone()
     top = torch.full((r,), torch.nan, dtype=torch.float64, device=dev)
     change, history = top.clone(), []
     for j in range(max_iter):
@@ -149,7 +155,9 @@ def lanczos(
             w = w - beta[-1].to(w.dtype)[:, None] * basis[:, j - 1]
         w = _reorthogonalise(w, basis[:, :m])
         b = w.double().norm(dim=-1)
-        alpha.append(a)
+        failed |= ~done & ~(torch.isfinite(a) & torch.isfinite(b))  # a diverged run's weights: stop it, report NaN
+        alpha.append(torch.where(failed, 0.0, a))
+        b = torch.where(failed, 0.0, b)
         theta, s = torch.linalg.eigh(_tridiagonal(alpha, beta))  # ascending
         broke = b <= 64 * torch.finfo(v0.dtype).eps * theta.abs().amax(-1).clamp_min(tiny)
         beta.append(torch.where(broke, torch.zeros_like(b), b))  # an invariant subspace: its Ritz pairs are exact
@@ -159,7 +167,7 @@ def lanczos(
         change = torch.where(live, _relative(theta[:, -1] - top, theta[:, -1]), change)
         top = torch.where(live, theta[:, -1], top)
         history.append(top.clone())
-        newly = live & (res <= tol).all(-1) & (m >= k_eff)
+        newly = live & (((res <= tol).all(-1) & (m >= k_eff)) | failed)
         stop_at = torch.where(newly, m, stop_at)
         done |= newly
         if bool(done.all()) or m == max_iter:
@@ -170,7 +178,7 @@ def lanczos(
             fresh = torch.randn(r, p, generator=generator, dtype=torch.float64).to(dev, v0.dtype)
             w = torch.where(broke[:, None], _unit(_reorthogonalise(fresh, basis[:, :m])), w)
         basis[:, m] = torch.where(broke[:, None], w, w / b.clamp_min(tiny).to(w.dtype)[:, None])
-    return _ritz(alpha, beta, basis, stop_at, done, change, torch.stack(history), k, tol)
+    return _ritz(alpha, beta, basis, stop_at, done & ~failed, failed, change, torch.stack(history), k, tol)
 
 
 METHODS = ("lanczos", "power")
@@ -212,14 +220,16 @@ def _tridiagonal(alpha: list[torch.Tensor], beta: list[torch.Tensor]) -> torch.T
     return t
 
 
-def _ritz(alpha, beta, basis, stop_at, done, change, history, k, tol) -> Eigen:
+def _ritz(alpha, beta, basis, stop_at, converged, failed, change, history, k, tol) -> Eigen:
     """Each run's top k Ritz pairs from its first stop_at[r] basis vectors: a run that converged early is read where
-    it stopped, not after the iterations the other runs went on with."""
+    it stopped, not after the iterations the other runs went on with (a failed run: NaN)."""
     r, _, p = basis.shape
     values = torch.full((r, k), torch.nan, dtype=torch.float64, device=basis.device)
     residual = values.clone()
     vectors = basis.new_zeros(r, k, p)
     for i in range(r):
+        if failed[i]:
+            continue
         m = int(stop_at[i])
         t = _tridiagonal([a[i : i + 1] for a in alpha[:m]], [b[i : i + 1] for b in beta[:m]])[0]
         theta, s = torch.linalg.eigh(t)
@@ -233,7 +243,7 @@ def _ritz(alpha, beta, basis, stop_at, done, change, history, k, tol) -> Eigen:
         vectors=vectors,
         residual=residual,
         iterations=stop_at.clone(),
-        converged=done,
+        converged=converged,
         last_change=change,
         history=history,
         pair_converged=(residual <= tol) & torch.isfinite(values),

@@ -18,7 +18,7 @@ from ..noise.estimators import check_examples_independent, split_weights
 from ..noise.measure import Data, check_loss_is_mean, collect_examples
 from .result import BatchSharpness, Sharpness, Spectrum
 
-WHAT = "its Hessian"  # for the messages of the input checks shared with noise_scale
+WHAT = "the Hessian of the mean loss"  # for the messages of the input checks shared with noise_scale
 EXAMPLE_CHUNK = 1024  # examples per forward pass of a Hessian-vector product (memory)
 
 
@@ -62,7 +62,9 @@ def sharpness(
     per-example terms). `chunk` bounds the examples per forward pass (memory); `seed` fixes the subset, the start
     vector, the Rademacher vectors and the batches.
     """
-    _check_arguments(method, top_k, max_iter, tol, trace_samples, batch_sizes, draws, epsilon, examples, chunk)
+    _check_arguments(
+        method, top_k, max_iter, tol, trace_samples, batch_sizes, draws, epsilon, epsilon_iter, examples, chunk
+    )
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
     if not callable(loss_fn):
@@ -176,7 +178,8 @@ def _adam_diagonal(model: nn.Module, optimizer, first_moment_correction: bool) -
     return out
 
 
-def _check_arguments(method, top_k, max_iter, tol, trace_samples, batch_sizes, draws, epsilon, examples, chunk):
+def _check_arguments(method, top_k, max_iter, tol, trace_samples, batch_sizes, draws, epsilon, epsilon_iter, examples,
+                     chunk):  # fmt: skip
     positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -198,6 +201,8 @@ def _check_arguments(method, top_k, max_iter, tol, trace_samples, batch_sizes, d
         isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0
     ):
         raise ValueError(f"epsilon must be a positive number or None (got {epsilon!r})")
+    if not positive(epsilon_iter):
+        raise ValueError(f"epsilon_iter must be a positive integer (got {epsilon_iter!r})")
     if not (positive(examples) and examples >= 2):
         raise ValueError(f"examples must be an integer of at least 2 (got {examples!r})")
     if chunk is not None and not positive(chunk):

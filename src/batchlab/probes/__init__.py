@@ -146,13 +146,18 @@ def parse_probe(name: str) -> tuple[str, dict[str, Any]]:
         key, eq, raw = part.partition("=")
         if not eq or not key:
             raise ValueError(f"probe {name!r}: options must be key=value after a colon, e.g. sharpness:examples=2048")
-        for kind in (int, float):
-            try:
-                options[key] = kind(raw)
-                break
-            except ValueError:
-                options[key] = raw
+        options[key] = _number(raw)
     return base, options
+
+
+def _number(raw: str):
+    """An int, else a float, else the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 def run_probes(names, ctx: ProbeContext) -> dict[str, torch.Tensor]:
