@@ -10,7 +10,10 @@ did not converge within `max_iter` is NaN, beside its last estimate, iterations,
 Options, in the probe's name (`RunSpec.probes`): "sharpness:examples=2048:every=100", with
 - examples: the abridged subset's size (default 1024, the first of a permutation seeded by `subset_seed`, 0),
 - every: compute only at steps that are multiples of it (default: at every evaluation, `RunSpec.eval_every`),
-- max_iter, tol, method ("lanczos" or "power"): as `batchlab.sharpness`,
+- max_iter, tol, method ("lanczos" or "power"): as `batchlab.sharpness`; Lanczos keeps one vector per iteration
+  and run, so its iterations are also capped at basis_budget / (runs x parameters) (2^28 entries, 1 GiB in float32;
+  at least 4): a large group converges less often (NaN, with its estimate) unless given more or method=power,
+- subset_seed: the seed of the abridged subset,
 - draws (batch_sharpness): mini-batches per evaluation (default 16).
 """
 
@@ -20,7 +23,15 @@ import torch
 
 from ..analysis.spectrum import adam_preconditioner, mean_and_se, preconditioned, top_eigen
 
-DEFAULTS = {"examples": 1024, "every": 0, "max_iter": 50, "tol": 1e-3, "method": "lanczos", "subset_seed": 0}
+DEFAULTS = {
+    "examples": 1024,
+    "every": 0,
+    "max_iter": 50,
+    "tol": 1e-3,
+    "method": "lanczos",
+    "subset_seed": 0,
+    "basis_budget": 2**28,  # Lanczos basis entries (runs x iterations x parameters) at most: 1 GiB in float32
+}
 BATCH_DEFAULTS = {"every": 0, "draws": 16}
 ADAM_OPTIMIZERS = ("adam", "adamw")
 
@@ -53,7 +64,10 @@ def _top(ctx, opts, matvec, size: int, dtype, device, key: str):
     if v0 is None:
         gen = torch.Generator().manual_seed(ctx.seed)
         v0 = torch.randn(ctx.n_runs, size, generator=gen, dtype=torch.float64).to(device, dtype)
-    eigen = top_eigen(matvec, v0, method=opts["method"], max_iter=int(opts["max_iter"]), tol=float(opts["tol"]),
+    max_iter = int(opts["max_iter"])
+    if opts["method"] == "lanczos":  # the basis keeps every iteration's vector: bounded memory, fewer iterations
+        max_iter = min(max_iter, max(4, int(opts["basis_budget"]) // (ctx.n_runs * size)))
+    eigen = top_eigen(matvec, v0, method=opts["method"], max_iter=max_iter, tol=float(opts["tol"]),
                       generator=torch.Generator().manual_seed(ctx.seed))  # fmt: skip
     ctx.memory[key] = eigen.vectors[:, 0].clone()
     return eigen
