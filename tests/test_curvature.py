@@ -479,6 +479,12 @@ def test_the_sharpness_probes_track_every_run_and_warm_start():
     assert results[2].metrics[-1]["adam_lambda_max"] > results[2].metrics[-1]["lambda_max"]
 
 
+def test_every_sets_the_probes_own_cadence():
+    (res,) = train_group([RunSpec(seed=0, probes=("metrics", "sharpness:every=2:examples=40"), **TINY)], device="cpu")
+    assert [m["step"] for m in res.metrics] == [0, 1, 2, 3]
+    assert ["lambda_max" in m for m in res.metrics] == [True, False, True, False]
+
+
 def test_probe_options_are_checked():
     spec = RunSpec(seed=0, probes=("sharpness:sizes=3",), **{**TINY, "epochs": 1})
     with pytest.raises(ValueError, match="unknown probe options"):
