@@ -316,6 +316,7 @@ def test_adams_preconditioned_sharpness_matches_the_dense_matrix():
     want = float(torch.linalg.eigvalsh(h / pre.sqrt()[:, None] / pre.sqrt()[None]).max())
     s = sharpness(model, loss_fn, (x, y), top_k=1, tol=1e-9, trace_samples=0, optimizer=opt)
     assert s.preconditioned.converged and rel(s.preconditioned.lambda_max, want) < 1e-6
+    assert s.adam_threshold == pytest.approx(38 / 0.01) and "stability threshold" in str(s)
     # the same through the generic wrapper: P^-1/2 H P^-1/2 has P⁻¹H's eigenvalues
     v0 = torch.randn(1, h.shape[0], dtype=D, generator=torch.Generator().manual_seed(0))
     e = lanczos(preconditioned(as_matvec(h), pre[None]), v0, tol=1e-10)

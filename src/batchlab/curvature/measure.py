@@ -129,6 +129,7 @@ def sharpness(
         matvec = preconditioned(op.matvec, diagonal.to(device))
         pre = top_eigen(matvec, v0, method=method, max_iter=max_iter, tol=tol, generator=gen)
         result["preconditioned"] = Spectrum.from_eigen(pre, method, tol, max_iter)
+        result["adam_threshold"] = _adam_threshold(optimizer)
         seconds["preconditioned"] = time.perf_counter() - t0
     vectors = op.unflatten(eigen.vectors[0])
     return Sharpness(**result, seconds=seconds, notes=tuple(notes), eigenvectors=vectors)
@@ -176,6 +177,15 @@ def _adam_diagonal(model: nn.Module, optimizer, first_moment_correction: bool) -
         out[name] = adam_preconditioner(state[key].detach(), float(state["step"]), b1, b2, group["eps"],
                                         first_moment_correction=first_moment_correction)  # fmt: skip
     return out
+
+
+def _adam_threshold(optimizer) -> float | None:
+    """Cohen et al. 2022 threshold (2 + 2β1) / ((1 − β1) η) for λ_max(P⁻¹H), if all groups share lr and β1."""
+    found = {(float(g["lr"]), float(g["betas"][0])) for g in optimizer.param_groups}
+    if len(found) != 1:
+        return None
+    ((lr, b1),) = found
+    return (2 + 2 * b1) / ((1 - b1) * lr) if lr > 0 and b1 < 1 else None
 
 
 def _check_arguments(method, top_k, max_iter, tol, trace_samples, batch_sizes, draws, epsilon, epsilon_iter, examples,

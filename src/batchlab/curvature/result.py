@@ -91,7 +91,8 @@ class Sharpness:
     `hessian`: the top eigenvalues of the Hessian (`lambda_max`, `top_eigenvalues`, `iterations`, `converged` and
     `last_change` read it); `trace` ± `trace_se`: Hutchinson's estimate of tr(H) with its standard error (None when
     not asked); `batch_sharpness` per batch size; `epsilon`: Keskar et al.'s ε-sharpness; `preconditioned`: the top
-    eigenvalue of P⁻¹H with Adam's preconditioner P (Cohen et al. 2022); `loss` the mean loss on the examples;
+    eigenvalue of P⁻¹H with Adam's preconditioner P (Cohen et al. 2022), and `adam_threshold` their stability
+    threshold (2 + 2β1) / ((1 − β1) η) at the optimizer's lr and β1; `loss` the mean loss on the examples;
     `seconds` the time each estimate took; `eigenvectors` {parameter name: [k, ...]} the Hessian's top vectors (a
     warm start for the next call: `sharpness(..., start=previous)`)."""
 
@@ -104,6 +105,7 @@ class Sharpness:
     batch_sharpness: tuple[BatchSharpness, ...] = ()
     epsilon: EpsilonSharpness | None = None
     preconditioned: Spectrum | None = None
+    adam_threshold: float | None = None  # (2 + 2β1) / ((1 − β1) η) at the optimizer's lr and β1 (one group only)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     eigenvectors: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
@@ -161,6 +163,7 @@ class Sharpness:
                 "batch_sharpness": [b.__dict__ for b in self.batch_sharpness],
                 "epsilon_sharpness": None if self.epsilon is None else self.epsilon.__dict__,
                 "preconditioned": spec(self.preconditioned),
+                "adam_threshold": self.adam_threshold,
                 "seconds": self.seconds,
                 "notes": list(self.notes),
             }
@@ -201,6 +204,11 @@ def format_sharpness(s: Sharpness, width: int = 100) -> str:
         )
     if s.preconditioned is not None:
         lines.append("  " + s.preconditioned.describe("λ_max(P⁻¹H), Adam's P (Cohen et al. 2022)"))
+        if s.adam_threshold is not None and math.isfinite(s.preconditioned.lambda_max):
+            lines.append(
+                f"  Adam's stability threshold (2 + 2β1) / ((1 − β1) η) = {s.adam_threshold:.4g} at its lr and β1: "
+                f"λ_max(P⁻¹H) is {s.preconditioned.lambda_max / s.adam_threshold:.2g} of it"
+            )
     if s.seconds:
         lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.seconds.items()))
     lines += [line for note in s.notes for line in textwrap.wrap(f"note: {note}", width, subsequent_indent="  ")]
