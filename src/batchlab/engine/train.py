@@ -23,6 +23,7 @@ import torch
 from ..datasets import Dataset
 from ..models import activation_elements, model_traits
 from ..probes import ProbeContext, run_probes
+from .curvature import StackCurvature
 from .device import CudaGraphs, autocast_mode, tf32_mode
 from .feed import MetricsCallback, MetricsFeed
 from .paths import choose_path
@@ -90,6 +91,7 @@ class GroupTrainer:
         self.probes, self.eval_every = head.probes, head.eval_every
         self.stop_metric, self.stop_at = head.stop_metric, head.stop_at
         self.all_stopped = False  # every run has reached its target (or diverged): the group can end
+        self.probe_memory: dict = {}  # what probes keep between evaluations (warm starts, fixed subsets)
         # an evaluation keeps runs x examples x 1024 units below 2^25 elements, fewer for bigger activations
         self.eval_elements = (1 << 25) // model_traits(head.model).eval_activations
         if head.user_model:  # an evaluation's chunk from the activations measured on one example
@@ -145,9 +147,28 @@ class GroupTrainer:
             seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
             optimizer_state=self.state.optimizer.state,
             loss_fn=self.state.loss_fn,
+            step=step,
+            batch_size=self.batch_size_at_step(step),
+            curvature=StackCurvature(self.state.stack, self.data.task, self.state.loss_fn),
+            optimizers=tuple(s.optimizer for s in self.specs),
+            optimizer_hp=self.state.optimizer.hp,
+            optimizer_step=self.state.optimizer.t,
+            memory=self.probe_memory,
         )
         with tf32_mode(self.precision):
             return run_probes(self.probes, ctx)
+
+    def batch_size_at_step(self, step: int) -> int:
+        """The batch size of the epoch that the `step`-th step belongs to (the first epoch's at step 0; 0 when
+        there are no epochs)."""
+        if not self.plan:
+            return 0
+        done = 0
+        for batch_size, steps in self.plan:
+            done += steps
+            if step <= done:
+                return batch_size
+        return self.plan[-1][0]
 
     def batch_grad_sq_norms(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement (the

@@ -36,16 +36,17 @@ HESSIAN_BUDGET = 2**26
 HVP_CHUNK = 32  # vectors per vmapped Hessian-vector-product chunk
 
 
-def check_examples_independent(model: nn.Module) -> None:
+def check_examples_independent(model: nn.Module, what: str = "the noise scale") -> None:
     """Refuse BatchNorm in training mode: it normalises each example by the batch's statistics, so the
-    batch loss is not a mean of per-example losses and per-example gradients do not add up to it."""
+    batch loss is not a mean of per-example losses and per-example gradients do not add up to it (`what` names
+    the quantity that is then undefined, for the message)."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
             where = f"at {name!r}" if name else "(the model itself)"
             raise ValueError(
                 f"{type(module).__name__} in training mode {where} couples the examples of a batch through its "
-                "batch statistics, so the loss is not a mean of per-example terms and the noise scale is "
-                "undefined; call model.eval() to use its running statistics"
+                f"batch statistics, so the loss is not a mean of per-example terms and {what} is undefined; "
+                "call model.eval() to use its running statistics"
             )
 
 

@@ -28,7 +28,11 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
         factory = load_reference(spec, "factory")
     except UsageError as e:
         raise ValueError(str(e)) from None
-    result = factory()
+    return check_factory_result(spec, factory())
+
+
+def check_factory_result(spec: str, result) -> tuple[nn.Module, Callable, Data]:
+    """`result` if it is `(model, loss_fn, data)` as `noise_scale` takes them, else a ValueError naming `spec`."""
     expected = "must return (model, loss_fn, data) with data as (x, y) tensors or a DataLoader"
     if not isinstance(result, (tuple, list)) or len(result) != 3:
         raise ValueError(f"factory {spec!r} {expected}; got {kind_of(result)}")

@@ -130,7 +130,7 @@ def noise_scale(
         raise ValueError("loss_fn must be callable as loss_fn(output, target)")
     check_examples_independent(model)
 
-    x, y, notes = _collect(data, samples, seed)
+    x, y, notes = collect_examples(data, samples, seed)
     n = x.shape[0]
     if batch_sizes is not None:
         _check_batch_sizes(batch_sizes, n)
@@ -142,7 +142,7 @@ def noise_scale(
         notes.append(
             "dropout is active (training mode): each example draws its own mask, and its noise counts in tr(Σ)"
         )
-    _check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device)
+    check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device)
 
     if estimator in ("auto", "per-example"):
         try:
@@ -248,7 +248,7 @@ def _with_b_noise(result: NoiseScale, model, loss_fn, x, y, weights, device, chu
 # inputs
 
 
-def _collect(data, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def collect_examples(data, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """`samples` examples as (x, y): a seeded subset of tensors (in their order), or the first of a loader."""
     notes: list[str] = []
     if isinstance(data, (tuple, list)):
@@ -302,8 +302,9 @@ def _check_batch_sizes(batch_sizes, n: int) -> None:
         raise ValueError(f"the big batch ({big}) is larger than the {n} samples")
 
 
-def _check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device) -> None:
-    """The loss of a few examples together must be a scalar equal to the mean of their own losses."""
+def check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device, what: str = "the noise scale") -> None:
+    """The loss of a few examples together must be a scalar equal to the mean of their own losses (a ValueError
+    saying why not, and that `what` is undefined for such a loss)."""
     m = min(4, x.shape[0])
     xs, ys = x[:m].to(device), y[:m].to(device)
     weights = (params, frozen, buffers)
@@ -329,8 +330,8 @@ def _check_loss_is_mean(model, loss_fn, params, frozen, buffers, x, y, device) -
         )
     raise ValueError(
         f"the loss of {m} examples together ({float(batch):.6g}) is not the mean of their own losses "
-        f"({float(mean):.6g}): something in the model or loss_fn couples the examples of a batch, so the noise "
-        "scale is undefined for it"
+        f"({float(mean):.6g}): something in the model or loss_fn couples the examples of a batch, so {what} is "
+        "undefined for it"
     )
 
 

@@ -2,18 +2,21 @@
 
 A probe is a small plug-in: `PROBES[name](ctx)` returns a dict of metric name -> [R] tensor (one
 value per run). A run names the probes it wants (`RunSpec.probes`) and how often they run
-(`RunSpec.eval_every`: after every epoch, or every N steps); the engine calls them at that cadence.
+(`RunSpec.eval_every`: after every epoch, or every N steps); the engine calls them at that cadence. A name may
+carry options after colons, "sharpness:examples=2048:every=100", handed to the probe as `ctx.options`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..analysis.noise import two_batch_formulas
+from .curvature import adam_sharpness_probe, batch_sharpness_probe, sharpness_probe
 from .geometry import geometry, is_weight
 from .metrics import evaluate, per_run_loss
 
@@ -35,6 +38,16 @@ class ProbeContext:
     seed: int = 0  # of a probe's own random draws: a function of the group and the step, so reruns agree
     optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None  # parameter name -> its optimizer state
     loss_fn: Callable | None = None  # the user's loss (fn(output, target) -> mean over examples); None: "auto"
+    step: int = 0  # the global step of this evaluation
+    batch_size: int = 0  # the runs' batch size at this step
+    # the stack's curvature (engine.curvature.StackCurvature): `operator(x, y)` -> a MeanLoss over the current
+    # weights (Hessian-vector products), `batch_sharpness(x, y, batch_size, draws, generator)`
+    curvature: Any = None
+    optimizers: tuple[str, ...] = ()  # each run's optimizer name
+    optimizer_hp: dict[str, torch.Tensor] | None = None  # per-run hyperparameters [R]: beta1, beta2, eps, ...
+    optimizer_step: torch.Tensor | None = None  # the optimizer's step count t
+    memory: dict = field(default_factory=dict)  # kept across one group's evaluations (warm starts, fixed subsets)
+    options: dict[str, Any] = field(default_factory=dict)  # the options in the probe's name
 
 
 Probe = Callable[[ProbeContext], dict[str, torch.Tensor]]
@@ -113,20 +126,50 @@ PROBES: dict[str, Probe] = {
     "noise": noise_probe,
     "trust": trust_probe,
     "weights": weights_probe,
+    "sharpness": sharpness_probe,
+    "batch_sharpness": batch_sharpness_probe,
+    "adam_sharpness": adam_sharpness_probe,
 }
+# the probes that take options in their names; the others refuse any
+WITH_OPTIONS = {"sharpness", "batch_sharpness", "adam_sharpness"}
 
 
 def register_probe(name: str, probe: Probe) -> None:
     PROBES[name] = probe
 
 
+def parse_probe(name: str) -> tuple[str, dict[str, Any]]:
+    """ "sharpness:examples=2048:tol=1e-3" -> ("sharpness", {"examples": 2048, "tol": 0.001}): numbers parsed."""
+    base, *parts = name.split(":")
+    options: dict[str, Any] = {}
+    for part in parts:
+        key, eq, raw = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"probe {name!r}: options must be key=value after a colon, e.g. sharpness:examples=2048")
+        options[key] = _number(raw)
+    return base, options
+
+
+def _number(raw: str):
+    """An int, else a float, else the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
 def run_probes(names, ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """Every named probe's values, merged (later probes cannot overwrite earlier names)."""
     out: dict[str, torch.Tensor] = {}
     for name in names:
-        if name not in PROBES:
-            raise ValueError(f"unknown probe {name!r}; known probes: {', '.join(PROBES)}")
-        for k, v in PROBES[name](ctx).items():
+        base, options = parse_probe(name)
+        if base not in PROBES:
+            raise ValueError(f"unknown probe {base!r}; known probes: {', '.join(PROBES)}")
+        if options and base not in WITH_OPTIONS:
+            raise ValueError(f"probe {base!r} takes no options (got {name!r})")
+        for k, v in PROBES[base](dataclasses.replace(ctx, options=options)).items():
             out.setdefault(k, v)
     return out
 
@@ -134,6 +177,7 @@ def run_probes(names, ctx: ProbeContext) -> dict[str, torch.Tensor]:
 __all__ = [
     "PROBES",
     "ProbeContext",
+    "parse_probe",
     "register_probe",
     "run_probes",
     "geometry",
