@@ -5,8 +5,8 @@ Most cases call the real entry point in-process (`cli.run_cli`, what `main` exit
 `python -m batchlab` in a subprocess to check the real process: exit code, stderr, files.
 """
 
-import os
 import json
+import os
 import re
 import sqlite3
 import subprocess

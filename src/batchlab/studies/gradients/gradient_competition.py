@@ -178,8 +178,8 @@ class GradientCompetition(Study):
                     "Mean (points, +-1 std as error bars) of ||sum of last-layer gradients|| over the trials against "
                     "B, log-log, with the power law B^alpha fitted over the stable batch sizes and its 95 % CI; one "
                     f"panel per regime ({regimes_text}), one line per reduction (the lr = 0 control dashed). Crosses "
-                    "mark batch sizes whose passes diverged (the loss on their examples rose tenfold): left out of the fit. "
-                    "Look at the slope: the sign of alpha is G1.",
+                    "mark batch sizes whose passes diverged (the loss on their examples rose tenfold): left out of the "
+                    "fit. Look at the slope: the sign of alpha is G1.",
                 ),
                 FigureSpec(
                     "rescaled",
