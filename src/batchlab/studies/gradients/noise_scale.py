@@ -3,9 +3,10 @@
 B_simple = tr(Sigma) / |G|^2, the estimate of McCandlish et al.'s B_noise when the Hessian is a multiple of
 the identity. In their model S = S_min (1 + B_noise / B), doubling the batch nearly halves the steps to a given
 loss well below B_noise, saves a third at B_noise / 2 and a quarter at B_noise; beyond it returns diminish.
-Estimated at the early and late checkpoints of the reference run by (a) per-example gradients (unbiased estimators, bootstrap CI over examples) and (b) the
-two-batch estimator from ordinary small- and big-batch gradients (averaged over the draws before
-the ratio; bootstrap CI over draws), which needs no per-example gradients.
+Estimated at the early and late checkpoints of the reference run by (a) per-example gradients (unbiased
+estimators, bootstrap CI over examples) and (b) the two-batch estimator from ordinary small- and big-batch
+gradients (averaged over the draws before the ratio; bootstrap CI over draws), which needs no per-example
+gradients.
 
 Claim tested:
   N1  the two estimators agree within 25 % at every checkpoint.
