@@ -20,7 +20,8 @@ V2 = ClaimSpec(
 L1 = ClaimSpec(
     "L1",
     "On a quadratic, the learning rate decides convergence exactly as the theory says.",
-    "the gradient-descent update on a quadratic (e.g. Goodfellow, Bengio & Courville 2016, ch. 4.3)",
+    "the gradient-descent update on a quadratic (LeCun et al. 1998, Efficient BackProp, sec. 5; Goodfellow, Bengio "
+    "& Courville 2016, ch. 4.3)",
 )
 S1 = ClaimSpec(
     "S1",
@@ -58,18 +59,30 @@ def rule_v2(per_epoch: dict, smooth: dict) -> Claim:
 
 
 def rule_l1(
-    lrs: Sequence[float], labels: Sequence[str] | None, theory: Sequence[str], *, tolerance: float, steps: int
+    lrs: Sequence[float],
+    labels: Sequence[str] | None,
+    theory: Sequence[str],
+    *,
+    curvature: float,
+    tolerance: float,
+    steps: int,
 ) -> Claim:
-    """L1: the label of every tested lr's trajectory on the quadratic (None: the task is missing) equals the
-    theory's label for 1 - 2 lr."""
+    """L1: the label of every tested lr's trajectory on the quadratic (None: the task is missing), found from its
+    errors alone (`regimes.classify_trajectory`), equals the closed form's (`regimes.quadratic_theory`)."""
     rule = (
-        "every tested lr's trajectory label (converges: monotone; oscillates: sign flips; diverges; stalls: "
-        f"not within {tolerance:g} of w* in {steps} steps) equals the theory's for 1 - 2 lr"
+        "every tested lr's label from its trajectory alone (period-2: |e_t| stays |e_0| while its sign flips every "
+        f"step; diverges: |e_T| > |e_0|; stalls: |e_T| > {tolerance:g} |e_0|; oscillates: the sign flips; else "
+        f"converges) equals the closed form's from eta L (L = {curvature:g}): eta L > 2 diverges, eta L = 2 "
+        f"period-2, |1 - eta L|^{steps} > {tolerance:g} stalls, 1 < eta L < 2 oscillates, eta L <= 1 converges"
     )
     if labels is None:
         return L1.inconclusive(rule, "the quadratic task is missing")
     mismatches = [(lr, g, w) for lr, g, w in zip(lrs, labels, theory) if g != w]
-    evidence = {f"lr {lr:g}": f"{g} (theory {w})" for lr, g, w in zip(lrs, labels, theory)}
+    evidence: dict = {
+        f"lr {lr:g} (eta L {lr * curvature:g})": f"{g} (theory {w})" for lr, g, w in zip(lrs, labels, theory)
+    }
+    on = [f"{k}/L" for k in (1, 2) if any(lr * curvature == k for lr in lrs)]
+    evidence["boundaries on the grid"] = ", ".join(on) or "none"
     why = (
         f"{len(lrs)} of {len(lrs)} learning rates match"
         if not mismatches
