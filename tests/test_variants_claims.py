@@ -3,7 +3,80 @@ and inconclusive; and the lars study's staged plan (lr chosen on tuning seeds, c
 
 from __future__ import annotations
 
-from batchlab.studies.variants.claims import rule_l1
+import numpy as np
+import pytest
+
+from batchlab.studies.variants.claims import rises, rule_l1, rule_v2
+
+GD, SGD, MB = "batch GD", "SGD (batch 1)", "mini-batch (32)"
+
+
+# --- V2 ---------------------------------------------------------------------------------------------------
+def v2_data(worst: dict[str, list[float]], *, epochs: int = 8, gd_bump: bool = False, sgd_flat: bool = False):
+    """Batch GD converging linearly per seed (one step an epoch), and each stochastic variant at its seed's
+    log ratio `worst[v][s]` to batch GD at epoch 1, then closing in (the ratio shrinks, its log stays the largest
+    at epoch 1); the stochastic curves zigzag step to step, SGD's not when `sgd_flat`."""
+    seeds = len(next(iter(worst.values())))
+    t = np.arange(epochs + 1)
+    gd = np.array([(2.0 + 0.1 * s) * 0.8**t + 0.01 for s in range(seeds)])
+    if gd_bump:
+        gd[0, 3] = gd[0, 2] * 1.01  # one step up in one seed
+    per_step, per_epoch = {GD: gd}, {GD: gd[:, 1:]}
+    for v, r in worst.items():
+        ep = gd[:, 1:] * np.exp(np.asarray(r))[:, None] * np.linspace(1.0, 0.9, epochs)
+        zig = np.repeat(ep, 4, axis=1) * (1 + 0.05 * (np.arange(4 * epochs) % 2))
+        per_step[v] = np.concatenate([gd[:, :1], np.sort(zig)[:, ::-1] if v == SGD and sgd_flat else zig], axis=1)
+        per_epoch[v] = ep
+    return per_step, per_epoch
+
+
+AHEAD = {SGD: [-3.0, -2.9, -3.1, -3.0], MB: [-1.5, -1.4, -1.6, -1.5]}
+
+
+def test_rises_counts_steps_up_beyond_rounding_and_divergence():
+    assert rises(np.array([1.0, 0.9, 0.9 * (1 + 1e-7), 0.95, 0.5])) == 1  # 1e-7: float32 rounding, not a rise
+    assert rises(np.array([1.0, 0.5, np.nan])) == 1
+
+
+def test_v2_supported_when_batch_gd_is_smooth_sgd_is_not_and_both_are_ahead_early():
+    claim = rule_v2(*v2_data(AHEAD), early=5)
+    assert claim.verdict == "supported", claim.why
+    assert claim.evidence[f"{GD}: steps where the loss rose (per seed)"] == "0/0/0/0"
+
+
+def test_v2_behind_late_does_not_count_against_early_progress():
+    """Batch GD passing the stochastic variants after the early epochs (it converges linearly to the same floor)
+    is not what the claim is about."""
+    per_step, per_epoch = v2_data(AHEAD, epochs=10)
+    per_epoch[MB][:, 6:] = per_epoch[GD][:, 6:] * 3  # behind from epoch 7 on
+    assert rule_v2(per_step, per_epoch, early=5).verdict == "supported"
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        (dict(gd_bump=True), "batch GD's loss rose at 1 steps"),
+        (dict(sgd_flat=True), "SGD's never rose"),
+        (dict(worst={**AHEAD, MB: [0.5, 0.6, 0.55, 0.5]}), "significantly not lower"),
+    ],
+)
+def test_v2_not_supported(case, words):
+    claim = rule_v2(*v2_data(**({"worst": AHEAD} | case)), early=5)
+    assert claim.verdict == "not supported" and words in claim.why, claim.why
+
+
+def test_v2_inconclusive_with_seeds_that_disagree_and_says_how_many_it_needs():
+    claim = rule_v2(*v2_data({SGD: [-3.0, -2.9, -3.05], MB: [-0.5, 0.3, -0.4]}), early=5)
+    assert claim.verdict == "inconclusive" and "needs about" in claim.why, claim.why
+    per_step, per_epoch = v2_data(AHEAD, epochs=3)
+    assert "only 3 epochs" in rule_v2(per_step, per_epoch, early=5).why
+
+
+def test_v2_a_stochastic_variant_that_diverges_early_is_behind():
+    per_step, per_epoch = v2_data(AHEAD)
+    per_epoch[MB][1, 2] = np.nan
+    claim = rule_v2(per_step, per_epoch, early=5)
+    assert claim.verdict == "not supported" and "1 of 4 seeds diverged" in claim.why
 
 
 # --- L1 ---------------------------------------------------------------------------------------------------
