@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlab.studies.variants.claims import rises, rule_l1, rule_v2
+from batchlab.studies.variants.claims import DIVERGED_ACC, b_max, rises, rule_l1, rule_s1, rule_v2
 
 GD, SGD, MB = "batch GD", "SGD (batch 1)", "mini-batch (32)"
 
@@ -90,3 +90,60 @@ def test_l1_rule():
     assert wrong.verdict == "not supported" and wrong.why == "mismatch at lr 1: stalls vs period-2"
     missing = rule_l1(lrs, None, theory, curvature=2.0, tolerance=1e-6, steps=100)
     assert missing.verdict == "inconclusive" and missing.why == "the quadratic task is missing"
+
+
+# --- S1 ---------------------------------------------------------------------------------------------------
+def s1_acc(shifts: dict[str, dict[int, float]], seeds: int = 6, sd: float = 0.2, seed: int = 0) -> dict:
+    """Per rule, per-seed accuracies (fractions): B_base = 64 shared, each B its mean shift in pp from it plus a
+    paired seed-to-seed spread of `sd` pp; a shift of None: every seed diverged (DIVERGED_ACC)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.90, 0.003, seeds)
+    out = {}
+    for rule, per in shifts.items():
+        out[rule] = {64: base}
+        for b, shift in per.items():
+            noise = rng.normal(0, sd, seeds)
+            out[rule][b] = np.full(seeds, DIVERGED_ACC) if shift is None else base + (shift + noise) / 100
+    return out
+
+
+def test_s1_supported_when_warmup_keeps_the_accuracy_where_linear_alone_loses_it():
+    acc = s1_acc({"linear+warmup": {256: 0.0, 1024: -0.2, 4096: None}, "linear": {256: 0.1, 1024: -8, 4096: -30}})
+    claim = rule_s1({"sgd": acc}, 64)
+    assert claim.verdict == "supported", claim.why
+    assert claim.evidence["sgd: B_max linear+warmup"] == 1024 and claim.evidence["sgd: B_max linear"] == 256
+    assert b_max(acc["linear+warmup"], 64) == 1024
+
+
+@pytest.mark.parametrize(
+    ("warm", "lin", "words"),
+    [
+        ({256: -10, 1024: -20}, {256: 0, 1024: 0}, "right after B_base"),
+        ({256: 0, 1024: None}, {256: 0, 1024: 0}, "where linear without warmup keeps it (to 1024)"),
+    ],
+)
+def test_s1_not_supported(warm, lin, words):
+    claim = rule_s1({"momentum": s1_acc({"linear+warmup": warm, "linear": lin})}, 64)
+    assert claim.verdict == "not supported" and words in claim.why, claim.why
+
+
+def test_s1_inconclusive_when_the_seeds_cannot_decide_and_says_how_many_it_needs():
+    acc = s1_acc({"linear+warmup": {256: 0.2, 1024: 0}, "linear": {256: 0, 1024: -8}}, seeds=3, sd=1.0, seed=1)
+    claim = rule_s1({"sgd": acc}, 64)
+    assert claim.verdict == "inconclusive" and "needs about" in claim.why, claim.why
+
+
+def test_s1_inconclusive_when_the_grid_cannot_separate_the_rules():
+    same = {256: 0.0, 1024: -0.1, 4096: -25}
+    claim = rule_s1({"sgd": s1_acc({"linear+warmup": same, "linear": same})}, 64)
+    assert claim.verdict == "inconclusive" and "does not move B_max on this grid" in claim.why
+    flat = {256: 0.0, 1024: 0.0}
+    claim = rule_s1({"sgd": s1_acc({"linear+warmup": flat, "linear": flat})}, 64)
+    assert claim.verdict == "inconclusive" and "raise the batches" in claim.why
+
+
+def test_s1_needs_every_optimizer():
+    good = s1_acc({"linear+warmup": {256: 0.0, 1024: 0.0}, "linear": {256: -8, 1024: -9}})
+    bad = s1_acc({"linear+warmup": {256: -10, 1024: -20}, "linear": {256: 0, 1024: 0}})
+    assert rule_s1({"sgd": good}, 64).verdict == "supported"
+    assert rule_s1({"sgd": good, "momentum": bad}, 64).verdict == "not supported"

@@ -11,6 +11,8 @@ import numpy as np
 from ...analysis.decisions import (
     ALPHA,
     Decision,
+    equivalent,
+    fixed_sequence,
     higher,
     holm,
     holm_evidence,
@@ -44,7 +46,8 @@ S2 = ClaimSpec(
 )
 
 V2_RISE = 1e-5  # a step "raises" the loss when it grows by more than this fraction: above float32 rounding of a mean
-S1_PP = 1.0  # "keeps the accuracy": the mean final test accuracy within this many pp of the B_base run
+S1_PP = 1.0  # "keeps the accuracy": the final test accuracy within this many pp of the B_base run (TOST)
+DIVERGED_ACC = 0.0  # the test accuracy a diverged run counts as: the worst outcome (its outputs are NaN)
 
 
 def rises(loss: np.ndarray, rtol: float = V2_RISE) -> int:
@@ -157,33 +160,73 @@ def rule_l1(
     return L1.claim(rule, "not supported" if mismatches else "supported", evidence, why)
 
 
-def rule_s1(b_maxes: dict[str, dict[str, int]], batch_base: int, largest: int) -> Claim:
-    """S1: b_maxes[optimizer][scaling rule] -> B_max (`linear_scaling.b_max`)."""
+def keeps_accuracy(acc: Mapping[int, np.ndarray], batch_base: int) -> list[tuple[int, Decision]]:
+    """S1's test at every B above B_base, in increasing B: TOST of the final test accuracy (pp, paired by seed)
+    against B_base's within S1_PP (`acc[B]`: per-seed fractions, diverged seeds already at DIVERGED_ACC)."""
+    base = 100 * np.asarray(acc[batch_base], dtype=float)
+    return [(b, equivalent(base, 100 * np.asarray(acc[b], dtype=float), S1_PP)) for b in sorted(acc) if b > batch_base]
+
+
+def _chain(acc: Mapping[int, np.ndarray], batch_base: int) -> tuple[int, tuple[int, Decision] | None]:
+    """(B_max: the largest B up to which every B keeps the accuracy, the stop: (B, its decision) or None)."""
+    tests = keeps_accuracy(acc, batch_base)
+    k, stop = fixed_sequence([d for _, d in tests])
+    return ([batch_base] + [b for b, _ in tests])[k], (tests[k] if stop is not None else None)
+
+
+def b_max(acc: Mapping[int, np.ndarray], batch_base: int) -> int:
+    """The largest B such that B and every batch below it keep B_base's accuracy (`keeps_accuracy`, in sequence);
+    B_base itself when the first batch above it does not."""
+    return _chain(acc, batch_base)[0]
+
+
+def rule_s1(acc: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], batch_base: int) -> Claim:
+    """S1: acc[optimizer][scaling rule][B] -> per-seed final test accuracies (seed s the same init and order for
+    every B; a diverged seed already at DIVERGED_ACC, a missing one NaN), for "linear" and "linear+warmup"."""
     rule = (
-        f"per optimizer: B_max (mean final test accuracy within {S1_PP:g} pp of the B_base run at every batch up to "
-        "it) of linear+warmup above B_base and above B_max of linear without warmup"
+        f"per optimizer, batches tested from B_base = {batch_base} up in a fixed sequence (each at alpha {ALPHA:g}, "
+        f"stopping at the first that fails): B keeps the accuracy when its final test accuracy is within ±{S1_PP:g} "
+        f"pp of B_base's (TOST paired by seed, 90 % CI; a diverged run counts {100 * DIVERGED_ACC:g} %); B_max is the "
+        "last batch kept. Supported when linear+warmup keeps it beyond B_base, up to a batch at which linear scaling "
+        "without warmup is shown to lose it (CI outside the margin); not supported when linear+warmup is shown to "
+        "lose it right after B_base or at a batch linear without warmup keeps"
     )
-    if not b_maxes:
+    if not acc:
         return S1.inconclusive(rule, "no runs stored")
-    evidence = {f"{opt}: B_max {r}": b for opt, per in b_maxes.items() for r, b in per.items()}
-    failed = [o for o, per in b_maxes.items() if per["linear+warmup"] <= batch_base]
-    lower = [o for o, per in b_maxes.items() if per["linear+warmup"] < per["linear"]]
-    ties = [o for o, per in b_maxes.items() if per["linear+warmup"] == per["linear"]]
-    if failed or lower:
-        why = (f"linear+warmup breaks right after B_base for {', '.join(failed)}" if failed else "") + (
-            f"{'; ' if failed else ''}warmup lowers B_max for {', '.join(lower)}" if lower else ""
-        )
-        return S1.claim(rule, "not supported", evidence, why)
-    if ties:
-        at_top = all(b_maxes[o]["linear"] == largest for o in ties)
-        why = f"warmup gives the same B_max as no warmup for {', '.join(ties)}" + (
-            f" (both reach the largest batch tested, {largest}: raise the batch sizes to see a difference)"
-            if at_top
-            else ""
-        )
-        return S1.claim(rule, "inconclusive", evidence, why)
-    why = "; ".join(f"{o}: {per['linear']} -> {per['linear+warmup']} with warmup" for o, per in b_maxes.items())
-    return S1.claim(rule, "supported", evidence, why)
+    evidence: dict = {}
+    verdicts, whys = [], []
+    for opt, per in acc.items():
+        (w_max, w_stop), (l_max, l_stop) = _chain(per["linear+warmup"], batch_base), _chain(per["linear"], batch_base)
+        for name, bmax, stop in (("linear+warmup", w_max, w_stop), ("linear", l_max, l_stop)):
+            evidence[f"{opt}: B_max {name}"] = bmax
+            if stop is not None:
+                b, d = stop
+                evidence[f"{opt}: {name} stops at B {b}"] = f"{d.verdict}: {d.why}"
+        w_lost = w_stop[0] if w_stop and w_stop[1].verdict == "not supported" else None
+        l_lost = l_stop[0] if l_stop and l_stop[1].verdict == "not supported" else None
+        first = min(b for b in per["linear+warmup"] if b > batch_base)
+        if w_lost is not None and (w_lost == first or w_lost <= l_max):
+            verdicts.append("not supported")
+            where = "right after B_base" if w_lost == first else f"where linear without warmup keeps it (to {l_max})"
+            whys.append(f"{opt}: linear+warmup loses the accuracy at {w_lost}, {where}")
+        elif w_max > batch_base and l_lost is not None and l_lost <= w_max:
+            verdicts.append("supported")
+            whys.append(f"{opt}: linear+warmup keeps the accuracy to {w_max}, linear alone loses it at {l_lost}")
+        else:
+            verdicts.append("inconclusive")
+            largest = max(per["linear"])
+            if w_stop is None and l_stop is None:
+                whys.append(f"{opt}: both keep the accuracy to the largest batch tested, {largest}: raise the batches")
+            elif w_lost is not None and w_lost == l_lost:
+                whys.append(
+                    f"{opt}: both keep the accuracy to {w_max} and lose it at {w_lost}: warmup does not move B_max on "
+                    "this grid (a batch between the two could)"
+                )
+            else:
+                stops = (("linear+warmup", w_stop), ("linear", l_stop))
+                whys.append(f"{opt}: " + "; ".join(f"{n} at {s[0]}: {s[1].why}" for n, s in stops if s is not None))
+    verdict = next((v for v in ("not supported", "inconclusive") if v in verdicts), "supported")
+    return S1.claim(rule, verdict, evidence, "; ".join(whys))
 
 
 def rule_s2(best: dict, largest: int, diverged: dict | None = None) -> Claim:
