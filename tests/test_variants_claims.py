@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlab.studies.variants.claims import DIVERGED_ACC, b_max, rises, rule_l1, rule_s1, rule_v2
+from batchlab.store.schema import RunRecord
+from batchlab.studies import get_study
+from batchlab.studies.common import Results
+from batchlab.studies.variants.claims import DIVERGED_ACC, b_max, rises, rule_l1, rule_s1, rule_s2, rule_v2
 
 GD, SGD, MB = "batch GD", "SGD (batch 1)", "mini-batch (32)"
 
@@ -147,3 +150,64 @@ def test_s1_needs_every_optimizer():
     bad = s1_acc({"linear+warmup": {256: -10, 1024: -20}, "linear": {256: 0, 1024: 0}})
     assert rule_s1({"sgd": good}, 64).verdict == "supported"
     assert rule_s1({"sgd": good, "momentum": bad}, 64).verdict == "not supported"
+
+
+# --- S2 ---------------------------------------------------------------------------------------------------
+LRS = {"sgd": 0.64, "lars": 10.0, "lamb": 0.03}
+
+
+def s2_acc(means_pp: dict[str, float], seeds: int = 4, sd: float = 0.2, seed: int = 0) -> dict:
+    """Per optimizer, per-seed accuracies: a shared seed effect plus each optimizer's mean and its own spread."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0, 0.3, seeds)
+    return {o: (m + shared + rng.normal(0, sd, seeds)) / 100 for o, m in means_pp.items()}
+
+
+def test_s2_supported_when_both_challengers_beat_sgd_after_holm():
+    claim = rule_s2(s2_acc({"sgd": 88.0, "lars": 90.0, "lamb": 91.0}), LRS, 4096)
+    assert claim.verdict == "supported", claim.why
+    assert {"lars - SGD: Holm p", "lamb - SGD: Holm p"} <= set(claim.evidence)
+
+
+def test_s2_a_baseline_that_diverged_in_every_seed_lost():
+    acc = s2_acc({"lars": 90.0, "lamb": 91.0}) | {"sgd": np.full(4, DIVERGED_ACC)}
+    claim = rule_s2(acc, LRS, 4096)
+    assert claim.verdict == "supported" and claim.evidence["sgd (lr 0.64) test acc (%)"] == 0.0
+
+
+def test_s2_not_supported_when_a_challenger_is_significantly_below_sgd():
+    claim = rule_s2(s2_acc({"sgd": 90.0, "lars": 91.5, "lamb": 87.0}), LRS, 4096)
+    assert claim.verdict == "not supported" and "lamb vs SGD" in claim.why
+
+
+def test_s2_inconclusive_with_too_few_or_too_spread_seeds_or_missing_runs():
+    noisy = rule_s2(s2_acc({"sgd": 90.0, "lars": 90.3, "lamb": 90.4}, seeds=3, sd=1.0), LRS, 4096)
+    assert noisy.verdict == "inconclusive", noisy.why
+    missing = rule_s2(s2_acc({"sgd": 90.0, "lars": 91.0}), LRS, 4096)
+    assert missing.verdict == "inconclusive" and missing.why == "runs missing: lamb"
+
+
+# --- the lars study's stages --------------------------------------------------------------------------------
+def record(spec, acc: float | None) -> RunRecord:
+    """A stored run that ended at test accuracy `acc`, or diverged (None)."""
+    metrics = [{"epoch": 12, "step": 36, "test_acc": acc}]
+    status, step = ("diverged", 0) if acc is None else ("finished", None)
+    return RunRecord(spec.key, {}, spec.seed, status, step, 36, 0.0, 1, {}, metrics)
+
+
+def test_lars_chooses_each_lr_on_tuning_seeds_and_tests_it_on_other_seeds():
+    study = get_study("lars")
+    cfg = study.config("quick")
+    tuning = study.tuning(cfg)
+    assert study.follow_up(cfg, Results({})) == []  # nothing to choose from yet
+    scores = {("lars", 10.0): 0.90, ("lars", 20.0): None, ("lamb", 0.01): 0.80, ("lamb", 0.03): 0.85}
+    records = {s.key: record(s, scores[(o, lr)]) for (o, lr, b), specs in tuning.items() for s in specs}
+    results = Results(records)
+    assert study.chosen(cfg, results)[4096] == {"sgd": 0.64, "lars": 10.0, "lamb": 0.03}
+    tests = study.follow_up(cfg, results)
+    assert {(s.optimizer, s.lr) for s in tests} == {("lars", 10.0), ("lamb", 0.03)}
+    tuning_seeds = {s.seed for specs in tuning.values() for s in specs}
+    test_seeds = {s.seed for s in [*tests, *study.plan(cfg)] if s.optimizer == "sgd" or s in tests}
+    assert tuning_seeds == {0, 1} and test_seeds == {2, 3, 4}  # disjoint
+    partial = Results({k: r for k, r in records.items() if r.status == "diverged"})  # lr 10's runs missing
+    assert "lars" not in study.chosen(cfg, partial)[4096] and study.follow_up(cfg, partial) == []
