@@ -44,7 +44,7 @@ FIELDS = (  # the numbers the batch-size panel shows, as the tradeoffs table nam
     "time per step (ms)",
     "time per epoch (s)",
     "steps per epoch",
-    "gradient noise tr(Sigma)/B",
+    "gradient noise E||g_B - G||^2 (measured)",
     "test acc after 1 epochs (%)",
     "test acc after 20 steps (%)",
     "examples per second",
