@@ -6,9 +6,11 @@ from scipy import stats
 
 from batchlab.analysis.decisions import (
     difference,
+    diverged_as_worst,
     equivalent,
     exponent_interval,
     fit_exponent,
+    fixed_sequence,
     higher,
     holm,
     lower,
@@ -145,3 +147,19 @@ def test_too_few_complete_pairs_are_named_not_switched_to_welch():
 def test_seeds_needed_grows_with_spread():
     assert seeds_needed(0.01, 0.005) > seeds_needed(0.005, 0.005) >= 2
     assert seeds_needed(0.01, 0.0) is None
+
+
+def test_fixed_sequence_stops_at_the_first_hypothesis_it_cannot_reject():
+    rng = np.random.default_rng(0)
+    base = rng.normal(90, 0.3, 8)
+    shifts = (0.0, -0.1, -5.0, 0.0)  # the third is far outside a 1-unit margin: the sequence stops there
+    tests = [equivalent(base, base + s + rng.normal(0, 0.1, 8), 1.0) for s in shifts]
+    assert [d.verdict for d in tests] == ["supported", "supported", "not supported", "supported"]
+    k, stop = fixed_sequence(tests)
+    assert k == 2 and stop is tests[2]  # the fourth, after the stop, is never looked at
+    assert fixed_sequence(tests[:2]) == (2, None)
+
+
+def test_a_diverged_seed_is_the_worst_outcome_and_a_missing_one_stays_missing():
+    got = diverged_as_worst([0.9, np.nan, np.nan, 0.8], [False, True, False, False], 0.0)
+    assert got[0] == 0.9 and got[1] == 0.0 and np.isnan(got[2]) and got[3] == 0.8

@@ -30,7 +30,7 @@ from conftest import cli_run, default_sigint
 from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, explorer
-from batchlab.analysis.regimes import quadratic_theory
+from batchlab.analysis.regimes import QUADRATIC_LABELS, quadratic_theory
 from batchlab.store import DB_NAME, Store
 from batchlab.studies.variants.lr_sensitivity import SensitivityConfig
 
@@ -44,7 +44,7 @@ FIELDS = (  # the numbers the batch-size panel shows, as the tradeoffs table nam
     "time per step (ms)",
     "time per epoch (s)",
     "steps per epoch",
-    "gradient noise tr(Sigma)/B",
+    "gradient noise E||g_B - G||^2 (measured)",
     "test acc after 1 epochs (%)",
     "test acc after 20 steps (%)",
     "examples per second",
@@ -245,14 +245,15 @@ def test_the_lr_slider_labels_match_quadratic_theory(browser, results_dir):
         shown = float(set_range(browser, "lr-slider", lr))
         assert shown == lr
         label = text(browser, "lr-regime")
-        assert label == quadratic_theory(shown, int(steps), tol), lr
+        assert label == quadratic_theory(shown, 2.0, int(steps), tol), lr
         assert text(browser, "lr-value") == f"{lr:.2f}"
         assert float(text(browser, "lr-q")) == pytest.approx(1 - 2 * lr, abs=0.005)
         qn = abs(1 - 2 * lr) ** steps
         assert float(text(browser, "lr-qn")) == pytest.approx(qn, rel=0.01, abs=1e-300)
         labels[lr] = label
-    assert labels[1.0] == "oscillates" and labels[1.01] == "diverges" and labels[0.3] == "converges"
-    assert set(labels.values()) == {"converges", "oscillates", "diverges", "stalls"}  # the label changes
+    assert labels[1.0] == "period-2" and labels[1.01] == "diverges" and labels[0.3] == "converges"
+    assert labels[0.5] == "converges" and labels[0.75] == "oscillates"  # eta L = 1 lands on w* in one step
+    assert set(labels.values()) == {"converges", "oscillates", "period-2", "diverges", "stalls"}  # the label changes
     assert severe(browser) == []
 
 
@@ -381,7 +382,7 @@ def test_without_a_store_panels_3_and_4_say_what_to_run(browser, empty_dir):
     load(browser, page(empty_dir).as_uri())
     assert f"batchlab run tradeoffs --out {empty_dir}" in text(browser, "tradeoffs-hint")
     assert f"batchlab reproduce --out {empty_dir}" in text(browser, "results-hint")
-    assert text(browser, "lr-regime") in ("converges", "oscillates", "diverges", "stalls")  # panels 1, 2 work
+    assert text(browser, "lr-regime") in QUADRATIC_LABELS  # panels 1, 2 work
     click(browser, "ls-step")
     assert text(browser, "ls-step-count") == "1"
     assert severe(browser) == []

@@ -129,7 +129,7 @@ def tradeoffs(store: Store | None, out: Path) -> dict:
         ("time per step (ms)", "time per step", "ms", True),
         ("time per epoch (s)", "time per epoch", "s", True),
         ("steps per epoch", "steps per epoch", "", True),
-        ("gradient noise tr(Sigma)/B", "gradient noise tr(Σ)/B", "", True),
+        ("gradient noise E||g_B - G||^2 (measured)", "gradient noise E‖g_B − G‖², measured", "", True),
         (acc_epochs, f"test accuracy after {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}", "%", False),
         (acc_steps, f"test accuracy after {cfg.steps} steps", "%", False),
         ("examples per second", "examples per second", "", True),

@@ -382,3 +382,22 @@ def not_worse(a, b, margin: float, *, alpha: float = ALPHA) -> Decision:
     need = seeds_needed(se * math.sqrt(k), abs(bound - m))
     more = f"; needs about {need} seeds to decide at this spread" if need else ""
     return Decision("inconclusive", est, ci, p, test, (k, k), f"{label} crosses +{100 * margin:g} %{more}")
+
+
+def fixed_sequence(decisions: Sequence[Decision]) -> tuple[int, Decision | None]:
+    """Fixed-sequence testing (Maurer, Hothorn & Lehmacher 1995; Westfall & Krishen 2001): hypotheses in an order
+    set before the data (e.g. batch sizes from small to large), each tested at the full alpha, stopping at the first
+    that is not supported; the family-wise error stays at alpha without a correction. Returns how many were supported
+    before the stop and the decision that stopped the sequence (None when every one is supported)."""
+    for i, d in enumerate(decisions):
+        if d.verdict != "supported":
+            return i, d
+    return len(decisions), None
+
+
+def diverged_as_worst(values, diverged, worst: float) -> np.ndarray:
+    """`values` with the diverged seeds' set to `worst`: a run that diverged is an outcome, the worst one, not a
+    missing sample (leaving it out would compare only the seeds that survived). Missing seeds stay NaN."""
+    out = np.asarray(values, dtype=float).copy()
+    out[np.asarray(diverged, dtype=bool)] = worst
+    return out

@@ -14,12 +14,13 @@ class QuadraticArgs(BaseModel):
     lrs: tuple[float, ...] = Field(min_length=1, description="Learning rates eta (each > 0).")
     steps: int = Field(100, ge=1, description="Gradient steps per learning rate.")
     w0: float = Field(0.0, description="Starting point.")
-    w_star: float = Field(2.0, description="The minimum of L(w) = (w - w*)^2.")
+    w_star: float = Field(2.0, description="The minimum of f(w) = L/2 (w - w*)^2.")
+    curvature: float = Field(2.0, gt=0, description="L, the second derivative: 2 is (w - w*)^2.")
 
 
 @register_task("quadratic-gd", QuadraticArgs)
 def quadratic_gd(args: QuadraticArgs, ctx: TaskContext) -> TaskOutput:
-    """Gradient descent on L(w) = (w - w*)^2, dL/dw = 2 (w - w*): the error w_t - w* of every step, per lr
+    """Gradient descent on f(w) = L/2 (w - w*)^2, f'(w) = L (w - w*): the error w_t - w* of every step, per lr
     (a diverging trajectory overflows to inf, which the store keeps as such in the array)."""
     lrs = np.asarray(args.lrs, dtype=float)[:, None]
     errors = np.empty((len(args.lrs), args.steps + 1))
@@ -27,7 +28,7 @@ def quadratic_gd(args: QuadraticArgs, ctx: TaskContext) -> TaskOutput:
     errors[:, 0] = (w - args.w_star)[:, 0]
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(1, args.steps + 1):
-            w = w - lrs * 2 * (w - args.w_star)
+            w = w - lrs * args.curvature * (w - args.w_star)
             errors[:, t] = (w - args.w_star)[:, 0]
     return TaskOutput(arrays={"errors": errors, "lrs": lrs[:, 0]})
 

@@ -2,10 +2,10 @@
 
 gd-variants     batch GD, SGD and mini-batch SGD on linear regression, every step measured;
                 paths over the loss contours of a 2-parameter version.                    V2
-lr-sensitivity  converge / oscillate / diverge / stall, on the quadratic (against the exact
-                theory) and on the MNIST MLP.                                              L1
+lr-sensitivity  converge / oscillate / period-2 / diverge / stall on the quadratic (trajectory
+                against the closed form), and the MNIST MLP's loss curves.                L1
 linear-scaling  linear and square-root lr scaling, with and without warmup, B 64..8192.   S1
-lars            LARS and LAMB (per-layer trust ratios) against linearly scaled SGD.        S2
+lars            LARS and LAMB (lr tuned on other seeds) against linearly scaled SGD.      S2
 
 `claims` declares V2, L1, S1, S2 and holds their rules, pure functions of the numbers a study gathers.
 """

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ...analysis.decisions import diverged_as_worst
 from ...engine.spec import LRSchedule
+from .claims import DIVERGED_ACC
 
 # the quick miniature of the reference setup: 10240 examples (a whole number of batches up to 2048, so no
 # epoch ends with a tiny last batch: with 10000, batch 256 ended every epoch with 16 examples at lr 0.04,
@@ -25,3 +29,11 @@ def warmup(lr_base: float, lr: float, epochs: float) -> LRSchedule:
     if epochs <= 0 or lr <= lr_base:
         return LRSchedule()
     return LRSchedule(kind="warmup", warmup_epochs=epochs, warmup_start=lr_base / lr)
+
+
+def scored_accuracy(results, specs) -> np.ndarray:
+    """The final test accuracy of each of `specs`, in their order (NaN where a run is missing), a diverged run
+    counted at DIVERGED_ACC: the worst outcome, not a seed left out (`decisions.diverged_as_worst`)."""
+    values = [results.final(s, "test_acc") if results.has(s) else np.nan for s in specs]
+    diverged = [results.has(s) and results.status(s) == "diverged" for s in specs]
+    return diverged_as_worst(values, diverged, DIVERGED_ACC)

@@ -4,10 +4,11 @@ The textbook cartoon (bigger batches: fewer, slower steps, more memory, less gra
 a fixed budget of epochs a lower accuracy) as numbers for the reference MLP, per batch size: peak
 memory and time per step of one run alone (the `step-cost` task: the CUDA allocator's peak on a GPU,
 an estimate from the tensors a step holds on a CPU), steps per epoch, time per epoch, examples per
-second, the gradient noise E||g_B - G||^2 = tr(Sigma)/B (tr(Sigma) measured by per-example gradients
-after the first epoch of the B = 64 run, the 1/B law as gradient-variance measures it), and the test
-accuracy after a fixed number of epochs (the same examples for every B) and after a fixed number of
-steps. The table feeds the explorer's batch-size panel. No claim: this is a measurement.
+second, the gradient noise E||g_B - G||^2 measured for every B (the `gradient-variance` task: mini-batches
+drawn with replacement from N examples, N the largest B, at the weights after the first epoch of the
+B = 64 run, G their mean gradient) beside the prediction tr(Sigma)/B from the same per-example gradients,
+and the test accuracy after a fixed number of epochs (the same examples for every B) and after a fixed
+number of steps. The table feeds the explorer's batch-size panel. No claim: this is a measurement.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class TradeoffsConfig(StudyConfig):
     epochs: int = Field(5, ge=1, description="The fixed budget of epochs (the same examples for every B).")
     steps: int = Field(500, ge=1, description="The fixed budget of steps (accuracy after this many steps).")
     timed_steps: int = Field(20, ge=1, description="Steps timed per batch size by the step-cost task.")
-    noise_batch: int = Field(64, ge=1, description="The run whose first-epoch checkpoint gives tr(Sigma).")
+    noise_batch: int = Field(64, ge=1, description="The run at whose first-epoch checkpoint the noise is measured.")
+    noise_draws: int = Field(200, ge=2, description="Mini-batches drawn per B to measure E||g_B - G||^2.")
     seeds: int = Field(1, ge=1, le=100, description="Seeds per batch size.")
 
 
@@ -45,8 +47,8 @@ class Tradeoffs(Study):
     title = "What a batch size costs and buys on this device"
     description = (
         "Per batch size, for the reference MLP on the device used: peak memory and time per step, steps and time "
-        "per epoch, examples per second, gradient noise tr(Sigma)/B, and test accuracy after a fixed number of "
-        "epochs and after a fixed number of steps."
+        "per epoch, examples per second, gradient noise E||g_B - G||^2 measured per B (beside tr(Sigma)/B), and "
+        "test accuracy after a fixed number of epochs and after a fixed number of steps."
     )
     Config = TradeoffsConfig
     # quick: 10240 examples, a 256-wide MLP, batch sizes 4 to 4096 in steps of 4x, 3 epochs, 300 steps
@@ -72,7 +74,8 @@ class Tradeoffs(Study):
 
     def noise(self, cfg: TradeoffsConfig) -> TaskSpec:
         run = cfg.run(0, batch_size=cfg.noise_batch, lr=cfg.lr, epochs=1, probes=("metrics",))
-        args = VarianceArgs(problem="checkpoint", examples=1024, batch_sizes=(1,), draws=2)
+        examples = max(2, *cfg.batch_sizes)  # every B drawn from the same N examples, G their mean gradient
+        args = VarianceArgs(problem="checkpoint", examples=examples, batch_sizes=cfg.batch_sizes, draws=cfg.noise_draws)
         return TaskSpec(kind="gradient-variance", args=args.model_dump(mode="json"), start=Checkpoint(run=run, epoch=1))
 
     def plan(self, cfg: TradeoffsConfig) -> list[RunSpec | TaskSpec]:
@@ -90,7 +93,15 @@ class Tradeoffs(Study):
         """One row per batch size: the report's table and figure, and the explorer's batch-size panel."""
         n = cfg.train_subset or 60_000
         noise_task = self.noise(cfg)
-        trace = results.scalar(noise_task, "trace_sigma") if results.has(noise_task) else np.nan
+        noise = {}
+        if results.has(noise_task) and not results.error(noise_task):
+            measured = zip(
+                results.array(noise_task, "batch_sizes"),
+                results.array(noise_task, "measured_with_replacement"),
+                results.array(noise_task, "sd_with_replacement") / np.sqrt(cfg.noise_draws),
+                results.array(noise_task, "predicted_with_replacement"),
+            )
+            noise = {int(b): (m, se, p) for b, m, se, p in measured}
         rows = []
         for b, specs in self.runs(cfg).items():
             cost = self.cost(cfg, b)
@@ -110,7 +121,9 @@ class Tradeoffs(Study):
                     "examples per second": b / step_s if step_s > 0 else np.nan,
                     "peak memory (MB)": memory / 2**20,
                     "memory": "measured" if measured else "estimated",
-                    "gradient noise tr(Sigma)/B": trace / b,
+                    "gradient noise E||g_B - G||^2 (measured)": noise.get(b, (np.nan,) * 3)[0],
+                    "its Monte Carlo standard error": noise.get(b, (np.nan,) * 3)[1],
+                    "gradient noise tr(Sigma)/B (predicted)": noise.get(b, (np.nan,) * 3)[2],
                     f"test acc after {cfg.epochs} epochs (%)": 100 * float(np.nanmean(acc_epochs)) if present else None,
                     f"test acc after {cfg.steps} steps (%)": 100 * float(np.nanmean(acc_steps)) if present else None,
                 }
@@ -125,7 +138,7 @@ class Tradeoffs(Study):
             ("time per epoch (s)", "time per epoch (s)", True),
             ("examples per second", "examples per second", True),
             ("peak memory (MB)", f"peak memory (MB, {rows[0]['memory'] if rows else ''})", True),
-            ("gradient noise tr(Sigma)/B", "E‖g_B − G‖² = tr(Σ)/B", True),
+            ("gradient noise E||g_B - G||^2 (measured)", "E‖g_B − G‖² (dots: measured; dotted: tr(Σ)/B)", True),
             (f"test acc after {cfg.epochs} epochs (%)", f"test accuracy after {cfg.epochs} epochs (%)", False),
             (f"test acc after {cfg.steps} steps (%)", f"test accuracy after {cfg.steps} steps (%)", False),
         ]
@@ -139,6 +152,8 @@ class Tradeoffs(Study):
         )
         for ax, (key, label, log), title in zip(axes.flat, panels, titles):
             ax.plot(bs, [r[key] for r in rows], "o-", color=PALETTE[0])
+            if key.startswith("gradient noise"):  # the 1/B prediction from the same per-example gradients
+                ax.plot(bs, [r["gradient noise tr(Sigma)/B (predicted)"] for r in rows], ":", color="#555555")
             ax.set(
                 xscale="log",
                 yscale="log" if log else "linear",
@@ -154,9 +169,10 @@ class Tradeoffs(Study):
                     fig,
                     "Read the top row as the price of a larger batch and the bottom row as what it buys: at a fixed "
                     "step budget a larger batch helps, at a fixed epoch budget it can hurt. "
-                    "What a batch size costs (time per epoch, throughput, memory) and buys (less gradient noise; "
-                    "accuracy at a fixed budget of epochs, i.e. of examples, and at a fixed budget of steps), per "
-                    "batch size, on the device the study ran on.",
+                    "What a batch size costs (time per epoch, throughput, memory) and buys (less gradient noise: "
+                    f"E‖g_B − G‖² measured over {cfg.noise_draws} mini-batches per B at one checkpoint, with tr(Σ)/B "
+                    "dotted; accuracy at a fixed budget of epochs, i.e. of examples, and at a fixed budget of steps), "
+                    "per batch size, on the device the study ran on.",
                 )
             ],
             tables=[
