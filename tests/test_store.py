@@ -184,6 +184,26 @@ def test_an_array_file_that_is_not_its_sha256_is_damaged_and_named(tmp_path):
         np.testing.assert_array_equal(store.load_array(ref1), a)
 
 
+def test_a_kept_state_that_is_not_its_sha256_is_refused_and_forgotten(tmp_path):
+    from batchlab.driver import kept_states
+    from batchlab.engine import RunSpec
+
+    spec = RunSpec(batch_size=64, epochs=2, train_subset=64, test_subset=64, widths=(4,))
+    weights = {"w": np.arange(4.0)}
+    with Store(tmp_path) as store:
+        store.save_partial([spec.key], 1, {"steps": 1}, weights)
+        (record,) = store.partials()
+        np.testing.assert_array_equal(store.load_partial(record)["w"], weights["w"])
+        path = store.partial_path(record.sha256)
+        tamper(path, {"w": 2 * weights["w"]})  # a valid .npz, weights x2
+        with pytest.raises(OSError, match=f"{path.name} is damaged"):
+            store.load_partial(record)
+        said = []
+        assert kept_states(store, [spec], said.append) == []  # not resumed from: the runs start again
+        assert len(said) == 1 and str(path) in said[0] and "\n" not in said[0]
+        assert store.partials() == []  # forgotten, so the next run does not say it again
+
+
 def foreign_db(path) -> bytes:
     """Another program's SQLite file (rollback journal, its own table): batchlab must never write it."""
     db = sqlite3.connect(path)
