@@ -73,7 +73,10 @@ def done_in(out: Path, keys: list[str]) -> set[str]:
     if not Store.exists(out):
         return set()
     with open_store(out, readonly=True) as store:
-        return store.done(keys)
+        try:
+            return store.done(keys)
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
 
 
 def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None = None) -> None:
