@@ -1,15 +1,19 @@
 """Bad input, generated: every study's `--set` values, damaged stores and damaged dataset files.
 
 Whatever hypothesis makes up, the CLI answers with one line on stderr, exit code 2, and writes nothing:
-no results directory appears, and an existing one keeps every byte.
+no results directory appears, and an existing one keeps every byte. Damaged stores are refused by every command
+that opens one (run, its dry run, report, export, explore), and another program's SQLite file is never written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 import string
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -18,7 +22,7 @@ import annotated_types as at
 import pytest
 from conftest import local_fashion_mnist, set_args
 from conftest import one_line_error as assert_refused
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from batchlab import cli
@@ -172,7 +176,7 @@ def results_dir(tmp_path_factory):
 
 @pytest.fixture()
 def no_training(monkeypatch):
-    def trained(prep):
+    def trained(prep, *executor):
         raise AssertionError(f"accepted and trained: {prep.name} {prep.config}")
 
     monkeypatch.setattr(commands, "_train", trained)
@@ -197,8 +201,15 @@ def test_a_bad_set_value_is_one_line_exit_2_and_writes_nothing(
 
 # --- damaged stores ------------------------------------------------------------------------------------
 def _commands(out: Path) -> list[list[str]]:
+    """Every command that opens a store."""
     run = ["run", "batch-size-sweep", *set_args(SMALL_SWEEP), "--out", str(out)]
-    return [run, ["report", "batch-size-sweep", "--out", str(out)]]
+    return [
+        run,
+        [*run, "--dry-run"],
+        ["report", "batch-size-sweep", "--out", str(out)],
+        ["export", "--out", str(out)],
+        ["explore", "--out", str(out)],
+    ]
 
 
 def _refuses_and_keeps(out: Path, capsys, *fragments: str) -> None:
@@ -225,6 +236,80 @@ def test_a_truncated_store_is_refused_and_left_alone(cut, results_dir, tmp_path_
     whole = (results_dir / DB_NAME).read_bytes()
     (out / DB_NAME).write_bytes(whole[: int(cut * len(whole))] or b"\x00")
     _refuses_and_keeps(out, capsys, "move it aside")
+
+
+def integrity(data: bytes, tmp: Path) -> str:
+    """What SQLite's own integrity check says of a database file's bytes (read immutable: nothing is written)."""
+    (tmp / "check.sqlite").write_bytes(data)
+    db = sqlite3.connect(f"{(tmp / 'check.sqlite').as_uri()}?immutable=1", uri=True)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    finally:
+        db.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=st.floats(min_value=0.0, max_value=0.999), bit=st.integers(0, 7))
+def test_a_store_damaged_inside_its_pages_is_refused_by_every_command_and_left_alone(
+    where, bit, results_dir, tmp_path_factory, capsys, no_training
+):
+    """A flipped bit past the header that SQLite's integrity check sees (most do; one inside a stored value
+    cannot be seen by any check) is refused in one line: no report from wrong numbers, no study record written."""
+    whole = (results_dir / DB_NAME).read_bytes()
+    at_byte = 100 + int(where * (len(whole) - 100))  # the header is checked apart
+    data = bytearray(whole)
+    data[at_byte] ^= 1 << bit
+    assume(integrity(bytes(data), tmp_path_factory.mktemp("check")) != "ok")
+    out = tmp_path_factory.mktemp("flipped")
+    (out / DB_NAME).write_bytes(bytes(data))
+    _refuses_and_keeps(out, capsys, str(out))
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_another_programs_sqlite_file_is_refused_by_every_command_and_never_written(
+    tmp_path, capsys, no_training, version
+):
+    """An SQLite file without batchlab's tables (whatever its user_version says) is refused before SQLite writes
+    anything: no tables added, no switch to WAL, no -wal or -journal file left beside it."""
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    db.execute("INSERT INTO notes (text) VALUES ('another program wrote this')")
+    db.execute(f"PRAGMA user_version={version}")
+    db.commit()
+    db.close()
+    _refuses_and_keeps(tmp_path, capsys, str(tmp_path / DB_NAME), "not a batchlab store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB_NAME]
+
+
+def read_only_media(path: Path, command: list[str]) -> list[str]:
+    """`command` run where `path` cannot be written: for root (whom permissions do not stop), in a mount namespace
+    where `path` is a read-only bind mount; for anyone else, after taking away every write permission."""
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        return command
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("root, and no mount namespace (unshare -m) to make a read-only directory in")
+    remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", remount, str(path), *command]
+
+
+def test_a_store_on_read_only_media_is_exported(results_dir, tmp_path):
+    """A results directory nobody can write (read-only media): `export` reads the store with SQLite's immutable
+    mode, as no -shm file can be made beside it, and gives what it gives elsewhere."""
+    out = tmp_path / "ro"
+    shutil.copytree(results_dir, out)
+    export = [sys.executable, "-m", "batchlab", "export", "--out", str(out)]
+    expected = subprocess.run(export, capture_output=True, text=True)
+    assert expected.returncode == 0 and len(expected.stdout.splitlines()) > 1, expected.stderr
+    try:
+        got = subprocess.run(read_only_media(out, export), capture_output=True, text=True)
+    finally:
+        for p in [out, *out.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert (got.returncode, got.stderr, got.stdout) == (0, "", expected.stdout)
 
 
 def test_a_store_from_a_newer_batchlab_is_refused_with_the_upgrade_hint(results_dir, tmp_path, capsys, no_training):

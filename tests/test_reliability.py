@@ -5,9 +5,11 @@ contained, left out of every claim, and shown in the report."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import default_sigint, set_args, store_dump
+from conftest import default_sigint, one_line_error, set_args, store_dump
 
 from batchlab import cli
 from batchlab.driver import make_config, run_study, study_units
@@ -131,6 +133,67 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
         for record in store.runs(store.finished_at()).values():
             for ref in record.artifacts:
                 assert store.load_array(ref).shape == ref.shape
+
+
+def files_match_their_names(out: Path) -> bool:
+    """Whether every array file a stored unit refers to exists and holds the bytes of its SHA-256 name."""
+    with Store(out) as store:
+        refs = [a for r in store.runs(store.finished_at()).values() for a in r.artifacts]
+        paths = [store.artifact_path(a.sha256) for a in refs]
+    return all(p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == p.stem for p in paths)
+
+
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def values_x2(path: Path) -> None:
+    """A valid .npy of the same shape and dtype, every value doubled: only its hash tells it from the original."""
+    np.save(path, 2 * np.load(path))
+
+
+# (which array of the competition study, how it is damaged, whether its report reads it)
+DAMAGES = [("task", values_x2, True), ("param:", flip_a_bit, False)]
+
+
+@pytest.mark.parametrize("which, damage, read", DAMAGES, ids=["task-array-x2", "checkpoint-bit-flip"])
+def test_a_damaged_array_file_is_named_and_its_unit_computed_again(tmp_path, baseline, capsys, which, damage, read):
+    """An array file whose bytes are not its SHA-256 name: a report that reads it is refused in one line naming
+    it (no numbers from it); export (which reads no array) is unchanged; `run` says which file it found damaged,
+    computes that unit again in the place of its row, and the store ends as the undamaged one."""
+    study, sets = COMPETITION
+    reference_path, reference, reference_tables = baseline[study]
+    out = tmp_path / "res"
+    shutil.copytree(reference_path, out)
+    with Store(out) as store:
+        records = store.runs(store.finished_at())
+        key, ref = next(
+            (k, a)
+            for k, r in sorted(records.items())
+            for a in r.artifacts
+            if (r.kind.startswith("task") if which == "task" else a.name.startswith(which))
+        )
+        path = store.artifact_path(ref.sha256)
+    damage(path)
+    db = (out / DB_NAME).read_bytes()
+
+    report = ["report", study, *set_args(sets), "--out", str(out)]
+    if read:
+        one_line_error(cli.run_cli(report), *capsys.readouterr(), str(path), "is damaged", "run the study again")
+        assert (out / DB_NAME).read_bytes() == db
+    export = ["export", "--tasks", "--out", str(out)]
+    assert cli.run_cli([*export[:-1], str(reference_path)]) == 0
+    expected_csv = capsys.readouterr().out
+    assert cli.run_cli(export) == 0 and capsys.readouterr().out == expected_csv
+
+    assert cli.run_cli(batchlab_args(study, sets, out)) == 0
+    err = capsys.readouterr().err
+    assert f"{path} is damaged or missing: unit {key} is computed again" in err.splitlines()
+    assert store_dump(out) == reference
+    assert tables(out, study) == reference_tables
+    assert files_match_their_names(out) and integrity(out) == "ok"
 
 
 def _overrides(sets: list[str]) -> dict:

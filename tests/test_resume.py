@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from conftest import set_args
 
@@ -218,3 +219,33 @@ def test_ctrl_c_in_the_cli_says_how_many_epochs_were_kept_and_the_rerun_continue
     assert cli.run_cli(args) == 0
     assert "  2 runs continue after epoch 1 of 3, kept when they were interrupted" in capsys.readouterr().err
     assert numbers(out) == reference
+
+
+def test_a_kept_state_whose_file_is_not_its_sha256_is_named_and_its_runs_start_again(
+    tmp_path, reference, monkeypatch, capsys
+):
+    """The kept state's file replaced by a valid .npz with every weight doubled (only the SHA-256 of its row tells
+    it apart): the rerun says so in one line and trains its runs from the start, to the uninterrupted numbers."""
+    out = tmp_path / "res"
+    args = ["run", STUDY, *set_args(SETS), "--device", "cpu", "--out", str(out)]
+    epoch = cli.TrainingProgress.epoch
+
+    def ctrl_c_after_first_epoch(self, runs, epochs):
+        epoch(self, runs, epochs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.TrainingProgress, "epoch", ctrl_c_after_first_epoch)
+    assert cli.run_cli(args) == 130
+    monkeypatch.undo()
+    (path,) = (out / "partial").glob("*.npz")
+    with np.load(path) as npz:
+        arrays = {k: 2 * npz[k] if k.startswith("param") else npz[k] for k in npz.files}
+    assert any(k.startswith("param") for k in arrays)
+    np.savez(path, **arrays)
+    capsys.readouterr()
+    assert cli.run_cli(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"{path} is damaged or unreadable: its 2 runs start again from epoch 0" in err
+    assert not any("continue after epoch" in line for line in err)
+    assert numbers(out) == reference
+    assert partial_rows(out) == []

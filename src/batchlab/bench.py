@@ -93,7 +93,7 @@ def p6_from_store(results_dir: Path, device: torch.device, progress=print) -> di
     from .engine.schedules import epoch_plan
     from .store import Store
 
-    with Store(results_dir) as store:
+    with Store(results_dir, readonly=True) as store:
         records = store.runs(store.keys())
     specs = {k: RunSpec(**r.config) for k, r in records.items()}
     steps_by_bs: dict[int, int] = {}

@@ -39,7 +39,7 @@ from .errors import UsageError, one_line
 from .files import atomic_write_text
 from .outputs import json_ready
 from .report.style import PALETTE
-from .store import Store
+from .store import DamagedFileError, Store
 from .studies import REGISTRY, Results
 
 PLACEHOLDER = "__BATCHLAB_EXPLORER_DATA__"
@@ -263,13 +263,15 @@ def gather(out: Path) -> dict:
     """Everything the page shows. Reads the store (if there is one) and writes nothing."""
 
     out = Path(out)
-    store = open_store(out) if Store.exists(out) else None
+    store = open_store(out, readonly=True) if Store.exists(out) else None
     try:
         data = {"tradeoffs": tradeoffs(store, out), "critical": critical(store, out), "results": runs(store, out)}
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
+    except DamagedFileError as e:  # an array file missing, or not the bytes of its SHA-256: `run` computes it again
+        raise UsageError(one_line(e)) from None
     except OSError as e:
-        raise UsageError(f"{one_line(e)}; the store is damaged: move {out} aside and run again") from None
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}") from None
     finally:
         if store is not None:
             store.close()

@@ -117,18 +117,22 @@ class _NoStore:
     def checkpoint_epochs(self, key: str) -> set[int]:
         return set()
 
+    def damaged(self, keys) -> dict:
+        return {}
+
 
 def dry_run(prep) -> StudyPlan:
     """The plan of a prepared study against its store, read-only, with a time estimate."""
+    from .driver.checks import open_store
     from .driver.plan import work_plan
 
     runs = {s.key for s in prep.specs if isinstance(s, RunSpec)}
     runs |= {s.start.run.key for s in prep.specs if isinstance(s, TaskSpec) and s.start is not None}
     tasks = {s.key for s in prep.specs if isinstance(s, TaskSpec)}
     if Store.exists(prep.out):
-        with Store(prep.out) as store:
+        with open_store(prep.out, readonly=True) as store:
             plan = work_plan(store, prep.specs)
-            stored = store.done([*runs, *tasks])
+            stored = store.done([*runs, *tasks]) - plan.damaged.keys()
             timings = Timings.read(store, device_name(prep.device))
     else:
         plan = work_plan(_NoStore(), prep.specs)

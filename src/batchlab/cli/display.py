@@ -119,6 +119,9 @@ class TrainingProgress(Monitor):
     def resumed(self, runs: int, epoch: int, epochs: int) -> None:
         note(f"  {runs} runs continue after epoch {epoch} of {epochs}, kept when they were interrupted")
 
+    def damaged(self, line: str) -> None:
+        note(line)
+
     def epoch(self, runs: int, epochs: int) -> None:
         self.done += runs * epochs
         self.current = 0.0

@@ -48,10 +48,11 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def open_store(out: Path) -> Store:
-    """The store in `out` (created if needed), with file-system errors as one line."""
+def open_store(out: Path, *, readonly: bool = False) -> Store:
+    """The store in `out` (created if needed; `readonly`: opened read-only, for commands that only read it), once
+    SQLite's integrity check has passed and before anything is written; every refusal is one line."""
     try:
-        return Store(out)
+        return Store(out, readonly=readonly, check=True)
     except (StoreVersionError, StoreCorruptError) as e:
         raise UsageError(one_line(e)) from None
     except (OSError, sqlite3.Error) as e:
@@ -67,16 +68,15 @@ def store_hint(e: Exception) -> str:
 
 
 def done_in(out: Path, keys: list[str]) -> set[str]:
-    """Keys already in the store at `out`; reads only, and creates nothing when there is no store."""
+    """Keys already in the store at `out`; reads only (checking the store, so that a damaged or foreign one is
+    refused before anything is done), and creates nothing when there is no store."""
     if not Store.exists(out):
         return set()
-    try:
-        with Store(out) as store:
+    with open_store(out, readonly=True) as store:
+        try:
             return store.done(keys)
-    except (StoreVersionError, StoreCorruptError) as e:
-        raise UsageError(one_line(e)) from None
-    except (OSError, sqlite3.Error) as e:
-        raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
 
 
 def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None = None) -> None:

@@ -22,7 +22,7 @@ from ..report.figure_files import save_figure
 from ..report.figure_fit import fit_text
 from ..report.html import write_study_report
 from ..report.overrides import configuration_line, overrides_label, report_dir_name
-from ..store import Store
+from ..store import DamagedFileError, Store
 from ..studies import Results, Study
 from ..studies.common import StudyConfig, rounding_evidence
 from .checks import open_store, store_hint
@@ -116,7 +116,7 @@ def write_report(
     if own:
         if not Store.exists(out):
             raise UsageError(f"no results in {out}: run `batchlab run {name} --out {out}` first")
-        store = open_store(out)
+        store = open_store(out, readonly=True)  # a report writes its files, never the store
     try:
         record = find_record(store, study, profile, variant, sets)
         if record is None:
@@ -141,8 +141,10 @@ def write_report(
             output.tables.append(diverged)
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
-    except OSError as e:  # an artifact file missing or unreadable
-        raise UsageError(f"{one_line(e)}; the store is damaged: move {out} aside and run again") from None
+    except DamagedFileError as e:  # an array file missing, or not the bytes of its SHA-256: `run` computes it again
+        raise UsageError(one_line(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot read the store in {out}: {one_line(e)}") from None
     finally:
         if own:
             store.close()

@@ -30,7 +30,7 @@ from ..studies.common import StudyConfig
 from ..tasks import TaskResult
 from .checks import check_data, check_device, check_writable, done_in, open_store
 from .config import config_overrides, lookup, make_config, staged_units
-from .plan import WorkPlan, kept_states, work_plan
+from .plan import WorkPlan, forget_damaged, kept_states, work_plan
 from .reports import keys_read, write_report
 
 
@@ -79,6 +79,9 @@ class Monitor:
 
     def kept(self, runs: int, epoch: int, epochs: int) -> None:
         """Interrupted: the state of `runs` runs after `epoch` of their `epochs` epochs was kept in the store."""
+
+    def damaged(self, line: str) -> None:
+        """A stored file was damaged (one line naming it); what it held is computed again."""
 
 
 @dataclass
@@ -143,6 +146,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
         env: dict = {}  # the environment the units were computed in, as they report it
         while True:  # the plan, then each stage of follow-ups that the stored numbers name (Study.follow_up)
             plan = work_plan(store, prep.specs)
+            forget_damaged(store, plan, monitor.damaged)
             if stage == 0 or plan.runs:  # a later stage without runs says nothing about training
                 failed, train_units = train_runs(store, plan, prep, executor, monitor, env)
             else:
@@ -175,7 +179,7 @@ def train_runs(
     training units there were. Only the hooks the executor declares in its `capabilities` are given to it."""
     supports = executor.capabilities
     planned_runs = [s for s in prep.specs if isinstance(s, RunSpec)]
-    resume = kept_states(store, plan.runs) if supports.resume else []
+    resume = kept_states(store, plan.runs, monitor.damaged) if supports.resume else []
     epochs = {s.key: s.epochs for s in plan.runs}
     kept_epochs = sum(len(p.keys) * p.epoch for p in resume)
     monitor.start(prep.name, len(planned_runs), len(plan.runs), sum(epochs.values()) - kept_epochs)

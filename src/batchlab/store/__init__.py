@@ -1,7 +1,16 @@
 """The store: SQLite rows of runs, tasks and their metrics, and their arrays as files; studies resume from it."""
 
 from .export import SPEC_FIELDS, load_metrics, metrics_csv
-from .schema import DB_NAME, SCHEMA_VERSION, ArtifactRef, RunRecord, StoreCorruptError, StoreVersionError
+from .schema import (
+    DB_NAME,
+    SCHEMA_VERSION,
+    ArtifactRef,
+    DamagedFileError,
+    NotAStoreError,
+    RunRecord,
+    StoreCorruptError,
+    StoreVersionError,
+)
 from .sqlite import Store
 
 __all__ = [
@@ -15,4 +24,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "StoreVersionError",
     "StoreCorruptError",
+    "NotAStoreError",
+    "DamagedFileError",
 ]

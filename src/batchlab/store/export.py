@@ -57,7 +57,8 @@ def load_metrics(
     ``fields`` (default :data:`SPEC_FIELDS`; a task's spec fields it lacks are None), ``epoch``, ``step``
     and one entry per metric. ``study`` keeps only the units of that study's latest recorded execution
     (any profile); ``tasks`` adds the tasks' scalar results (stored as metrics at epoch 0, step 0) to the
-    training runs. Reads only: a missing store is an error, never created.
+    training runs. Reads only (the file is opened read-only, after SQLite's integrity check): a missing store is
+    an error, never created. No array file is read, so a damaged one cannot change these numbers.
     """
     root = Path(path)
     if root.name == DB_NAME and root.is_file():
@@ -65,7 +66,7 @@ def load_metrics(
     if not Store.exists(root):
         raise FileNotFoundError(f"no batchlab store in {root} (expected {root / DB_NAME})")
     fields = tuple(SPEC_FIELDS if fields is None else fields)
-    with Store(root) as store:
+    with Store(root, readonly=True, check=True) as store:
         keys: set[str] | None = None
         if study is not None:
             record = store.study(study)

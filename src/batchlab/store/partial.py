@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_bytes
-from .schema import PARTIAL_DIR, PARTIAL_SCHEMA, PartialRecord, now
+from .schema import PARTIAL_DIR, PARTIAL_SCHEMA, PartialRecord, now, read_checked
 
 
 class PartialStates:
@@ -58,12 +58,10 @@ class PartialStates:
         return [PartialRecord(tuple(json.loads(k)), e, json.loads(m), h, t) for k, e, m, h, t in rows]
 
     def load_partial(self, record: PartialRecord) -> dict[str, np.ndarray]:
-        path = self.partial_path(record.sha256)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise OSError(f"the kept training state {path.name} in {self.root} is missing or unreadable: {e}") from None
+        """A kept state's arrays, its file checked against the SHA-256 of its row (`DamagedFileError` if not)."""
+        data = read_checked(self.partial_path(record.sha256), record.sha256)
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
 
     def delete_partials(self, keys) -> int:
         """Forget every kept state that holds one of `keys` (its runs are stored now); returns how many."""

@@ -3,6 +3,7 @@ the errors of a store that cannot be used. `sqlite.Store` reads and writes it.""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,10 @@ CREATE TABLE IF NOT EXISTS partial (
 )
 """
 
+# A batchlab store has a schema version (PRAGMA user_version) from 1 to SCHEMA_VERSION and these tables (every
+# version has had them); an SQLite file with neither is another program's and is never written.
+STORE_TABLES = frozenset({"runs", "metrics", "studies"})
+
 DB_NAME = "batchlab.sqlite"
 ARTIFACT_DIR = "artifacts"
 PARTIAL_DIR = "partial"
@@ -95,7 +100,37 @@ class StoreCorruptError(Exception):
     """`batchlab.sqlite` is not an SQLite database, or is truncated or damaged."""
 
 
+class NotAStoreError(StoreCorruptError):
+    """`batchlab.sqlite` is a sound SQLite database, but not a batchlab store (another program's, or empty)."""
+
+
+class DamagedFileError(OSError):
+    """A stored file (an array, a kept training state) is missing, or its bytes are not the SHA-256 it was stored
+    under: the unit it belongs to is damaged, and `batchlab run` computes it again. `path` names the file."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
+MOVE_ASIDE = "move it aside (or choose another --out) and run again"
+RUN_AGAIN = "run the study again (the same `batchlab run` command) to compute it again"
+
+
+def read_checked(path: Path, sha256: str) -> bytes:
+    """The bytes of a content-addressed file, checked against the SHA-256 it was stored under (its name, and for a
+    kept state its row), so that a flipped bit or a replaced file is found before its numbers are used. The cost
+    is the hash: about 4 ms for a 7.3 MB checkpoint (np.load itself takes 0.4 ms from the page cache)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DamagedFileError(f"{path} is missing or unreadable ({e.strerror or e}): {RUN_AGAIN}", path) from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise DamagedFileError(
+            f"{path} is damaged (its bytes are not the SHA-256 it was stored under): {RUN_AGAIN}", path
+        )
+    return data
 
 
 def check_file(path: Path) -> None:
@@ -113,7 +148,7 @@ def check_file(path: Path) -> None:
         return  # SQLite treats an empty file as an empty database
     with open(path, "rb") as fh:
         header = fh.read(100)
-    hint = "move it aside (or choose another --out) and run again"
+    hint = MOVE_ASIDE
     if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
         raise StoreCorruptError(f"{path} is not a batchlab store (not an SQLite database): {hint}")
     page_size = int.from_bytes(header[16:18], "big")
