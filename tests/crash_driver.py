@@ -10,6 +10,10 @@ POINT names where the N-th event kills the process:
 - `artifact-rows`: the N-th unit's array files are in place, its transaction not yet begun;
 - `report`: the N-th report file (figure, table, claims.json, report.html) is written to its
   temporary name, not yet renamed.
+
+and one that kills nothing:
+- `race`: before the N-th unit is stored, wait until $BATCHLAB_RACE_PROCESSES processes got there (each leaves
+  a file in the folder $BATCHLAB_RACE), so that they all hold a copy of the same unit and race to store it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -86,9 +92,29 @@ def main() -> None:
             return out
 
         store.Store._artifact_rows = rows_then_tick
+    elif point == "race":
+        save = store.Store.save_run
+
+        def wait_then_save(self, **kw):
+            count["n"] += 1
+            if count["n"] == n:
+                wait_for_the_others(Path(os.environ["BATCHLAB_RACE"]), int(os.environ["BATCHLAB_RACE_PROCESSES"]))
+            return save(self, **kw)
+
+        store.Store.save_run = wait_then_save
     else:
         raise SystemExit(f"unknown point {point!r}")
     cli.main(args)
+
+
+def wait_for_the_others(folder: Path, processes: int, timeout: float = 120.0) -> None:
+    """A barrier between processes: leave a file in `folder`, wait until `processes` files are there."""
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.iterdir())) < processes:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"race: only {len(list(folder.iterdir()))} of {processes} processes came")
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,43 @@ def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_p
         assert store.count_runs() == len(reference)
 
 
+# three studies whose tasks start from different checkpoints (epochs 0 to 3) of one shared reference run
+REFERENCE = ["train_subset=1024", "test_subset=200", "widths=16", "late_epoch=3", "examples=128"]
+SHARING = [
+    ("noise-scale", [*REFERENCE, "early_epoch=1", "draws=4", "bootstrap=10", "small_batch=8", "big_batch=64"]),
+    ("gradient-variance", [*REFERENCE, "early_epoch=2", "draws=4", "batch_sizes=1,4", "regression_n=256"]),
+    ("gradient-competition", [*REFERENCE, "early_epoch=0", "trials=2", "batch_sizes=1,8,64", "reductions=sum"]),
+]
+
+
+def test_processes_that_train_one_run_for_different_checkpoints_all_finish_with_every_checkpoint(tmp_path):
+    """Each process trains the shared run, and they wait for one another before storing it: whichever copy
+    wins the key, the checkpoints only the others kept are added to it, and every task finds its start."""
+    out, race = tmp_path / "res", tmp_path / "race"
+    race.mkdir()
+    env = ENV | {"BATCHLAB_RACE": str(race), "BATCHLAB_RACE_PROCESSES": str(len(SHARING))}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "crash_driver.py"), "race", "1", "--", *batchlab_args(study, sets, out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for study, sets in SHARING
+    ]
+    for p in procs:
+        _, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0 and "Traceback" not in stderr, stderr
+    assert integrity(out) == "ok"
+    for study, sets in SHARING:  # one after the other, in this process: what the store must hold
+        run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "alone")
+    assert store_dump(out) == store_dump(tmp_path / "alone")
+    with Store(out) as store:
+        reference = get_study("noise-scale").Config(**store.study("noise-scale")["config"]).reference_run()
+        assert store.checkpoint_epochs(reference.key) == {0, 1, 2, 3}
+
+
 def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, monkeypatch):
     """A device that cannot hold more than two runs at once: the group is halved until it fits."""
     study, sets = SWEEP

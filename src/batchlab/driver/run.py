@@ -278,12 +278,16 @@ def run_study(
 
 def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None:
     """A training run and the checkpoints it was asked to keep, in one transaction. A run trained again
-    only for a missing checkpoint adds that checkpoint and leaves its stored row as it was."""
+    only for a missing checkpoint adds that checkpoint and leaves its stored row as it was.
+
+    So does a run another process stored meanwhile (it trained the same run for other checkpoints): its
+    row wins, and the checkpoints only this copy kept are added, or this process's tasks would find no
+    start. A run is a function of its spec, so either copy's weights are that run's weights."""
     arrays = {(name, epoch): a for epoch, ckpt in result.checkpoints.items() for name, a in ckpt.items()}
     if rerun:
         store.save_artifacts(result.key, arrays)
         return
-    store.save_run(
+    stored = store.save_run(
         key=result.key,
         config=result.spec.full_dict(),
         seed=result.spec.seed,
@@ -296,6 +300,9 @@ def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None
         metrics=result.metrics,
         arrays=arrays,
     )
+    missing = set() if stored else set(result.checkpoints) - store.checkpoint_epochs(result.key)
+    if missing:
+        store.save_artifacts(result.key, {(name, e): a for (name, e), a in arrays.items() if e in missing})
 
 
 def save_task(store: Store, result: TaskResult) -> None:
