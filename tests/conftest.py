@@ -28,7 +28,11 @@ RAY = "ray"  # starts Ray
 
 # {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
-    "test_bad_input.py": {"results_dir": STUDY},
+    "test_bad_input.py": {
+        "results_dir": STUDY,
+        "arrays_dir": STUDY,
+        "test_a_damaged_kept_state_is_set_aside_and_its_runs_train_again": STUDY,
+    },
     "test_cli.py": {
         "test_error_is_one_unwrapped_line_in_a_real_process": SUBPROCESS,
         "test_quick_profile_rerun_and_report": SUBPROCESS,
@@ -55,6 +59,7 @@ SLOW: dict[str, dict[str, str]] = {
     "test_reliability.py": {
         "baseline": STUDY,
         "test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved": SUBPROCESS,
+        "test_processes_that_train_one_run_for_different_checkpoints_all_finish_with_every_checkpoint": SUBPROCESS,
         "test_out_of_memory_splits_the_group_and_gives_the_same_numbers": STUDY,
         "test_out_of_memory_for_a_single_run_is_one_line_exit_2": STUDY,
         "test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason": STUDY,

@@ -113,11 +113,18 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
         timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial, _ = resumes_to_the_baseline(out, baseline, study, sets)
+    assert set(partial) < set(baseline[study][1]) or point == "report"
+
+
+def resumes_to_the_baseline(out: Path, baseline, study: str, sets: list[str]) -> tuple[dict, object]:
+    """What a stopped process left is sound and the same command completes it: the store passes its integrity
+    check, every stored unit is whole and equal to the uninterrupted one (nothing half-written counts as
+    finished), and a rerun computes only what is missing, to the uninterrupted numbers and tables. Returns the
+    units found stored, and the rerun."""
     assert integrity(out) == "ok"
-    reference_path, reference, reference_tables = baseline[study]
+    _, reference, reference_tables = baseline[study]
     partial = store_dump(out)
-    # nothing half-written counts as finished: every stored unit is whole and equal to the uninterrupted one
-    assert set(partial) < set(reference) or point == "report"
     assert {k: reference[k] for k in partial} == partial
     rerun = run_study(study, overrides=_overrides(sets), device="cpu", out=out)
     assert rerun.trained == len(reference) - len(partial)  # only what was missing was computed
@@ -131,6 +138,36 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
         for record in store.runs(store.finished_at()).values():
             for ref in record.artifacts:
                 assert store.load_array(ref).shape == ref.shape
+    return partial, rerun
+
+
+FAULTS = [  # (study, fault, at, what the one line says): see tests/crash_driver.py
+    (COMPETITION, "full-array", "1", "no space left on the device"),  # the run's first checkpoint file
+    (COMPETITION, "full-array", "12", "no space left on the device"),  # an array of a task
+    (SWEEP, "full-db", "3", "database or disk is full"),  # the second unit's transaction
+    (EQUIVALENCE, "full-report", "2", "no space left on the device"),  # every unit stored, the report half written
+    (COMPETITION, "read-only", "artifacts", "Permission denied for"),
+    (SWEEP, "read-only", "batch-size-sweep@", "Permission denied for"),  # the study's report folder
+]
+
+
+@pytest.mark.parametrize("case, fault, at, says", FAULTS, ids=[f"{c[0]}-{f}-{a}" for c, f, a, _ in FAULTS])
+def test_a_full_disk_or_a_read_only_folder_is_one_line_exit_2_and_the_same_command_completes(
+    tmp_path, baseline, case, fault, at, says
+):
+    study, sets = case
+    out = tmp_path / "res"
+    failed = subprocess.run(
+        [sys.executable, str(HERE / "crash_driver.py"), fault, at, "--", *batchlab_args(study, sets, out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    line = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    assert line.startswith("error: ") and says in line and "run the same command again" in line, line
+    resumes_to_the_baseline(out, baseline, study, sets)
 
 
 def _overrides(sets: list[str]) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import typer
 from rich.table import Table
 
 from ..datasets import DataError
-from ..errors import UsageError
+from ..driver.checks import store_hint
+from ..errors import UsageError, one_line, os_error_line
 from ..executors import LocalExecutor, UnitsFailed
 from .display import TrainingProgress, error, note, out_console, print_claims, print_dry_run
 from .show import print_study
@@ -397,9 +399,15 @@ def run_cli(argv: list[str] | None = None) -> int:
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         error(f"{e.format_message()}{hint}")
         return getattr(e, "exit_code", 2) or 2
-    except typer.Abort:
-        error("aborted")
-        return 1
+    except typer.Abort as e:  # typer's answer to an EOFError: a file read ended too soon
+        error(f"a file is empty or cut short (EOFError: {one_line(e.__cause__)})" if e.__cause__ else "aborted")
+        return 2
+    except OSError as e:  # a full disk, a read-only folder: every finished unit is already stored whole
+        error(os_error_line(e))
+        return 2
+    except sqlite3.Error as e:  # the same for the store's own file (e.g. "database or disk is full")
+        error(f"the store: {one_line(e)}{store_hint(e)}")
+        return 2
     except typer.Exit as e:
         rv = e.exit_code
     except KeyboardInterrupt:

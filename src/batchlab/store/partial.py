@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ class PartialStates:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, empty, cut, altered
             raise OSError(f"the kept training state {path.name} in {self.root} is missing or unreadable: {e}") from None
 
     def delete_partials(self, keys) -> int:
