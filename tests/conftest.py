@@ -60,6 +60,8 @@ SLOW: dict[str, dict[str, str]] = {
         "baseline": STUDY,
         "test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved": SUBPROCESS,
         "test_processes_that_train_one_run_for_different_checkpoints_all_finish_with_every_checkpoint": SUBPROCESS,
+        "test_ctrl_c_while_starting_is_one_line_and_exit_130": SUBPROCESS,
+        "test_a_second_ctrl_c_lets_the_first_one_keep_the_state_and_exit_130": SUBPROCESS,
         "test_out_of_memory_splits_the_group_and_gives_the_same_numbers": STUDY,
         "test_out_of_memory_for_a_single_run_is_one_line_exit_2": STUDY,
         "test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason": STUDY,

@@ -207,6 +207,53 @@ def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp
     assert integrity(out) == "ok"
 
 
+@pytest.mark.parametrize("after", [0.3, 1.0, 2.0])
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, after):
+    """Importing torch and the rest takes seconds: a Ctrl-C then ends as one later does, in one line, exit 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchlab", *batchlab_args(*SWEEP, tmp_path / "res")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=default_sigint,
+    )
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted"), stderr
+
+
+def test_a_second_ctrl_c_lets_the_first_one_keep_the_state_and_exit_130(tmp_path):
+    """Keeping the state of the runs in training takes a while (2 s here); Ctrl-C again meanwhile changes nothing."""
+    out, mark = tmp_path / "res", tmp_path / "keeping"
+    sets = ["epochs=40", "train_subset=2048", "test_subset=200", "widths=32", "batch_sizes=16,32", "seeds=2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_driver.py"), "slow-keep", "0", "--", *batchlab_args(SWEEP[0], sets, out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV | {"BATCHLAB_MARK": str(mark)},
+        preexec_fn=default_sigint,
+    )
+    while not (line := proc.stderr.readline()).startswith("  25%"):  # 10 epochs done, 30 to go
+        assert line, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # while the state is being kept
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr
+    assert re.fullmatch(
+        f"error: interrupted; batch-size-sweep: 0 of 4 runs are in the store in {re.escape(str(out))}, and 2 more "
+        r"runs keep [1-9]\d* of their 40 epochs: run the same command again to resume",
+        stderr.strip().splitlines()[-1],
+    ), stderr
+    assert integrity(out) == "ok"
+
+
 def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_path, baseline):
     """The same study twice at once, and beside it a study sharing its runs: no "database is locked",
     no corruption, each unit stored once, with the numbers of a run made alone."""
