@@ -66,6 +66,7 @@ SLOW: dict[str, dict[str, str]] = {
         "test_out_of_memory_for_a_single_run_is_one_line_exit_2": STUDY,
         "test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason": STUDY,
         "test_the_report_lists_diverged_runs_and_their_step": STUDY,
+        "test_steps_to_target_draws_its_figure_when_nothing_can_go_on_a_log_axis": STUDY,
     },
     "test_resume.py": {
         "reference": STUDY,

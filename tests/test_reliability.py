@@ -393,3 +393,19 @@ def test_the_report_lists_diverged_runs_and_their_step(tmp_path):
     claim = result.output.claims[0]
     assert claim.verdict == "inconclusive" and "diverged runs left out" in claim.evidence
     assert np.isfinite(claim.evidence["test accuracy batch 1024 (%)"])
+
+
+STEPS = ["train_subset=1024", "test_subset=200", "widths=16", "early_epoch=1", "late_epoch=2", "batch_sizes=32,64,128"]
+STEPS += ["noise_examples=128", "noise_draws=4", "noise_bootstrap=10", "max_steps=40", "evaluations=10"]
+NOTHING_TO_LOG = {
+    "every-run-diverges": ["lrs=1e6,1e7", "checkpoint_lr=1e30"],  # the reference run too
+    "every-run-reaches-the-target-at-step-0": ["lrs=1e3,1e4", "target=0.01"],
+}
+
+
+@pytest.mark.filterwarnings("error:Data has no positive values")
+@pytest.mark.parametrize("sets", NOTHING_TO_LOG.values(), ids=NOTHING_TO_LOG)
+def test_steps_to_target_draws_its_figure_when_nothing_can_go_on_a_log_axis(tmp_path, capsys, sets):
+    assert cli.run_cli(batchlab_args("steps-to-target", [*STEPS, *sets], tmp_path)) == 0, capsys.readouterr().err
+    (figures,) = tmp_path.glob("steps-to-target@*/figures")
+    assert {p.suffix for p in figures.glob("steps_to_target.*")} == {".png", ".svg", ".pdf"}
