@@ -61,6 +61,8 @@ CPUS_PER_UNIT = typer.Option(
     help="With --executor ray: CPUs (and torch threads) each work unit asks for (default 1).",
 )
 
+# said by every option that names the user's code: a reference is a program, not data
+RUNS_CODE = "The module is imported and its code runs, as a script's would: use only code you trust."
 
 DRY_RUN = typer.Option(
     False,
@@ -198,22 +200,23 @@ def run(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="Your own model: package.module:factory, a function returning a torch.nn.Module (importing it runs "
-        "it; the current folder is searched first). Only studies that accept one (see `batchlab show STUDY`).",
+        help="Your own model: package.module:factory (or path/to/file.py:factory), a function returning a "
+        f"torch.nn.Module; the current folder is searched first. {RUNS_CODE} Only studies that accept one (see "
+        "`batchlab show STUDY`).",
     ),
     model_arg: list[str] = typer.Option([], "--model-arg", help="A keyword argument of the model factory: k=v."),
     data: Optional[str] = typer.Option(
         None,
         "--data",
         help="Your own data: package.module:factory returning (x_train, y_train, x_test, y_test) tensors or "
-        "(train, test) Datasets.",
+        f"(train, test) Datasets. {RUNS_CODE}",
     ),
     data_arg: list[str] = typer.Option([], "--data-arg", help="A keyword argument of the data factory: k=v."),
     loss: Optional[str] = typer.Option(
         None,
         "--loss",
         help="package.module:fn(output, target) -> mean loss (default: cross-entropy for integer targets, mean "
-        "squared error for float targets).",
+        f"squared error for float targets). {RUNS_CODE}",
     ),
 ) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
