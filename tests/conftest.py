@@ -28,7 +28,12 @@ RAY = "ray"  # starts Ray
 
 # {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
-    "test_bad_input.py": {"results_dir": STUDY, "test_a_store_on_read_only_media_is_exported": SUBPROCESS},
+    "test_bad_input.py": {
+        "results_dir": STUDY,
+        "arrays_dir": STUDY,
+        "test_a_damaged_kept_state_is_set_aside_and_its_runs_train_again": STUDY,
+        "test_a_store_on_read_only_media_is_exported": SUBPROCESS,
+    },
     "test_cli.py": {
         "test_error_is_one_unwrapped_line_in_a_real_process": SUBPROCESS,
         "test_quick_profile_rerun_and_report": SUBPROCESS,
@@ -55,10 +60,14 @@ SLOW: dict[str, dict[str, str]] = {
     "test_reliability.py": {
         "baseline": STUDY,
         "test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved": SUBPROCESS,
+        "test_processes_that_train_one_run_for_different_checkpoints_all_finish_with_every_checkpoint": SUBPROCESS,
+        "test_ctrl_c_while_starting_is_one_line_and_exit_130": SUBPROCESS,
+        "test_a_second_ctrl_c_lets_the_first_one_keep_the_state_and_exit_130": SUBPROCESS,
         "test_out_of_memory_splits_the_group_and_gives_the_same_numbers": STUDY,
         "test_out_of_memory_for_a_single_run_is_one_line_exit_2": STUDY,
         "test_a_study_whose_runs_all_diverge_has_every_claim_inconclusive_with_the_reason": STUDY,
         "test_the_report_lists_diverged_runs_and_their_step": STUDY,
+        "test_steps_to_target_draws_its_figure_when_nothing_can_go_on_a_log_axis": STUDY,
     },
     "test_resume.py": {
         "reference": STUDY,

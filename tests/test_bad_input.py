@@ -20,15 +20,17 @@ from pathlib import Path
 
 import annotated_types as at
 import pytest
-from conftest import local_fashion_mnist, set_args
+from conftest import local_fashion_mnist, set_args, store_dump
 from conftest import one_line_error as assert_refused
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from batchlab import cli
 from batchlab.cli import commands
-from batchlab.store import DB_NAME
-from batchlab.studies import REGISTRY
+from batchlab.driver import make_config, parse_sets
+from batchlab.engine.spec import TaskSpec
+from batchlab.store import DB_NAME, Store
+from batchlab.studies import REGISTRY, get_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -319,6 +321,83 @@ def test_a_store_from_a_newer_batchlab_is_refused_with_the_upgrade_hint(results_
     db.execute("PRAGMA user_version=99")
     db.close()
     _refuses_and_keeps(out, capsys, "schema version 99", "upgrade batchlab")
+
+
+# --- damaged array files -------------------------------------------------------------------------------
+# noise-scale's reference run (checkpoints after epochs 1 and 2) and its two tasks, which store arrays
+NOISE = ["train_subset=1024", "test_subset=200", "widths=16", "early_epoch=1", "late_epoch=2", "examples=128"]
+NOISE_TASKS = [*NOISE, "draws=4", "bootstrap=10", "small_batch=8", "big_batch=64"]
+# gradient-variance on the same run: its checkpoint task starts from the stored weights after epoch 1
+VARIANCE = [*NOISE, "draws=4", "batch_sizes=1,4", "regression_n=256"]
+DAMAGE = {
+    "empty": lambda data: b"",
+    "cut": lambda data: data[: len(data) // 2],
+    "flipped": lambda data: data[:-9] + bytes([data[-9] ^ 0xFF]) + data[-8:],
+    "garbage": lambda data: b"x" * len(data),
+}
+
+
+@pytest.fixture(scope="module")
+def arrays_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("arrays")
+    assert cli.run_cli(["run", "noise-scale", *set_args(NOISE_TASKS), "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+def damage(out: Path, unit, name: str, how: str) -> Path:
+    """Damage the file of `unit`'s array `name` (a task's result, or a checkpoint's "param:..." array)."""
+    epoch = -1 if isinstance(unit, TaskSpec) else 1
+    with Store(out) as store:
+        (ref,) = [a for a in store.artifacts(unit.key) if (a.name, a.epoch) == (name, epoch)]
+        path = store.artifact_path(ref.sha256)
+    path.write_bytes(DAMAGE[how](path.read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("how", ["empty", "cut", "garbage"])
+def test_a_damaged_array_file_is_one_line_exit_2_and_nothing_is_written(arrays_dir, tmp_path, capsys, how):
+    _, (early, _) = make_config(get_study("noise-scale"), "quick", parse_sets(NOISE_TASKS))
+    cases = [
+        (["report", "noise-scale", *set_args(NOISE_TASKS)], early, "bootstrap_trace_sigma"),  # a task's result
+        (["run", "gradient-variance", *set_args(VARIANCE)], early.start.run, "param:net.0.weight"),  # a task's start
+    ]
+    for i, (args, unit, name) in enumerate(cases):
+        out = tmp_path / str(i)
+        shutil.copytree(arrays_dir, out)
+        path = damage(out, unit, name, how)
+        before = snapshot(out)
+        code = cli.run_cli([*args, "--out", str(out)])
+        stdout, err = capsys.readouterr()
+        line = err.splitlines()[-1]  # after the plan's progress lines
+        assert code == 2 and stdout == "" and "Traceback" not in err and line.startswith("error: "), err
+        assert "damaged: move it aside" in line, line
+        assert path.name in line or f"the checkpoint after epoch 1 of run {unit.key}" in line, line
+        assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("how", ["cut", "flipped", "empty"])
+def test_a_damaged_kept_state_is_set_aside_and_its_runs_train_again(tmp_path, capsys, monkeypatch, how):
+    """The state Ctrl-C kept (partial/*.npz) is no result: damaged, it is not resumed from, and the runs train
+    again from the start to the numbers of an uninterrupted run."""
+    sets = [*SMALL_SWEEP, "epochs=2"]
+    reference = tmp_path / "reference"
+    assert cli.run_cli(["run", "batch-size-sweep", *set_args(sets), "--out", str(reference)]) == 0
+    args = ["run", "batch-size-sweep", *set_args(sets), "--out", str(tmp_path / "res")]
+    epoch = cli.TrainingProgress.epoch
+
+    def ctrl_c_after_the_first_epoch(self, runs, epochs):
+        epoch(self, runs, epochs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.TrainingProgress, "epoch", ctrl_c_after_the_first_epoch)
+    assert cli.run_cli(args) == 130
+    monkeypatch.undo()
+    (kept,) = (tmp_path / "res" / "partial").glob("*.npz")
+    kept.write_bytes(DAMAGE[how](kept.read_bytes()))
+    capsys.readouterr()
+    assert cli.run_cli(args) == 0
+    assert "continue after epoch" not in capsys.readouterr().err
+    assert store_dump(tmp_path / "res") == store_dump(reference)
 
 
 # --- damaged dataset files ----------------------------------------------------------------------------

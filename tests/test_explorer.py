@@ -10,6 +10,7 @@ for the batch-size panel, the store for the runs. They are skipped only when Chr
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import math
 import os
@@ -193,6 +194,43 @@ def test_a_port_in_use_is_one_line_and_exit_2(capsys, tmp_path):
         code, out, err = cli_run(capsys, "explore", "--out", tmp_path, "--serve", "--port", port)
     assert_one_line_error(code, out, err, f"--port {port}", "in use")
     assert not page(tmp_path).exists()  # the port is checked before the page is written
+
+
+def test_the_server_answers_only_requests_addressed_to_this_machine(tmp_path):
+    """DNS rebinding: a page of another site whose name is made to resolve to 127.0.0.1 sends its own name in the
+    Host header; it gets 421 and no results, while the browser on this machine, at 127.0.0.1 or localhost, gets
+    the page."""
+    (tmp_path / "index.html").write_text("<html>the results</html>")
+    server = explorer.bind(tmp_path, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    asked = {
+        f"127.0.0.1:{port}": 200,
+        f"localhost:{port}": 200,
+        "LOCALHOST": 200,
+        "127.0.0.1": 200,
+        f"attacker.example:{port}": 421,
+        "attacker.example": 421,
+        f"127.0.0.1.attacker.example:{port}": 421,
+        f"localhost:{port + 1}": 421,
+        None: 421,  # no Host header at all
+    }
+    try:
+        for host, status in asked.items():
+            for method in ("GET", "HEAD"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.putrequest(method, "/", skip_host=True)
+                if host is not None:
+                    conn.putheader("Host", host)
+                conn.endheaders()
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                assert response.status == status, (method, host, response.status)
+                assert (b"the results" in body) == (status == 200 and method == "GET"), (method, host)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- the page, in Chromium ---------------------------------------------------------------------------

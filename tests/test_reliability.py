@@ -115,11 +115,18 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
         timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial, _ = resumes_to_the_baseline(out, baseline, study, sets)
+    assert set(partial) < set(baseline[study][1]) or point == "report"
+
+
+def resumes_to_the_baseline(out: Path, baseline, study: str, sets: list[str]) -> tuple[dict, object]:
+    """What a stopped process left is sound and the same command completes it: the store passes its integrity
+    check, every stored unit is whole and equal to the uninterrupted one (nothing half-written counts as
+    finished), and a rerun computes only what is missing, to the uninterrupted numbers and tables. Returns the
+    units found stored, and the rerun."""
     assert integrity(out) == "ok"
-    reference_path, reference, reference_tables = baseline[study]
+    _, reference, reference_tables = baseline[study]
     partial = store_dump(out)
-    # nothing half-written counts as finished: every stored unit is whole and equal to the uninterrupted one
-    assert set(partial) < set(reference) or point == "report"
     assert {k: reference[k] for k in partial} == partial
     rerun = run_study(study, overrides=_overrides(sets), device="cpu", out=out)
     assert rerun.trained == len(reference) - len(partial)  # only what was missing was computed
@@ -133,6 +140,36 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_numbers(tmp_path, bas
         for record in store.runs(store.finished_at()).values():
             for ref in record.artifacts:
                 assert store.load_array(ref).shape == ref.shape
+    return partial, rerun
+
+
+FAULTS = [  # (study, fault, at, what the one line says): see tests/crash_driver.py
+    (COMPETITION, "full-array", "1", "no space left on the device"),  # the run's first checkpoint file
+    (COMPETITION, "full-array", "12", "no space left on the device"),  # an array of a task
+    (SWEEP, "full-db", "3", "database or disk is full"),  # the second unit's transaction
+    (EQUIVALENCE, "full-report", "2", "no space left on the device"),  # every unit stored, the report half written
+    (COMPETITION, "read-only", "artifacts", "Permission denied for"),
+    (SWEEP, "read-only", "batch-size-sweep@", "Permission denied for"),  # the study's report folder
+]
+
+
+@pytest.mark.parametrize("case, fault, at, says", FAULTS, ids=[f"{c[0]}-{f}-{a}" for c, f, a, _ in FAULTS])
+def test_a_full_disk_or_a_read_only_folder_is_one_line_exit_2_and_the_same_command_completes(
+    tmp_path, baseline, case, fault, at, says
+):
+    study, sets = case
+    out = tmp_path / "res"
+    failed = subprocess.run(
+        [sys.executable, str(HERE / "crash_driver.py"), fault, at, "--", *batchlab_args(study, sets, out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    line = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    assert line.startswith("error: ") and says in line and "run the same command again" in line, line
+    resumes_to_the_baseline(out, baseline, study, sets)
 
 
 def files_match_their_names(out: Path) -> bool:
@@ -233,6 +270,53 @@ def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp
     assert integrity(out) == "ok"
 
 
+@pytest.mark.parametrize("after", [0.3, 1.0, 2.0])
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, after):
+    """Importing torch and the rest takes seconds: a Ctrl-C then ends as one later does, in one line, exit 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchlab", *batchlab_args(*SWEEP, tmp_path / "res")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=default_sigint,
+    )
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted"), stderr
+
+
+def test_a_second_ctrl_c_lets_the_first_one_keep_the_state_and_exit_130(tmp_path):
+    """Keeping the state of the runs in training takes a while (2 s here); Ctrl-C again meanwhile changes nothing."""
+    out, mark = tmp_path / "res", tmp_path / "keeping"
+    sets = ["epochs=40", "train_subset=2048", "test_subset=200", "widths=32", "batch_sizes=16,32", "seeds=2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_driver.py"), "slow-keep", "0", "--", *batchlab_args(SWEEP[0], sets, out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV | {"BATCHLAB_MARK": str(mark)},
+        preexec_fn=default_sigint,
+    )
+    while not (line := proc.stderr.readline()).startswith("  25%"):  # 10 epochs done, 30 to go
+        assert line, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # while the state is being kept
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr
+    assert re.fullmatch(
+        f"error: interrupted; batch-size-sweep: 0 of 4 runs are in the store in {re.escape(str(out))}, and 2 more "
+        r"runs keep [1-9]\d* of their 40 epochs: run the same command again to resume",
+        stderr.strip().splitlines()[-1],
+    ), stderr
+    assert integrity(out) == "ok"
+
+
 def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_path, baseline):
     """The same study twice at once, and beside it a study sharing its runs: no "database is locked",
     no corruption, each unit stored once, with the numbers of a run made alone."""
@@ -260,6 +344,43 @@ def test_two_processes_on_one_store_finish_without_locks_or_double_numbers(tmp_p
     assert store_dump(out) == reference  # the same keys, each once, with the numbers of the uninterrupted run
     with Store(out) as store:
         assert store.count_runs() == len(reference)
+
+
+# three studies whose tasks start from different checkpoints (epochs 0 to 3) of one shared reference run
+REFERENCE = ["train_subset=1024", "test_subset=200", "widths=16", "late_epoch=3", "examples=128"]
+SHARING = [
+    ("noise-scale", [*REFERENCE, "early_epoch=1", "draws=4", "bootstrap=10", "small_batch=8", "big_batch=64"]),
+    ("gradient-variance", [*REFERENCE, "early_epoch=2", "draws=4", "batch_sizes=1,4", "regression_n=256"]),
+    ("gradient-competition", [*REFERENCE, "early_epoch=0", "trials=2", "batch_sizes=1,8,64", "reductions=sum"]),
+]
+
+
+def test_processes_that_train_one_run_for_different_checkpoints_all_finish_with_every_checkpoint(tmp_path):
+    """Each process trains the shared run, and they wait for one another before storing it: whichever copy
+    wins the key, the checkpoints only the others kept are added to it, and every task finds its start."""
+    out, race = tmp_path / "res", tmp_path / "race"
+    race.mkdir()
+    env = ENV | {"BATCHLAB_RACE": str(race), "BATCHLAB_RACE_PROCESSES": str(len(SHARING))}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "crash_driver.py"), "race", "1", "--", *batchlab_args(study, sets, out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for study, sets in SHARING
+    ]
+    for p in procs:
+        _, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0 and "Traceback" not in stderr, stderr
+    assert integrity(out) == "ok"
+    for study, sets in SHARING:  # one after the other, in this process: what the store must hold
+        run_study(study, overrides=_overrides(sets), device="cpu", out=tmp_path / "alone")
+    assert store_dump(out) == store_dump(tmp_path / "alone")
+    with Store(out) as store:
+        reference = get_study("noise-scale").Config(**store.study("noise-scale")["config"]).reference_run()
+        assert store.checkpoint_epochs(reference.key) == {0, 1, 2, 3}
 
 
 def test_out_of_memory_splits_the_group_and_gives_the_same_numbers(tmp_path, monkeypatch):
@@ -335,3 +456,19 @@ def test_the_report_lists_diverged_runs_and_their_step(tmp_path):
     claim = result.output.claims[0]
     assert claim.verdict == "inconclusive" and "diverged runs left out" in claim.evidence
     assert np.isfinite(claim.evidence["test accuracy batch 1024 (%)"])
+
+
+STEPS = ["train_subset=1024", "test_subset=200", "widths=16", "early_epoch=1", "late_epoch=2", "batch_sizes=32,64,128"]
+STEPS += ["noise_examples=128", "noise_draws=4", "noise_bootstrap=10", "max_steps=40", "evaluations=10"]
+NOTHING_TO_LOG = {
+    "every-run-diverges": ["lrs=1e6,1e7", "checkpoint_lr=1e30"],  # the reference run too
+    "every-run-reaches-the-target-at-step-0": ["lrs=1e3,1e4", "target=0.01"],
+}
+
+
+@pytest.mark.filterwarnings("error:Data has no positive values")
+@pytest.mark.parametrize("sets", NOTHING_TO_LOG.values(), ids=NOTHING_TO_LOG)
+def test_steps_to_target_draws_its_figure_when_nothing_can_go_on_a_log_axis(tmp_path, capsys, sets):
+    assert cli.run_cli(batchlab_args("steps-to-target", [*STEPS, *sets], tmp_path)) == 0, capsys.readouterr().err
+    (figures,) = tmp_path.glob("steps-to-target@*/figures")
+    assert {p.suffix for p in figures.glob("steps_to_target.*")} == {".png", ".svg", ".pdf"}

@@ -242,7 +242,7 @@ def test_a_read_only_store_never_writes_its_file(tmp_path):
 
 def test_a_read_only_store_in_a_directory_it_cannot_write_is_read_immutable(tmp_path, monkeypatch):
     """Read-only media: no -shm can be made beside the file, so SQLite is told the file cannot change."""
-    from batchlab.store import sqlite as store_module
+    from batchlab.store import connection as store_module
 
     with Store(tmp_path) as store:
         save(store)

@@ -229,6 +229,31 @@ def test_a_factory_that_returns_the_wrong_type(capsys, tmp_path, user_module):
     )
 
 
+def test_user_code_that_calls_exit_is_one_line_not_a_silent_exit(capsys, tmp_path, user_module):
+    """exit() raises SystemExit: in a factory, a loss or a module's code it must not end batchlab with its code."""
+    mod = user_module("def leaves(**kw):\n    raise SystemExit(0)\n\ndef loss(out, y):\n    exit(3)\n")
+    quits = user_module("import sys\nsys.exit()\n")  # at import
+    cases = [
+        (["--model", "builtins:exit"], ("--model", "builtins:exit")),  # on the built-in data
+        (["--model", f"{mod}:leaves", "--data", f"{mod}:data"], ("--model", f"{mod}:leaves")),
+        (["--model", f"{mod}:model", "--data", f"{mod}:leaves"], ("--data", f"{mod}:leaves")),
+        (["--model", f"{mod}:model", "--data", f"{mod}:data", "--loss", f"{mod}:loss"], ("--loss", f"{mod}:loss")),
+        (["--model", f"{quits}:model", "--data", f"{mod}:data"], ("--model", f"{quits}:model")),
+    ]
+    for args, named in cases:
+        refused(capsys, tmp_path / "res", "batch-size-sweep", *args, fragments=(*named, "SystemExit", "called exit("))
+    line = assert_refused(*cli_run(capsys, "noise-scale", "--model", "builtins:exit"), "SystemExit")
+    assert "builtins:exit" in line
+
+
+def test_the_help_says_that_user_code_runs(capsys):
+    for command in ("run", "critical-batch", "noise-scale"):
+        code, out, _ = cli_run(capsys, command, "--help")
+        text = " ".join(out.replace("│", " ").split())
+        assert code == 0 and "The module is imported and its code runs" in text, command
+        assert "use only code you trust" in text, command
+
+
 def test_data_with_mismatched_lengths(capsys, tmp_path, user_module):
     mod = user_module(
         "def short_labels():\n    x_tr, y_tr, x_te, y_te = data()\n    return x_tr, y_tr[:-1], x_te, y_te\n"

@@ -26,6 +26,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -305,6 +306,19 @@ def write_explorer(out: Path, page: str) -> Path:
 
 # --- the server --------------------------------------------------------------------------------------
 class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves `--out`'s explorer to this machine's browser only. Binding 127.0.0.1 is not enough: a page of another
+    site whose name is made to resolve to 127.0.0.1 (DNS rebinding) would read the results as its own, so a
+    request must name this server as 127.0.0.1 or localhost (with its port, or none) in its Host header; any
+    other gets 421 and nothing is read."""
+
+    def send_head(self):  # what GET and HEAD serve
+        port = self.server.server_address[1]
+        allowed = {f"{host}{at}" for host in ("127.0.0.1", "localhost") for at in ("", f":{port}")}
+        if (self.headers.get("Host") or "").lower() not in allowed:
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "only http://127.0.0.1 or http://localhost is served")
+            return None
+        return super().send_head()
+
     def log_message(self, format, *args) -> None:  # noqa: A002  (the base class's name)
         pass
 

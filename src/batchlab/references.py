@@ -29,6 +29,16 @@ from torch import nn
 from .errors import UsageError, one_line
 
 WHATS = ("model", "dataset", "loss")
+# what the user's code may raise, and is reported in one line: exit() in a factory (SystemExit) too, which would
+# otherwise end batchlab silently with the factory's exit code
+USER_ERRORS = (Exception, SystemExit)
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception of the user's code for a message: "ValueError: no weights file", or what exit() did."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: it called exit({exc.code!r}) instead of returning"
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def is_reference(s) -> bool:
@@ -81,11 +91,9 @@ def _import(ref: str, what: str):
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except USER_ERRORS as exc:
             del sys.modules[name]
-            raise UsageError(
-                f"{what} reference {ref!r}: importing {str(path)!r} failed: {type(exc).__name__}: {one_line(exc)}"
-            ) from None
+            raise UsageError(f"{what} reference {ref!r}: importing {str(path)!r} failed: {error_text(exc)}") from None
         return module, attr
     undo = _with_cwd()
     try:
@@ -96,10 +104,8 @@ def _import(ref: str, what: str):
                 f"{what} reference {ref!r}: no module named {exc.name!r} (searched the current folder and sys.path)"
             ) from None
         raise UsageError(f"{what} reference {ref!r}: importing {where!r} failed: {one_line(exc)}") from None
-    except Exception as exc:
-        raise UsageError(
-            f"{what} reference {ref!r}: importing {where!r} failed: {type(exc).__name__}: {one_line(exc)}"
-        ) from None
+    except USER_ERRORS as exc:
+        raise UsageError(f"{what} reference {ref!r}: importing {where!r} failed: {error_text(exc)}") from None
     finally:
         undo()
 
@@ -134,10 +140,8 @@ def source_file(ref: str, what: str) -> Path:
             found = importlib.util.find_spec(where)
         except ModuleNotFoundError as exc:
             raise UsageError(f"{what} reference {ref!r}: no module named {exc.name!r}") from None
-        except Exception as exc:
-            raise UsageError(
-                f"{what} reference {ref!r}: finding {where!r} failed: {type(exc).__name__}: {one_line(exc)}"
-            ) from None
+        except USER_ERRORS as exc:
+            raise UsageError(f"{what} reference {ref!r}: finding {where!r} failed: {error_text(exc)}") from None
         finally:
             undo()
         if found is None:
@@ -182,8 +186,8 @@ def _call(ref: str, what: str, args: dict):
     factory = load_reference(ref, what)
     try:
         return factory(**args)
-    except Exception as exc:
-        raise UsageError(f"{what} factory {ref!r} raised {type(exc).__name__}: {one_line(exc)}") from None
+    except USER_ERRORS as exc:
+        raise UsageError(f"{what} factory {ref!r} raised {error_text(exc)}") from None
 
 
 def build_model(ref: str, args: dict, seed: int | None = None) -> nn.Module:
@@ -269,10 +273,8 @@ def _materialise(ref: str, dataset, split: str) -> tuple[torch.Tensor, torch.Ten
         return torch.stack(xs), torch.stack(ys)
     except UsageError:
         raise
-    except Exception as exc:
-        raise UsageError(
-            f"dataset factory {ref!r}: reading its {split} dataset failed: {type(exc).__name__}: {one_line(exc)}"
-        ) from None
+    except USER_ERRORS as exc:
+        raise UsageError(f"dataset factory {ref!r}: reading its {split} dataset failed: {error_text(exc)}") from None
 
 
 def check_fit(
@@ -305,10 +307,10 @@ def check_fit(
         return torch.zeros(())
     try:
         value = loss_fn(out, y)
-    except Exception as exc:
+    except USER_ERRORS as exc:
         raise UsageError(
             f"loss {loss_name!r} on model {model_name!r}'s output {list(out.shape)} and targets {list(y.shape)} "
-            f"raised {type(exc).__name__}: {one_line(exc)}"
+            f"raised {error_text(exc)}"
         ) from None
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         raise UsageError(

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .commands import DATA_DIR, DEVICE, OUT, PROFILE, _train, app, use_data_dir, user_code_overrides
+from .commands import DATA_DIR, DEVICE, OUT, PROFILE, RUNS_CODE, _train, app, use_data_dir, user_code_overrides
 from .display import out_console, print_claims
 
 
@@ -19,7 +19,7 @@ def noise_scale_command(
         ...,
         "--model",
         help="package.module:factory (or path/to/file.py:factory): a function returning (model, loss_fn, data), "
-        "data being (x, y) tensors or a DataLoader; loss_fn(output, target) with mean reduction.",
+        f"data being (x, y) tensors or a DataLoader; loss_fn(output, target) with mean reduction. {RUNS_CODE}",
     ),
     samples: int = typer.Option(1024, "--samples", min=2, help="Examples the estimate uses."),
     estimator: str = typer.Option("auto", "--estimator", help="auto | per-example | two-batch"),
@@ -42,14 +42,18 @@ def noise_scale_command(
 @app.command("critical-batch")
 def critical_batch_command(
     model: Optional[str] = typer.Option(
-        None, "--model", help="package.module:factory returning an nn.Module (default: the built-in MLP)."
+        None, "--model", help=f"package.module:factory returning an nn.Module (default: the built-in MLP). {RUNS_CODE}"
     ),
     model_arg: list[str] = typer.Option([], "--model-arg", help="A keyword argument of the model factory: k=v."),
     data: Optional[str] = typer.Option(
-        None, "--data", help="package.module:factory returning (x_train, y_train, x_test, y_test) or (train, test)."
+        None,
+        "--data",
+        help=f"package.module:factory returning (x_train, y_train, x_test, y_test) or (train, test). {RUNS_CODE}",
     ),
     data_arg: list[str] = typer.Option([], "--data-arg", help="A keyword argument of the data factory: k=v."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="package.module:fn(output, target) -> mean loss."),
+    loss: Optional[str] = typer.Option(
+        None, "--loss", help=f"package.module:fn(output, target) -> mean loss. {RUNS_CODE}"
+    ),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (branch lr x k) | adam (branch lr x sqrt(k))."),
     profile: str = PROFILE,
     set_: list[str] = typer.Option([], "--set", help="A critical-batch config key: --set multipliers=1,2,4,8"),

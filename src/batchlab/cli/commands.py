@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ import typer
 from rich.table import Table
 
 from ..datasets import DataError
-from ..errors import UsageError
+from ..driver.checks import store_hint
+from ..errors import UsageError, one_line, os_error_line
 from ..executors import LocalExecutor, UnitsFailed
+from ..interrupts import stop_once_on_ctrl_c
 from .display import TrainingProgress, error, note, out_console, print_claims, print_dry_run
 from .show import print_study
 
@@ -58,6 +61,8 @@ CPUS_PER_UNIT = typer.Option(
     help="With --executor ray: CPUs (and torch threads) each work unit asks for (default 1).",
 )
 
+# said by every option that names the user's code: a reference is a program, not data
+RUNS_CODE = "The module is imported and its code runs, as a script's would: use only code you trust."
 
 DRY_RUN = typer.Option(
     False,
@@ -195,22 +200,23 @@ def run(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="Your own model: package.module:factory, a function returning a torch.nn.Module (importing it runs "
-        "it; the current folder is searched first). Only studies that accept one (see `batchlab show STUDY`).",
+        help="Your own model: package.module:factory (or path/to/file.py:factory), a function returning a "
+        f"torch.nn.Module; the current folder is searched first. {RUNS_CODE} Only studies that accept one (see "
+        "`batchlab show STUDY`).",
     ),
     model_arg: list[str] = typer.Option([], "--model-arg", help="A keyword argument of the model factory: k=v."),
     data: Optional[str] = typer.Option(
         None,
         "--data",
         help="Your own data: package.module:factory returning (x_train, y_train, x_test, y_test) tensors or "
-        "(train, test) Datasets.",
+        f"(train, test) Datasets. {RUNS_CODE}",
     ),
     data_arg: list[str] = typer.Option([], "--data-arg", help="A keyword argument of the data factory: k=v."),
     loss: Optional[str] = typer.Option(
         None,
         "--loss",
         help="package.module:fn(output, target) -> mean loss (default: cross-entropy for integer targets, mean "
-        "squared error for float targets).",
+        f"squared error for float targets). {RUNS_CODE}",
     ),
 ) -> None:
     """Run a study (skipping runs already in the store) and write its report."""
@@ -397,9 +403,15 @@ def run_cli(argv: list[str] | None = None) -> int:
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         error(f"{e.format_message()}{hint}")
         return getattr(e, "exit_code", 2) or 2
-    except typer.Abort:
-        error("aborted")
-        return 1
+    except typer.Abort as e:  # typer's answer to an EOFError: a file read ended too soon
+        error(f"a file is empty or cut short (EOFError: {one_line(e.__cause__)})" if e.__cause__ else "aborted")
+        return 2
+    except OSError as e:  # a full disk, a read-only folder: every finished unit is already stored whole
+        error(os_error_line(e))
+        return 2
+    except sqlite3.Error as e:  # the same for the store's own file (e.g. "database or disk is full")
+        error(f"the store: {one_line(e)}{store_hint(e)}")
+        return 2
     except typer.Exit as e:
         rv = e.exit_code
     except KeyboardInterrupt:
@@ -411,6 +423,8 @@ def run_cli(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The `batchlab` process (`batchlab.__main__:main` is the light entry point that imports this module)."""
+    stop_once_on_ctrl_c()
     sys.exit(run_cli(argv))
 
 

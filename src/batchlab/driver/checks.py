@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..engine import resolve_device
 from ..engine.spec import TaskSpec, WorkSpec
 from ..errors import UsageError, one_line
 from ..references import is_reference
-from ..store import Store, StoreCorruptError, StoreVersionError
+from ..store import ArtifactRef, Store, StoreCorruptError, StoreVersionError
 
 
 def check_writable(out: Path) -> None:
@@ -59,9 +61,36 @@ def open_store(out: Path, *, readonly: bool = False) -> Store:
         raise UsageError(f"cannot open the store in {out}: {one_line(e)}{store_hint(e)}") from None
 
 
+UNREADABLE = (OSError, ValueError, EOFError)  # what reading a missing, empty, cut or altered array file raises
+
+
+def damaged(e: Exception, what: str, out) -> UsageError:
+    """An array of the store that cannot be read (`what`: which one), as one line saying what to do. The store's
+    OSError names the file already; numpy's own errors (an empty file's EOFError) do not."""
+    why = one_line(e) if isinstance(e, OSError) else f"{what} cannot be read ({type(e).__name__}: {one_line(e)})"
+    return UsageError(f"{why}; the store in {out} is damaged: move it aside (or choose another --out) and run again")
+
+
+def array_loader(store: Store) -> Callable[[ArtifactRef], np.ndarray]:
+    """`store.load_array` for what the driver reads (a report's arrays), a damaged file as one line (UsageError)."""
+
+    def load(ref: ArtifactRef) -> np.ndarray:
+        try:
+            return store.load_array(ref)
+        except UNREADABLE as e:
+            raise damaged(e, f"array {ref.name!r} ({store.artifact_path(ref.sha256).name})", store.root) from None
+
+    return load
+
+
 def store_hint(e: Exception) -> str:
+    """What to do about an SQLite error, appended to its message ("" when there is nothing to say)."""
     if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
         return " (another process held it too long: wait for it, or run again)"
+    if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "readonly" in str(e)):
+        return (
+            ": free some space, or make the store writable, and run the same command again (what was finished is kept)"
+        )
     if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
         return ": the store is damaged; move it aside (or choose another --out) and run again"
     return ""

@@ -25,7 +25,7 @@ from ..report.overrides import configuration_line, overrides_label, report_dir_n
 from ..store import DamagedFileError, Store
 from ..studies import Results, Study
 from ..studies.common import StudyConfig, rounding_evidence
-from .checks import open_store, store_hint
+from .checks import array_loader, open_store, store_hint
 from .config import config_overrides, lookup, make_config, staged_units, study_units
 
 
@@ -59,7 +59,7 @@ def recorded_results(store: Store, study: Study, record: dict) -> Recorded:
     cfg = study.Config(**record["config"])
     stored = set(record["run_keys"])
     planned = study_units(study, cfg)
-    read = lambda units: Results(store.runs(keys_read(units)), store.load_array)  # noqa: E731
+    read = lambda units: Results(store.runs(keys_read(units)), array_loader(store))  # noqa: E731
     planned = staged_units(study, cfg, planned, read)
     specs = [s for s in planned if s.key in stored]
     unrecorded = list(dict.fromkeys(s.key for s in planned if s.key not in stored))

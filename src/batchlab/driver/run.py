@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..engine import RunResult, RunSpec, partition
@@ -28,7 +29,7 @@ from ..store import Store
 from ..studies import Results, Study
 from ..studies.common import StudyConfig
 from ..tasks import TaskResult
-from .checks import check_data, check_device, check_writable, done_in, open_store
+from .checks import UNREADABLE, array_loader, check_data, check_device, check_writable, damaged, done_in, open_store
 from .config import config_overrides, lookup, make_config, staged_units
 from .plan import WorkPlan, forget_damaged, kept_states, work_plan
 from .reports import keys_read, write_report
@@ -158,7 +159,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
                 planned, skipped = train_units + len(plan.tasks), len(plan.tasks) - len(shipped)
                 raise UnitsFailed(failure_message(failed, planned, prep.out, skipped, executor.where))
             runs, tasks = runs + len(plan.runs), tasks + len(plan.tasks)
-            read = lambda units: Results(store.runs(keys_read(units)), store.load_array)  # noqa: E731
+            read = lambda units: Results(store.runs(keys_read(units)), array_loader(store))  # noqa: E731
             staged = staged_units(prep.study, prep.config, prep.specs, read)
             if len(staged) == len(prep.specs):
                 break
@@ -224,7 +225,7 @@ def compute_tasks(
     if not tasks:
         return []
     monitor.tasks(len(tasks))
-    units = (TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch)) for t in tasks)
+    units = (TaskUnit(t, start_of(store, t)) for t in tasks)
     failed = []
     for _, result in executor.map(units, prep.device, prep.data_dir):
         if isinstance(result, UnitFailure):
@@ -234,6 +235,18 @@ def compute_tasks(
         save_task(store, result)
         monitor.task_done()
     return failed
+
+
+def start_of(store: Store, task: TaskSpec) -> dict[str, np.ndarray] | None:
+    """The weights a task starts from, read from the store (a damaged file is one line, UsageError)."""
+    if task.start is None:
+        return None
+    try:
+        return store.checkpoint(task.start.run.key, task.start.epoch)
+    except UNREADABLE as e:
+        raise damaged(
+            e, f"the checkpoint after epoch {task.start.epoch} of run {task.start.run.key}", store.root
+        ) from None
 
 
 def record_study(store: Store, prep: Prepared, runs: int, tasks: int, wall_s: float, env: dict) -> None:
@@ -282,12 +295,16 @@ def run_study(
 
 def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None:
     """A training run and the checkpoints it was asked to keep, in one transaction. A run trained again
-    only for a missing checkpoint adds that checkpoint and leaves its stored row as it was."""
+    only for a missing checkpoint adds that checkpoint and leaves its stored row as it was.
+
+    So does a run another process stored meanwhile (it trained the same run for other checkpoints): its
+    row wins, and the checkpoints only this copy kept are added, or this process's tasks would find no
+    start. A run is a function of its spec, so either copy's weights are that run's weights."""
     arrays = {(name, epoch): a for epoch, ckpt in result.checkpoints.items() for name, a in ckpt.items()}
     if rerun:
         store.save_artifacts(result.key, arrays)
         return
-    store.save_run(
+    stored = store.save_run(
         key=result.key,
         config=result.spec.full_dict(),
         seed=result.spec.seed,
@@ -300,6 +317,9 @@ def save_result(store: Store, result: RunResult, *, rerun: bool = False) -> None
         metrics=result.metrics,
         arrays=arrays,
     )
+    missing = set() if stored else set(result.checkpoints) - store.checkpoint_epochs(result.key)
+    if missing:
+        store.save_artifacts(result.key, {(name, e): a for (name, e), a in arrays.items() if e in missing})
 
 
 def save_task(store: Store, result: TaskResult) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError, one_line
-from ..references import build_model, check_fit, is_reference, load_data, load_loss
+from ..references import USER_ERRORS, build_model, check_fit, error_text, is_reference, load_data, load_loss
 from ..studies import Study
 from ..studies.common import StudyConfig
 
@@ -70,10 +70,10 @@ def check_user_code(cfg: StudyConfig) -> int | None:
     x, y = data[0][:PROBE_EXAMPLES], data[1][:PROBE_EXAMPLES]
     try:
         out = net(x.float() if x.is_floating_point() else x)
-    except Exception as e:
+    except USER_ERRORS as e:
         raise UsageError(
             f"--model {cfg.model}: its forward pass on {len(x)} examples of --data {cfg.dataset} "
-            f"({list(x.shape)}) raised {type(e).__name__}: {one_line(e)}"
+            f"({list(x.shape)}) raised {error_text(e)}"
         ) from None
     try:
         check_fit(cfg.model, cfg.loss, out, y, loss_fn)

@@ -159,10 +159,9 @@ def check_run(spec: RunSpec, device: torch.device, data_dir: str | None = None, 
     name = spec.model
     try:
         out = model.train()(x)
-    except Exception as exc:
+    except references.USER_ERRORS as exc:
         raise UsageError(
-            f"model {name!r} on {list(x.shape)} inputs of dataset {spec.dataset!r} raised {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}"
+            f"model {name!r} on {list(x.shape)} inputs of dataset {spec.dataset!r} raised {references.error_text(exc)}"
         ) from None
     references.check_fit(name, spec.loss, out, y, loss_for(spec))
     if spec.user_model:  # the generic path runs it stacked: two copies under vmap, with the gradient
@@ -183,7 +182,7 @@ def check_stacked(spec: RunSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
         out = stack.forward(torch.stack([x, x]))
         losses = per_run_loss(out, torch.stack([y, y]), task, "mean", loss_fn)
         torch.autograd.grad(losses.sum(), list(stack.params.values()), allow_unused=True)
-    except Exception as exc:
+    except references.USER_ERRORS as exc:
         text = " ".join(str(exc).split())
         if "randomness" in text:
             raise UsageError(

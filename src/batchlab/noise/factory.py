@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..references import kind_of, load_reference
+from ..references import error_text, kind_of, load_reference
 from .measure import Data
 
 
@@ -20,7 +20,7 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
     dotted module is searched on sys.path with the current folder first, so from the repository root
     "examples.noise_scale_mlp:factory" works under the `batchlab` command as well as `python -m`.
     Raises ValueError for a malformed spec, a module or attribute that cannot be found, or a wrong
-    return value; errors raised inside the factory itself propagate unchanged.
+    return value; errors raised inside the factory itself propagate unchanged, but exit() becomes a ValueError.
     """
     if not isinstance(spec, str):
         raise ValueError(f"factory spec must be a string 'package.module:function' (got {type(spec).__name__})")
@@ -28,7 +28,11 @@ def load_factory(spec: str) -> tuple[nn.Module, Callable, Data]:
         factory = load_reference(spec, "factory")
     except UsageError as e:
         raise ValueError(str(e)) from None
-    return check_factory_result(spec, factory())
+    try:
+        result = factory()
+    except SystemExit as e:  # exit() in the factory must not end the caller (the CLI, silently, with its code)
+        raise ValueError(f"factory {spec!r} {error_text(e)}") from None
+    return check_factory_result(spec, result)
 
 
 def check_factory_result(spec: str, result) -> tuple[nn.Module, Callable, Data]:

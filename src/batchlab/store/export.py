@@ -18,7 +18,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .sqlite import DB_NAME, Store
+from .schema import DB_NAME
+from .sqlite import Store
 
 __all__ = ["SPEC_FIELDS", "load_metrics", "metrics_columns", "metrics_csv"]
 

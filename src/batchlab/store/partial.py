@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,15 @@ class PartialStates:
         return [PartialRecord(tuple(json.loads(k)), e, json.loads(m), h, t) for k, e, m, h, t in rows]
 
     def load_partial(self, record: PartialRecord) -> dict[str, np.ndarray]:
-        """A kept state's arrays, its file checked against the SHA-256 of its row (`DamagedFileError` if not)."""
-        data = read_checked(self.partial_path(record.sha256), record.sha256)
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+        """A kept state's arrays, its file checked against the SHA-256 of its row (`DamagedFileError` if not; an
+        OSError if numpy cannot read it)."""
+        path = self.partial_path(record.sha256)
+        data = read_checked(path, record.sha256)
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (ValueError, EOFError, zipfile.BadZipFile) as e:  # empty, cut, altered (but hashed so)
+            raise OSError(f"the kept training state {path.name} in {self.root} is unreadable: {e}") from None
 
     def delete_partials(self, keys) -> int:
         """Forget every kept state that holds one of `keys` (its runs are stored now); returns how many."""

@@ -198,11 +198,13 @@ class StepsToTarget(Study):
             )
         if math.isfinite(b_simple):
             axes[0].axvline(b_simple, color=PALETTE[5], linestyle="-.", linewidth=1, label=f"B_simple {b_simple:.3g}")
-        # no run reaching the target (e.g. a target above what the data allows) leaves nothing to draw on a log axis
+        # a log axis shows positive counts only: none when no run reached the target (a target above what the data
+        # allows, every run diverged), or when every run reached it at its first evaluation, step 0
         reached = any(math.isfinite(v) for v in best)
+        yscale = "log" if any(v > 0 for v in best) else "linear"  # (NaN > 0 is False)
         axes[0].set(
             xscale="log",
-            yscale="log" if reached else "linear",
+            yscale=yscale,
             xlabel="batch size B",
             ylabel=f"steps to {100 * cfg.target:g} % test accuracy (log)",
             title="steps to target",
@@ -211,7 +213,7 @@ class StepsToTarget(Study):
         axes[1].plot(bs, examples, "k*-", markersize=8)
         axes[1].set(
             xscale="log",
-            yscale="log" if reached else "linear",
+            yscale=yscale,
             xlabel="batch size B",
             ylabel="examples processed, steps × B (log)",
             title="examples to target: flat while scaling is perfect",
