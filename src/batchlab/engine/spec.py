@@ -20,6 +20,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
 # training and test examples of the image datasets: a batch or subset cannot ask for more
 DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000)}
 PRECISIONS = ("float32", "tf32", "bf16", "float64")
+# built-in losses: "auto" (cross-entropy for class labels, squared error for float targets) and "square", half the
+# squared distance of the outputs from the one-hot label (the square loss of Cohen et al. 2021, arXiv 2103.00065)
+LOSSES = ("auto", "square")
 
 
 class LRSchedule(BaseModel):
@@ -119,7 +122,8 @@ class RunSpec(PlainData):
     micro_batch: int | None = Field(None, ge=1)
     loss_reduction: Literal["mean", "sum"] = "mean"
     # "auto": cross-entropy over the last dimension for integer targets, mean squared error for float targets;
-    # or a reference "package.module:fn", fn(output, target) -> the mean loss over the batch's examples
+    # "square": ½‖output − one-hot(label)‖² per example (class labels); or a reference "package.module:fn",
+    # fn(output, target) -> the mean loss over the batch's examples
     loss: str = "auto"
     precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     # randomness
@@ -149,7 +153,7 @@ class RunSpec(PlainData):
         for what, field, known in (
             ("model", "model", _models()),
             ("dataset", "dataset", _datasets()),
-            ("loss", "loss", ("auto",)),
+            ("loss", "loss", LOSSES),
         ):
             value = data.get(field)
             if value is None:
