@@ -148,7 +148,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
             else:
                 failed, train_units = [], 0
             lost = {key for f in failed for key in f.keys}
-            shipped = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
+            shipped = [t for t in plan.tasks if not any(c.run.key in lost for c in t.checkpoints)]
             failed += compute_tasks(store, shipped, prep, executor, monitor, env)
             if failed:
                 planned, skipped = train_units + len(plan.tasks), len(plan.tasks) - len(shipped)
@@ -220,7 +220,14 @@ def compute_tasks(
     if not tasks:
         return []
     monitor.tasks(len(tasks))
-    units = (TaskUnit(t, None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch)) for t in tasks)
+    units = (
+        TaskUnit(
+            t,
+            None if t.start is None else store.checkpoint(t.start.run.key, t.start.epoch),
+            tuple(store.checkpoint(c.run.key, c.epoch) for c in t.others),
+        )
+        for t in tasks
+    )
     failed = []
     for _, result in executor.map(units, prep.device, prep.data_dir):
         if isinstance(result, UnitFailure):

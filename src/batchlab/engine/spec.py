@@ -275,8 +275,9 @@ class Checkpoint(BaseModel):
 
 class TaskSpec(PlainData):
     """A computation at fixed weights: a registered `kind` (batchlab.tasks.TASKS), its arguments, a seed,
-    and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
-    arrays and scalars. The driver trains the checkpoint's run first when the store lacks it."""
+    and optionally the checkpoint it starts from, and any other checkpoints it reads (`others`: e.g. the far end
+    of a line between two runs' weights). Vectorised over examples or trials, it returns named arrays and scalars.
+    The driver trains the checkpoints' runs first when the store lacks them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -284,13 +285,28 @@ class TaskSpec(PlainData):
     args: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
     start: Checkpoint | None = None
+    others: tuple[Checkpoint, ...] = ()
+
+    @model_validator(mode="after")
+    def _others_after_a_start(self) -> "TaskSpec":
+        if self.others and self.start is None:
+            raise ValueError("a task that reads other checkpoints starts from one (start)")
+        return self
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint the task reads: its start, then the others."""
+        return ([] if self.start is None else [self.start]) + list(self.others)
 
     @property
     def key(self) -> str:
-        # the start is named by its run's key, so a task's key follows the run's own key rules
+        # the start is named by its run's key, so a task's key follows the run's own key rules; `others` only when
+        # given, so the keys of single-checkpoint tasks are what they were
         body = {"unit": "task", "kind": self.kind, "args": self.args, "seed": self.seed}
         if self.start is not None:
             body["start"] = {"run": self.start.run.key, "epoch": self.start.epoch}
+        if self.others:
+            body["others"] = [{"run": c.run.key, "epoch": c.epoch} for c in self.others]
         return content_key(body)
 
 
