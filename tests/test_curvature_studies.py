@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import cli_run, set_args
 
 from batchlab.analysis.spectrum import lanczos
 from batchlab.engine import RunSpec, train_group
 from batchlab.engine.spec import Checkpoint, TaskSpec
 from batchlab.executors import TaskUnit, execute
 from batchlab.probes.metrics import square_loss
+from batchlab.studies.curvature.claims import ES1, ES3, curvature_along, rule_edge, rule_es2, rule_k1, rule_k2, rule_k3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -119,3 +121,135 @@ def test_rescaling_is_refused_where_it_changes_the_function(two_runs):
     spec = TaskSpec(kind="hessian-spectrum", args={"rescale": 2.0}, start=Checkpoint(run=a, epoch=3))
     with pytest.raises(ValueError, match="ReLU MLP"):
         execute(TaskUnit(spec, ta.checkpoints[3]), CPU, None)
+
+
+def test_a_group_whose_runs_all_stop_early_keeps_the_last_checkpoint():
+    """Every run reaches its target at epoch 1 of 5: the group ends there, and the epoch-5 checkpoint asked for is
+    the weights it stopped with (they no longer change)."""
+    run = RunSpec(seed=0, lr=0.1, **{**TINY, "epochs": 5, "probes": ("metrics",), "stop_metric": "train_acc",
+                                      "stop_at": 0.01})  # fmt: skip
+    (r,) = train_group([run], device="cpu", checkpoints={1, 5}, keep_params=True)
+    assert r.steps == 1 and set(r.checkpoints) == {1, 5}
+    for k, v in r.checkpoints[5].items():
+        np.testing.assert_array_equal(v, r.checkpoints[1][k])
+        np.testing.assert_array_equal(v, r.params[k.removeprefix("param:")].numpy())
+
+
+# --- the rules on synthetic data: supported, not supported, inconclusive ------------------------------------------
+
+B5 = (64, 128, 256, 512, 1024)
+
+
+def test_k1_a_trend_across_batch_sizes_paired_by_seed():
+    rising = np.array([[5.0, 6, 5.5], [7, 8, 7.5], [9, 9.5, 10], [11, 12, 11.5], [13, 14, 13.5]])
+    assert rule_k1(B5, rising).verdict == "supported"
+    assert rule_k1(B5, rising[::-1]).verdict == "not supported"
+    mixed = np.array([[5.0, 9], [7, 6], [6, 8], [8, 5], [7, 7]])  # two seeds, no order
+    claim = rule_k1(B5, mixed)
+    assert claim.verdict == "inconclusive" and "Page p" in claim.why
+    one = rising.copy()
+    one[2, 1:] = np.nan  # a missing run leaves its seed out: one complete seed cannot decide
+    claim = rule_k1(B5, one, {"not converged": 2})
+    assert claim.verdict == "inconclusive" and "needs 2" in claim.why
+    assert claim.evidence["left out: not converged"] == 2
+
+
+def test_k2_rank_association_across_runs():
+    lam = np.linspace(5, 15, 15)
+    assert rule_k2(lam, 0.9 - 0.001 * lam).verdict == "supported"
+    assert rule_k2(lam, 0.8 + 0.001 * lam).verdict == "not supported"
+    rng = np.random.default_rng(0)
+    claim = rule_k2(lam[:6], 0.9 + 0.01 * rng.standard_normal(6))
+    assert claim.verdict == "inconclusive"
+    assert rule_k2(lam[:3], lam[:3]).verdict == "inconclusive"  # 3 runs: needs 4
+
+
+def test_k3_the_curvature_along_the_line_at_each_end():
+    alphas = np.round(np.arange(-1, 2.0001, 0.05), 10)
+    line = 0.1 * alphas**2 + 0.4 * np.clip(alphas - 0.5, 0, None) ** 2  # more curved around alpha 1
+    assert curvature_along(alphas, line, 0.0, 0.25) == pytest.approx(0.1 * 0.0625, rel=1e-9)
+    assert math.isnan(curvature_along(alphas, line, 0.0, 0.33))  # not a grid point: no number
+    assert rule_k3([0.01, 0.012, 0.011], [0.03, 0.028, 0.033], 0.25, (64, 1024)).verdict == "supported"
+    assert rule_k3([0.03, 0.028, 0.033], [0.01, 0.012, 0.011], 0.25, (64, 1024)).verdict == "not supported"
+    claim = rule_k3([0.01, 0.02], [0.015, 0.012], 0.25, (64, 1024))
+    assert claim.verdict == "inconclusive"
+
+
+def _arm(ratio, low=0.8, mid=0.1, end=0.05, ups=2, diverged=0):
+    ratio = np.asarray(ratio, dtype=float)
+    full = np.ones_like(ratio)
+    return {"ratio": ratio, "low": low * full, "loss_mid": mid * full + 0.001 * np.arange(ratio.size),
+            "loss_end": end * full, "ups": ups * full, "not_converged": 0, "diverged": diverged}  # fmt: skip
+
+
+def test_es1_and_es3_sharpness_at_the_threshold_in_every_arm():
+    at = {"lr 0.1": _arm([1.02, 1.03, 1.01]), "lr 0.2": _arm([0.98, 1.0, 0.99])}
+    assert rule_edge(ES1, at, 0.1, "lambda_max", "(2/lr)").verdict == "supported"
+    below = at | {"lr 0.2": _arm([0.5, 0.55, 0.52])}
+    claim = rule_edge(ES1, below, 0.1, "lambda_max", "(2/lr)")
+    assert claim.verdict == "not supported" and "lr 0.2 at the edge" in claim.why
+    wide = at | {"lr 0.2": _arm([0.85, 1.2])}
+    assert rule_edge(ES1, wide, 0.1, "lambda_max", "(2/lr)").verdict == "inconclusive"
+    flat = at | {"lr 0.2": _arm([0.98, 1.0, 0.99], ups=0)}  # no loss rise seen at this cadence
+    claim = rule_edge(ES1, flat, 0.1, "lambda_max", "(2/lr)")
+    assert claim.verdict == "inconclusive" and "finer evaluations" in claim.why
+    blown = at | {"lr 0.2": _arm([1.0, math.nan, 0.99], diverged=1)}  # a diverged run is an outcome
+    claim = rule_edge(ES1, blown, 0.1, "lambda_max", "(2/lr)")
+    assert claim.verdict == "not supported" and "1 of 3 seeds diverged" in claim.why
+    adam = {"lr 0.01": _arm([0.97, 0.99, 0.98], low=0.4, ups=0)}
+    assert rule_edge(ES3, adam, 0.1, "lambda_max(P^-1 H)", "(38/lr)", monotone_loss=False).verdict == "supported"
+    assert rule_edge(ES3, {"lr 0.01": _arm([1.5, 1.6, 1.55])}, 0.1, "x", "t", False).verdict == "not supported"
+    assert rule_edge(ES3, {}, 0.1, "x", "t", False).verdict == "inconclusive"
+
+
+def test_es2_batch_sharpness_at_the_edge_and_lambda_max_lower_for_smaller_batches():
+    b = (25, 50, 125)
+    batch = np.array([[1.0, 1.02, 0.99], [0.98, 1.01, 1.0], [1.03, 0.99, 1.0]])
+    lam = np.array([[0.6, 0.62, 0.58], [0.75, 0.8, 0.77], [0.9, 0.92, 0.91]])
+    assert rule_es2(b, batch, lam, 0.1).verdict == "supported"
+    claim = rule_es2(b, 0.4 * batch, lam, 0.1)
+    assert claim.verdict == "not supported" and "batch sharpness at B=25" in claim.why
+    assert rule_es2(b, batch, lam[::-1], 0.1).verdict == "not supported"  # lambda_max falls with B
+    assert rule_es2(b, batch[:, :2] * [[1.0, 0.8]], lam[:, :2], 0.1).verdict == "inconclusive"
+    assert rule_es2(b, batch, lam, 0.1, diverged=1).verdict == "not supported"
+
+
+# --- each study end to end, at a tiny config ----------------------------------------------------------------------
+
+TINY_SHARP = {"train_subset": 256, "test_subset": 100, "widths": 16, "batch_sizes": (16, 32, 64), "epochs": 30}
+TINY_SHARP |= {"target_train_acc": 0.6, "seeds": 2, "examples": 128, "plane_points": 5, "max_iter": 40}
+TINY_EDGE = {"train_subset": 128, "test_subset": 64, "widths": 8, "lrs": (0.1, 0.2), "steps": 30, "every": 10}
+TINY_EDGE |= {"examples": 128, "sgd_lr": 0.1, "batch_sizes": (16, 64), "draws": 4, "adam_lrs": (0.01,), "seeds": 2}
+
+
+def test_the_sharpness_study_end_to_end(capsys, tmp_path):
+    import json
+
+    code, out, err = cli_run(capsys, "run", "sharpness", *set_args(TINY_SHARP), "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    study = next(p for p in tmp_path.iterdir() if p.name.startswith("sharpness"))
+    claims = json.loads((study / "claims.json").read_text())["claims"]
+    assert [c["id"] for c in claims] == ["K1", "K2", "K3"]
+    assert {p.stem for p in (study / "figures").glob("*.png")} >= {"lambda_vs_batch", "interpolation", "landscape"}
+    runs = (study / "tables" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 3 * 2  # every run has its row, converged or not
+    line = (study / "tables" / "line.csv").read_text().splitlines()
+    assert len(line) == 1 + 2  # the loss-between task read both ends of each seed's line
+    code, out, err = cli_run(capsys, "run", "sharpness", *set_args(TINY_SHARP), "--device", "cpu", "--out", tmp_path)
+    assert code == 0 and "trained 0 runs" in out, (out, err)
+
+
+def test_the_edge_of_stability_study_end_to_end(capsys, tmp_path):
+    import json
+
+    code, out, err = cli_run(capsys, "run", "edge-of-stability", *set_args(TINY_EDGE), "--device", "cpu",
+                             "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    study = next(p for p in tmp_path.iterdir() if p.name.startswith("edge-of-stability"))
+    claims = json.loads((study / "claims.json").read_text())["claims"]
+    assert [c["id"] for c in claims] == ["ES1", "ES2", "ES3"]
+    assert all(c["verdict"] in ("supported", "not supported", "inconclusive") for c in claims)
+    figures = {p.stem for p in (study / "figures").glob("*.png")}
+    assert figures == {"gd_sharpness", "gd_loss", "sgd_sharpness", "adam_sharpness"}
+    rows = (study / "tables" / "edge.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 + 2 + 2 + 1  # GD lrs, SGD lambda_max and batch sharpness per B, Adam lrs
