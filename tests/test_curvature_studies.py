@@ -152,6 +152,10 @@ def test_k1_a_trend_across_batch_sizes_paired_by_seed():
     claim = rule_k1(B5, one, {"not converged": 2})
     assert claim.verdict == "inconclusive" and "needs 2" in claim.why
     assert claim.evidence["left out: not converged"] == 2
+    short = rising.copy()
+    short[-1, :] = [np.nan, np.nan, 14.0]  # no batch 1024 run reached the target but one: that B is left out, named
+    claim = rule_k1(B5, short)
+    assert claim.verdict == "supported" and "B=1024 left out" in claim.why
 
 
 def test_k2_rank_association_across_runs():
@@ -237,6 +241,11 @@ def test_the_sharpness_study_end_to_end(capsys, tmp_path):
     assert len(line) == 1 + 2  # the loss-between task read both ends of each seed's line
     code, out, err = cli_run(capsys, "run", "sharpness", *set_args(TINY_SHARP), "--device", "cpu", "--out", tmp_path)
     assert code == 0 and "trained 0 runs" in out, (out, err)
+    from batchlab.explorer import gather
+
+    sharp = gather(tmp_path)["sharp"]  # the explorer's measured landscape: both planes, the lambda_max table
+    assert [p["batch"] for p in sharp["planes"]] == [16, 64] and len(sharp["planes"][0]["losses"]) == 5
+    assert len(sharp["lambda_max"]) == 3 and len(sharp["lambda_max"][0]) == 2
 
 
 def test_the_edge_of_stability_study_end_to_end(capsys, tmp_path):
@@ -253,3 +262,18 @@ def test_the_edge_of_stability_study_end_to_end(capsys, tmp_path):
     assert figures == {"gd_sharpness", "gd_loss", "sgd_sharpness", "adam_sharpness"}
     rows = (study / "tables" / "edge.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 + 2 + 2 + 1  # GD lrs, SGD lambda_max and batch sharpness per B, Adam lrs
+    from batchlab.explorer import gather
+
+    edge = gather(tmp_path)["edge"]  # the explorer's sharpness-against-step curves, thresholds beside
+    assert [c["label"] for c in edge["configs"]] == ["GD, lr 0.1", "GD, lr 0.2", "SGD, B=16, lr 0.1",
+                                                     "SGD, B=64, lr 0.1", "Adam, lr 0.01"]  # fmt: skip
+    assert edge["configs"][0]["threshold"] == pytest.approx(20.0) and edge["configs"][0]["step"][-1] == 30
+    assert set(edge["configs"][2]["series"]) == {"lambda_max", "batch_sharpness"}
+
+
+def test_without_results_the_explorer_says_which_curvature_study_to_run(tmp_path):
+    from batchlab.explorer import gather
+
+    data = gather(tmp_path)
+    assert data["sharp"]["hint"] == f"batchlab run sharpness --out {tmp_path}"
+    assert data["edge"]["hint"] == f"batchlab run edge-of-stability --out {tmp_path}"

@@ -31,12 +31,32 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
-def trend(samples: Sequence, *, increasing: bool = True, alpha: float = ALPHA) -> Decision:
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row of a with the same row of b (0 where a row does not vary)."""
+    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(all="ignore"):
+        return np.where(den > 0, (a * b).sum(-1) / den, 0.0)
+
+
+def trend(
+    samples: Sequence, *, increasing: bool = True, labels: Sequence | None = None, alpha: float = ALPHA
+) -> Decision:
     """Page's L test that `samples[j]` (the seeds' values of configuration j, seed-aligned, NaN missing) follow the
-    order j (increasing, or decreasing). Only seeds with every configuration finite take part (a block needs all
-    its ranks). estimate: the mean over seeds of Spearman's rho between j and the values (+1: every seed in the
-    predicted order); ci: the smallest and largest per-seed rho; p: Page's one-sided p."""
+    order j (increasing, or decreasing). A configuration with fewer than 2 finite seeds is left out (named in the
+    why, and in `extra["dropped"]`); then only seeds with every remaining configuration finite take part (a block
+    needs all its ranks). estimate: the mean over seeds of Spearman's rho between j and the values (+1: every seed
+    in the predicted order); ci: the smallest and largest per-seed rho; p: Page's one-sided p."""
     table = np.asarray([np.asarray(s, dtype=float).reshape(-1) for s in samples], dtype=float)
+    if table.ndim != 2 or table.size == 0:
+        return Decision("inconclusive", math.nan, (math.nan,) * 2, math.nan, "trend", (0,), "no values")
+    labels = [str(j + 1) for j in range(table.shape[0])] if labels is None else [str(x) for x in labels]
+    kept = np.isfinite(table).sum(axis=1) >= 2
+    dropped = [labels[j] for j in np.flatnonzero(~kept)]
+    if dropped:
+        d = trend(list(table[kept]), increasing=increasing, alpha=alpha)
+        why = f"{d.why} ({', '.join(dropped)} left out: fewer than 2 finished seeds)"
+        return Decision(d.verdict, d.estimate, d.ci, d.p, d.test, d.n, why, {"dropped": dropped})
     k = table.shape[0]
     order = np.arange(k) if increasing else np.arange(k)[::-1]
     complete = table[:, np.all(np.isfinite(table), axis=0)].T  # [seeds, k]
@@ -98,14 +118,16 @@ def rank_association(
         permutation_type="pairings", n_resamples=math.inf if exact else resamples, rng=np.random.default_rng(seed)
     )
 
-    def statistic(a):
-        return _spearman(a, y)
+    rx, ry = stats.rankdata(x), stats.rankdata(y)  # Spearman's rho is Pearson's r of the ranks
 
-    p_less = float(stats.permutation_test((x,), statistic, alternative="less", **kw).pvalue)
-    p_greater = float(stats.permutation_test((x,), statistic, alternative="greater", **kw).pvalue)
+    def statistic(a, axis=-1):
+        return _pearson_rows(np.moveaxis(a, axis, -1), np.broadcast_to(ry, np.moveaxis(a, axis, -1).shape))
+
+    p_less = float(stats.permutation_test((rx,), statistic, alternative="less", vectorized=True, **kw).pvalue)
+    p_greater = float(stats.permutation_test((rx,), statistic, alternative="greater", vectorized=True, **kw).pvalue)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(boot, n))
-    boots = np.array([_spearman(x[i], y[i]) for i in draws])
+    boots = _pearson_rows(stats.rankdata(x[draws], axis=1), stats.rankdata(y[draws], axis=1))
     ci = (float(np.nanquantile(boots, 0.025)), float(np.nanquantile(boots, 0.975)))
     p, p_other = (p_less, p_greater) if negative else (p_greater, p_less)
     label = f"rho {rho:+.2f} over {n} runs (95 % CI [{ci[0]:+.2f}, {ci[1]:+.2f}])"
@@ -117,4 +139,6 @@ def rank_association(
     right_sign = rho < 0 if negative else rho > 0
     need = math.ceil(((stats.norm.ppf(1 - alpha) + Z_POWER) / z) ** 2 + 3) if right_sign and z > 0 else None
     more = f"; needs about {max(need, n + 1)} runs to decide at this rho" if need else ""
+    if need and need > 10_000:
+        more = "; rho is so near 0 that more than 10,000 runs would be needed to decide"
     return Decision("inconclusive", rho, ci, p, test, (n,), f"{label}, p = {p:.2g}{more}")

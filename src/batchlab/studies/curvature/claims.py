@@ -74,10 +74,11 @@ def rule_k1(batch_sizes: Sequence[int], lam: np.ndarray, left_out: Mapping[str, 
     finish). Page's L test of an increasing trend over the batch sizes, seeds as blocks (one-sided, alpha 0.05)."""
     rule = (
         "lambda_max of the final weights grows with the batch size: Page's L test of an increasing trend across the "
-        f"batch sizes, seeds as blocks, one-sided at {ALPHA:g}; the opposite trend significant: not supported"
+        f"batch sizes, seeds as blocks, one-sided at {ALPHA:g}; the opposite trend significant: not supported (a batch "
+        "size with fewer than 2 finished seeds is left out and named; a seed takes part with every batch size left)"
     )
     lam = np.asarray(lam, dtype=float)
-    d = trend(list(lam), increasing=True)
+    d = trend(list(lam), increasing=True, labels=[f"B={b}" for b in batch_sizes])
     evidence = {f"lambda_max at B={b} (per seed)": _fmt(row) for b, row in zip(batch_sizes, lam)}
     evidence |= {
         "mean per-seed Spearman rho (B, lambda_max)": d.estimate,
@@ -125,7 +126,9 @@ def curvature_along(alphas: np.ndarray, losses: np.ndarray, end: float, step: fl
     return (at(end - step) + at(end + step)) / 2 - at(end)
 
 
-def rule_k3(small: Sequence[float], large: Sequence[float], step: float, labels: tuple[int, int]) -> Claim:
+def rule_k3(
+    small: Sequence[float], large: Sequence[float], step: float, labels: tuple[int, int], missing: str = ""
+) -> Claim:
     """K3: per seed, the mean loss increase at distance `step` (a fraction of the segment) on both sides of each end;
     the large-batch end's larger by a paired one-sided t."""
     rule = (
@@ -140,7 +143,10 @@ def rule_k3(small: Sequence[float], large: Sequence[float], step: float, labels:
         f"increase around B={labels[1]} (per seed)": _fmt(g),
     }
     evidence |= d.evidence(prefix="large - small: ")
-    return K3.claim(rule, d.verdict, evidence, d.why)
+    if missing:
+        evidence["lines left out"] = missing
+    why = f"{d.why}; {missing}" if missing and d.verdict == "inconclusive" else d.why
+    return K3.claim(rule, d.verdict, evidence, why)
 
 
 # --- ES: the edge of stability ----------------------------------------------------------------------------------
@@ -240,7 +246,7 @@ def rule_es2(
     )
     bs, lr = np.asarray(batch_ratio, dtype=float), np.asarray(lam_ratio, dtype=float)
     parts = {f"batch sharpness at B={b}": at_edge(row, band) for b, row in zip(batch_sizes, bs)}
-    parts["lambda_max grows with B"] = trend(list(lr), increasing=True)
+    parts["lambda_max grows with B"] = trend(list(lr), increasing=True, labels=[f"B={b}" for b in batch_sizes])
     parts[f"lambda_max below the edge at B={batch_sizes[0]}"] = lower(np.full_like(lr[0], 1 - band), lr[0])
     if diverged:
         parts["every run stable"] = _diverged(diverged, bs.size)

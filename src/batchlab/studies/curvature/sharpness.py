@@ -204,10 +204,13 @@ class Sharpness(Study):
                 within[f"B={b}"] = float(stats.spearmanr(la[keep], ac[keep]).statistic)
         small, large, line_data = self.line_curvatures(cfg, results, lam)
         ends = (cfg.batch_sizes[0], cfg.batch_sizes[-1])
+        out = [s for s in range(cfg.seeds) if not np.isfinite(lam[[0, -1], s]).all()]
+        missing = (f"seed {', '.join(map(str, out))}: an end run was left out (not at the training-accuracy target, "
+                   "diverged, not converged or missing)") if out else ""  # fmt: skip
         claims = [
             rule_k1(cfg.batch_sizes, lam, m["left"]),
             rule_k2(lam.ravel(), acc.ravel(), within),
-            rule_k3(small, large, cfg.step, ends),
+            rule_k3(small, large, cfg.step, ends, missing),
         ]
         tables = [
             Table(
