@@ -148,7 +148,7 @@ def test_k1_a_trend_across_batch_sizes_paired_by_seed():
     claim = rule_k1(B5, mixed)
     assert claim.verdict == "inconclusive" and "Page p" in claim.why
     one = rising.copy()
-    one[2, 1:] = np.nan  # a missing run leaves its seed out: one complete seed cannot decide
+    one[2, 1], one[3, 2] = np.nan, np.nan  # a missing run leaves its seed out: one complete seed cannot decide
     claim = rule_k1(B5, one, {"not converged": 2})
     assert claim.verdict == "inconclusive" and "needs 2" in claim.why
     assert claim.evidence["left out: not converged"] == 2
