@@ -14,7 +14,9 @@ from .equivalence import STUDIES as EQUIVALENCE
 from .gradients import STUDIES as GRADIENTS
 from .variants import STUDIES as VARIANTS
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *CURVATURE, *VARIANTS]}
+REGISTRY: dict[str, Study] = {
+    s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS, *CURVATURE]
+}
 
 
 def get_study(name: str) -> Study:
