@@ -203,7 +203,17 @@ def test_es1_and_es3_sharpness_at_the_threshold_in_every_arm():
     adam = {"lr 0.01": _arm([0.97, 0.99, 0.98], low=0.4, ups=0)}
     assert rule_edge(ES3, adam, 0.1, "lambda_max(P^-1 H)", "(38/lr)", monotone_loss=False).verdict == "supported"
     assert rule_edge(ES3, {"lr 0.01": _arm([1.5, 1.6, 1.55])}, 0.1, "x", "t", False).verdict == "not supported"
+    assert rule_edge(ES3, {"lr 0.01": _arm([0.8, 1.25], low=0.4)}, 0.1, "x", "t", False).verdict == "inconclusive"
     assert rule_edge(ES3, {}, 0.1, "x", "t", False).verdict == "inconclusive"
+
+
+def test_a_trend_over_two_configurations_is_a_paired_t_on_the_logs():
+    from batchlab.analysis.trends import trend
+
+    d = trend([[1.0, 2.0, 4.0], [2.1, 3.9, 8.2]])  # every seed about doubles
+    assert d.verdict == "supported" and "two configurations" in d.test
+    assert d.estimate == pytest.approx(np.mean(np.log([2.1, 1.95, 2.05])))
+    assert trend([[2.1, 3.9, 8.2], [1.0, 2.0, 4.0]]).verdict == "not supported"
 
 
 def test_es2_batch_sharpness_at_the_edge_and_lambda_max_lower_for_smaller_batches():
