@@ -17,6 +17,7 @@ from typing import Annotated
 
 import numpy as np
 from pydantic import Field
+from scipy import stats
 
 from ...analysis.stats import mean_std
 from ...engine import RunSpec
@@ -199,8 +200,6 @@ class Sharpness(Study):
         for b, la, ac in zip(cfg.batch_sizes, lam, acc):
             keep = np.isfinite(la) & np.isfinite(ac)
             if keep.sum() >= 3 and np.ptp(la[keep]) > 0 and np.ptp(ac[keep]) > 0:
-                from scipy import stats
-
                 within[f"B={b}"] = float(stats.spearmanr(la[keep], ac[keep]).statistic)
         small, large, line_data = self.line_curvatures(cfg, results, lam)
         ends = (cfg.batch_sizes[0], cfg.batch_sizes[-1])
