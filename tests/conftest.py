@@ -51,6 +51,10 @@ SLOW: dict[str, dict[str, str]] = {
         "test_the_staged_plan_runs_end_to_end_and_is_reused": STUDY,
         "test_the_api_takes_module_level_functions_and_answers_for_a_user_model": STUDY,
     },
+    "test_curvature_studies.py": {
+        "test_the_sharpness_study_end_to_end": STUDY,
+        "test_the_edge_of_stability_study_end_to_end": STUDY,
+    },
     "test_dynamics.py": {"runs": STUDY},
     "test_equivalence.py": {"test_study_end_to_end": STUDY},
     "test_explorer.py": {"results_dir": STUDY, "browser": BROWSER},

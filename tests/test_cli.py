@@ -276,6 +276,11 @@ def tiny_profiles(monkeypatch):
         if type(study).__module__.startswith("batchlab.studies.critical"):
             critical = {"seeds": 2, "multipliers": (1, 2, 4), "checkpoints": (0.0, 0.5), "window": 512, "evals": 3}
             small |= critical | {"lrs": (0.1,), "lr_grid": (1.0,), "noise_examples": 32, "noise_draws": 4}
+        if type(study).__module__.startswith("batchlab.studies.curvature"):
+            curvature = {"seeds": 2, "batch_sizes": (16, 32, 64), "examples": 128, "max_iter": 30, "plane_points": 5}
+            curvature |= {"target_train_acc": 0.3, "steps": 40, "every": 10, "lrs": (0.1,), "adam_lrs": (0.01,)}
+            curvature |= {"train_subset": 256, "test_subset": 100, "sgd_lr": 0.1, "draws": 4}
+            small |= {k: v for k, v in curvature.items() if k in study.Config.model_fields}
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
             try:

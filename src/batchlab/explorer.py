@@ -5,7 +5,10 @@ panels embedded as JSON in a `<script type="application/json">` tag; plain JavaS
 (inline SVG), with no library, no network and no build step:
 
 1. loss-landscape navigation: batch GD, SGD (batch 1) and mini-batch SGD on a 2-parameter least-squares
-   problem generated here (fixed seed); the page runs the three from the same start with a seeded PRNG;
+   problem generated here (fixed seed); the page runs the three from the same start with a seeded PRNG; beside
+   it, what the curvature studies measured: the loss planes around a small- and a large-batch solution and
+   lambda_max per batch size (`sharpness`), and the sharpness against the step with its threshold
+   (`edge-of-stability`), each estimate that did not converge marked as such;
 2. learning-rate explorer on L(w) = (w - w*)^2, labelled by the rule of `analysis.regimes.quadratic_theory`
    with the step budget and tolerance of the `lr-sensitivity` study;
 3. batch-size trade-offs: the `tradeoffs` study's table read from the store exactly as its report reads it
@@ -228,6 +231,69 @@ def _rounded(values: np.ndarray) -> list:
     return [None if not math.isfinite(v) else float(f"{v:.6g}") for v in values.tolist()]
 
 
+def _recorded(store: Store | None, name: str, out: Path):
+    """(record, recorded) of a study, or the hint dict saying what to run (and why)."""
+    hint = {"hint": f"batchlab run {name} --out {out}"}
+    if store is None:
+        return hint
+    try:
+        found = study_results(store, name)
+    except ValueError as e:
+        return hint | {"why": f"the recorded config of {name} is no longer valid ({' '.join(str(e).split())})"}
+    return found if found is not None else hint | {"why": f"no {name} results in the store"}
+
+
+def sharp_minima(store: Store | None, out: Path) -> dict:
+    """Panel 1's measured landscape: the `sharpness` study's loss planes around its smallest- and largest-batch
+    solutions (seed 0) and lambda_max per batch size and seed (null where not converged or left out)."""
+    found = _recorded(store, "sharpness", out)
+    if isinstance(found, dict):
+        return found
+    record, recorded = found
+    study, cfg, results = REGISTRY["sharpness"], recorded.config, recorded.results
+    planes = []
+    for b, task in study.planes(cfg).items():
+        if results.has(task) and not results.error(task):
+            grid, losses = results.array(task, "grid"), results.array(task, "losses")
+            planes.append({"batch": b, "grid": _rounded(grid), "losses": [_rounded(row) for row in losses]})
+    if not planes:
+        return {"hint": f"batchlab run sharpness --out {out}", "why": "the sharpness study has no loss plane yet"}
+    lam = study.measured(cfg, results)["lam"]
+    return {"planes": planes, "batch_sizes": list(cfg.batch_sizes), "lambda_max": [_rounded(row) for row in lam],
+            "target": cfg.target_train_acc, "lr": cfg.lr, "profile": record["profile"],
+            "updated_at": record["updated_at"]}  # fmt: skip
+
+
+def edge(store: Store | None, out: Path) -> dict:
+    """Panel 1's sharpness against the step (`edge-of-stability`, seed 0 of each configuration): the settled values
+    (null where the eigensolver did not converge), the last estimates beside them, and the threshold."""
+    found = _recorded(store, "edge-of-stability", out)
+    if isinstance(found, dict):
+        return found
+    record, recorded = found
+    study, cfg, results = REGISTRY["edge-of-stability"], recorded.config, recorded.results
+    k = (2 + 2 * cfg.beta1) / (1 - cfg.beta1)
+    arms = [(f"GD, lr {lr:g}", runs[0], 2 / lr, "2/lr", ["lambda_max"]) for lr, runs in study.gd_runs(cfg).items()]
+    arms += [(f"SGD, B={b}, lr {cfg.sgd_lr:g}", runs[0], 2 / cfg.sgd_lr, "2/lr", ["lambda_max", "batch_sharpness"])
+             for b, runs in study.sgd_runs(cfg).items()]  # fmt: skip
+    arms += [(f"Adam, lr {lr:g}", runs[0], k / lr, f"{k:g}/lr", ["adam_lambda_max"])
+             for lr, runs in study.adam_runs(cfg).items()]  # fmt: skip
+    configs = []
+    for label, run, threshold, name, keys in arms:
+        if not results.has(run):
+            continue
+        keep = _thin(len(results.steps(run)))
+        series = {key: _rounded(results.series(run, key)[keep]) for key in keys}
+        estimates = {key: _rounded(results.series(run, f"{key}_estimate")[keep]) for key in keys
+                     if key != "batch_sharpness"}  # fmt: skip
+        configs.append({"label": label, "step": results.steps(run)[keep].tolist(), "series": series,
+                        "estimates": estimates, "loss": _rounded(results.series(run, "train_loss")[keep]),
+                        "threshold": threshold, "threshold_label": name})  # fmt: skip
+    if not configs:
+        return {"hint": f"batchlab run edge-of-stability --out {out}", "why": "none of its runs are in the store"}
+    return {"configs": configs, "profile": record["profile"], "updated_at": record["updated_at"]}
+
+
 # --- the page ----------------------------------------------------------------------------------------
 def critical(store: Store | None, out: Path) -> dict:
     """Panel 3's second part: the measured critical batch size per checkpoint and the proxies beside it (the
@@ -267,6 +333,7 @@ def gather(out: Path) -> dict:
     store = open_store(out, readonly=True) if Store.exists(out) else None
     try:
         data = {"tradeoffs": tradeoffs(store, out), "critical": critical(store, out), "results": runs(store, out)}
+        data |= {"sharp": sharp_minima(store, out), "edge": edge(store, out)}
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
     except DamagedFileError as e:  # an array file missing, or not the bytes of its SHA-256: `run` computes it again

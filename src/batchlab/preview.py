@@ -127,7 +127,7 @@ def dry_run(prep) -> StudyPlan:
     from .driver.plan import work_plan
 
     runs = {s.key for s in prep.specs if isinstance(s, RunSpec)}
-    runs |= {s.start.run.key for s in prep.specs if isinstance(s, TaskSpec) and s.start is not None}
+    runs |= {c.run.key for s in prep.specs if isinstance(s, TaskSpec) for c in s.checkpoints}
     tasks = {s.key for s in prep.specs if isinstance(s, TaskSpec)}
     if Store.exists(prep.out):
         with open_store(prep.out, readonly=True) as store:

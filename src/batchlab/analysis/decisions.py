@@ -214,9 +214,11 @@ def lower(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) -
 
 
 def higher(a, b, *, by: float = 0.0, paired: bool = True, alpha: float = ALPHA) -> Decision:
-    """One-sided: mean(b) > mean(a) + by. (The mirror of `lower`, with the estimate as b - a.)"""
+    """One-sided: mean(b) > mean(a) + by. (The mirror of `lower`, with the estimate as b - a, in its words too.)"""
     d = lower(-np.asarray(a, dtype=float), -np.asarray(b, dtype=float), by=by, paired=paired, alpha=alpha)
     why = d.why.replace("lower", "higher")
+    if why.startswith("difference ") and math.isfinite(d.estimate):  # the difference b - a, not its negative
+        why = f"difference {-d.estimate:+.3g}" + why[len(f"difference {d.estimate:+.3g}") :]
     return Decision(d.verdict, -d.estimate, (-d.ci[1], -d.ci[0]), d.p, d.test, d.n, why)
 
 

@@ -156,8 +156,10 @@ def lanczos(
         w = _reorthogonalise(w, basis[:, :m])
         b = w.double().norm(dim=-1)
         failed |= ~done & ~(torch.isfinite(a) & torch.isfinite(b))  # a diverged run's weights: stop it, report NaN
-        alpha.append(torch.where(failed, 0.0, a))
-        b = torch.where(failed, 0.0, b)
+        # a run that stopped (converged or failed) is read at its own stop_at: its later entries are never used,
+        # and a product of weights that diverged since must not put NaN into the batched eigh of the others
+        alpha.append(torch.where(failed | done, 0.0, a))
+        b = torch.where(failed | done, 0.0, b)
         theta, s = torch.linalg.eigh(_tridiagonal(alpha, beta))  # ascending
         broke = b <= 64 * torch.finfo(v0.dtype).eps * theta.abs().amax(-1).clamp_min(tiny)
         beta.append(torch.where(broke, torch.zeros_like(b), b))  # an invariant subspace: its Ritz pairs are exact

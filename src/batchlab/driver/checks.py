@@ -119,7 +119,7 @@ def check_data(specs: list[WorkSpec], device: torch.device, data_dir: str | None
                 continue
             spec = spec.start.run
         user = (spec.model, spec.model_args, spec.dataset, spec.dataset_args, spec.loss, spec.precision)
-        if spec.user_model or is_reference(spec.dataset) or spec.loss != "auto":
+        if spec.user_model or is_reference(spec.dataset) or is_reference(spec.loss):
             if repr(user) not in seen:  # the run as the engine builds it: data, model, output against the loss
                 seen.add(repr(user))
                 check_run(spec, device, data_dir)

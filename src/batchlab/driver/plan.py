@@ -31,16 +31,16 @@ def work_plan(store: Store, units: list[WorkSpec]) -> WorkPlan:
     runs = {u.key: u for u in units if isinstance(u, RunSpec)}
     tasks = [u for u in units if isinstance(u, TaskSpec)]
     for t in tasks:
-        if t.start is not None:
-            runs.setdefault(t.start.run.key, t.start.run)
+        for c in t.checkpoints:
+            runs.setdefault(c.run.key, c.run)
     done = store.done([*runs, *(t.key for t in tasks)])
     damaged = store.damaged(done)
     done -= set(damaged)
     pending_tasks = [t for t in tasks if t.key not in done]
     checkpoints: dict[str, set[int]] = {}
     for t in pending_tasks:
-        if t.start is not None:
-            checkpoints.setdefault(t.start.run.key, set()).add(t.start.epoch)
+        for c in t.checkpoints:
+            checkpoints.setdefault(c.run.key, set()).add(c.epoch)
     rerun = set()
     for key, epochs in list(checkpoints.items()):
         if key in done:

@@ -67,8 +67,8 @@ def recorded_results(store: Store, study: Study, record: dict) -> Recorded:
 
 
 def keys_read(specs: list[WorkSpec]) -> list[str]:
-    """The keys a report reads for a plan: its units, and the runs whose checkpoints its tasks start from."""
-    starts = [s.start.run.key for s in specs if isinstance(s, TaskSpec) and s.start is not None]
+    """The keys a report reads for a plan: its units, and the runs whose checkpoints its tasks start from or read."""
+    starts = [c.run.key for s in specs if isinstance(s, TaskSpec) for c in s.checkpoints]
     return [*(s.key for s in specs), *starts]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..engine import RunResult, RunSpec, partition
-from ..engine.spec import TaskSpec, WorkSpec
+from ..engine.spec import Checkpoint, TaskSpec, WorkSpec
 from ..engine.train import PartialState
 from ..env import environment
 from ..executors import Executor, LocalExecutor, TaskUnit, TrainUnit, UnitFailure, UnitsFailed, failure_message
@@ -153,7 +153,7 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
             else:
                 failed, train_units = [], 0
             lost = {key for f in failed for key in f.keys}
-            shipped = [t for t in plan.tasks if t.start is None or t.start.run.key not in lost]
+            shipped = [t for t in plan.tasks if not any(c.run.key in lost for c in t.checkpoints)]
             failed += compute_tasks(store, shipped, prep, executor, monitor, env)
             if failed:
                 planned, skipped = train_units + len(plan.tasks), len(plan.tasks) - len(shipped)
@@ -225,7 +225,7 @@ def compute_tasks(
     if not tasks:
         return []
     monitor.tasks(len(tasks))
-    units = (TaskUnit(t, start_of(store, t)) for t in tasks)
+    units = (TaskUnit(t, start_of(store, t.start), tuple(start_of(store, c) for c in t.others)) for t in tasks)
     failed = []
     for _, result in executor.map(units, prep.device, prep.data_dir):
         if isinstance(result, UnitFailure):
@@ -237,15 +237,16 @@ def compute_tasks(
     return failed
 
 
-def start_of(store: Store, task: TaskSpec) -> dict[str, np.ndarray] | None:
-    """The weights a task starts from, read from the store (a damaged file is one line, UsageError)."""
-    if task.start is None:
+def start_of(store: Store, checkpoint: Checkpoint | None) -> dict[str, np.ndarray] | None:
+    """The weights a task starts from (or another checkpoint it reads), from the store (a damaged file is one
+    line, UsageError)."""
+    if checkpoint is None:
         return None
     try:
-        return store.checkpoint(task.start.run.key, task.start.epoch)
+        return store.checkpoint(checkpoint.run.key, checkpoint.epoch)
     except UNREADABLE as e:
         raise damaged(
-            e, f"the checkpoint after epoch {task.start.epoch} of run {task.start.run.key}", store.root
+            e, f"the checkpoint after epoch {checkpoint.epoch} of run {checkpoint.run.key}", store.root
         ) from None
 
 

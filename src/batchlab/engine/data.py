@@ -19,6 +19,7 @@ from ..datasets import Dataset, load_dataset
 from ..errors import UsageError
 from ..models import build_model, model_traits
 from ..probes import per_run_loss
+from ..probes.metrics import square_loss
 from .spec import RunSpec
 
 
@@ -130,7 +131,10 @@ def _load_user(ref, args_json, code_version, device, dtype, train_subset, test_s
 
 
 def loss_for(spec: RunSpec) -> Callable | None:
-    """The run's loss function when it is the user's (fn(output, target) -> mean loss), None for "auto"."""
+    """The run's loss function (fn(output, target) -> mean loss): the user's, the built-in square loss, or None
+    for "auto"."""
+    if spec.loss == "square":
+        return square_loss
     return None if spec.loss == "auto" else references.load_loss(spec.loss)
 
 
@@ -138,7 +142,7 @@ def check_run(spec: RunSpec, device: torch.device, data_dir: str | None = None, 
     """Before anything is trained or written: the run's data loads, its model builds, and the model's output on
     a couple of training examples fits the targets under its loss (and gives a gradient). A UsageError (one
     line, naming the reference) otherwise. Built-in models on built-in data need no such check."""
-    if not (spec.user_model or references.is_reference(spec.dataset) or spec.loss != "auto"):
+    if not (spec.user_model or references.is_reference(spec.dataset) or references.is_reference(spec.loss)):
         return
     refs = {"model": spec.model, "dataset": spec.dataset, "loss": spec.loss}
     now = references.source_hash(refs)

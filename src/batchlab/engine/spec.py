@@ -20,6 +20,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
 # training and test examples of the image datasets: a batch or subset cannot ask for more
 DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000)}
 PRECISIONS = ("float32", "tf32", "bf16", "float64")
+# built-in losses: "auto" (cross-entropy for class labels, squared error for float targets) and "square", half the
+# squared distance of the outputs from the one-hot label (the square loss of Cohen et al. 2021, arXiv 2103.00065)
+LOSSES = ("auto", "square")
 
 
 class LRSchedule(BaseModel):
@@ -119,7 +122,8 @@ class RunSpec(PlainData):
     micro_batch: int | None = Field(None, ge=1)
     loss_reduction: Literal["mean", "sum"] = "mean"
     # "auto": cross-entropy over the last dimension for integer targets, mean squared error for float targets;
-    # or a reference "package.module:fn", fn(output, target) -> the mean loss over the batch's examples
+    # "square": ½‖output − one-hot(label)‖² per example (class labels); or a reference "package.module:fn",
+    # fn(output, target) -> the mean loss over the batch's examples
     loss: str = "auto"
     precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     # randomness
@@ -149,7 +153,7 @@ class RunSpec(PlainData):
         for what, field, known in (
             ("model", "model", _models()),
             ("dataset", "dataset", _datasets()),
-            ("loss", "loss", ("auto",)),
+            ("loss", "loss", LOSSES),
         ):
             value = data.get(field)
             if value is None:
@@ -271,8 +275,9 @@ class Checkpoint(BaseModel):
 
 class TaskSpec(PlainData):
     """A computation at fixed weights: a registered `kind` (batchlab.tasks.TASKS), its arguments, a seed,
-    and optionally the checkpoint it starts from. Vectorised over examples or trials, it returns named
-    arrays and scalars. The driver trains the checkpoint's run first when the store lacks it."""
+    and optionally the checkpoint it starts from, and any other checkpoints it reads (`others`: e.g. the far end
+    of a line between two runs' weights). Vectorised over examples or trials, it returns named arrays and scalars.
+    The driver trains the checkpoints' runs first when the store lacks them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -280,13 +285,28 @@ class TaskSpec(PlainData):
     args: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
     start: Checkpoint | None = None
+    others: tuple[Checkpoint, ...] = ()
+
+    @model_validator(mode="after")
+    def _others_after_a_start(self) -> "TaskSpec":
+        if self.others and self.start is None:
+            raise ValueError("a task that reads other checkpoints starts from one (start)")
+        return self
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint the task reads: its start, then the others."""
+        return ([] if self.start is None else [self.start]) + list(self.others)
 
     @property
     def key(self) -> str:
-        # the start is named by its run's key, so a task's key follows the run's own key rules
+        # the start is named by its run's key, so a task's key follows the run's own key rules; `others` only when
+        # given, so the keys of single-checkpoint tasks are what they were
         body = {"unit": "task", "kind": self.kind, "args": self.args, "seed": self.seed}
         if self.start is not None:
             body["start"] = {"run": self.start.run.key, "epoch": self.start.epoch}
+        if self.others:
+            body["others"] = [{"run": c.run.key, "epoch": c.epoch} for c in self.others]
         return content_key(body)
 
 

@@ -288,7 +288,11 @@ class GroupTrainer:
                     copied = self.host_copy(*at_end)
                 if on_epoch:
                     on_epoch(len(self.specs), len(self.plan) - epoch if self.all_stopped else 1)
-                if self.all_stopped:
+                if self.all_stopped:  # every run stopped at its target: the later checkpoints are these weights
+                    later = [e for e in checkpoints if e > epoch + 1 and e <= len(self.plan)]
+                    if later:
+                        now = saved[epoch + 1] if epoch + 1 in saved else self.snapshot()
+                        saved |= {e: now for e in later}
                     break
         except KeyboardInterrupt:
             if on_partial is not None:

@@ -42,10 +42,12 @@ class TrainUnit:
 
 @dataclass(frozen=True)
 class TaskUnit:
-    """A task and, when it starts from a checkpoint, that checkpoint's arrays (filled in by the driver)."""
+    """A task and, when it starts from a checkpoint, that checkpoint's arrays, and those of its other checkpoints
+    (`spec.others`, in order), filled in by the driver."""
 
     spec: TaskSpec
     start: dict[str, np.ndarray] | None = None
+    others: tuple[dict[str, np.ndarray], ...] = ()
 
     @property
     def keys(self) -> list[str]:

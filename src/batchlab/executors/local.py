@@ -64,7 +64,7 @@ def execute(
 def run_task(unit: TaskUnit, device: torch.device, data_dir: str | None, env: dict) -> TaskResult:
     kind = task_kind(unit.spec.kind)
     args = kind.Args(**unit.spec.args)
-    ctx = TaskContext(unit.spec, device, data_dir, unit.start)
+    ctx = TaskContext(unit.spec, device, data_dir, unit.start, unit.others)
     t0 = time.perf_counter()
     try:
         out = kind.fn(args, ctx)

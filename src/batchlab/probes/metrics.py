@@ -37,6 +37,14 @@ def per_run_loss(
     return losses.mean(1) if reduction == "mean" else losses.sum(1)
 
 
+def square_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The square loss against one-hot labels, ½‖output − e_label‖² summed over the classes and averaged over the
+    examples: output [B, C], integer labels [B] (Cohen et al. 2021 train their networks at the edge of stability
+    with it; cross-entropy's sharpness falls once the margins grow)."""
+    onehot = F.one_hot(target.long(), output.shape[-1]).to(output.dtype)
+    return 0.5 * (output - onehot).pow(2).sum(-1).mean()
+
+
 @torch.no_grad()
 def evaluate(
     forward, x: torch.Tensor, y: torch.Tensor, n_runs: int, task: str, max_elements: int = 1 << 25, loss_fn=None

@@ -8,12 +8,15 @@ from pathlib import Path
 
 from .common import Results, Study, StudyConfig, StudyOutput
 from .critical import STUDIES as CRITICAL
+from .curvature import STUDIES as CURVATURE
 from .dynamics import STUDIES as DYNAMICS
 from .equivalence import STUDIES as EQUIVALENCE
 from .gradients import STUDIES as GRADIENTS
 from .variants import STUDIES as VARIANTS
 
-REGISTRY: dict[str, Study] = {s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS]}
+REGISTRY: dict[str, Study] = {
+    s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS, *CURVATURE]
+}
 
 
 def get_study(name: str) -> Study:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
 from ..claims import ClaimSpec
 from ..engine import RunSpec
-from ..engine.spec import DATASET_SIZES, TaskSpec
+from ..engine.spec import DATASET_SIZES, LOSSES, TaskSpec
 from ..errors import UsageError
 from ..outputs import FigureSpec, StudyOutput, Table  # noqa: F401
 from ..references import check_syntax, is_reference
@@ -84,7 +84,8 @@ class StudyConfig(BaseModel):
     )
     loss: str = Field(
         "auto",
-        description="auto: cross-entropy for integer class targets, mean squared error for float targets; or "
+        description="auto: cross-entropy for integer class targets, mean squared error for float targets; square: "
+        "half the squared distance of the outputs from the one-hot label (Cohen et al. 2021); or "
         "package.module:fn(output, target) returning the mean loss over the batch.",
     )
     widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
@@ -130,7 +131,7 @@ class StudyConfig(BaseModel):
     @model_validator(mode="after")
     def _names_or_references(self) -> "StudyConfig":
         """model, dataset and loss: a built-in name or a reference package.module:name (imported at prepare)."""
-        for key, names in (("model", BUILTIN_MODELS), ("dataset", BUILTIN_DATASETS), ("loss", ("auto",))):
+        for key, names in (("model", BUILTIN_MODELS), ("dataset", BUILTIN_DATASETS), ("loss", LOSSES)):
             value = getattr(self, key)
             if is_reference(value):
                 try:

@@ -39,21 +39,18 @@ class TaskContext:
     device: torch.device
     data_dir: str | None = None
     start: dict[str, np.ndarray] | None = None  # {"param:<name>": array, "buffer:<name>": array}
+    others: tuple[dict[str, np.ndarray], ...] = ()  # the arrays of spec.others, in order
 
-    def start_params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The checkpoint as (params, buffers) tensors on the device (float64 copies are the task's choice)."""
-        if self.start is None:
-            raise ValueError("this task has no start checkpoint")
-        params = {
-            k.removeprefix("param:"): torch.as_tensor(v, device=self.device)
-            for k, v in self.start.items()
-            if k.startswith("param:")
-        }
-        buffers = {
-            k.removeprefix("buffer:"): torch.as_tensor(v, device=self.device)
-            for k, v in self.start.items()
-            if k.startswith("buffer:")
-        }
+    def start_params(self, which: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The checkpoint as (params, buffers) tensors on the device (float64 copies are the task's choice); with
+        `which`, the checkpoint spec.others[which] instead of the start."""
+        arrays = self.start if which is None else (self.others[which] if which < len(self.others) else None)
+        if arrays is None:
+            raise ValueError("this task has no start checkpoint" if which is None else f"no other checkpoint {which}")
+        params = {k.removeprefix("param:"): torch.as_tensor(v, device=self.device)
+                  for k, v in arrays.items() if k.startswith("param:")}  # fmt: skip
+        buffers = {k.removeprefix("buffer:"): torch.as_tensor(v, device=self.device)
+                   for k, v in arrays.items() if k.startswith("buffer:")}  # fmt: skip
         return params, buffers
 
     def start_model(self):

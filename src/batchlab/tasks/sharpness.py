@@ -5,6 +5,7 @@
 - `batch-sharpness`: E_B[g_Bᵀ H_B g_B / ‖g_B‖²] per batch size (Andreyev & Beneventano 2024);
 - `epsilon-sharpness`: Keskar et al. 2017's ε-sharpness per ε;
 - `loss-interpolation`: the loss along the segment from the run's initialisation to the checkpoint;
+- `loss-between`: the loss along the line through two runs' checkpoints (Keskar et al. 2017, fig. 3);
 - `loss-plane`: the loss on a filter-normalised random plane through the checkpoint (Li et al. 2018).
 
 Each is the run's mean loss (its own `loss_for`, or the task's) with BatchNorm on its running statistics, through
@@ -31,9 +32,25 @@ from . import TaskContext, TaskOutput, register_task
 STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _setup(ctx: TaskContext, examples: int | None, chunk: int | None = None):
-    """The checkpoint's operator over its seeded abridged subset (all training examples when `examples` is None)."""
+def rescaled(run, params: dict[str, torch.Tensor], c: float) -> dict[str, torch.Tensor]:
+    """A ReLU MLP's weights with the first layer (weight and bias) times c and the second layer's weight over c: the
+    same function, since relu(c z) = c relu(z) for c > 0, but another Hessian (Dinh et al. 2017, "Sharp minima can
+    generalize for deep nets", §5)."""
+    if c == 1.0:
+        return params
+    if run.model != "mlp" or run.activation != "relu" or len(run.widths) < 1:
+        raise ValueError("rescale applies to the built-in ReLU MLP (model mlp, activation relu)")
+    out = dict(params)
+    out["net.0.weight"], out["net.0.bias"] = params["net.0.weight"] * c, params["net.0.bias"] * c
+    out["net.2.weight"] = params["net.2.weight"] / c
+    return out
+
+
+def _setup(ctx: TaskContext, examples: int | None, chunk: int | None = None, rescale: float = 1.0):
+    """The checkpoint's operator over its seeded abridged subset (all training examples when `examples` is None),
+    at its weights rescaled by `rescale` (see `rescaled`)."""
     run, data, base, params, buffers = ctx.start_model()
+    params = rescaled(run, params, rescale)
     n = data.n_train if examples is None else min(examples, data.n_train)
     gen = torch.Generator().manual_seed(ctx.spec.seed)
     idx = torch.randperm(data.n_train, generator=gen)[:n].sort().values.to(ctx.device)
@@ -55,6 +72,9 @@ class SpectrumArgs(BaseModel):
     trace_samples: int = Field(32, ge=0, description="Rademacher vectors for Hutchinson's trace (0: none).")
     example_chunk: int = Field(1024, ge=1, description="Examples per forward pass (memory).")
     keep_vectors: bool = Field(False, description="Store the top eigenvectors (k x P floats) as an array.")
+    rescale: float = Field(
+        1.0, gt=0, description="Measure the ReLU MLP with layer 1 x c and layer 2 / c: the same function (Dinh 2017)."
+    )
 
 
 @register_task("hessian-spectrum", SpectrumArgs)
@@ -66,7 +86,7 @@ def hessian_spectrum(args: SpectrumArgs, ctx: TaskContext) -> TaskOutput:
     estimates, residuals, history (the top estimate per iteration), trace_samples (zᵀHz), vectors if kept."""
     if args.method == "power" and args.top_k != 1:
         raise ValueError("method 'power' gives the top eigenvalue only: top_k must be 1")
-    _, _, op, gen = _setup(ctx, args.examples, args.example_chunk)
+    _, _, op, gen = _setup(ctx, args.examples, args.example_chunk, args.rescale)
     v0 = torch.randn(1, op.size, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
     eigen = top_eigen(op.matvec, v0, method=args.method, k=args.top_k, max_iter=args.max_iter, tol=args.tol,
                       generator=gen)  # fmt: skip
@@ -204,6 +224,49 @@ def loss_interpolation(args: InterpolationArgs, ctx: TaskContext) -> TaskOutput:
     return TaskOutput(
         scalars={"loss_init": float(ends[0]), "loss_end": float(ends[1])},
         arrays={"alphas": alphas.numpy(), "losses": losses},
+    )
+
+
+class BetweenArgs(BaseModel):
+    model_config = STRICT
+
+    alphas: tuple[float, ...] = Field(
+        tuple(round(-1.0 + 0.05 * i, 10) for i in range(61)),
+        min_length=2,
+        description="Positions: 0 the start checkpoint, 1 the other (Keskar et al. plot -1 to 2).",
+    )
+    examples: int = Field(2048, ge=2, description="Size of the abridged subset of the training set (seeded).")
+    test_examples: int = Field(0, ge=0, description="Test examples the loss is also measured on (0: none).")
+
+
+@register_task("loss-between", BetweenArgs)
+def loss_between(args: BetweenArgs, ctx: TaskContext) -> TaskOutput:
+    """The loss along the line through two runs' weights, (1 − α) θ_start + α θ_other, the other checkpoint being
+    the task's `others[0]` (Keskar et al. 2017, fig. 3: a small-batch and a large-batch solution; Goodfellow et al.
+    2015): arrays alphas, losses (the abridged training subset) and, with test_examples, test_losses; scalars
+    loss_start, loss_other and distance ‖θ_other − θ_start‖. Buffers (BatchNorm's statistics) are the start's."""
+    if len(ctx.spec.others) != 1:
+        raise ValueError(f"loss-between reads exactly one other checkpoint (got {len(ctx.spec.others)})")
+    _, data, op, _ = _setup(ctx, args.examples)
+    a = {k: v[0] for k, v in op.params.items()}
+    other, _ = ctx.start_params(0)
+    if {k: tuple(v.shape) for k, v in other.items()} != {k: tuple(v.shape) for k, v in a.items()}:
+        raise ValueError("loss-between: the two checkpoints are not of the same architecture")
+    b = {k: other[k].to(op.dtype) for k in a}
+    alphas = torch.tensor(args.alphas, dtype=torch.float64)
+    line = segment(a, b)
+    ends = _points(op, line, torch.tensor([0.0, 1.0], device=op.device, dtype=op.dtype))
+    arrays = {"alphas": alphas.numpy(), "losses": _points(op, line, alphas.to(op.device, op.dtype))}
+    if args.test_examples:
+        m = min(args.test_examples, data.x_test.shape[0])
+        fixed = {k: v[0] for k, v in op.buffers.items()}
+        arrays["test_losses"] = losses_at(op.base, fixed, data.x_test[:m], data.y_test[:m], line,
+                                          alphas.to(op.device, op.dtype), task=op.task,
+                                          loss_fn=op.loss_fn).cpu().numpy()  # fmt: skip
+    distance = torch.sqrt(sum(((b[k].double() - a[k].double()) ** 2).sum() for k in a))
+    return TaskOutput(
+        scalars={"loss_start": float(ends[0]), "loss_other": float(ends[1]), "distance": float(distance)},
+        arrays=arrays,
     )
 
 
