@@ -80,10 +80,19 @@ def noise_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
 
 def trust_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """The last layer-wise trust ratio of each adapted layer, per run (LARS: its local lr; LAMB: ||w|| / ||u||),
-    as `trust:<layer>`; nothing for optimizers without one."""
+    as `trust:<layer>`; NaN (stored as missing) for a run whose optimizer has none, whatever runs share its group
+    (a group splits by step path, so a plain SGD run may train apart from the LARS runs it was planned with)."""
+    from ..engine.optim import layer_wise  # the engine imports the probes
+
     state = ctx.optimizer_state or {}
-    # copies: the optimizer updates its state in place, and records are read after training
-    return {f"trust:{name.removesuffix('.weight')}": st["trust"].clone() for name, st in state.items() if "trust" in st}
+    out = {}
+    for name, p in ctx.params.items():
+        if layer_wise(name, p):
+            st = state.get(name, {})
+            # a copy: the optimizer updates its state in place, and records are read after training
+            none = torch.full((ctx.n_runs,), float("nan"), dtype=p.dtype, device=p.device)
+            out[f"trust:{name.removesuffix('.weight')}"] = st["trust"].clone() if "trust" in st else none
+    return out
 
 
 WEIGHTS_MAX = 64  # the weights probe records models of at most this many parameters
