@@ -288,3 +288,28 @@ def test_adam_in_a_group_of_40_has_the_numbers_of_the_run_in_a_group_of_2(precis
     alone = train_group(specs[:1], device="cpu", keep_params=True) if threads == 1 else []
     for a, b in zip([*pair, *alone], [big[37], big[0], big[0]]):
         assert_same_numbers(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_an_evaluation_gives_a_run_the_same_loss_in_any_group(precision, threads):
+    """The evaluation's chunk of examples shrinks as the group grows (memory); a run's mean loss once depended on
+    where the chunks ended (a test split of 10,000 examples is one chunk for 1 run, 5 for 16 runs)."""
+    from batchlab.models.mlp import stacked_mlp_forward
+    from batchlab.probes.metrics import evaluate
+
+    dtype = getattr(torch, precision)
+    gen = torch.Generator().manual_seed(0)
+    params = {
+        "net.0.weight": torch.randn(40, 64, 784, generator=gen, dtype=dtype) / 28,
+        "net.0.bias": torch.randn(40, 64, generator=gen, dtype=dtype) / 10,
+        "net.2.weight": torch.randn(40, 10, 64, generator=gen, dtype=dtype) / 8,
+        "net.2.bias": torch.randn(40, 10, generator=gen, dtype=dtype) / 10,
+    }
+    x, y = torch.randn(1000, 784, generator=gen, dtype=dtype), torch.randint(0, 10, (1000,), generator=gen)
+    losses = {}
+    for r in (2, 4, 40) if threads > 1 else (1, 2, 4, 40):
+        sub = {k: v[:r] for k, v in params.items()}
+        # chunks of 512, 256 and 64 examples; 1000 = 15 x 64 + 40
+        values = evaluate(lambda xc: stacked_mlp_forward(sub, xc), x, y, r, "classification", 1 << 20)
+        losses[r] = float(values["loss"][0])
+    assert len(set(losses.values())) == 1, losses
