@@ -313,3 +313,12 @@ def test_an_evaluation_gives_a_run_the_same_loss_in_any_group(precision, threads
         values = evaluate(lambda xc: stacked_mlp_forward(sub, xc), x, y, r, "classification", 1 << 20)
         losses[r] = float(values["loss"][0])
     assert len(set(losses.values())) == 1, losses
+
+
+def test_the_noise_probe_draws_each_runs_batches_from_its_own_seed(threads):
+    """Its batches were drawn for the whole group from its first run's seed: a run's |G|^2 and tr(Sigma) changed
+    with the runs trained beside it (a resume, an out-of-memory halving), by more than rounding."""
+    specs = [RunSpec(**SMALL, seed=s, lr=0.05, probes=("noise",)) for s in range(4)]
+    whole = train_group(specs, device="cpu", keep_params=True)
+    for a, b in zip(whole[2:], train_group(specs[2:], device="cpu", keep_params=True)):
+        assert_same_numbers(a, b)

@@ -142,18 +142,19 @@ class GroupTrainer:
             len(self.specs),
             self.eval_elements,
             self.batch_grad_sq_norms,
-            seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
+            seeds=tuple(int(np.random.SeedSequence([s.order_seed, step, 7]).generate_state(1)[0]) for s in self.specs),
             optimizer_state=self.state.optimizer.state,
             loss_fn=self.state.loss_fn,
         )
         with tf32_mode(self.precision):
             return run_probes(self.probes, ctx)
 
-    def batch_grad_sq_norms(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement (the
-        gradient-noise probe's ingredient); the weights are not changed."""
+    def batch_grad_sq_norms(self, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
+        """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement, run r's by
+        generators[r] (the gradient-noise probe's ingredient); the weights are not changed."""
         stack = self.state.stack
-        idx = torch.randint(self.data.n_train, (len(self.specs), batch_size), generator=generator).to(self.device)
+        idx = torch.stack([torch.randint(self.data.n_train, (batch_size,), generator=g) for g in generators])
+        idx = idx.to(self.device)
         with torch.enable_grad():
             losses = batch_losses(
                 stack,
