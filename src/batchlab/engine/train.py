@@ -6,7 +6,9 @@ cadence, a check for weights that overflowed, the checkpoints asked for. No host
 inside an epoch on CUDA; the probes' values are read back after each evaluation without stalling the device.
 
 A run's result does not depend on its group: its init and its data order come from its own seed
-(or from a given checkpoint and a given index sequence), and every kernel treats runs separately.
+(or from a given checkpoint and a given index sequence), a chunk's runs take one step path (engine/groups.py
+splits a group by path), and every kernel treats runs separately; on the CPU bit for bit in chunks of at
+least two runs (README, "Float32 and chaos").
 Chunking a group to fit the device is engine/groups.py's.
 """
 
