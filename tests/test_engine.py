@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import rel_diff
 
 from batchlab.engine import LRSchedule, RunSpec, data_order, train_group
+from batchlab.engine import groups as engine_groups
 from batchlab.engine.data import load_for
 from batchlab.models import build_model, init_module
 
@@ -235,7 +236,9 @@ def assert_same_numbers(a, b) -> None:
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_a_run_left_over_after_a_kill_or_split_by_out_of_memory_has_the_numbers_of_the_whole_group(precision, threads):
+def test_a_run_left_over_after_a_kill_or_split_by_out_of_memory_has_the_numbers_of_the_whole_group(
+    precision, threads, monkeypatch
+):
     """A group mixing plain SGD (the folded step) with momentum and Adam (the autograd step): whichever runs
     remain after a SIGKILL, or whatever chunks an out-of-memory halving leaves, each run computes what it did
     in the whole group, bit for bit (it once folded only when the group held no other optimizer: 1.1e-7)."""
@@ -255,8 +258,18 @@ def test_a_run_left_over_after_a_kill_or_split_by_out_of_memory_has_the_numbers_
         "folded"
     ]
     left_over = train_group(specs[5:], device="cpu", keep_params=True)  # the runs a killed process had not stored
-    halved = train_group(specs, device="cpu", keep_params=True, max_runs=2)  # chunks of two runs of one step path
-    assert {r.group_size for r in halved} == {2}
+    sizes, real = [], engine_groups.GroupTrainer
+
+    class TwoRunsFit(real):  # a device that holds two runs at once: out of memory, the chunk is halved
+        def __init__(self, chunk, *a, **kw):
+            sizes.append(len(chunk))
+            if len(chunk) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            super().__init__(chunk, *a, **kw)
+
+    monkeypatch.setattr(engine_groups, "GroupTrainer", TwoRunsFit)
+    halved = train_group(specs, device="cpu", keep_params=True)
+    assert sizes == [4, 2, 2, 2, 2]  # the autograd part whole, then in halves; the folded part's chunks of 2
     for a, b in zip(whole[5:], left_over):
         assert_same_numbers(a, b)
     for a, b in zip(whole, halved):

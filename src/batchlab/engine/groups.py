@@ -156,14 +156,14 @@ def train_group(
             if partial is not None:  # the interrupted chunk does not fit any more: its runs start again
                 resumed.pop(0)
                 rest[n] = sorted(rest.get(n, []) + idx)
-            elif chunk == 1:
+            elif len(idx) == 1:
                 s = part[0]
                 raise OutOfMemory(
                     f"out of memory on {device} for a single run ({s.model} {list(s.widths)}, batch "
                     f"{s.batch_size}, {s.precision}): use a smaller batch_size or model, micro_batch, or another device"
                 ) from None
             else:
-                chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
+                chunk = max(1, len(idx) // 2)  # the estimate was optimistic: halve this chunk and retry
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
