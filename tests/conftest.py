@@ -28,7 +28,7 @@ RAY = "ray"  # starts Ray
 
 # {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
-    "test_bad_input.py": {"results_dir": STUDY},
+    "test_bad_input.py": {"results_dir": STUDY, "warm_dry_runs": STUDY},
     "test_cli.py": {
         "test_error_is_one_unwrapped_line_in_a_real_process": SUBPROCESS,
         "test_quick_profile_rerun_and_report": SUBPROCESS,
