@@ -31,6 +31,7 @@ SLOW: dict[str, dict[str, str]] = {
     "test_bad_input.py": {
         "results_dir": STUDY,
         "arrays_dir": STUDY,
+        "warm_dry_runs": STUDY,
         "test_a_damaged_kept_state_is_set_aside_and_its_runs_train_again": STUDY,
         "test_a_store_on_read_only_media_is_exported": SUBPROCESS,
     },

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import string
 import subprocess
 import sys
+import tracemalloc
 import types
 import typing
 from pathlib import Path
@@ -431,3 +433,117 @@ def test_a_damaged_dataset_file_is_named_in_one_line_and_nothing_is_written(
         damaged.write_bytes(good)
     assert str(damaged) in line and "sha256 mismatch" in line
     assert not out.exists()
+
+
+# --- huge and odd numbers ------------------------------------------------------------------------------
+def _numeric(d: dict) -> bool:
+    return _numeric(d["item"]) if d["type"] == "list" else d["type"] in ("int", "float")
+
+
+NUMERIC = [(s, k, d) for s, k, d in FIELDS if _numeric(d)]
+
+
+def test_every_numeric_config_field_has_an_upper_bound():
+    """So that no number makes the work infinite or unrepresentable (batchlab/bounds.py)."""
+
+    def unbounded(d):
+        return unbounded(d["item"]) if d["type"] == "list" else d["high"] is None
+
+    assert [(s, k) for s, k, d in NUMERIC if unbounded(d)] == []
+
+
+DIGITS_5000 = "9" * 5000  # int() of more than 4300 digits raises ValueError
+HUGE = [DIGITS_5000, "-" + DIGITS_5000, "0." + "0" * 4999 + "1", "9" * 4300, "1e999", "-1e999", "1e308", "4.9e-324"]
+HUGE += [str(2**63), str(2**64), str(-(2**63)), "1e8", "1e12", "100000000", str(2**20 + 1), str(2**31), "1e6", "-0"]
+
+
+@st.composite
+def huge_sets(draw) -> tuple[str, str]:
+    """(study, one --set argument): a huge, tiny or odd number for one of its numeric keys (alone, or in a list)."""
+    name, key, d = draw(st.sampled_from(NUMERIC))
+    value = draw(
+        st.one_of(
+            st.sampled_from(HUGE),
+            st.integers(min_value=-(10**40), max_value=10**40).map(str),
+            st.floats(allow_nan=False).map(repr),
+            st.integers(min_value=4290, max_value=4310).map(lambda n: "8" * n),
+        )
+    )
+    if d["type"] == "list" and draw(st.booleans()):
+        value = f"{value},{value}"
+    return name, f"{key}={value}"
+
+
+@pytest.fixture(scope="module")
+def warm_dry_runs():
+    """Every study's dry run once (the data loaded and cached, the device's matmul rate measured), so that the
+    memory measured below is what the plan takes."""
+    for name in REGISTRY:
+        assert cli.run_cli(["run", name, "--dry-run", "--device", "cpu", "--out", "/nonexistent/never"]) == 0
+
+
+DRY_RUN_PEAK_MB = 32  # the Python heap a dry run may take (epochs=1e12 once took 23.8 GB)
+DRY_RUN_RSS_MB = 256  # and the process's memory, tensors included (widths=2^20 built a 3.3 GB model to count FLOPs)
+
+
+def _rss_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def dry_run_with_peaks(args: list[str]) -> tuple[int, int, int]:
+    """(exit code, peak Python heap in MB, peak growth of the resident memory in MB) of one in-process command."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets the resident high-water mark (Linux)
+    before = _rss_kb("VmRSS")
+    tracemalloc.start()
+    try:
+        code = cli.run_cli(args)
+        heap = tracemalloc.get_traced_memory()[1] >> 20
+    finally:
+        tracemalloc.stop()
+    return code, heap, (_rss_kb("VmHWM") - before) >> 10
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=huge_sets())
+def test_a_huge_or_odd_number_is_one_line_exit_2_or_a_dry_run_in_little_memory(
+    case, warm_dry_runs, tmp_path_factory, capsys
+):
+    name, arg = case
+    out = tmp_path_factory.getbasetemp() / "never-created-by-dry-runs"
+    code, heap, rss = dry_run_with_peaks(["run", name, "--set", arg, "--dry-run", "--device", "cpu", "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    if code == 0:
+        assert heap < DRY_RUN_PEAK_MB and rss < DRY_RUN_RSS_MB, (arg, heap, rss)
+    else:
+        line = assert_refused(code, stdout, err)
+        assert len(line) < 300, line  # the number is not echoed whole
+    assert not out.exists()
+
+
+def test_a_5000_digit_number_and_a_trillion_epochs_are_one_line_each(capsys):
+    for arg, fragment in (
+        (f"lr={DIGITS_5000}", "lr"),
+        ("epochs=1e12", "epochs"),
+        (f"widths=8,{DIGITS_5000}", "widths"),
+    ):
+        code = cli.run_cli(["run", "batch-size-sweep", "--set", arg, "--dry-run", "--device", "cpu"])
+        line = assert_refused(code, *capsys.readouterr(), fragment)
+        assert len(line) < 300, line
+
+
+def test_a_million_epochs_are_counted_without_being_listed(warm_dry_runs, capsys):
+    """The dry run counts steps from the batch schedule's segments: no list of a million epochs."""
+    sets = ["epochs=1000000", "batch_sizes=64,1000", "train_subset=1000", "seeds=2"]
+    code, heap, rss = dry_run_with_peaks(["run", "batch-size-sweep", *set_args(sets), "--dry-run", "--device", "cpu"])
+    stdout, _ = capsys.readouterr()
+    assert code == 0 and heap < DRY_RUN_PEAK_MB and rss < DRY_RUN_RSS_MB, (heap, rss)
+    assert "(4000000 run-epochs, 34000000 steps)" in stdout, stdout  # 1000 examples: 16 + 1 steps per epoch
+
+
+def test_the_widest_layers_are_estimated_without_being_built(warm_dry_runs, capsys):
+    """FLOPs are counted on the meta device: two layers of 2^20 units would be 4 TB of weights."""
+    args = ["run", "batch-size-sweep", "--set", "widths=1048576,1048576", "--dry-run", "--device", "cpu"]
+    code, heap, rss = dry_run_with_peaks(args)
+    stdout, _ = capsys.readouterr()
+    assert code == 0 and heap < DRY_RUN_PEAK_MB and rss < DRY_RUN_RSS_MB, (heap, rss)
+    assert "FLOPs" in stdout

@@ -231,7 +231,7 @@ def test_a_user_dataset_too_small_for_the_window_or_the_batches_is_one_line(caps
     pytest.importorskip("sklearn")
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     user = ["--model", "examples.digits_cnn:model", "--data", "examples.digits_cnn:data", "--out", tmp_path / "res"]
-    for sets, fragment in ((["--set", "window=100000000"], "longer than the reference run"),
+    for sets, fragment in ((["--set", "window=10000000"], "longer than the reference run"),
                            (["--set", "multipliers=1,2,128"], "exceeds the 1438 training examples")):  # fmt: skip
         code, out, err = cli_run(capsys, "critical-batch", *sets, *user)
         assert_refused(code, out, err, fragment, "--data examples.digits_cnn:data")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import rel_diff
 
 from batchlab.engine import LRSchedule, RunSpec, data_order, train_group
+from batchlab.engine import groups as engine_groups
 from batchlab.engine.data import load_for
 from batchlab.models import build_model, init_module
 
@@ -212,3 +213,125 @@ def test_sgd_fused_cpu_update_equals_the_masked_update_bitwise(momentum):
     q, opts = p.clone(), RuleOptions(momentum=False, weight_decay=False)
     SGD().update("w", q, g.clone(), {}, hp | {"alive": torch.tensor([True, False, True])}, torch.tensor(1.0), opts)
     assert torch.equal(q[1], p[1]) and not torch.equal(q[0], p[0])
+
+
+# --- a run's numbers do not depend on the runs that share its group (README, "Float32 and chaos") ----------
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """The CPU's thread count: the bitwise promise holds for any group with one thread, and for groups of at
+    least two runs with two (a lone run's matmuls are then split between the threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def assert_same_numbers(a, b) -> None:
+    """Bitwise: the weights, the metrics at every evaluation, the status."""
+    assert (a.key, a.status, a.diverged_step, a.steps) == (b.key, b.status, b.diverged_step, b.steps)
+    assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
+    assert a.metrics == b.metrics
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_a_run_left_over_after_a_kill_or_split_by_out_of_memory_has_the_numbers_of_the_whole_group(
+    precision, threads, monkeypatch
+):
+    """A group mixing plain SGD (the folded step) with momentum and Adam (the autograd step): whichever runs
+    remain after a SIGKILL, or whatever chunks an out-of-memory halving leaves, each run computes what it did
+    in the whole group, bit for bit (it once folded only when the group held no other optimizer: 1.1e-7)."""
+    kinds = [
+        dict(optimizer="sgd", lr=0.05, momentum=0.9),
+        dict(optimizer="adam", lr=1e-3),
+        dict(optimizer="sgd", lr=0.1),
+        dict(optimizer="adam", lr=3e-3),
+        dict(optimizer="sgd", lr=0.02, momentum=0.5),
+        dict(optimizer="sgd", lr=0.05),
+        dict(optimizer="sgd", lr=0.2),
+        dict(optimizer="sgd", lr=0.03),
+    ]
+    specs = [RunSpec(**SMALL, **kw, precision=precision, seed=i) for i, kw in enumerate(kinds)]
+    whole = train_group(specs, device="cpu", keep_params=True)
+    assert [r.step_path for r in whole] == ["autograd", "autograd", "folded", "autograd"] + ["autograd"] + 3 * [
+        "folded"
+    ]
+    left_over = train_group(specs[5:], device="cpu", keep_params=True)  # the runs a killed process had not stored
+    sizes, real = [], engine_groups.GroupTrainer
+
+    class TwoRunsFit(real):  # a device that holds two runs at once: out of memory, the chunk is halved
+        def __init__(self, chunk, *a, **kw):
+            sizes.append(len(chunk))
+            if len(chunk) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            super().__init__(chunk, *a, **kw)
+
+    monkeypatch.setattr(engine_groups, "GroupTrainer", TwoRunsFit)
+    halved = train_group(specs, device="cpu", keep_params=True)
+    assert sizes == [4, 2, 2, 2, 2]  # the autograd part whole, then in halves; the folded part's chunks of 2
+    for a, b in zip(whole[5:], left_over):
+        assert_same_numbers(a, b)
+    for a, b in zip(whole, halved):
+        assert_same_numbers(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_adam_in_a_group_of_40_has_the_numbers_of_the_run_in_a_group_of_2(precision, threads):
+    """And alone, with one thread. Adam's bias correction beta^t: ATen's CPU pow takes SLEEF's vector code on
+    full vectors (from 16 runs in float64, 32 in float32) and std::pow on the rest, which differed by an ulp at 75
+    of 6,000 (beta, t)."""
+    specs = [
+        RunSpec(
+            train_subset=512,
+            test_subset=64,
+            widths=(8,),
+            batch_size=16,
+            epochs=2,
+            optimizer="adam",
+            lr=1e-3,
+            precision=precision,
+            seed=s,
+        )
+        for s in range(40)
+    ]
+    big = train_group(specs, device="cpu", keep_params=True)
+    assert big[0].steps == 64
+    pair = train_group([specs[37], specs[0]], device="cpu", keep_params=True)
+    alone = train_group(specs[:1], device="cpu", keep_params=True) if threads == 1 else []
+    for a, b in zip([*pair, *alone], [big[37], big[0], big[0]]):
+        assert_same_numbers(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_an_evaluation_gives_a_run_the_same_loss_in_any_group(precision, threads):
+    """The evaluation's chunk of examples shrinks as the group grows (memory); a run's mean loss once depended on
+    where the chunks ended (a test split of 10,000 examples is one chunk for 1 run, 5 for 16 runs)."""
+    from batchlab.models.mlp import stacked_mlp_forward
+    from batchlab.probes.metrics import evaluate
+
+    dtype = getattr(torch, precision)
+    gen = torch.Generator().manual_seed(0)
+    params = {
+        "net.0.weight": torch.randn(40, 64, 784, generator=gen, dtype=dtype) / 28,
+        "net.0.bias": torch.randn(40, 64, generator=gen, dtype=dtype) / 10,
+        "net.2.weight": torch.randn(40, 10, 64, generator=gen, dtype=dtype) / 8,
+        "net.2.bias": torch.randn(40, 10, generator=gen, dtype=dtype) / 10,
+    }
+    x, y = torch.randn(1000, 784, generator=gen, dtype=dtype), torch.randint(0, 10, (1000,), generator=gen)
+    losses = {}
+    for r in (2, 4, 40) if threads > 1 else (1, 2, 4, 40):
+        sub = {k: v[:r] for k, v in params.items()}
+        # chunks of 512, 256 and 64 examples; 1000 = 15 x 64 + 40
+        values = evaluate(lambda xc: stacked_mlp_forward(sub, xc), x, y, r, "classification", 1 << 20)
+        losses[r] = float(values["loss"][0])
+    assert len(set(losses.values())) == 1, losses
+
+
+def test_the_noise_probe_draws_each_runs_batches_from_its_own_seed(threads):
+    """Its batches were drawn for the whole group from its first run's seed: a run's |G|^2 and tr(Sigma) changed
+    with the runs trained beside it (a resume, an out-of-memory halving), by more than rounding."""
+    specs = [RunSpec(**SMALL, seed=s, lr=0.05, probes=("noise",)) for s in range(4)]
+    whole = train_group(specs, device="cpu", keep_params=True)
+    for a, b in zip(whole[2:], train_group(specs[2:], device="cpu", keep_params=True)):
+        assert_same_numbers(a, b)

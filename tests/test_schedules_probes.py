@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from batchlab.engine import LRSchedule, RunSpec, train_group
-from batchlab.engine.schedules import epoch_plan, lr_factor, lr_table
+from batchlab.engine.schedules import epoch_plan, lr_factor, lr_table, total_steps
 from batchlab.probes import geometry
 
 
@@ -52,7 +52,7 @@ def test_lr_table_has_one_entry_per_step(n, bs, epochs, drop, switch):
     plan = epoch_plan(spec, n)
     for b, steps in plan:
         assert steps == (n // b if drop else math.ceil(n / b))
-    assert len(lr_table(spec, n)) == sum(s for _, s in plan)
+    assert len(lr_table(spec, n)) == sum(s for _, s in plan) == total_steps(spec, n)
 
 
 def test_geometry_against_direct_formulas():

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .engine import RunSpec
-from .engine.schedules import epoch_plan
+from .engine.schedules import total_steps
 from .engine.spec import TaskSpec
 from .env import device_name
 from .store import Store
@@ -142,7 +142,7 @@ def dry_run(prep) -> StudyPlan:
     )
     for spec in plan.runs:
         out.run_epochs += spec.epochs
-        out.steps += sum(steps for _, steps in epoch_plan(spec, n_train(spec, prep)))
+        out.steps += total_steps(spec, n_train(spec, prep))
         out.estimates[spec.key] = timings.run(spec, prep)
     for task in plan.tasks:
         out.estimates[task.key] = timings.task(task)
@@ -215,14 +215,16 @@ def run_flops(spec: RunSpec, prep) -> tuple[float, float]:
 
 @cache
 def _forward_flops(model: str, widths: tuple, activation: str, shape: tuple) -> float:
-    """FLOPs of one example's forward pass (matmuls and convolutions, as torch counts them)."""
+    """FLOPs of one example's forward pass (matmuls and convolutions, as torch counts them), on the meta device:
+    no weights exist (widths of 2^20 and 2^20 once asked this for 4 TB)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .models import build_model
 
-    net = build_model(model, input_dim=shape[-1], widths=widths, activation=activation)
+    with torch.device("meta"):
+        net = build_model(model, input_dim=shape[-1], widths=widths, activation=activation)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(torch.zeros((1, *shape)))
+        net(torch.zeros((1, *shape), device="meta"))
     return float(counter.get_total_flops())
 
 

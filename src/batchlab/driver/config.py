@@ -34,13 +34,22 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: a message never echoes a 5000-digit number whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} characters)"
+
+
 def parse_sets(pairs: list[str], option: str = "--set") -> dict[str, Any]:
     out = {}
     for pair in pairs:
         key, eq, raw = pair.partition("=")
         if not eq or not key.strip():
-            raise UsageError(f"{option} {pair!r}: expected key=value, e.g. {option} lr=0.1")
-        out[key.strip()] = parse_value(raw)
+            raise UsageError(f"{option} {shown(pair)}: expected key=value, e.g. {option} lr=0.1")
+        try:
+            out[key.strip()] = parse_value(raw)
+        except ValueError:  # an integer of more than 4300 digits (Python's int() limit)
+            raise UsageError(f"invalid value for {key.strip()}: a number too long to be one ({shown(raw)})") from None
     return out
 
 
@@ -76,7 +85,7 @@ def _validation_message(e: pydantic.ValidationError, where: str, given: dict[str
     value = err.get("input")
     if given and len(err["loc"]) == 1 and err["loc"][0] in given:
         value = given[err["loc"][0]]  # what the user typed, not its coerced form
-    got = f" (got {value!r})" if "input" in err and not isinstance(value, (dict, pydantic.BaseModel)) else ""
+    got = f" (got {shown(value)})" if "input" in err and not isinstance(value, (dict, pydantic.BaseModel)) else ""
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
     msg = one_line(err["msg"]).removeprefix("Value error, ")
     if where == "config":

@@ -1,7 +1,8 @@
 """Group scheduling: runs partitioned into groups that step in lock-step, each trained in chunks that fit.
 
-A group is trained in chunks of at most `runs_that_fit` runs (an estimate); a chunk that still does not fit
-is halved and tried again. A chunk interrupted earlier (a kept PartialState) is trained first, as it was.
+A group is trained in chunks of at most `runs_that_fit` runs (an estimate), each of runs that take the same step
+path (`split_by_path`); a chunk that still does not fit is halved and tried again. A chunk interrupted earlier (a
+kept PartialState) is trained first, as it was.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..errors import UsageError
 from ..models import activation_elements, model_traits
 from .data import check_run, load_for, template_model
 from .device import resolve_device
+from .paths import split_by_path
 from .spec import RunSpec, group_key
 from .state import PartialState
 from .train import (
@@ -113,17 +115,26 @@ def train_group(
     data = load_for(specs[0], device, data_dir)
     chunk = min(max_runs or len(specs), runs_that_fit(specs[0], data, device))
     index = {s.key: i for i, s in enumerate(specs)}
+    parts = split_by_path(specs, device, path, data.task)
+    part_of = {i: n for n, part in enumerate(parts) for i in part}
     resumed: list[tuple[list[int], PartialState]] = []  # (run indices, kept state): trained first, as they were
     taken: set[int] = set()
     for partial in resume:
         idx = [index.get(k, -1) for k in partial.keys]
-        if -1 not in idx and not taken & set(idx) and partial.has_checkpoints(checkpoints):
+        if (
+            -1 not in idx
+            and not taken & set(idx)
+            and len({part_of[i] for i in idx}) == 1  # kept by a version that mixed step paths in a chunk: not used
+            and partial.has_checkpoints(checkpoints)
+        ):
             resumed.append((idx, partial))
             taken |= set(idx)
-    rest = [i for i in range(len(specs)) if i not in taken]
+    # per step path (its number in `parts`), the runs still to train
+    rest = {n: left for n, part in enumerate(parts) if (left := [i for i in part if i not in taken])}
     results: list[RunResult | None] = [None] * len(specs)
     while resumed or rest:
-        idx, partial = resumed[0] if resumed else (rest[:chunk], None)
+        idx, partial = resumed[0] if resumed else (next(iter(rest.values()))[:chunk], None)
+        n = part_of[idx[0]]
         part = [specs[i] for i in idx]
         part_start = None if start is None else {k: np.asarray(v)[idx] for k, v in start.items()}
         part_orders = None if orders is None else [orders[i] for i in idx]
@@ -144,15 +155,15 @@ def train_group(
             del e  # the traceback holds the failed chunk's tensors
             if partial is not None:  # the interrupted chunk does not fit any more: its runs start again
                 resumed.pop(0)
-                rest = sorted(rest + idx)
-            elif chunk == 1:
+                rest[n] = sorted(rest.get(n, []) + idx)
+            elif len(idx) == 1:
                 s = part[0]
                 raise OutOfMemory(
                     f"out of memory on {device} for a single run ({s.model} {list(s.widths)}, batch "
                     f"{s.batch_size}, {s.precision}): use a smaller batch_size or model, micro_batch, or another device"
                 ) from None
             else:
-                chunk = max(1, chunk // 2)  # the estimate was optimistic: halve and retry this chunk
+                chunk = max(1, len(idx) // 2)  # the estimate was optimistic: halve this chunk and retry
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
@@ -163,5 +174,7 @@ def train_group(
         if partial is not None:
             resumed.pop(0)
         else:
-            rest = rest[len(idx) :]
+            rest[n] = rest[n][len(idx) :]
+            if not rest[n]:
+                del rest[n]
     return results

@@ -28,7 +28,8 @@ import torch
 
 from .spec import RunSpec
 
-# per-run hyperparameters every rule may read, each a [R] tensor (besides lr and alive, per step)
+# per-run hyperparameters every rule may read, each a [R] tensor (besides lr and alive, per step, and
+# beta1_t, beta2_t: beta ** t at this step, for a rule with `bias_correction`)
 HYPERPARAMETERS = ("wd", "momentum", "nesterov", "decoupled", "beta1", "beta2", "eps", "trust_coefficient")
 
 
@@ -46,6 +47,8 @@ class RuleOptions:
 
 class UpdateRule:
     """One optimizer family: its state per parameter tensor and its in-place update."""
+
+    bias_correction = False  # reads hp["beta1_t"] and hp["beta2_t"] (Adam's 1 - beta^t)
 
     def init(self, name: str, p: torch.Tensor, opts: RuleOptions) -> dict[str, torch.Tensor]:
         return {}
@@ -92,6 +95,8 @@ class SGD(UpdateRule):
 class Adam(UpdateRule):
     """Adam, and AdamW where a run's `decoupled` flag is 1."""
 
+    bias_correction = True
+
     def init(self, name, p, opts):
         return {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
 
@@ -104,8 +109,8 @@ class Adam(UpdateRule):
         b1, b2 = v("beta1"), v("beta2")
         state["m"].lerp_(g, 1 - b1)
         state["v"].mul_(b2).addcmul_(g, g * (1 - b2))
-        bc1 = 1 - b1**t
-        bc2_sqrt = (1 - b2**t).sqrt()
+        bc1 = 1 - v("beta1_t")
+        bc2_sqrt = (1 - v("beta2_t")).sqrt()
         denom = (state["v"].sqrt() / bc2_sqrt).add_(v("eps"))
         p.sub_(torch.where(v("alive"), (lr / bc1) * state["m"] / denom, 0))
 
@@ -170,6 +175,8 @@ class LAMB(UpdateRule):
     parameters take the Adam step r without decay or trust ratio. The last ratio is kept (`trust`).
     """
 
+    bias_correction = True
+
     def init(self, name, p, opts):
         state = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
         if layer_wise(name, p):
@@ -183,7 +190,7 @@ class LAMB(UpdateRule):
         alive = v("alive")
         state["m"].copy_(torch.where(alive, b1 * state["m"] + (1 - b1) * g, state["m"]))
         state["v"].copy_(torch.where(alive, b2 * state["v"] + (1 - b2) * g * g, state["v"]))
-        r = (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + v("eps"))
+        r = (state["m"] / (1 - v("beta1_t"))) / ((state["v"] / (1 - v("beta2_t"))).sqrt() + v("eps"))
         if layer_wise(name, p):
             u = r + v("wd") * p
             ratio = trust_ratio(run_norm(p), run_norm(u))
@@ -205,6 +212,17 @@ def register_rule(optimizer: str, rule: UpdateRule, family: str | None = None) -
 
 def _col(values, ref: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, device=ref.device, dtype=ref.dtype)
+
+
+def _elementwise(col: torch.Tensor) -> torch.Tensor:
+    """`col` [R] as a view with stride 2, whose elementwise results do not depend on R or a run's place.
+
+    ATen's CPU kernels compute pow of a contiguous tensor with SLEEF's vector code on whole vectors and std::pow
+    on the rest, so `beta ** t` of a [R] column depended on the group: from 16 runs in float64 (32 in float32)
+    75 of 6,000 (beta, t) pairs differed by an ulp, and Adam's weights in a group of 40 by 1e-16 after 64
+    steps. A strided operand takes the element-by-element loop, std::pow for every run: Python's `beta ** t`,
+    as torch.optim computes it."""
+    return torch.stack([col, col], 1)[:, 0]
 
 
 class StackedOptimizer:
@@ -236,6 +254,8 @@ class StackedOptimizer:
             for fam in self.families
         }
         self.opts_all_alive = {fam: dataclasses.replace(o, all_alive=True) for fam, o in self.opts.items()}
+        bias_correction = any(rule.bias_correction for rule in self.rules.values())
+        self.betas = {k: _elementwise(self.hp[k]) for k in ("beta1", "beta2")} if bias_correction else {}
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         for name, p in params.items():
             st: dict[str, torch.Tensor] = {}
@@ -257,7 +277,7 @@ class StackedOptimizer:
         """Update `params` in place. lr: [R] for this step; alive: [R] bool. `consume_grads`: the caller
         reads `grads` no more, so a rule may overwrite them (a training step; not a task that compares)."""
         self.t += 1
-        hp = self.hp | {"lr": lr, "alive": alive}
+        hp = self.hp | {"lr": lr, "alive": alive} | {f"{k}_t": b.pow(self.t) for k, b in self.betas.items()}
         # never a sync on CUDA, where the step is graph-captured
         all_alive = consume_grads and alive.device.type == "cpu" and bool(alive.all())
         for fam, idx in self.families.items():

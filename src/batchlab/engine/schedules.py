@@ -42,6 +42,16 @@ def epoch_plan(spec: RunSpec, n_train: int) -> list[tuple[int, int]]:
     return plan
 
 
+def total_steps(spec: RunSpec, n_train: int) -> int:
+    """The run's steps, `epoch_plan`'s sum counted per segment of its batch schedule, without a list of every
+    epoch (a dry run of a million epochs held 61 MB of them)."""
+    segments = [(0, spec.batch_size), *spec.batch_switch, (max(spec.epochs, 0), 0)]
+    return sum(
+        (end - start) * steps_in_epoch(n_train, min(bs, n_train), spec.drop_last)
+        for (start, bs), (end, _) in zip(segments, segments[1:])
+    )
+
+
 def lr_table(spec: RunSpec, n_train: int) -> np.ndarray:
     """The lr of every step of the run, evaluated at the fractional epoch where the step starts."""
     rows = []

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..bounds import BatchSize, Epochs, EpochTime, Examples, Real, Seed, Steps, Width, check_elements
 from ..references import check_syntax, is_reference, source_hash
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
@@ -38,11 +39,11 @@ class LRSchedule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "step", "warmup", "cosine"] = "constant"
-    milestones: tuple[float, ...] = ()
-    gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
-    warmup_start: float = Field(0.0, ge=0)
-    final_factor: float = Field(0.0, ge=0)
+    milestones: tuple[Annotated[EpochTime, Field(ge=0)], ...] = ()
+    gamma: Real = Field(0.1, gt=0)
+    warmup_epochs: EpochTime = Field(0.0, ge=0)
+    warmup_start: Real = Field(0.0, ge=0)
+    final_factor: Real = Field(0.0, ge=0)
 
 
 def _models() -> tuple[str, ...]:
@@ -89,37 +90,42 @@ class RunSpec(PlainData):
     # `dataset_args` returning (x_train, y_train, x_test, y_test) tensors or (train, test) torch Datasets
     dataset: str = "mnist"
     dataset_args: dict[str, Any] = Field(default_factory=dict)
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
+    train_subset: Examples | None = Field(None, ge=1)
+    test_subset: Examples | None = Field(None, ge=1)
     normalize: bool = True
     # the synthetic regression problem (dataset "regression"): examples, dimension, noise std, seed
-    regression: tuple[int, int, float, int] = (1000, 10, 0.1, 0)
+    regression: tuple[
+        Annotated[Examples, Field(ge=1)],
+        Annotated[Width, Field(ge=1)],
+        Annotated[Real, Field(ge=0)],
+        Annotated[Seed, Field(ge=0)],
+    ] = (1000, 10, 0.1, 0)
     # model: a built-in name (batchlab.models.MODELS) or a reference "package.module:factory" to a function of
     # `model_args` returning an nn.Module (built under torch.manual_seed(seed): its own init is the run's)
     model: str = "mlp"
     model_args: dict[str, Any] = Field(default_factory=dict)
-    widths: tuple[int, ...] = (1024, 1024)
+    widths: tuple[Width, ...] = (1024, 1024)
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
     init: Literal["glorot", "torch", "kaiming"] = "glorot"
     bias: bool = True  # the linear model's intercept (the MLP and CNN always have biases)
     # optimizer
     optimizer: Literal["sgd", "adam", "adamw", "lars", "lamb"] = "sgd"
-    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
+    lr: Real = Field(0.01, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: Real = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    trust_coefficient: float = Field(0.001, gt=0)  # LARS's eta (You et al. 2017)
+    eps: Real = Field(1e-8, gt=0)
+    trust_coefficient: Real = Field(0.001, gt=0)  # LARS's eta (You et al. 2017)
     lr_schedule: LRSchedule = LRSchedule()
     # batches and epochs
-    batch_size: int = Field(64, ge=1)
-    batch_switch: tuple[tuple[int, int], ...] = ()  # (epoch, batch_size): from that epoch on
-    epochs: int = Field(30, ge=0)
+    batch_size: BatchSize = Field(64, ge=1)
+    batch_switch: tuple[tuple[Epochs, BatchSize], ...] = ()  # (epoch, batch_size): from that epoch on
+    epochs: Epochs = Field(30, ge=0)
     drop_last: bool = False
     # gradient accumulation: each step's batch is computed as micro-batches of this size and their
     # gradients combined before one update (equal to the direct batch up to rounding, without BatchNorm)
-    micro_batch: int | None = Field(None, ge=1)
+    micro_batch: BatchSize | None = Field(None, ge=1)
     loss_reduction: Literal["mean", "sum"] = "mean"
     # "auto": cross-entropy over the last dimension for integer targets, mean squared error for float targets;
     # "square": ½‖output − one-hot(label)‖² per example (class labels); or a reference "package.module:fn",
@@ -127,17 +133,17 @@ class RunSpec(PlainData):
     loss: str = "auto"
     precision: Literal["float32", "tf32", "bf16", "float64"] = "float32"
     # randomness
-    seed: int = Field(0, ge=0)
-    data_seed: int | None = Field(None, ge=0)
+    seed: Seed = Field(0, ge=0)
+    data_seed: Seed | None = Field(None, ge=0)
     # measurement: which probes run (see batchlab.probes.PROBES) and how often: after every epoch
     # (eval_every=0), or every eval_every steps and at the end; probes=() measures nothing
     probes: tuple[str, ...] = ("metrics", "geometry")
-    eval_every: int = Field(0, ge=0)
+    eval_every: Steps = Field(0, ge=0)
     # stop at a target: a run stops updating at the first evaluation where metric `stop_metric` reaches
     # `stop_at` (e.g. test_acc 0.97); the group ends as soon as every run has stopped, so it costs what
     # the slowest run needs (steps-to-target)
     stop_metric: str | None = None
-    stop_at: float | None = None
+    stop_at: Real | None = Field(None, ge=-1e6)
     # SHA-256 of the source files of the referenced modules (model, dataset, loss), filled in when empty, so that
     # an edited model never reuses stale results; "" when every one is built in
     code_version: str = ""
@@ -181,6 +187,8 @@ class RunSpec(PlainData):
             raise ValueError("nesterov needs momentum > 0")
         if any(w < 1 for w in self.widths):
             raise ValueError("widths must be positive")
+        if self.dataset == "regression":
+            check_elements(self.regression[0], self.regression[1], "regression")
         for b in self.betas:
             if not 0 <= b < 1:
                 raise ValueError("betas must lie in [0, 1)")
@@ -264,7 +272,7 @@ class Checkpoint(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     run: RunSpec
-    epoch: int = Field(ge=0)
+    epoch: Epochs = Field(ge=0)
 
     @model_validator(mode="after")
     def _inside(self) -> "Checkpoint":
@@ -283,7 +291,7 @@ class TaskSpec(PlainData):
 
     kind: str
     args: dict[str, Any] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0)
+    seed: Seed = Field(0, ge=0)
     start: Checkpoint | None = None
     others: tuple[Checkpoint, ...] = ()
 

@@ -6,7 +6,9 @@ cadence, a check for weights that overflowed, the checkpoints asked for. No host
 inside an epoch on CUDA; the probes' values are read back after each evaluation without stalling the device.
 
 A run's result does not depend on its group: its init and its data order come from its own seed
-(or from a given checkpoint and a given index sequence), and every kernel treats runs separately.
+(or from a given checkpoint and a given index sequence), a chunk's runs take one step path (engine/groups.py
+splits a group by path), and every kernel treats runs separately; on the CPU bit for bit in chunks of at
+least two runs (README, "Float32 and chaos").
 Chunking a group to fit the device is engine/groups.py's.
 """
 
@@ -144,7 +146,7 @@ class GroupTrainer:
             len(self.specs),
             self.eval_elements,
             self.batch_grad_sq_norms,
-            seed=int(np.random.SeedSequence([self.specs[0].order_seed, step, 7]).generate_state(1)[0]),
+            seeds=tuple(int(np.random.SeedSequence([s.order_seed, step, 7]).generate_state(1)[0]) for s in self.specs),
             optimizer_state=self.state.optimizer.state,
             loss_fn=self.state.loss_fn,
             step=step,
@@ -170,11 +172,12 @@ class GroupTrainer:
                 return batch_size
         return self.plan[-1][0]
 
-    def batch_grad_sq_norms(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement (the
-        gradient-noise probe's ingredient); the weights are not changed."""
+    def batch_grad_sq_norms(self, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
+        """||g_B||^2 [R] of each run's mean-loss gradient on B training examples drawn with replacement, run r's by
+        generators[r] (the gradient-noise probe's ingredient); the weights are not changed."""
         stack = self.state.stack
-        idx = torch.randint(self.data.n_train, (len(self.specs), batch_size), generator=generator).to(self.device)
+        idx = torch.stack([torch.randint(self.data.n_train, (batch_size,), generator=g) for g in generators])
+        idx = idx.to(self.device)
         with torch.enable_grad():
             losses = batch_losses(
                 stack,

@@ -33,9 +33,12 @@ class ProbeContext:
     n_runs: int
     # evaluation chunk: runs x examples x activation width kept below this many elements at once
     max_elements: int = 1 << 25
-    # ||g_B||^2 of every run's gradient on B random training examples: grad_sq_norms(B, generator) -> [R]
-    grad_sq_norms: Callable[[int, torch.Generator], torch.Tensor] | None = None
-    seed: int = 0  # of a probe's own random draws: a function of the group and the step, so reruns agree
+    # ||g_B||^2 of every run's gradient on B random training examples, run r's drawn by generators[r]:
+    # grad_sq_norms(B, generators) -> [R]
+    grad_sq_norms: Callable[[int, list[torch.Generator]], torch.Tensor] | None = None
+    # of a probe's own random draws, per run: a function of the run's order seed and the step, so that reruns
+    # agree and a run draws the same whatever runs share its group
+    seeds: tuple[int, ...] = ()
     optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None  # parameter name -> its optimizer state
     loss_fn: Callable | None = None  # the user's loss (fn(output, target) -> mean over examples); None: "auto"
     step: int = 0  # the global step of this evaluation
@@ -84,19 +87,26 @@ def noise_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
         raise ValueError("the noise probe needs a training group (gradients of the stacked runs)")
     big = min(NOISE_BIG, ctx.data.n_train)
     small = min(NOISE_SMALL, big // 2)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    s = torch.stack([ctx.grad_sq_norms(small, gen) for _ in range(NOISE_DRAWS)]).mean(0)
-    b = torch.stack([ctx.grad_sq_norms(big, gen) for _ in range(NOISE_DRAWS)]).mean(0)
+    gens = [torch.Generator().manual_seed(seed) for seed in ctx.seeds]
+    s = torch.stack([ctx.grad_sq_norms(small, gens) for _ in range(NOISE_DRAWS)]).mean(0)
+    b = torch.stack([ctx.grad_sq_norms(big, gens) for _ in range(NOISE_DRAWS)]).mean(0)
     grad_sq_norm, trace_sigma = two_batch_formulas(s, b, small, big)
     return {"noise_grad_sq_norm": grad_sq_norm, "noise_trace_sigma": trace_sigma}
 
 
 def trust_probe(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     """The last layer-wise trust ratio of each adapted layer, per run (LARS: its local lr; LAMB: ||w|| / ||u||),
-    as `trust:<layer>`; nothing for optimizers without one."""
+    as `trust:<layer>`; NaN (stored as missing) for a run whose optimizer has none, whatever runs share its group
+    (a group splits by step path, so a plain SGD run may train apart from the LARS runs it was planned with)."""
     state = ctx.optimizer_state or {}
-    # copies: the optimizer updates its state in place, and records are read after training
-    return {f"trust:{name.removesuffix('.weight')}": st["trust"].clone() for name, st in state.items() if "trust" in st}
+    out = {}
+    for name, p in ctx.params.items():
+        if p.dim() >= 3:  # the tensors a layer-wise rule adapts (engine.optim.layer_wise; it imports the probes)
+            st = state.get(name, {})
+            # a copy: the optimizer updates its state in place, and records are read after training
+            none = torch.full((ctx.n_runs,), float("nan"), dtype=p.dtype, device=p.device)
+            out[f"trust:{name.removesuffix('.weight')}"] = st["trust"].clone() if "trust" in st else none
+    return out
 
 
 WEIGHTS_MAX = 64  # the weights probe records models of at most this many parameters

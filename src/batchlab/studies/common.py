@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..analysis.stats import mean_std  # noqa: F401  (re-exported: studies import it from here)
+from ..bounds import Examples, Width
 from ..claims import ClaimSpec
 from ..engine import RunSpec
 from ..engine.spec import DATASET_SIZES, LOSSES, TaskSpec
@@ -65,10 +66,10 @@ class StudyConfig(BaseModel):
     dataset_args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of a dataset factory (batchlab run --data-arg k=v)."
     )
-    train_subset: int | None = Field(
+    train_subset: Examples | None = Field(
         None, ge=1, description="Train on the first N training examples only (None: the whole training set)."
     )
-    test_subset: int | None = Field(
+    test_subset: Examples | None = Field(
         None, ge=1, description="Evaluate on the first N test examples only (None: the whole test set)."
     )
     normalize: bool = Field(
@@ -88,7 +89,7 @@ class StudyConfig(BaseModel):
         "half the squared distance of the outputs from the one-hot label (Cohen et al. 2021); or "
         "package.module:fn(output, target) returning the mean loss over the batch.",
     )
-    widths: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    widths: tuple[Annotated[Width, Field(ge=1)], ...] = Field(
         (1024, 1024), min_length=1, description="Hidden layer widths of the MLP, input to output (e.g. 1024,1024)."
     )
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bounds import Count, Examples, Real, Seed
 from . import TaskContext, TaskError, TaskOutput, register_task
 
 BRANCH_DATA_SEED = 1000  # a branch's data order: data_order(BRANCH_DATA_SEED + seed, epoch), apart from the reference's
@@ -25,11 +26,11 @@ class BranchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     run: dict = Field(description="RunSpec fields of the branches (the reference run's, at the branch batch size).")
-    lrs: list[float] = Field(min_length=1, description="The lr grid of this batch size (each trained for every seed).")
-    seeds: list[int] = Field(min_length=1, description="Data-order seeds; seed s of every batch size sees one order.")
-    examples: int = Field(ge=1, description="The window: training examples each branch sees (its longest window).")
-    evals: int = Field(20, ge=1, description="Evaluations of the training loss, equally spaced in examples.")
-    eval_examples: int | None = Field(
+    lrs: list[Real] = Field(min_length=1, description="The lr grid of this batch size (each trained for every seed).")
+    seeds: list[Seed] = Field(min_length=1, description="Data-order seeds; seed s of every batch size sees one order.")
+    examples: Examples = Field(ge=1, description="The window: training examples each branch sees (its longest window).")
+    evals: Count = Field(20, ge=1, description="Evaluations of the training loss, equally spaced in examples.")
+    eval_examples: Examples | None = Field(
         2048, ge=1, description="Training examples (a fixed draw, the same for every branch) the loss is measured on."
     )
 

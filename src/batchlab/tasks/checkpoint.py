@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bounds import Count, Examples
 from ..engine.data import loss_for
 from ..engine.step import per_example_grads
 from . import TaskContext, TaskOutput, register_task
@@ -14,8 +15,10 @@ from . import TaskContext, TaskOutput, register_task
 class GradientNormsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    examples: int = Field(256, ge=1, description="How many training examples (drawn without replacement by the seed).")
-    chunk_size: int = Field(64, ge=1, description="Examples per vectorised chunk (bounds memory).")
+    examples: Examples = Field(
+        256, ge=1, description="How many training examples (drawn without replacement by the seed)."
+    )
+    chunk_size: Count = Field(64, ge=1, description="Examples per vectorised chunk (bounds memory).")
 
 
 @register_task("gradient-norms", GradientNormsArgs)

@@ -18,6 +18,7 @@ from ..analysis.noise import (
     percentile_interval,
     ratio_replicates,
 )
+from ..bounds import Count, Examples
 from ..engine.curvature import iter_hessian_vector_products
 from ..engine.data import loss_for
 from ..engine.step import per_example_grads
@@ -27,15 +28,15 @@ from . import TaskContext, TaskOutput, register_task
 class HessianNoiseArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    examples: int = Field(256, ge=2, description="n: examples whose gradients g_i are taken (drawn by the seed).")
-    hessian_examples: int | None = Field(
+    examples: Examples = Field(256, ge=2, description="n: examples whose gradients g_i are taken (drawn by the seed).")
+    hessian_examples: Examples | None = Field(
         None,
         ge=1,
         description="Examples of H, the first of the same seeded draw (None: the same n examples). Cost: n "
         "Hessian-vector products over these.",
     )
-    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples of the examples (for both intervals).")
-    chunk_size: int = Field(32, ge=1, description="Vectors per vmapped Hessian-vector-product chunk (memory).")
+    bootstrap: Count = Field(200, ge=10, description="Bootstrap resamples of the examples (for both intervals).")
+    chunk_size: Count = Field(32, ge=1, description="Vectors per vmapped Hessian-vector-product chunk (memory).")
 
 
 @register_task("hessian-noise-scale", HessianNoiseArgs)

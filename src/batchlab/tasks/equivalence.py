@@ -35,6 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ..bounds import BatchSize, Count, Examples, Real, Steps
 from ..engine import RunSpec, train_group
 from ..engine.data import compute_dtype, load_for
 from ..engine.optim import StackedOptimizer
@@ -122,10 +123,10 @@ class _DataArgs(BaseModel):
 
     dataset: ImageDataset = Field("mnist", description="The images the batches are drawn from.")
     precision: Precision = Field("float64", description="Compute precision of every approach.")
-    train_subset: int | None = Field(
+    train_subset: Examples | None = Field(
         None, ge=1, description="The pool of training examples batches are drawn from (the first N; None: all 60k)."
     )
-    test_subset: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
+    test_subset: Examples | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,18 +140,18 @@ class OneStepArgs(_DataArgs):
         description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or "
         "weight_decay (SGD, lr 0.1, decay 5e-4), fresh state each time.",
     )
-    batch_size: int = Field(256, ge=1, description="Examples in the fixed batch (drawn by the task's seed).")
+    batch_size: BatchSize = Field(256, ge=1, description="Examples in the fixed batch (drawn by the task's seed).")
     bn_single: Literal["eval", "train"] = Field(
         "eval",
         description="BatchNorm in single-example passes: running statistics (eval) or the example's own (train).",
     )
-    bn_stats_batches: int = Field(
+    bn_stats_batches: Count = Field(
         0,
         ge=0,
         description="cnn-bn, bn_single=eval: 0 keeps the initial running statistics (mean 0, variance 1); N > 0 "
         "estimates them at theta0 from the N training batches of batch_size that follow the batch in the draw.",
     )
-    chunk_size: int = Field(32, ge=1, description="Examples per vectorised chunk (bounds memory).")
+    chunk_size: Count = Field(32, ge=1, description="Examples per vectorised chunk (bounds memory).")
 
     @model_validator(mode="after")
     def _stats(self):
@@ -238,11 +239,11 @@ def one_step_equivalence(args: OneStepArgs, ctx: TaskContext) -> TaskOutput:
 
 class MultistepArgs(_DataArgs):
     model: Literal["cnn"] = Field("cnn", description="The CNN without BatchNorm.")
-    k: int = Field(2, ge=1, description="Number of fixed batches (steps of A).")
-    batch_size: int = Field(64, ge=1, description="Examples per batch.")
-    lr: float = Field(0.01, gt=0, description="Learning rate of every variant.")
+    k: Steps = Field(2, ge=1, description="Number of fixed batches (steps of A).")
+    batch_size: BatchSize = Field(64, ge=1, description="Examples per batch.")
+    lr: Real = Field(0.01, gt=0, description="Learning rate of every variant.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of A, B and D (C has none).")
-    chunk_size: int = Field(64, ge=1, description="Examples per vectorised chunk of per-example gradients.")
+    chunk_size: Count = Field(64, ge=1, description="Examples per vectorised chunk of per-example gradients.")
 
 
 def _momentum_spec(lr: float, momentum: float) -> RunSpec:
@@ -353,10 +354,12 @@ class AccumulationArgs(BaseModel):
         description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3) or lars (lr 10, momentum 0.9, decay 5e-4).",
     )
     precision: Precision = Field("float64", description="Compute precision of both runs.")
-    batch_size: int = Field(256, ge=1, description="The batch of every step.")
-    micro_batch: int = Field(32, ge=1, description="The micro-batch the accumulated run computes it in.")
-    steps: int = Field(10, ge=1, description="Steps of both runs: one epoch over the first steps x batch_size images.")
-    test_subset: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
+    batch_size: BatchSize = Field(256, ge=1, description="The batch of every step.")
+    micro_batch: BatchSize = Field(32, ge=1, description="The micro-batch the accumulated run computes it in.")
+    steps: Steps = Field(
+        10, ge=1, description="Steps of both runs: one epoch over the first steps x batch_size images."
+    )
+    test_subset: Examples | None = Field(None, ge=1, description="Evaluate on the first N test examples (None: all).")
 
     @model_validator(mode="after")
     def _divides(self):

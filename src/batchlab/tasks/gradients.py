@@ -18,7 +18,7 @@ bias), summed over layers (Goodfellow 2015's trick, extended from norms to inner
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..analysis.noise import per_example_formulas
+from ..bounds import BatchSize, Count, Examples, Real, Width, check_elements
 from ..datasets import regression_problem
 from ..engine.data import loss_for
 from ..engine.step import batch_losses, mlp_deltas, per_example_grads, single_example_stack
@@ -63,12 +64,12 @@ def signed_histogram(values: torch.Tensor) -> np.ndarray:
 class CompetitionArgs(BaseModel):
     model_config = PLAIN
 
-    batch_size: int = Field(ge=1, description="B: the examples are taken in batches of B, one SGD step each.")
-    trials: int = Field(ge=1, description="Independent trials (each its own draw of examples).")
-    examples: int = Field(1024, ge=1, description="Examples per trial (distinct, drawn by the trial's seed).")
-    lr: float = Field(0.01, ge=0, description="SGD learning rate of the steps (0: the weights never move).")
+    batch_size: BatchSize = Field(ge=1, description="B: the examples are taken in batches of B, one SGD step each.")
+    trials: Count = Field(ge=1, description="Independent trials (each its own draw of examples).")
+    examples: Examples = Field(1024, ge=1, description="Examples per trial (distinct, drawn by the trial's seed).")
+    lr: Real = Field(0.01, ge=0, description="SGD learning rate of the steps (0: the weights never move).")
     reduction: Literal["mean", "sum"] = Field("mean", description="Loss over a batch: averaged or summed.")
-    trial_chunk: int = Field(0, ge=0, description="Trials computed together (0: as many as fit 2^28 elements).")
+    trial_chunk: Count = Field(0, ge=0, description="Trials computed together (0: as many as fit 2^28 elements).")
 
 
 @register_task("gradient-competition", CompetitionArgs)
@@ -212,16 +213,22 @@ class VarianceArgs(BaseModel):
     model_config = PLAIN
 
     problem: Literal["checkpoint", "regression"] = Field(description="The start run's checkpoint, or regression.")
-    examples: int = Field(2048, ge=2, description="N: the sample whose full gradient is G (drawn by the seed).")
-    batch_sizes: tuple[int, ...] = Field(min_length=1, description="Mini-batch sizes B (each at most N).")
-    draws: int = Field(2000, ge=2, description="Mini-batches drawn per batch size and sampling scheme.")
-    regression: tuple[int, int, float] = Field((4096, 10, 0.5), description="n, d, noise of the regression problem.")
+    examples: Examples = Field(2048, ge=2, description="N: the sample whose full gradient is G (drawn by the seed).")
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
+        min_length=1, description="Mini-batch sizes B (each at most N)."
+    )
+    draws: Count = Field(2000, ge=2, description="Mini-batches drawn per batch size and sampling scheme.")
+    regression: tuple[Annotated[Examples, Field(ge=2)], Annotated[Width, Field(ge=1)], Annotated[Real, Field(ge=0)]] = (
+        Field((4096, 10, 0.5), description="n, d, noise of the regression problem.")
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> "VarianceArgs":
         n = self.regression[0] if self.problem == "regression" else self.examples
         if max(self.batch_sizes) > n:
             raise ValueError(f"batch size {max(self.batch_sizes)} exceeds the sample of {n} examples")
+        if self.problem == "regression":
+            check_elements(self.regression[0], self.regression[1], "regression")
         return self
 
 
@@ -268,11 +275,11 @@ def gradient_variance(args: VarianceArgs, ctx: TaskContext) -> TaskOutput:
 class NoiseScaleArgs(BaseModel):
     model_config = PLAIN
 
-    examples: int = Field(2048, ge=2, description="Examples of the per-example estimator (drawn by the seed).")
-    small_batch: int = Field(64, ge=1, description="B_small of the two-batch estimator.")
-    big_batch: int = Field(1024, ge=2, description="B_big of the two-batch estimator.")
-    draws: int = Field(64, ge=2, description="Pairs of batches of the two-batch estimator (fresh examples each).")
-    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples of the per-example estimator.")
+    examples: Examples = Field(2048, ge=2, description="Examples of the per-example estimator (drawn by the seed).")
+    small_batch: BatchSize = Field(64, ge=1, description="B_small of the two-batch estimator.")
+    big_batch: BatchSize = Field(1024, ge=2, description="B_big of the two-batch estimator.")
+    draws: Count = Field(64, ge=2, description="Pairs of batches of the two-batch estimator (fresh examples each).")
+    bootstrap: Count = Field(200, ge=10, description="Bootstrap resamples of the per-example estimator.")
 
     @model_validator(mode="after")
     def _order(self) -> "NoiseScaleArgs":

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bounds import MAX_REAL, Real, Steps
 from . import TaskContext, TaskOutput, register_task
 
 
 class QuadraticArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lrs: tuple[float, ...] = Field(min_length=1, description="Learning rates eta (each > 0).")
-    steps: int = Field(100, ge=1, description="Gradient steps per learning rate.")
-    w0: float = Field(0.0, description="Starting point.")
-    w_star: float = Field(2.0, description="The minimum of f(w) = L/2 (w - w*)^2.")
-    curvature: float = Field(2.0, gt=0, description="L, the second derivative: 2 is (w - w*)^2.")
+    lrs: tuple[Real, ...] = Field(min_length=1, description="Learning rates eta (each > 0).")
+    steps: Steps = Field(100, ge=1, description="Gradient steps per learning rate.")
+    w0: Real = Field(0.0, ge=-MAX_REAL, description="Starting point.")
+    w_star: Real = Field(2.0, ge=-MAX_REAL, description="The minimum of f(w) = L/2 (w - w*)^2.")
+    curvature: Real = Field(2.0, gt=0, description="L, the second derivative: 2 is (w - w*)^2.")
 
 
 @register_task("quadratic-gd", QuadraticArgs)
@@ -37,7 +38,7 @@ class StepCostArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     run: dict = Field(description="The RunSpec (its fields) whose training step is timed.")
-    steps: int = Field(20, ge=1, description="Steps timed (after a warm-up of up to 10).")
+    steps: Steps = Field(20, ge=1, description="Steps timed (after a warm-up of up to 10).")
 
 
 @register_task("step-cost", StepCostArgs)

@@ -1,4 +1,5 @@
-"""Step paths: the arithmetic of a training step, chosen once per group by `choose_path`.
+"""Step paths: the arithmetic of a training step, chosen once per chunk by `choose_path` (a group is split by path
+first: `split_by_path`).
 
 - `autograd`: autograd's backward pass and the optimizer's update rule; computes every run (the reference). A user's
   model (RunSpec.model a reference "package.module:factory") always takes it: the generic stacked step, the loss
@@ -58,4 +59,27 @@ def choose_path(
     raise AssertionError("the autograd path computes every run")
 
 
-__all__ = ["PATHS", "REQUESTS", "StepPath", "AutogradPath", "CompiledPath", "FoldedPath", "choose_path"]
+def split_by_path(
+    specs: list[RunSpec], device: torch.device, request: str = "auto", task: str = "classification"
+) -> list[list[int]]:
+    """The indices of `specs` by the step path each run would take alone, in the order of their first run.
+
+    A group trains as one part per path, so a run's arithmetic never depends on the runs beside it: a plain SGD
+    run beside a momentum run took the autograd step, and the folded one once the other was stored (after a
+    resume of linear-scaling its float32 numbers moved by 1.1e-7; after an out-of-memory halving, by 7.2e-6)."""
+    parts: dict[type[StepPath], list[int]] = {}
+    for i, spec in enumerate(specs):
+        parts.setdefault(choose_path([spec], device, request, task)[0], []).append(i)
+    return list(parts.values())
+
+
+__all__ = [
+    "PATHS",
+    "REQUESTS",
+    "StepPath",
+    "AutogradPath",
+    "CompiledPath",
+    "FoldedPath",
+    "choose_path",
+    "split_by_path",
+]

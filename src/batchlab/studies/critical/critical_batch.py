@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from ...analysis.critical import best_of_grid, critical_batch, smoothed, warmup_schedule
 from ...analysis.noise import log_centred_two_batch_ci, two_batch_estimates
+from ...bounds import BatchSize, Count, Epochs, Examples, Real
 from ...engine import RunSpec
 from ...engine.spec import Checkpoint, LRSchedule, TaskSpec
 from ...outputs import Table
@@ -35,37 +36,37 @@ ADAM_LRS = (3e-4, 1e-3, 3e-3)  # the reference grid with --optimizer adam (SGD's
 
 class CriticalConfig(StudyConfig):
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="The optimizer of every run and branch.")
-    batch_size: int = Field(16, ge=1, description="B0: the reference run's batch, the branches' k = 1.")
-    lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    batch_size: BatchSize = Field(16, ge=1, description="B0: the reference run's batch, the branches' k = 1.")
+    lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         (0.03, 0.1, 0.3), min_length=1, description="The reference's lr grid at B0 (the best mean final loss counts)."
     )
-    epochs: int = Field(20, ge=1, description="Length of the reference run in epochs.")
+    epochs: Epochs = Field(20, ge=1, description="Length of the reference run in epochs.")
     checkpoints: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(
         (0.0, 0.05, 0.1, 0.3, 0.6), min_length=1, description="Branch points, as fractions of the reference run."
     )
-    multipliers: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    multipliers: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (1, 2, 3, 4, 6, 8, 16, 32, 64), min_length=2, description="Branch batch sizes k B0 (1 and at least one more)."
     )
     lr_rule: Literal["auto", "linear", "sqrt"] = Field(
         "auto",
         description="Branch lr = the reference lr x k (linear) or x sqrt(k); auto: linear for SGD, sqrt for Adam.",
     )
-    lr_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    lr_grid: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         (0.5, 1.0), min_length=1, description="Multipliers of the rule's lr tried at every k (the best counts)."
     )
-    window: int = Field(10_000, ge=1, description="Training examples each branch sees (the longer window).")
+    window: Examples = Field(10_000, ge=1, description="Training examples each branch sees (the longer window).")
     windows: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
         (0.5, 1.0),
         min_length=1,
         description="Windows as fractions of `window`, for the sensitivity (the last decides).",
     )
-    evals: int = Field(10, ge=2, description="Training-loss evaluations along each branch's window.")
+    evals: Count = Field(10, ge=2, description="Training-loss evaluations along each branch's window.")
     margin: float = Field(0.02, gt=0, lt=1, description="Non-inferiority margin: a branch may be this much worse.")
     margins: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field(
         (0.01, 0.05), min_length=1, description="Other margins, shown for the sensitivity (never the verdict)."
     )
-    noise_examples: int = Field(256, ge=2, description="Examples of the B_simple and B_noise measurement.")
-    noise_draws: int = Field(64, ge=2, description="Batch pairs of the two-batch B_simple (batches of 64 and 1024).")
+    noise_examples: Examples = Field(256, ge=2, description="Examples of the B_simple and B_noise measurement.")
+    noise_draws: Count = Field(64, ge=2, description="Batch pairs of the two-batch B_simple (batches of 64 and 1024).")
     proxies: bool = Field(True, description="Measure B_simple and B_noise at the checkpoints (n HVPs each).")
     warmup: bool = Field(True, description="Train the batch-size warmup the measurement implies (C5).")
     steps_profile: Literal["quick", "full", "off"] = Field(

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...analysis.stats import linear_fit, mean_std
+from ...bounds import BatchSize, Epochs, Real
 from ...engine import RunSpec
 from ...report.figures import band, bars, color_of, config_colors, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
@@ -45,15 +46,15 @@ Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class AdamVsSGDConfig(StudyConfig):
-    batch_size: int = Field(64, ge=1, description="Batch size of both optimizers.")
-    lr: float = Field(0.01, gt=0, description="SGD learning rate.")
-    adam_lr: float = Field(0.01, gt=0, description="Adam learning rate.")
+    batch_size: BatchSize = Field(64, ge=1, description="Batch size of both optimizers.")
+    lr: Real = Field(0.01, gt=0, description="SGD learning rate.")
+    adam_lr: Real = Field(0.01, gt=0, description="Adam learning rate.")
     betas: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="Adam's decay rates of the first and second moment estimates (beta1, beta2)."
     )
-    eps: float = Field(1e-8, gt=0, description="Adam's epsilon, added to the denominator for numerical stability.")
-    epochs: int = Field(SPEC_EPOCHS, ge=2, description="Epochs of training of both optimizers.")
-    fit_start: int = Field(
+    eps: Real = Field(1e-8, gt=0, description="Adam's epsilon, added to the denominator for numerical stability.")
+    epochs: Epochs = Field(SPEC_EPOCHS, ge=2, description="Epochs of training of both optimizers.")
+    fit_start: Epochs = Field(
         5, ge=0, description="D6: first epoch of the power-law fits W ~ t^a, which run to the last epoch."
     )
 

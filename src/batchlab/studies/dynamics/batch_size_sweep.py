@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ...bounds import BatchSize, Epochs, Real
 from ...claims import Claim
 from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
 from .claims import D1, d1_batch_sizes, rule_d1
@@ -21,11 +22,11 @@ from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, SPEC_EPOCHS, ac
 
 
 class BatchSizeSweepConfig(StudyConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (64, 256, 1024), min_length=2, description="Batch sizes to train, one configuration each (e.g. 64,256,1024)."
     )
-    lr: float = Field(0.01, gt=0, description="SGD learning rate, the same for every batch size.")
-    epochs: int = Field(SPEC_EPOCHS, ge=1, description="Epochs of training, the same for every batch size.")
+    lr: Real = Field(0.01, gt=0, description="SGD learning rate, the same for every batch size.")
+    epochs: Epochs = Field(SPEC_EPOCHS, ge=1, description="Epochs of training, the same for every batch size.")
 
 
 class BatchSizeSweep(Study):

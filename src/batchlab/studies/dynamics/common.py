@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
+from ...bounds import BatchSize, Epochs, Real
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import band, color_of, config_colors, legend_below, new_figure, zoom_accuracy
@@ -45,10 +46,12 @@ def run_label(batch_size: int, lr: float, epochs: int | None = None) -> str:
 class PairConfig(StudyConfig):
     """A small and a large batch at a base lr for `epochs` epochs: batch 64 and 1024, lr 0.01, 30 epochs."""
 
-    small_batch: int = Field(64, ge=1, description="The small batch size, the reference the large batch is held to.")
-    large_batch: int = Field(1024, ge=1, description="The large batch size (must be larger than small_batch).")
-    lr: float = Field(0.01, gt=0, description="Base SGD learning rate, the same for both batch sizes.")
-    epochs: int = Field(
+    small_batch: BatchSize = Field(
+        64, ge=1, description="The small batch size, the reference the large batch is held to."
+    )
+    large_batch: BatchSize = Field(1024, ge=1, description="The large batch size (must be larger than small_batch).")
+    lr: Real = Field(0.01, gt=0, description="Base SGD learning rate, the same for both batch sizes.")
+    epochs: Epochs = Field(
         SPEC_EPOCHS, ge=1, description="Epochs of each base run; longer schedules are set in multiples of it."
     )
 

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from ...analysis.stats import finite
+from ...bounds import BatchSize, Epochs, Real
 from ...engine import RunSpec
 from ...engine.spec import DATASET_SIZES
 from ...report.figures import PALETTE, heatmap, label_points, legend_below, new_figure, zoom_accuracy
@@ -31,16 +32,16 @@ W_LABEL = "W = ‖w_T − w_0‖ (L2 distance from init)"
 
 
 class DistanceGridConfig(PairConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (64, 256, 1024), min_length=2, description="Batch sizes of the grid (rows), each at every lr."
     )
-    lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         (0.001, 0.01, 0.03, 0.1),
         min_length=1,
         description="SGD learning rates of the grid (columns), each at every batch size.",
     )
 
-    long_eval_epochs: int = Field(
+    long_eval_epochs: Epochs = Field(
         1,
         ge=1,
         description="Evaluate the long run every this many epochs (1: after every epoch, as every other run).",

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ...bounds import Real
 from ..common import FigureSpec, Results, Study, StudyOutput
 from .claims import D2, rule_d2
 from .common import ACCURACY_CAPTION, QUICK_EPOCHS, QUICK_SETUP, PairConfig, accuracy_curves, final_table, run_label
 
 
 class LRCompensationConfig(PairConfig):
-    raised_lr: float = Field(0.1, gt=0, description="The raised learning rate of the large batch (the compensation).")
+    raised_lr: Real = Field(0.1, gt=0, description="The raised learning rate of the large batch (the compensation).")
 
 
 class LRCompensation(Study):

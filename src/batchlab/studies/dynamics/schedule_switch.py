@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from ...analysis.stats import finite
+from ...bounds import Epochs, Real
 from ...engine import LRSchedule
 from ...report.figures import PALETTE, legend_below, new_figure
 from ..common import FigureSpec, Results, Study, StudyOutput
@@ -28,10 +29,10 @@ from .common import QUICK_EPOCHS, QUICK_SETUP, PairConfig, final_table, mean_cur
 
 
 class ScheduleSwitchConfig(PairConfig):
-    first_switch: int = Field(
+    first_switch: Epochs = Field(
         1, ge=1, description="Schedule (c): epochs at the large batch before switching to the small one."
     )
-    lr_factor: float = Field(10.0, gt=0, description="Schedule (e): factor on the lr for the second half of training.")
+    lr_factor: Real = Field(10.0, gt=0, description="Schedule (e): factor on the lr for the second half of training.")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...bounds import BatchSize, Examples, Seed, Steps
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import new_figure
@@ -54,16 +55,16 @@ class AccumulationConfig(BaseModel):
         min_length=1,
         description="sgd (lr 0.1), momentum (0.9, lr 0.1), adam (lr 1e-3), lars (lr 10, momentum 0.9, decay 5e-4).",
     )
-    batch_size: int = Field(256, ge=2, description="The batch of every step.")
-    micro_batch: int = Field(32, ge=1, description="Micro-batch of the accumulated run (must divide batch_size).")
+    batch_size: BatchSize = Field(256, ge=2, description="The batch of every step.")
+    micro_batch: BatchSize = Field(32, ge=1, description="Micro-batch of the accumulated run (must divide batch_size).")
     precision: Precision = Field("float64", description="Compute precision (the claims are stated for float64).")
-    steps: int = Field(
+    steps: Steps = Field(
         10, ge=1, description="Steps of both runs (one epoch over the first steps x batch_size training images)."
     )
-    test_subset: int | None = Field(
+    test_subset: Examples | None = Field(
         None, ge=1, description="Evaluate both runs on the first N test images (None: all 10k)."
     )
-    seed: int = Field(0, ge=0, description="Seed of the initialisation and the data order of both runs.")
+    seed: Seed = Field(0, ge=0, description="Seed of the initialisation and the data order of both runs.")
 
     @model_validator(mode="after")
     def _divides(self):

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...bounds import BatchSize, Count, Examples, Seed
 from ...claims import Claim
 from ...engine.spec import TaskSpec
 from ...outputs import Table
@@ -74,7 +75,7 @@ class EquivalenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: ImageDataset = Field("mnist", description="The images: mnist or fashion-mnist.")
-    batch_size: int = Field(256, ge=2, description="Examples in the fixed batch (B).")
+    batch_size: BatchSize = Field(256, ge=2, description="Examples in the fixed batch (B).")
     models: tuple[Literal["cnn", "cnn-bn"], ...] = Field(
         ("cnn", "cnn-bn"), min_length=1, description="The CNN without and with BatchNorm."
     )
@@ -100,14 +101,14 @@ class EquivalenceConfig(BaseModel):
     show_bn_train: bool = Field(
         True, description="Also plan one cnn-bn task (SGD, float64) with bn_single=train, to show its named outcome."
     )
-    train_subset: int | None = Field(
+    train_subset: Examples | None = Field(
         None, ge=1, description="The batch is drawn from the first N training images (None: all 60k)."
     )
-    test_subset: int | None = Field(
+    test_subset: Examples | None = Field(
         None, ge=1, description="Evaluate A, B and C on the first N test images (None: all 10k)."
     )
-    seed: int = Field(0, ge=0, description="Seed of the initialisation (PyTorch default init) and of the batch draw.")
-    chunk_size: int = Field(32, ge=1, description="Single-example steps computed together (bounds memory).")
+    seed: Seed = Field(0, ge=0, description="Seed of the initialisation (PyTorch default init) and of the batch draw.")
+    chunk_size: Count = Field(32, ge=1, description="Single-example steps computed together (bounds memory).")
 
     @model_validator(mode="after")
     def _fits(self):

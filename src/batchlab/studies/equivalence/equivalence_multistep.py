@@ -24,6 +24,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...bounds import BatchSize, Count, Examples, Real, Seed, Steps
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
@@ -45,21 +46,21 @@ class MultistepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: ImageDataset = Field("mnist", description="The images: mnist or fashion-mnist.")
-    ks: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    ks: tuple[Annotated[Steps, Field(ge=1)], ...] = Field(
         (2, 5, 10), min_length=1, description="Numbers of batches (steps of A) to compare."
     )
-    batch_size: int = Field(64, ge=1, description="Examples per batch.")
-    lr: float = Field(0.01, gt=0, description="Learning rate of every variant.")
+    batch_size: BatchSize = Field(64, ge=1, description="Examples per batch.")
+    lr: Real = Field(0.01, gt=0, description="Learning rate of every variant.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of A, B and D (C uses none).")
     precision: Precision = Field("float64", description="Compute precision (the claims are stated for float64).")
-    train_subset: int | None = Field(
+    train_subset: Examples | None = Field(
         None, ge=1, description="The batches are drawn from the first N training images (None: all 60k)."
     )
-    test_subset: int | None = Field(
+    test_subset: Examples | None = Field(
         None, ge=1, description="Evaluate every variant on the first N test images (None: all 10k)."
     )
-    seed: int = Field(0, ge=0, description="Seed of the initialisation and of the batch draw.")
-    chunk_size: int = Field(64, ge=1, description="Per-example gradients computed together (bounds memory).")
+    seed: Seed = Field(0, ge=0, description="Seed of the initialisation and of the batch draw.")
+    chunk_size: Count = Field(64, ge=1, description="Per-example gradients computed together (bounds memory).")
 
     @model_validator(mode="after")
     def _check(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from ...bounds import BatchSize, Epochs, Real, Seed
 from ...engine import RunSpec
 from ...engine.spec import Checkpoint
 from ..common import StudyConfig
@@ -19,11 +20,11 @@ REGIMES = ("early", "late")
 class GradientConfig(StudyConfig):
     """The reference run and its two checkpoints."""
 
-    checkpoint_batch: int = Field(1024, ge=1, description="Batch size of the reference run.")
-    checkpoint_lr: float = Field(0.01, gt=0, description="SGD learning rate of the reference run.")
-    early_epoch: int = Field(2, ge=0, description="The 'early' regime: weights after this many epochs.")
-    late_epoch: int = Field(30, ge=1, description="The 'late' regime: weights after this many epochs (its length).")
-    seed: int = Field(0, ge=0, description="Seed of the reference run, and of every draw of examples.")
+    checkpoint_batch: BatchSize = Field(1024, ge=1, description="Batch size of the reference run.")
+    checkpoint_lr: Real = Field(0.01, gt=0, description="SGD learning rate of the reference run.")
+    early_epoch: Epochs = Field(2, ge=0, description="The 'early' regime: weights after this many epochs.")
+    late_epoch: Epochs = Field(30, ge=1, description="The 'late' regime: weights after this many epochs (its length).")
+    seed: Seed = Field(0, ge=0, description="Seed of the reference run, and of every draw of examples.")
 
     @model_validator(mode="after")
     def _order(self) -> "GradientConfig":

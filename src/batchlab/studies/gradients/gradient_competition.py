@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
+from ...bounds import BatchSize, Count, Examples, Real
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
@@ -56,17 +57,17 @@ def _sparse_symlog_ticks(ax, linthresh: float, per_side: int = 4) -> None:
 
 
 class CompetitionConfig(GradientConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         BATCH_SIZES, min_length=3, description="Batch sizes B; each trial takes its examples in batches of B."
     )
-    trials: int = Field(1000, ge=2, description="Trials per batch size and regime (each its own draw of examples).")
-    examples: int = Field(1024, ge=1, description="Examples per trial.")
-    lr: float = Field(0.01, gt=0, description="SGD learning rate of the steps through the examples.")
+    trials: Count = Field(1000, ge=2, description="Trials per batch size and regime (each its own draw of examples).")
+    examples: Examples = Field(1024, ge=1, description="Examples per trial.")
+    lr: Real = Field(0.01, gt=0, description="SGD learning rate of the steps through the examples.")
     reductions: tuple[Literal["mean", "sum"], ...] = Field(
         ("mean", "sum"), min_length=1, description="Loss reductions to measure (every figure says which it shows)."
     )
     control: bool = Field(True, description="Also run the lr = 0 control with the sum reduction (claim G4).")
-    trial_chunk: int = Field(0, ge=0, description="Trials computed together (0: as many as fit in memory).")
+    trial_chunk: Count = Field(0, ge=0, description="Trials computed together (0: as many as fit in memory).")
 
 
 def _variant(reduction: str, lr: float) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ...bounds import BatchSize, Count, Examples, Real, Seed, Width
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
@@ -27,15 +28,15 @@ PROBLEMS = ("mlp (early checkpoint)", "linear regression")
 
 
 class VarianceConfig(GradientConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), min_length=2, description="Mini-batch sizes B."
     )
-    examples: int = Field(4096, ge=2, description="N: the sample of the MLP checkpoint whose mean gradient is G.")
-    draws: int = Field(8000, ge=2, description="Mini-batches drawn per B and sampling scheme.")
-    regression_n: int = Field(4096, ge=2, description="Examples of the linear regression problem.")
-    regression_d: int = Field(10, ge=1, description="Input dimension of the linear regression problem.")
-    regression_noise: float = Field(0.5, ge=0, description="Noise std of the linear regression targets.")
-    regression_seed: int = Field(2, ge=0, description="Seed of the linear regression problem.")
+    examples: Examples = Field(4096, ge=2, description="N: the sample of the MLP checkpoint whose mean gradient is G.")
+    draws: Count = Field(8000, ge=2, description="Mini-batches drawn per B and sampling scheme.")
+    regression_n: Examples = Field(4096, ge=2, description="Examples of the linear regression problem.")
+    regression_d: Width = Field(10, ge=1, description="Input dimension of the linear regression problem.")
+    regression_noise: Real = Field(0.5, ge=0, description="Noise std of the linear regression targets.")
+    regression_seed: Seed = Field(2, ge=0, description="Seed of the linear regression problem.")
 
 
 class GradientVariance(Study):

@@ -26,6 +26,7 @@ from ...analysis.noise import (
     two_batch_estimates,
     two_batch_replicates,
 )
+from ...bounds import BatchSize, Count, Examples
 from ...engine.spec import TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
@@ -36,11 +37,11 @@ from .common import QUICK_REFERENCE, REGIMES, GradientConfig, regime_info
 
 
 class NoiseScaleConfig(GradientConfig):
-    examples: int = Field(4096, ge=2, description="Examples of the per-example estimator.")
-    small_batch: int = Field(64, ge=1, description="B_small of the two-batch estimator.")
-    big_batch: int = Field(1024, ge=2, description="B_big of the two-batch estimator.")
-    draws: int = Field(256, ge=2, description="Pairs of small and big batches (fresh examples each).")
-    bootstrap: int = Field(400, ge=10, description="Bootstrap resamples for the confidence intervals.")
+    examples: Examples = Field(4096, ge=2, description="Examples of the per-example estimator.")
+    small_batch: BatchSize = Field(64, ge=1, description="B_small of the two-batch estimator.")
+    big_batch: BatchSize = Field(1024, ge=2, description="B_big of the two-batch estimator.")
+    draws: Count = Field(256, ge=2, description="Pairs of small and big batches (fresh examples each).")
+    bootstrap: Count = Field(400, ge=10, description="Bootstrap resamples for the confidence intervals.")
 
 
 class NoiseScaleStudy(Study):

@@ -23,6 +23,7 @@ from pydantic import Field
 from scipy.optimize import curve_fit
 
 from ...analysis.noise import log_centred_interval
+from ...bounds import BatchSize, Count, Examples, Real, Steps
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
 from ...outputs import Table
@@ -34,20 +35,20 @@ from .common import QUICK_REFERENCE, GradientConfig
 
 
 class StepsConfig(GradientConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192), min_length=3, description="Batch sizes B."
     )
-    lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         (0.01, 0.03, 0.1, 0.3, 1.0), min_length=1, description="SGD learning rates tried at every B (best counts)."
     )
     target: float = Field(0.97, gt=0, lt=1, description="Target test accuracy.")
-    max_steps: int = Field(30_000, ge=1, description="A run that has not reached the target by then has not.")
-    evaluations: int = Field(300, ge=10, description="About this many test evaluations over max_steps.")
+    max_steps: Steps = Field(30_000, ge=1, description="A run that has not reached the target by then has not.")
+    evaluations: Count = Field(300, ge=10, description="About this many test evaluations over max_steps.")
     seeds: int = Field(1, ge=1, le=100, description="Seeds per (B, lr); steps-to-target is their mean.")
     # B_simple as the noise-scale study measures it at the late checkpoint (the same task: computed once)
-    noise_examples: int = Field(4096, ge=2, description="Examples of the B_simple measurement (per-example).")
-    noise_draws: int = Field(256, ge=2, description="Batch pairs of the two-batch estimate (as in noise-scale).")
-    noise_bootstrap: int = Field(400, ge=10, description="Bootstrap resamples (as in noise-scale).")
+    noise_examples: Examples = Field(4096, ge=2, description="Examples of the B_simple measurement (per-example).")
+    noise_draws: Count = Field(256, ge=2, description="Batch pairs of the two-batch estimate (as in noise-scale).")
+    noise_bootstrap: Count = Field(400, ge=10, description="Bootstrap resamples (as in noise-scale).")
 
 
 def fit_steps(batch_sizes, steps) -> dict:

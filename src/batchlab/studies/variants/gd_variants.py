@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...bounds import BatchSize, Epochs, Examples, Real, Seed, Width
 from ...datasets import regression_problem
 from ...engine import RunSpec
 from ...outputs import Table
@@ -30,18 +31,18 @@ from .claims import V2, rises, rule_v2
 class VariantsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    n: int = Field(1000, ge=2, description="Examples of the regression problem.")
-    d: int = Field(10, ge=1, description="Input dimension.")
-    noise: float = Field(0.1, ge=0, description="Noise std of the targets.")
-    data_seed: int = Field(0, ge=0, description="Seed of the regression problem.")
-    epochs: int = Field(50, ge=1, description="Epochs of every variant.")
+    n: Examples = Field(1000, ge=2, description="Examples of the regression problem.")
+    d: Width = Field(10, ge=1, description="Input dimension.")
+    noise: Real = Field(0.1, ge=0, description="Noise std of the targets.")
+    data_seed: Seed = Field(0, ge=0, description="Seed of the regression problem.")
+    epochs: Epochs = Field(50, ge=1, description="Epochs of every variant.")
     seeds: int = Field(3, ge=1, le=100, description="Seeds (initialisation and order) per variant, paired.")
-    gd_lr: float = Field(0.1, gt=0, description="Batch gradient descent's learning rate.")
-    sgd_lr: float = Field(0.01, gt=0, description="SGD's (batch 1) learning rate.")
-    minibatch: int = Field(32, ge=1, description="The mini-batch size.")
-    minibatch_lr: float = Field(0.05, gt=0, description="Mini-batch SGD's learning rate.")
-    contour_epochs: int = Field(5, ge=1, description="Epochs of the 2-parameter paths over the contours.")
-    early_epochs: int = Field(
+    gd_lr: Real = Field(0.1, gt=0, description="Batch gradient descent's learning rate.")
+    sgd_lr: Real = Field(0.01, gt=0, description="SGD's (batch 1) learning rate.")
+    minibatch: BatchSize = Field(32, ge=1, description="The mini-batch size.")
+    minibatch_lr: Real = Field(0.05, gt=0, description="Mini-batch SGD's learning rate.")
+    contour_epochs: Epochs = Field(5, ge=1, description="Epochs of the 2-parameter paths over the contours.")
+    early_epochs: Epochs = Field(
         5, ge=1, description="V2's early training: the first epochs compared per epoch (fewer epochs: inconclusive)."
     )
 

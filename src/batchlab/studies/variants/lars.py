@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from ...analysis.stats import mean_std
+from ...bounds import BatchSize, Epochs, EpochTime, Real
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
@@ -34,18 +35,18 @@ CHALLENGERS = ("lars", "lamb")
 
 
 class LarsConfig(StudyConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field((4096, 8192), min_length=1, description="Batch sizes.")
-    batch_base: int = Field(64, ge=1, description="SGD's reference batch for linear scaling.")
-    lr_base: float = Field(0.01, gt=0, description="SGD's learning rate at batch_base.")
-    lars_lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
-        (5.0, 10.0, 20.0), min_length=1, description="LARS lrs."
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
+        (4096, 8192), min_length=1, description="Batch sizes."
     )
-    lamb_lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    batch_base: BatchSize = Field(64, ge=1, description="SGD's reference batch for linear scaling.")
+    lr_base: Real = Field(0.01, gt=0, description="SGD's learning rate at batch_base.")
+    lars_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field((5.0, 10.0, 20.0), min_length=1, description="LARS lrs.")
+    lamb_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         (0.005, 0.01, 0.02), min_length=1, description="LAMB lrs."
     )
-    trust_coefficient: float = Field(0.001, gt=0, description="LARS's trust coefficient eta.")
-    epochs: int = Field(30, ge=1, description="Epochs of every run.")
-    warmup_epochs: float = Field(5, ge=0, description="Warmup of every optimizer, from batch_base/B of its lr.")
+    trust_coefficient: Real = Field(0.001, gt=0, description="LARS's trust coefficient eta.")
+    epochs: Epochs = Field(30, ge=1, description="Epochs of every run.")
+    warmup_epochs: EpochTime = Field(5, ge=0, description="Warmup of every optimizer, from batch_base/B of its lr.")
     tuning_seeds: int = Field(2, ge=1, le=100, description="Seeds 0.. that choose LARS's and LAMB's lr.")
     seeds: int = Field(4, ge=2, le=100, description="Test seeds (after the tuning seeds) that decide S2.")
 

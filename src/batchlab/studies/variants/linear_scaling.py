@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...analysis.stats import mean_std
+from ...bounds import BatchSize, Epochs, EpochTime, Real
 from ...engine import RunSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, band, legend_below, new_figure, zoom_accuracy
@@ -33,15 +34,15 @@ SCALING_RULES = ("linear", "linear+warmup", "sqrt")  # how the lr follows the ba
 
 
 class ScalingConfig(StudyConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         (64, 128, 256, 512, 1024, 2048, 4096, 8192), min_length=2, description="Batch sizes; the first is B_base."
     )
-    lr_base: float = Field(0.01, gt=0, description="The learning rate at B_base.")
+    lr_base: Real = Field(0.01, gt=0, description="The learning rate at B_base.")
     optimizers: tuple[Literal["sgd", "momentum"], ...] = Field(
         ("sgd", "momentum"), min_length=1, description="Plain SGD, and SGD with momentum 0.9."
     )
-    epochs: int = Field(30, ge=1, description="Epochs of every run, whatever its batch size.")
-    warmup_epochs: float = Field(5, ge=0, description="Gradual warmup length (linear+warmup).")
+    epochs: Epochs = Field(30, ge=1, description="Epochs of every run, whatever its batch size.")
+    warmup_epochs: EpochTime = Field(5, ge=0, description="Gradual warmup length (linear+warmup).")
     seeds: int = Field(5, ge=2, le=100, description="Seeds per configuration (paired: seed s, the same init).")
 
     @model_validator(mode="after")

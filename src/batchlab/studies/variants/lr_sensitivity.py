@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ...analysis.regimes import LABELS, classify_loss, classify_trajectory, quadratic_theory
+from ...bounds import BatchSize, Count, Epochs, Real, Steps
 from ...engine import RunSpec
 from ...engine.spec import TaskSpec
 from ...outputs import Table
@@ -36,21 +37,21 @@ LABEL_COLOR = dict(zip(LABELS, PALETTE))
 
 
 class SensitivityConfig(StudyConfig):
-    quadratic_lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    quadratic_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         QUADRATIC_LRS,
         min_length=1,
         description="Learning rates on the quadratic (its regimes change at 1/L = 0.5 and 2/L = 1).",
     )
-    quadratic_steps: int = Field(100, ge=1, description="Step budget on the quadratic.")
+    quadratic_steps: Steps = Field(100, ge=1, description="Step budget on the quadratic.")
     tolerance: float = Field(1e-6, gt=0, lt=1, description="Converged: |w - w*| below this fraction of its start.")
-    lrs: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+    lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
         tuple(float(f"{x:.3g}") for x in np.logspace(-3, 0.5, 15)),
         min_length=1,
         description="Learning rates of the MLP (SGD).",
     )
-    batch_size: int = Field(64, ge=1, description="Batch size of the MLP runs.")
-    epochs: int = Field(10, ge=1, description="Epochs of the MLP runs.")
-    evaluations: int = Field(40, ge=2, description="Training-loss evaluations per MLP run (the curve classified).")
+    batch_size: BatchSize = Field(64, ge=1, description="Batch size of the MLP runs.")
+    epochs: Epochs = Field(10, ge=1, description="Epochs of the MLP runs.")
+    evaluations: Count = Field(40, ge=2, description="Training-loss evaluations per MLP run (the curve classified).")
     seeds: int = Field(1, ge=1, le=100, description="Seeds per learning rate.")
 
 

@@ -18,6 +18,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
+from ...bounds import BatchSize, Count, Epochs, Real, Steps
 from ...engine import RunSpec
 from ...engine.spec import Checkpoint, TaskSpec
 from ...outputs import Table
@@ -29,15 +30,17 @@ from .common import QUICK_SETUP
 
 
 class TradeoffsConfig(StudyConfig):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
         tuple(2**k for k in range(14)), min_length=2, description="Batch sizes (1 to 8192)."
     )
-    lr: float = Field(0.01, gt=0, description="SGD learning rate of every batch size.")
-    epochs: int = Field(5, ge=1, description="The fixed budget of epochs (the same examples for every B).")
-    steps: int = Field(500, ge=1, description="The fixed budget of steps (accuracy after this many steps).")
-    timed_steps: int = Field(20, ge=1, description="Steps timed per batch size by the step-cost task.")
-    noise_batch: int = Field(64, ge=1, description="The run at whose first-epoch checkpoint the noise is measured.")
-    noise_draws: int = Field(200, ge=2, description="Mini-batches drawn per B to measure E||g_B - G||^2.")
+    lr: Real = Field(0.01, gt=0, description="SGD learning rate of every batch size.")
+    epochs: Epochs = Field(5, ge=1, description="The fixed budget of epochs (the same examples for every B).")
+    steps: Steps = Field(500, ge=1, description="The fixed budget of steps (accuracy after this many steps).")
+    timed_steps: Steps = Field(20, ge=1, description="Steps timed per batch size by the step-cost task.")
+    noise_batch: BatchSize = Field(
+        64, ge=1, description="The run at whose first-epoch checkpoint the noise is measured."
+    )
+    noise_draws: Count = Field(200, ge=2, description="Mini-batches drawn per B to measure E||g_B - G||^2.")
     seeds: int = Field(1, ge=1, le=100, description="Seeds per batch size.")
 
 
