@@ -211,3 +211,14 @@ def test_lars_chooses_each_lr_on_tuning_seeds_and_tests_it_on_other_seeds():
     assert tuning_seeds == {0, 1} and test_seeds == {2, 3, 4}  # disjoint
     partial = Results({k: r for k, r in records.items() if r.status == "diverged"})  # lr 10's runs missing
     assert "lars" not in study.chosen(cfg, partial)[4096] and study.follow_up(cfg, partial) == []
+
+
+def test_s1_with_every_run_diverged_is_inconclusive_not_kept():
+    """All-diverged linear-scaling: every arm ties at the diverged score, which must not read as "keeps the
+    accuracy" (it did: "both keep the accuracy to the largest batch tested")."""
+    from batchlab.studies.variants.claims import DIVERGED_ACC, rule_s1
+
+    z = np.full(4, DIVERGED_ACC)
+    acc = {"sgd": {rule: {64: z, 256: z, 1024: z} for rule in ("linear", "linear+warmup")}}
+    claim = rule_s1(acc, 64)
+    assert claim.verdict == "inconclusive" and "diverged in every seed" in claim.why

@@ -196,6 +196,11 @@ def rule_s1(acc: Mapping[str, Mapping[str, Mapping[int, np.ndarray]]], batch_bas
     evidence: dict = {}
     verdicts, whys = [], []
     for opt, per in acc.items():
+        base = np.asarray(per["linear+warmup"].get(batch_base, []), dtype=float)
+        if base.size and np.all(base[np.isfinite(base)] == DIVERGED_ACC) and np.isfinite(base).any():
+            verdicts.append("inconclusive")  # a tie of diverged runs is no accuracy kept
+            whys.append(f"{opt}: B_base = {batch_base} diverged in every seed: there is no accuracy to keep")
+            continue
         (w_max, w_stop), (l_max, l_stop) = _chain(per["linear+warmup"], batch_base), _chain(per["linear"], batch_base)
         for name, bmax, stop in (("linear+warmup", w_max, w_stop), ("linear", l_max, l_stop)):
             evidence[f"{opt}: B_max {name}"] = bmax
