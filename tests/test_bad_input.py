@@ -370,6 +370,9 @@ def test_a_damaged_array_file_is_one_line_exit_2_and_nothing_is_written(arrays_d
         before = snapshot(out)
         code = cli.run_cli([*args, "--out", str(out)])
         stdout, err = capsys.readouterr()
+        if args[0] == "run":  # `run` computes a damaged unit again (with a note naming the file) rather than stop
+            assert code == 0 and f"{path} is damaged or missing" in err and "Traceback" not in err, err
+            continue
         line = err.splitlines()[-1]  # after the plan's progress lines
         assert code == 2 and stdout == "" and "Traceback" not in err and line.startswith("error: "), err
         assert "damaged: move it aside" in line, line

@@ -265,8 +265,8 @@ def test_export_without_a_store_is_one_line_exit_2_and_creates_nothing(capsys, t
 BAD = [
     (
         STUDY,
-        "batch_sizes=64,1e9",
-        "invalid config: batch_sizes 1000000000 exceeds the 4096 training examples (train_subset=4096)",
+        "batch_sizes=64,1e6",
+        "invalid config: batch_sizes 1000000 exceeds the 4096 training examples (train_subset=4096)",
     ),
     (
         STUDY,

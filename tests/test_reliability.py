@@ -270,7 +270,7 @@ def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp
     assert integrity(out) == "ok"
 
 
-@pytest.mark.parametrize("after", [0.3, 1.0, 2.0])
+@pytest.mark.parametrize("after", [0.3, 1.0])
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, after):
     """Importing torch and the rest takes seconds: a Ctrl-C then ends as one later does, in one line, exit 130."""
     proc = subprocess.Popen(
@@ -461,7 +461,7 @@ def test_the_report_lists_diverged_runs_and_their_step(tmp_path):
 STEPS = ["train_subset=1024", "test_subset=200", "widths=16", "early_epoch=1", "late_epoch=2", "batch_sizes=32,64,128"]
 STEPS += ["noise_examples=128", "noise_draws=4", "noise_bootstrap=10", "max_steps=40", "evaluations=10"]
 NOTHING_TO_LOG = {
-    "every-run-diverges": ["lrs=1e6,1e7", "checkpoint_lr=1e30"],  # the reference run too
+    "every-run-diverges": ["lrs=1e5,1e6", "checkpoint_lr=1e6"],  # the reference run too
     "every-run-reaches-the-target-at-step-0": ["lrs=1e3,1e4", "target=0.01"],
 }
 

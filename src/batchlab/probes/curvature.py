@@ -62,13 +62,14 @@ def _top(ctx, opts, matvec, size: int, dtype, device, key: str):
     """The top eigenpair of each run's operator, warm-started from memory[key]; the new vectors are kept there."""
     v0 = ctx.memory.get(key)
     if v0 is None:
-        gen = torch.Generator().manual_seed(ctx.seed)
-        v0 = torch.randn(ctx.n_runs, size, generator=gen, dtype=torch.float64).to(device, dtype)
+        # each run's start vector from its own seed, so that a run's estimate does not depend on its group
+        rows = [torch.randn(size, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in ctx.seeds]
+        v0 = torch.stack(rows).to(device, dtype)
     max_iter = int(opts["max_iter"])
     if opts["method"] == "lanczos":  # the basis keeps every iteration's vector: bounded memory, fewer iterations
         max_iter = min(max_iter, max(4, int(opts["basis_budget"]) // (ctx.n_runs * size)))
     eigen = top_eigen(matvec, v0, method=opts["method"], max_iter=max_iter, tol=float(opts["tol"]),
-                      generator=torch.Generator().manual_seed(ctx.seed))  # fmt: skip
+                      generator=torch.Generator().manual_seed(int(ctx.step)))  # fmt: skip
     ctx.memory[key] = eigen.vectors[:, 0].clone()
     return eigen
 
@@ -143,7 +144,7 @@ def batch_sharpness_probe(ctx) -> dict[str, torch.Tensor]:
     opts = _options(ctx, BATCH_DEFAULTS)
     if opts is None or ctx.batch_size < 1:  # not this step, or a run without steps
         return {}
-    gen = torch.Generator().manual_seed(ctx.seed)
+    gen = torch.Generator().manual_seed(int(ctx.step))  # the same batches for every run, whatever its group
     d = ctx.data
     ratios, _ = ctx.curvature.batch_sharpness(d.x_train, d.y_train, ctx.batch_size, int(opts["draws"]), gen)
     mean, se = mean_and_se(ratios)

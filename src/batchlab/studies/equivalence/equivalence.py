@@ -92,7 +92,7 @@ class EquivalenceConfig(BaseModel):
         description="BatchNorm in the single-example passes of cnn-bn: running statistics (eval) or the "
         "example's own (train: impossible for BatchNorm1d, a named error).",
     )
-    bn_stats_batches: int = Field(
+    bn_stats_batches: Count = Field(
         8,
         ge=0,
         description="Also run cnn-bn in float64 with bn_single=eval and running statistics estimated at theta0 from "
