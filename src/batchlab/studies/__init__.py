@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from .adam import STUDIES as ADAM
 from .common import Results, Study, StudyConfig, StudyOutput
 from .critical import STUDIES as CRITICAL
 from .curvature import STUDIES as CURVATURE
@@ -15,7 +16,7 @@ from .gradients import STUDIES as GRADIENTS
 from .variants import STUDIES as VARIANTS
 
 REGISTRY: dict[str, Study] = {
-    s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS, *CURVATURE]
+    s.name: s for s in [*DYNAMICS, *EQUIVALENCE, *GRADIENTS, *CRITICAL, *VARIANTS, *CURVATURE, *ADAM]
 }
 
 
