@@ -270,7 +270,7 @@ def test_ctrl_c_stops_within_two_seconds_with_one_line_saying_what_was_saved(tmp
     assert integrity(out) == "ok"
 
 
-@pytest.mark.parametrize("after", [0.3, 1.0])
+@pytest.mark.parametrize("after", [0.3, 1.0, 2.0])
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, after):
     """Importing torch and the rest takes seconds: a Ctrl-C then ends as one later does, in one line, exit 130."""
     proc = subprocess.Popen(
@@ -286,6 +286,32 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, after):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted"), stderr
+
+
+SHUTDOWN = """
+import atexit, sys, time
+from batchlab.interrupts import exit_with, stop_once_on_ctrl_c
+stop_once_on_ctrl_c()
+atexit.register(lambda: (print("shutting down", flush=True), time.sleep(1.5)))  # as torch's modules take a moment
+exit_with(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 130])
+def test_ctrl_c_while_the_process_shuts_down_keeps_its_exit_code(code):
+    """The work is done and said: a Ctrl-C while the interpreter exits used to end a finished run by SIGINT (-2)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHUTDOWN, str(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=default_sigint,
+    )
+    assert proc.stdout.readline() == "shutting down\n"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code and stderr == "", stderr
 
 
 def test_a_second_ctrl_c_lets_the_first_one_keep_the_state_and_exit_130(tmp_path):

@@ -3,7 +3,7 @@
 
 import sys
 
-from .interrupts import stop_once_on_ctrl_c
+from .interrupts import exit_with, stop_once_on_ctrl_c
 
 
 def main() -> None:
@@ -12,8 +12,8 @@ def main() -> None:
         from .cli import run_cli
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted while starting; nothing was written\n")
-        sys.exit(130)
-    sys.exit(run_cli())
+        exit_with(130)
+    exit_with(run_cli())
 
 
 if __name__ == "__main__":

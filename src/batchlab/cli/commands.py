@@ -15,7 +15,7 @@ from ..datasets import DataError
 from ..driver.checks import store_hint
 from ..errors import UsageError, one_line, os_error_line
 from ..executors import LocalExecutor, UnitsFailed
-from ..interrupts import stop_once_on_ctrl_c
+from ..interrupts import exit_with, stop_once_on_ctrl_c
 from .display import TrainingProgress, error, note, out_console, print_claims, print_dry_run
 from .show import print_study
 
@@ -425,7 +425,7 @@ def run_cli(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> None:
     """The `batchlab` process (`batchlab.__main__:main` is the light entry point that imports this module)."""
     stop_once_on_ctrl_c()
-    sys.exit(run_cli(argv))
+    exit_with(run_cli(argv))
 
 
 if __name__ == "__main__":
