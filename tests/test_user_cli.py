@@ -376,3 +376,42 @@ def test_the_example_runs_end_to_end(capsys, tmp_path, monkeypatch):
     )
     code, out, err = cli_run(capsys, "run", "batch-size-sweep", *args, "--out", tmp_path / "res")
     assert code == 0 and "trained 0 runs" in out, err
+
+
+def test_user_code_that_fails_during_training_is_one_line(capsys, tmp_path, user_module):
+    """The start-up checks call the model once; one that raises or calls exit() later, while it trains, ends the
+    command in one line naming where (exit 2), with the runs finished before it stored."""
+    mod = user_module(
+        "import itertools\n\n"
+        "class Late(nn.Module):\n"
+        "    def __init__(self, quit):\n"
+        "        super().__init__()\n"
+        "        self.net, self.quit, self.calls = model(), quit, itertools.count()\n\n"
+        "    def forward(self, x):\n"
+        "        if next(self.calls) >= 40:\n"
+        "            exit(4) if self.quit else int('not a number')\n"
+        "        return self.net(x)\n\n"
+        "def quits():\n    return Late(True)\n\n"
+        "def raises():\n    return Late(False)\n"
+    )
+    for factory, says in (("quits", "SystemExit: it called exit(4)"), ("raises", "ValueError: invalid literal")):
+        out = tmp_path / factory
+        code, stdout, err = cli_run(
+            capsys,
+            "run",
+            "batch-size-sweep",
+            "--model",
+            f"{mod}:{factory}",
+            "--data",
+            f"{mod}:data",
+            *TINY,
+            "--set",
+            "epochs=20",
+            "--out",
+            out,
+        )
+        assert code == 2 and "Traceback" not in err, err  # the progress header, then the one line
+        line = err.strip().splitlines()[-1]
+        for fragment in ("error: the user's code raised while training", says, f"{mod}.py:", "finished unit"):
+            assert fragment in line, (fragment, line)
+        assert (out / "batchlab.sqlite").exists()

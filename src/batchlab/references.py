@@ -11,12 +11,14 @@ user runs. Every failure is a `UsageError` whose message is one line naming the 
 - `source_hash(refs)`: SHA-256 of the source files of the modules the references name (`RunSpec.code_version`),
   so an edited model, dataset or loss never reuses stale results.
 - `build_model(ref, args)`, `load_data(ref, args)`, `check_fit(...)`: call a factory and check its result.
+- `user_frame(exc)`: where the user's code raised an exception that escaped later, during training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import sysconfig
 import importlib.util
 import os
 import sys
@@ -39,6 +41,31 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit: it called exit({exc.code!r}) instead of returning"
     return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+# Python's own library, torch's and batchlab's: frames from these files are not the user's
+_NOT_USERS = tuple(
+    str(Path(p).resolve()) + os.sep
+    for p in {
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")),
+        Path(torch.__file__).parent,
+        Path(__file__).parent,
+    }
+)
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """ "file.py:line" of the innermost frame of `exc`'s traceback in the user's code (any file but Python's own
+    library, torch's and batchlab's), or None when it passed through none: then it is batchlab's own failure, shown
+    whole. The start-up checks call every factory once; a model can still raise later, at a shape or a step it
+    had not met then, or call exit() in its forward."""
+    tb, where = exc.__traceback__, None
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith("<") and not str(Path(name).resolve()).startswith(_NOT_USERS):
+            where = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def is_reference(s) -> bool:

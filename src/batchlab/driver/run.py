@@ -23,7 +23,9 @@ from ..engine.spec import Checkpoint, TaskSpec, WorkSpec
 from ..engine.train import PartialState
 from ..env import environment
 from ..executors import Executor, LocalExecutor, TaskUnit, TrainUnit, UnitFailure, UnitsFailed, failure_message
+from ..errors import UsageError
 from ..outputs import StudyOutput
+from ..references import USER_ERRORS, error_text, user_frame
 from ..report.overrides import overrides_label
 from ..store import Store
 from ..studies import Results, Study
@@ -164,6 +166,16 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
             if len(staged) == len(prep.specs):
                 break
             prep, stage = dataclasses.replace(prep, specs=staged), stage + 1
+    except BaseException as e:
+        store.close()
+        where = user_frame(e) if isinstance(e, USER_ERRORS) else None
+        if where is None:
+            raise
+        # the user's model, data or loss raised (or called exit()) while it trained, after the start-up checks
+        raise UsageError(
+            f"the user's code raised while training, at {where}: {error_text(e)}; every finished unit is in the store"
+        ) from None
+    try:
         wall = time.perf_counter() - t0
         record_study(store, prep, runs, tasks, wall, env or environment(prep.device))
         report, output = write_report(prep.name, prep.out, profile=prep.profile, variant=prep.variant, store=store)
