@@ -34,6 +34,7 @@ SLOW: dict[str, dict[str, str]] = {
         "warm_dry_runs": STUDY,
         "test_a_damaged_kept_state_is_set_aside_and_its_runs_train_again": STUDY,
         "test_a_store_on_read_only_media_is_exported": SUBPROCESS,
+        "test_a_read_only_folder_inside_out_is_refused_before_training": SUBPROCESS,
     },
     "test_cli.py": {
         "test_error_is_one_unwrapped_line_in_a_real_process": SUBPROCESS,

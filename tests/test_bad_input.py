@@ -32,6 +32,7 @@ from batchlab.cli import commands
 from batchlab.driver import make_config, parse_sets
 from batchlab.engine.spec import TaskSpec
 from batchlab.store import DB_NAME, Store
+from batchlab.store.schema import ARTIFACT_DIR
 from batchlab.studies import REGISTRY, get_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -314,6 +315,27 @@ def test_a_store_on_read_only_media_is_exported(results_dir, tmp_path):
         for p in [out, *out.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
     assert (got.returncode, got.stderr, got.stdout) == (0, "", expected.stdout)
+
+
+def test_a_read_only_folder_inside_out_is_refused_before_training(results_dir, tmp_path):
+    """The arrays' folder (or a report's) that cannot be written used to be met after training, when the first
+    result was stored: it is refused at the start, in one line, exit 2, with the store as it was."""
+    out = tmp_path / "inner"
+    shutil.copytree(results_dir, out)
+    (out / ARTIFACT_DIR).mkdir(exist_ok=True)  # there after any study that stores arrays
+    before = (out / DB_NAME).read_bytes()
+    run = [sys.executable, "-m", "batchlab", "run", "batch-size-sweep", *set_args(SMALL_SWEEP), "--set", "seeds=3"]
+    try:
+        got = subprocess.run(
+            read_only_media(out / ARTIFACT_DIR, [*run, "--out", str(out)]), capture_output=True, text=True
+        )
+    finally:
+        for p in [out, *out.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert got.returncode == 2 and got.stdout == "", got.stderr
+    line = got.stderr.strip()
+    assert "\n" not in line and line.startswith("error: --out") and str(out / ARTIFACT_DIR) in line, line
+    assert "does not allow writing" in line and (out / DB_NAME).read_bytes() == before
 
 
 def test_a_store_from_a_newer_batchlab_is_refused_with_the_upgrade_hint(results_dir, tmp_path, capsys, no_training):

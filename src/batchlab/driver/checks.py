@@ -36,6 +36,10 @@ def check_writable(out: Path) -> None:
     db = out / "batchlab.sqlite"
     if db.exists() and not os.access(db, os.R_OK | os.W_OK):
         raise UsageError(f"--out {out}: the store {db} is not writable")
+    if out.is_dir():  # the store's arrays and the reports go into folders inside it: found now, not after training
+        for folder, _, _ in os.walk(out):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UsageError(f"--out {out}: the folder {folder} inside it does not allow writing")
 
 
 def check_device(device: str | torch.device) -> torch.device:
