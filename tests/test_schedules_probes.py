@@ -55,6 +55,31 @@ def test_lr_table_has_one_entry_per_step(n, bs, epochs, drop, switch):
     assert len(lr_table(spec, n)) == sum(s for _, s in plan) == total_steps(spec, n)
 
 
+def test_training_holds_one_epochs_lr_table_not_the_runs():
+    """Each epoch's lrs are written when it starts: equal to the whole run's table row for row, and a run of a
+    million steps holds one epoch's rows (the whole table of a run near the step bound took gigabytes)."""
+    from batchlab.engine.data import load_for
+    from batchlab.engine.state import GroupState
+
+    cpu = torch.device("cpu")
+    schedule = LRSchedule(kind="cosine", warmup_epochs=1, final_factor=0.1)
+    specs = [
+        RunSpec(widths=(8,), train_subset=96, test_subset=32, batch_size=32, epochs=4, lr=lr, lr_schedule=schedule)
+        for lr in (0.1, 0.3)
+    ]
+    state = GroupState(specs, load_for(specs[0], cpu), cpu)
+    rows = []
+    for epoch in range(4):
+        state.start_epoch(epoch)
+        for _ in range(3):
+            rows.append(state.check_losses(torch.zeros(2)).clone())
+            state.advance(32)
+    want = np.stack([lr_table(s, 96) for s in specs], axis=1).astype(np.float32)
+    assert np.array_equal(torch.stack(rows).numpy(), want)
+    long = RunSpec(widths=(8,), train_subset=64, test_subset=32, batch_size=64, epochs=1_000_000)
+    assert tuple(GroupState([long], load_for(long, cpu), cpu).lrs.shape) == (1, 1)
+
+
 def test_geometry_against_direct_formulas():
     g = torch.Generator().manual_seed(0)
     init = {

@@ -77,8 +77,6 @@ def engine_steps_time(
     bs = specs[0].batch_size
     per_epoch = trainer.data.n_train // bs
     state = trainer.state
-    if repeat * steps + 10 > len(state.lrs):
-        raise ValueError(f"{repeat} x {steps} steps exceed the {len(state.lrs)} steps the runs' lr table covers")
     state.start_epoch(0)
 
     def loop(n):
@@ -86,6 +84,7 @@ def engine_steps_time(
         while done < n:
             k = min(n - done, per_epoch)
             state.offset.zero_()
+            state.epoch_step.zero_()  # the epoch's lr table again
             for _ in range(k):
                 trainer.step(bs)
             done += k

@@ -1,8 +1,9 @@
 """Learning-rate and batch-size schedules as pure functions of the step.
 
-The engine precomputes the whole table of per-run learning rates before training, so inside the
-step loop the lr is read from device memory by the step counter: no host work per step, and the
-step stays capturable in a CUDA graph.
+The engine writes each epoch's table of per-run learning rates to the device when the epoch starts, so inside
+the step loop the lr is read from device memory by the step counter: no host work per step, and the step stays
+capturable in a CUDA graph. One epoch at a time: a table of every step of a long run (10^8 steps, the bound)
+would take gigabytes.
 """
 
 from __future__ import annotations
@@ -52,10 +53,15 @@ def total_steps(spec: RunSpec, n_train: int) -> int:
     )
 
 
+def epoch_lrs(spec: RunSpec, epoch: int, steps: int) -> np.ndarray:
+    """The lr of each of the `steps` steps of epoch `epoch`, evaluated at the fractional epoch where it starts."""
+    if spec.lr_schedule.kind == "constant":
+        return np.full(steps, spec.lr * 1.0)
+    frac = epoch + np.arange(steps) / steps
+    return np.array([spec.lr * lr_factor(spec.lr_schedule, f, spec.epochs) for f in frac], dtype=float)
+
+
 def lr_table(spec: RunSpec, n_train: int) -> np.ndarray:
-    """The lr of every step of the run, evaluated at the fractional epoch where the step starts."""
-    rows = []
-    for epoch, (_, steps) in enumerate(epoch_plan(spec, n_train)):
-        frac = epoch + np.arange(steps) / steps
-        rows.append([spec.lr * lr_factor(spec.lr_schedule, f, spec.epochs) for f in frac])
+    """The lr of every step of the run (for tests and figures; training reads one epoch's at a time)."""
+    rows = [epoch_lrs(spec, epoch, steps) for epoch, (_, steps) in enumerate(epoch_plan(spec, n_train))]
     return np.concatenate(rows) if rows else np.zeros(0)

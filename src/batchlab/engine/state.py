@@ -20,7 +20,7 @@ from ..errors import UsageError
 from ..models import Stack
 from .data import compute_dtype, data_order, loss_for, template_model
 from .optim import StackedOptimizer
-from .schedules import epoch_plan, lr_table
+from .schedules import epoch_lrs, epoch_plan
 from .spec import RunSpec
 
 
@@ -87,8 +87,10 @@ class GroupState:
         for p in self.stack.params.values():
             p.requires_grad_(True)
         self.optimizer = StackedOptimizer(specs, self.stack.params)
-        lrs = np.stack([lr_table(s, data.n_train) for s in specs], axis=1)  # [steps, R]
-        self.lrs = torch.tensor(lrs, device=device, dtype=self.dtype)
+        # this epoch's lr per step and run [steps, R], written at each epoch's start (`start_epoch`) in place: CUDA
+        # graphs read it where it is
+        self.lrs = torch.zeros((max((n for _, n in self.plan), default=0), len(specs)), device=device, dtype=self.dtype)
+        self.epoch_step = torch.zeros((), dtype=torch.long, device=device)  # the step's row in `lrs`
         r = len(specs)
         self.alive = torch.ones(r, dtype=torch.bool, device=device)
         self.diverged_step = torch.full((r,), -1, dtype=torch.long, device=device)
@@ -105,6 +107,10 @@ class GroupState:
         )
         self.perm.copy_(order)
         self.offset.zero_()
+        steps = self.plan[epoch][1]
+        lrs = np.stack([epoch_lrs(s, epoch, steps) for s in self.specs], axis=1)
+        self.lrs[:steps].copy_(torch.as_tensor(lrs, dtype=self.dtype))
+        self.epoch_step.zero_()
 
     def batch_indices(self, batch_size: int) -> torch.Tensor:
         """[R, b]: each run's next batch in its order. On the CPU, where reading the position costs
@@ -119,11 +125,12 @@ class GroupState:
         finite = torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(self.alive & ~finite, self.step_t, self.diverged_step))
         self.alive &= finite
-        return self.lrs.index_select(0, self.step_t.view(1)).squeeze(0)  # no host sync, unlike lrs[step_t]
+        return self.lrs.index_select(0, self.epoch_step.view(1)).squeeze(0)  # no host sync, unlike lrs[epoch_step]
 
     def advance(self, batch_size: int) -> None:
         """The end of every step, whatever its path: one step done, `batch_size` examples further in the order."""
         self.step_t += 1
+        self.epoch_step += 1
         self.offset += batch_size
 
     def tensors(self) -> dict[str, torch.Tensor]:

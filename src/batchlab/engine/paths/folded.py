@@ -73,7 +73,7 @@ class FoldedPath(StepPath):
         params = s.stack.params  # as they are: the fold adds or keeps its deferred updates itself
         logits, cache = self.fold.forward(params, s.data.x_train[idx])
         if self.all_alive_and_finite(logits):
-            lr, mask = s.lrs[int(s.step_t)], False
+            lr, mask = s.lrs[int(s.epoch_step)], False
         else:
             lr, mask = s.check_losses(self.fold.losses(logits, y)), True
         self.fold.backward_update(params, logits, y, cache, lr, s.alive, mask)
