@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from ...bounds import BatchSize, Epochs, Real
 from ...engine import RunSpec
-from ...engine.spec import Checkpoint, TaskSpec
+from ...engine.spec import DATASET_SIZES, Checkpoint, TaskSpec
 from ...outputs import Table
 from ...report.figures import PALETTE, legend_below, new_figure
 from ...tasks.gradients import NoiseScaleArgs
@@ -69,8 +69,9 @@ class SqrtScalingConfig(StudyConfig):
         top = max(self.ks)
         if ("sqrt-lr+betas" in self.variants or "invariant" in self.variants) and top * (1 - self.beta1) >= 1:
             raise ValueError(f"1 - k (1 - beta1) is not above 0 at k = {top}: raise beta1 above {1 - 1 / top:g}")
-        if self.train_subset is not None and self.batch_base * top > self.train_subset:
-            raise ValueError(f"batch {self.batch_base * top} exceeds train_subset {self.train_subset}")
+        n = self.train_subset or DATASET_SIZES.get(self.dataset, (None,))[0]
+        if n is not None and self.batch_base * top > n:
+            raise ValueError(f"the largest batch {self.batch_base * top} exceeds the {n} training examples")
         return self
 
 
