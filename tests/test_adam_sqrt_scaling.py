@@ -52,6 +52,8 @@ def test_as3_supported_not_supported_and_inconclusive():
     assert rule_as3(noisy, ratio).verdict == "inconclusive"
     base_gone = {v: {1: np.full(4, math.inf), 2: BASE} for v in good}
     assert rule_as3(base_gone, ratio).verdict == "inconclusive"
+    partial = rule_as3({"sqrt-lr+betas": good["sqrt-lr+betas"]}, ratio)
+    assert partial.verdict == "inconclusive" and "invariant: not run" in partial.why
     assert AS3_MARGIN == 0.10  # fixed before any data: the docs and the rule text state it
 
 

@@ -84,6 +84,7 @@ def rule_as3(
         verdicts[variant] = first.verdict if first else "inconclusive"
         tail = f", stops at k={stop} ({decisions[stop].verdict}: {decisions[stop].why})" if stop else ""
         whys.append(f"{variant}: k_max {k_max}{tail}")
+    whys += [f"{v}: not run (it decides the claim)" for v in AS3_DECIDING if v not in verdicts]
     deciding = [verdicts.get(v, "inconclusive") for v in AS3_DECIDING]
     if "not supported" in deciding:
         verdict = "not supported"
