@@ -100,7 +100,7 @@ class Adam(UpdateRule):
     def init(self, name, p, opts):
         return {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
 
-    def update(self, name, p, g, state, hp, t, opts):
+    def update(self, name, p, g, state, hp, t, opts, squares=None):
         v = lambda k: per_run(hp[k], p.dim())  # noqa: E731
         lr = v("lr") * v("alive")
         if opts.weight_decay:
@@ -108,7 +108,10 @@ class Adam(UpdateRule):
             g = g + (v("wd") * (1 - v("decoupled"))) * p
         b1, b2 = v("beta1"), v("beta2")
         state["m"].lerp_(g, 1 - b1)
-        state["v"].mul_(b2).addcmul_(g, g * (1 - b2))
+        if squares is None:
+            state["v"].mul_(b2).addcmul_(g, g * (1 - b2))
+        else:  # batch-size-invariant Adam: the mean of the micro-batches' squared gradients (no weight decay term)
+            state["v"].mul_(b2).add_(squares * (1 - b2))
         bc1 = 1 - v("beta1_t")
         bc2_sqrt = (1 - v("beta2_t")).sqrt()
         denom = (state["v"].sqrt() / bc2_sqrt).add_(v("eps"))
@@ -273,15 +276,21 @@ class StackedOptimizer:
         alive: torch.Tensor,
         *,
         consume_grads: bool = False,
+        squares: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Update `params` in place. lr: [R] for this step; alive: [R] bool. `consume_grads`: the caller
-        reads `grads` no more, so a rule may overwrite them (a training step; not a task that compares)."""
+        reads `grads` no more, so a rule may overwrite them (a training step; not a task that compares).
+        `squares`: Adam's second-moment input per tensor in place of g^2 (RunSpec.adam_second_moment)."""
         self.t += 1
         hp = self.hp | {"lr": lr, "alive": alive} | {f"{k}_t": b.pow(self.t) for k, b in self.betas.items()}
         # never a sync on CUDA, where the step is graph-captured
         all_alive = consume_grads and alive.device.type == "cpu" and bool(alive.all())
         for fam, idx in self.families.items():
             rule, opts = self.rules[fam], (self.opts_all_alive if all_alive else self.opts)[fam]
+            if squares is not None:  # only Adam reads them (RunSpec allows them for adam and adamw runs only)
+                for name, p in params.items():
+                    rule.update(name, p, grads[name], self.state[name], hp, self.t, opts, squares=squares[name])
+                continue
             if idx is None:  # every run of the group has this rule: update the stacked tensors directly
                 for name, p in params.items():
                     rule.update(name, p, grads[name], self.state[name], hp, self.t, opts)

@@ -126,6 +126,10 @@ class RunSpec(PlainData):
     # gradient accumulation: each step's batch is computed as micro-batches of this size and their
     # gradients combined before one update (equal to the direct batch up to rounding, without BatchNorm)
     micro_batch: BatchSize | None = Field(None, ge=1)
+    # Adam's second moment v: "batch" squares the step's gradient (Kingma & Ba 2015); "micro-batch" averages the
+    # squares of the gradients of the step's micro-batches of `micro_batch` examples, so that v estimates the same
+    # quantity at every batch size (batch-size-invariant Adam, Wang & Aitchison 2024, arXiv 2402.18824)
+    adam_second_moment: Literal["batch", "micro-batch"] = "batch"
     loss_reduction: Literal["mean", "sum"] = "mean"
     # "auto": cross-entropy over the last dimension for integer targets, mean squared error for float targets;
     # "square": ½‖output − one-hot(label)‖² per example (class labels); or a reference "package.module:fn",
@@ -210,6 +214,13 @@ class RunSpec(PlainData):
         largest = max([self.batch_size, *(b for _, b in self.batch_switch)])
         if n_train is not None and largest > n_train:
             raise ValueError(f"batch size {largest} exceeds the {n_train} training examples")
+        if self.adam_second_moment == "micro-batch":
+            if self.optimizer not in ("adam", "adamw") or self.micro_batch is None or self.loss_reduction != "mean":
+                raise ValueError(
+                    "adam_second_moment 'micro-batch' needs optimizer adam or adamw, a micro_batch and a mean loss"
+                )
+            if self.optimizer == "adam" and self.weight_decay > 0:
+                raise ValueError("adam_second_moment 'micro-batch' takes decoupled weight decay only (adamw)")
         if self.micro_batch is not None:
             sizes = {self.batch_size} | {b for _, b in self.batch_switch}
             if any(b % self.micro_batch for b in sizes):

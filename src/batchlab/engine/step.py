@@ -60,6 +60,11 @@ def accumulate_grads(
     micro-batches of `micro_batch` examples when given. Runs are independent, so the gradient of the
     sum of the runs' losses is every run's own gradient.
     """
+    return accumulate(autograd_value_and_grads(loss_fn, params), batch, micro_batch=micro_batch, reduction=reduction)
+
+
+def autograd_value_and_grads(loss_fn: LossFn, params: dict[str, torch.Tensor]) -> Callable:
+    """`value_and_grads(part, weight=1.0)`: the runs' losses on `part` (times `weight`) and their autograd gradients."""
     names = list(params)
 
     def value_and_grads(part: torch.Tensor, weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -67,7 +72,7 @@ def accumulate_grads(
         grads = torch.autograd.grad(losses.sum(), [params[n] for n in names])
         return losses.detach(), dict(zip(names, grads))
 
-    return accumulate(value_and_grads, batch, micro_batch=micro_batch, reduction=reduction)
+    return value_and_grads
 
 
 def accumulate(
@@ -94,6 +99,31 @@ def accumulate(
             total_loss = total_loss + losses
             total = {k: total[k] + g for k, g in grads.items()}
     return total_loss, total
+
+
+def accumulate_squares(
+    value_and_grads: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    batch: torch.Tensor,
+    micro_batch: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Mean losses [R], the batch's mean gradient and the mean over micro-batches of each micro-batch's squared mean
+    gradient, (1/k) sum_j g_j^2: the second-moment input of batch-size-invariant Adam (Wang & Aitchison 2024, arXiv
+    2402.18824), whose expectation does not depend on the batch size when `micro_batch` is fixed. The micro-batches
+    are equal (RunSpec checks that `micro_batch` divides the batch); one micro-batch gives g and g^2."""
+    b = batch.shape[1]
+    parts = [batch[:, start : start + micro_batch] for start in range(0, b, micro_batch)]
+    share = 1.0 / len(parts)
+    total_loss, total, squares = None, None, None
+    for part in parts:
+        losses, grads = value_and_grads(part)
+        if total is None:
+            total_loss, total = losses * share, {k: g * share for k, g in grads.items()}
+            squares = {k: g * g * share for k, g in grads.items()}
+        else:
+            total_loss = total_loss + losses * share
+            total = {k: total[k] + g * share for k, g in grads.items()}
+            squares = {k: squares[k] + g * g * share for k, g in grads.items()}
+    return total_loss, total, squares
 
 
 def per_run_value_and_grads(

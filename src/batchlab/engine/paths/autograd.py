@@ -14,7 +14,14 @@ import torch
 
 from ..device import can_compile
 from ..state import GroupState
-from ..step import accumulate, accumulate_grads, batch_losses, per_run_value_and_grads
+from ..step import (
+    accumulate,
+    accumulate_grads,
+    accumulate_squares,
+    autograd_value_and_grads,
+    batch_losses,
+    per_run_value_and_grads,
+)
 from .base import StepPath
 
 
@@ -35,9 +42,15 @@ class AutogradPath(StepPath):
         head = state.specs[0]
         self.precision, self.reduction, self.micro_batch = head.precision, head.loss_reduction, head.micro_batch
         self.losses, self.update = self.eager_losses, self.eager_update  # CompiledPath compiles them
+        self.micro_batch_squares = head.adam_second_moment == "micro-batch"
 
     def step(self, batch_size: int) -> None:
         idx = self.state.batch_indices(batch_size)
+        if self.micro_batch_squares:  # batch-size-invariant Adam: v from the micro-batches' squared gradients
+            s = self.state
+            grads_of = self.generic_grads if s.stack.generic else autograd_value_and_grads(self.losses, s.stack.params)
+            losses, grads, squares = accumulate_squares(grads_of, idx, self.micro_batch)
+            return self.update(losses, grads, batch_size, squares)
         if self.state.stack.generic:  # any nn.Module: PyTorch's ensembling recipe, vmap(grad(loss of one run))
             losses, grads = accumulate(self.generic_grads, idx, micro_batch=self.micro_batch, reduction=self.reduction)
         else:
@@ -69,11 +82,18 @@ class AutogradPath(StepPath):
             loss_fn=s.loss_fn,
         )
 
-    def eager_update(self, losses: torch.Tensor, grads: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Divergence mask, this step's lr from the table, the update, the counters."""
+    def eager_update(
+        self,
+        losses: torch.Tensor,
+        grads: dict[str, torch.Tensor],
+        batch_size: int,
+        squares: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Divergence mask, this step's lr from the table, the update, the counters (`squares`: Adam's second-moment
+        input when it is not the gradient's square)."""
         s = self.state
         lr = s.check_losses(losses)
-        s.optimizer.step(s.stack.params, grads, lr, s.alive, consume_grads=True)
+        s.optimizer.step(s.stack.params, grads, lr, s.alive, consume_grads=True, squares=squares)
         s.advance(batch_size)
 
 
