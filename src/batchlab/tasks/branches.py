@@ -33,6 +33,9 @@ class BranchArgs(BaseModel):
     eval_examples: Examples | None = Field(
         2048, ge=1, description="Training examples (a fixed draw, the same for every branch) the loss is measured on."
     )
+    final_metrics: bool = Field(
+        True, description="Measure the whole splits' loss and accuracy at the window's end (off: the draw's loss only)."
+    )
 
 
 def branch_specs(args: BranchArgs, n_train: int) -> list:
@@ -110,13 +113,14 @@ def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
         if step in at:
             trainer.freeze_nonfinite()
             rows.append(train_loss())
-    final = trainer.measure()  # the whole splits, once, at the end of the window
+    final = trainer.measure() if args.final_metrics else None  # the whole splits, once, at the window's end
     ok = alive()
     arrays = {"train_loss": np.stack(rows)}  # [evals + 1, runs]
-    arrays |= {
-        k: np.where(ok, final[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
-        for k in ("test_loss", "test_acc", "train_acc")
-    }
+    if final is not None:
+        arrays |= {
+            k: np.where(ok, final[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
+            for k in ("test_loss", "test_acc", "train_acc")
+        }
     return TaskOutput(
         scalars={"batch_size": float(bs), "diverged": float((~ok).sum()), "eval_examples": float(n_eval)},
         arrays=arrays

@@ -10,7 +10,8 @@ beta2-halflife   beta2 and lr swept at each batch size (Marek et al. 2025).     
 from __future__ import annotations
 
 from ..common import Study
+from .lr_surge import LrSurge, SurgeConfig
 
-STUDIES: list[Study] = []
+STUDIES: list[Study] = [LrSurge()]
 
-__all__ = ["STUDIES"]
+__all__ = ["STUDIES", "LrSurge", "SurgeConfig"]
