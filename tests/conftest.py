@@ -48,6 +48,7 @@ SLOW: dict[str, dict[str, str]] = {
         "test_version_prints_batchlab_and_torch_versions_in_a_real_process": SUBPROCESS,
         "test_dry_run_then_the_real_run_trains_what_it_said": STUDY,
     },
+    "test_adam_surge.py": {"test_the_lr_surge_study_end_to_end": STUDY},
     "test_critical_batch.py": {
         "test_the_staged_plan_runs_end_to_end_and_is_reused": STUDY,
         "test_the_api_takes_module_level_functions_and_answers_for_a_user_model": STUDY,

@@ -93,7 +93,7 @@ class LrSurge(Study):
     )
     Config = SurgeConfig
     claims = (AS1, AS2)
-    accepts_user_model = None
+    accepts_user_model = "its plan and analysis have not been checked on a user model yet"
     profiles = {
         # a 784-64-10 MLP on 10k Fashion-MNIST images: the regime (B from well below to well above B_noise at the
         # start, Adam's first steps sign-like) is the paper's; the CNN only costs time on two CPU cores
@@ -102,11 +102,11 @@ class LrSurge(Study):
         "full": {
             "model": "cnn",
             "batch_sizes": tuple(2**k for k in range(11)),
-            "sgd_lrs": tuple(2.0 ** (k / 2) for k in range(-20, 5)),
-            "adam_lrs": tuple(2.0 ** (k / 2) for k in range(-30, -5)),
-            "sign_adam_lrs": tuple(2.0 ** (k / 2) for k in range(-30, -5)),
+            "sgd_lrs": POW2[2:17],
+            "adam_lrs": tuple(2.0**k for k in range(-17, -2)),
+            "sign_adam_lrs": tuple(2.0**k for k in range(-17, -2)),
             "seeds": 100,
-            "window_steps": 50,
+            "window_steps": 20,
             "evals": 5,
             "target_loss": 0.5,
             "ref_epochs": 20,
