@@ -33,10 +33,10 @@ AS2 = ClaimSpec(
 def surge_rule(margin: float, level: float) -> str:
     return (
         "r = leave-one-batch-size-out weighted squared error of log lr_opt under the surge form / under the SGD form "
-        f"(weights: 1 / the bootstrap variance of each batch size's log lr_opt, seeds resampled); its {100 * level:g} % "
-        f"bootstrap interval decides against 1 - margin = {1 - margin:g}: the surge form better (upper end below) or "
-        "not better (lower end at or above); batch sizes whose optimum is the lr grid's first or last point are left "
-        "out of the fits (censored) and named; fewer than 4 left: inconclusive"
+        "(weights: 1 / the bootstrap variance of each batch size's log lr_opt, seeds resampled); its "
+        f"{100 * level:g} % bootstrap interval decides against 1 - margin = {1 - margin:g}: the surge form better "
+        "(upper end below) or not better (lower end at or above); batch sizes whose optimum is the lr grid's first "
+        "or last point are left out of the fits (censored) and named; fewer than 4 left: inconclusive"
     )
 
 
@@ -99,7 +99,9 @@ def rule_surge(
         return spec.inconclusive(rule, "the bootstrap gave no interval for r", evidence)
     if expect == "surge":
         if hi < threshold and inside:
-            why = f"the surge form predicts held-out batch sizes better (r <= {hi:.3g}), peaking at B {cmp['b_peak']:.3g}"
+            why = (
+                f"the surge form predicts held-out batch sizes better (r <= {hi:.3g}), peaking at B {cmp['b_peak']:.3g}"
+            )
             return spec.claim(rule, "supported", evidence, why)
         if lo >= threshold or hi < threshold:
             why = (

@@ -31,7 +31,11 @@ from .figures import surge_figure
 
 Optimizer = Literal["sgd", "adam", "sign-adam"]
 LABELS = {"sgd": "SGD", "adam": "Adam", "sign-adam": "sign-Adam"}
-POW2 = tuple(2.0**k for k in range(-14, 3))  # 6.1e-5 .. 4: the lr grids below are slices of it
+
+
+def pow2(lo: int, hi: int) -> tuple[float, ...]:
+    """The lr grid 2^lo .. 2^(hi - 1): factor-2 steps."""
+    return tuple(2.0**k for k in range(lo, hi))
 
 
 class SurgeConfig(StudyConfig):
@@ -39,7 +43,7 @@ class SurgeConfig(StudyConfig):
     optimizers: tuple[Optimizer, ...] = Field(
         ("sgd", "adam", "sign-adam"),
         min_length=1,
-        description="sgd (plain), adam (betas as `betas`), sign-adam (Adam with betas (0, 0): the sign of the gradient).",
+        description="sgd (plain), adam (betas as `betas`), sign-adam (Adam with betas (0, 0): the gradient's sign).",
     )
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
         (0.9, 0.999), description="Adam's (beta1, beta2) (Li et al.: 0.9, 0.999)."
@@ -48,13 +52,13 @@ class SurgeConfig(StudyConfig):
         (4, 8, 16, 32, 64, 128, 256, 512, 1024), min_length=4, description="The batch sizes B of the branches."
     )
     sgd_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
-        POW2[6:17], min_length=3, description="SGD's lr grid (every B): log-spaced, the optimum inside it."
+        pow2(-11, 0), min_length=3, description="SGD's lr grid (every B): log-spaced, the optimum inside it."
     )
     adam_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
-        POW2[0:11], min_length=3, description="Adam's lr grid (every B)."
+        pow2(-16, -5), min_length=3, description="Adam's lr grid (every B)."
     )
     sign_adam_lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
-        POW2[0:11], min_length=3, description="sign-Adam's lr grid (every B)."
+        pow2(-16, -5), min_length=3, description="sign-Adam's lr grid (every B)."
     )
     window_steps: Steps = Field(10, ge=1, description="Steps of every branch from the start (the further decrease).")
     evals: Count = Field(1, ge=1, description="Loss evaluations along the window (the last decides).")
@@ -97,14 +101,21 @@ class LrSurge(Study):
     profiles = {
         # a 784-64-10 MLP on 10k Fashion-MNIST images: the regime (B from well below to well above B_noise at the
         # start, Adam's first steps sign-like) is the paper's; the CNN only costs time on two CPU cores
-        "quick": {"train_subset": 10_000, "test_subset": 1_000, "widths": (64,), "seeds": 8, "ref_epochs": 5},
+        "quick": {
+            "train_subset": 10_000,
+            "test_subset": 1_000,
+            "widths": (64,),
+            "seeds": 12,
+            "ref_epochs": 2,
+            "target_loss": 0.5,
+        },
         # the paper's grid: its CNN (here the lab's 2-conv CNN), B from 1 to 1024, many seeds, a longer window
         "full": {
             "model": "cnn",
             "batch_sizes": tuple(2**k for k in range(11)),
-            "sgd_lrs": POW2[2:17],
-            "adam_lrs": tuple(2.0**k for k in range(-17, -2)),
-            "sign_adam_lrs": tuple(2.0**k for k in range(-17, -2)),
+            "sgd_lrs": pow2(-13, 1),
+            "adam_lrs": pow2(-18, -4),
+            "sign_adam_lrs": pow2(-18, -4),
             "seeds": 100,
             "window_steps": 20,
             "evals": 5,
