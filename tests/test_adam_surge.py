@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import cli_run, set_args
+from conftest import TINY_SURGE, cli_run, set_args
 
 from batchlab.analysis.surge import compare_forms, fit, optimal_log_lr, optimal_lrs, predict, weights
 from batchlab.studies.adam.claims import AS1, AS2, rule_surge
@@ -93,14 +93,8 @@ def test_seed_resamples_are_paired_across_batch_sizes():
     assert np.array_equal(same[:, 0], same[:, 2])  # one resample of the seed indices serves every batch size
 
 
-TINY = {"dataset": "mnist", "train_subset": 1024, "test_subset": 128, "widths": 8, "seeds": 2,
-        "batch_sizes": (8, 16, 32, 64), "sgd_lrs": (0.03, 0.1, 0.3), "adam_lrs": (0.001, 0.003, 0.01),
-        "sign_adam_lrs": (0.001, 0.003, 0.01), "window_steps": 2, "eval_examples": 256, "ref_epochs": 2,
-        "target_loss": 5.0, "bootstrap": 20, "noise_examples": 32}  # fmt: skip
-
-
 def test_the_lr_surge_study_end_to_end(capsys, tmp_path):
-    code, out, err = cli_run(capsys, "run", "lr-surge", *set_args(TINY), "--device", "cpu", "--out", tmp_path)
+    code, out, err = cli_run(capsys, "run", "lr-surge", *set_args(TINY_SURGE), "--device", "cpu", "--out", tmp_path)
     assert code == 0, err
     study = next(p for p in tmp_path.iterdir() if p.name.startswith("lr-surge"))
     claims = json.loads((study / "claims.json").read_text())["claims"]
