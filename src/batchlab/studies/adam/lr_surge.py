@@ -3,10 +3,10 @@
 Li et al. 2024 (arXiv 2405.14578) take the optimal lr at batch size B to be the lr of the largest further loss decrease
 from a point of training where the loss has reached a target. Here: stage 1 trains a reference run whose first
 per-epoch checkpoint at or below `target_loss` is the common start; stage 2, from that start, every (optimizer, B)
-is one `branch` task that trains its lr grid x seeds for `window_steps` steps (seed s of every B sees one data
+is one `branch-loss` task that trains its lr grid x seeds for `window_steps` steps (seed s of every B sees one data
 order) and measures the loss on a fixed draw of training examples before and after. The window is in steps, not
 examples: the theory (McCandlish et al. 2018 for SGD, Li et al. for sign-like updates) is for the decrease per
-step. The optimizer's state starts afresh at the start (as in `branch`): Adam's first step is then a sign step, the
+step. The optimizer's state starts afresh at the start (as in every branch): Adam's first step is then a sign step, the
 case Li et al. analyse. At the same checkpoint the `hessian-noise-scale` task measures B_simple = tr(Sigma)/|G|^2
 and B_noise = tr(H Sigma)/(G^T H G), which B_peak is set beside. Fits and comparison: analysis/surge.py.
 """
@@ -157,9 +157,8 @@ class LrSurge(Study):
                 args = BranchArgs(
                     run=run.as_dict(), lrs=list(cfg.lrs(opt)), seeds=list(range(cfg.seeds)),
                     examples=cfg.window_steps * b, evals=cfg.evals, eval_examples=cfg.eval_examples,
-                    final_metrics=False,
                 )  # fmt: skip
-                out[(opt, b)] = TaskSpec(kind="branch", args=args.model_dump(mode="json"), start=start)
+                out[(opt, b)] = TaskSpec(kind="branch-loss", args=args.model_dump(mode="json"), start=start)
         return out
 
     def noise_task(self, cfg: SurgeConfig, epoch: int) -> TaskSpec:
