@@ -93,6 +93,28 @@ def test_seed_resamples_are_paired_across_batch_sizes():
     assert np.array_equal(same[:, 0], same[:, 2])  # one resample of the seed indices serves every batch size
 
 
+def test_branch_loss_is_branch_without_the_whole_split_metrics():
+    """float64, sign-Adam branches: `branch-loss` gives `branch`'s losses to the bit, without its end-of-window
+    metrics on the whole splits."""
+    import torch
+
+    from batchlab.engine import RunSpec, train_group
+    from batchlab.engine.spec import Checkpoint, TaskSpec
+    from batchlab.executors import TaskUnit
+    from batchlab.executors.local import execute
+
+    ref = RunSpec(widths=(8,), train_subset=64, test_subset=32, batch_size=16, epochs=1, precision="float64")
+    (res,) = train_group([ref], device="cpu", checkpoints={1})
+    run = ref.model_copy(update={"optimizer": "adam", "betas": (0.0, 0.0), "lr": 1e-3}).as_dict()
+    args = dict(run=run, lrs=[1e-3, 1e-2], seeds=[0, 1], examples=16, evals=1, eval_examples=64)
+    out = {}
+    for kind in ("branch", "branch-loss"):
+        task = TaskSpec(kind=kind, args=args, start=Checkpoint(run=ref, epoch=1))
+        out[kind] = execute(TaskUnit(task, res.checkpoints[1]), torch.device("cpu"), None)
+    assert np.array_equal(out["branch"].arrays["train_loss"], out["branch-loss"].arrays["train_loss"])
+    assert "test_acc" in out["branch"].arrays and "test_acc" not in out["branch-loss"].arrays
+
+
 def test_the_lr_surge_study_end_to_end(capsys, tmp_path):
     code, out, err = cli_run(capsys, "run", "lr-surge", *set_args(TINY_SURGE), "--device", "cpu", "--out", tmp_path)
     assert code == 0, err
