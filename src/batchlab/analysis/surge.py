@@ -128,6 +128,7 @@ def compare_forms(batch_sizes, log_lr, reps: np.ndarray, w: np.ndarray, level: f
         "ratio_ci": (math.exp(log_r_ci[0]), math.exp(log_r_ci[1])) if np.isfinite(log_r_ci).all() else log_r_ci,
         "log_ratio_sd": float(np.std(log_r, ddof=1)) if len(log_r) > 1 else math.nan,
         "b_peak": math.exp(fits["surge"][1]),
+        "b_peak_at_bound": fits["surge"][1] in (_grid(b)[0], _grid(b)[-1]),  # the fit ran to min(B)/1000 or 1000 max(B)
         "b_peak_ci": peak_ci,
         "replicates_used": len(log_r),
     }

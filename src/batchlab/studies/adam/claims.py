@@ -67,6 +67,7 @@ def surge_evidence(cmp: dict, batch_sizes, censored, noise: dict) -> dict:
         "SGD form: B_noise": math.exp(sgd_bn),
         "surge form: eps_max": math.exp(surge_eps),
         "B_peak (surge form's B_noise)": cmp["b_peak"],
+        "B_peak at the fit's bound (no peak within B / 1000 .. 1000 B)": "yes" if cmp.get("b_peak_at_bound") else "no",
         "B_peak 95% lo": cmp["b_peak_ci"][0],
         "B_peak 95% hi": cmp["b_peak_ci"][1],
         "batch sizes fitted": ", ".join(str(b) for b in batch_sizes),
