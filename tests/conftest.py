@@ -50,6 +50,7 @@ SLOW: dict[str, dict[str, str]] = {
         "test_version_prints_batchlab_and_torch_versions_in_a_real_process": SUBPROCESS,
         "test_dry_run_then_the_real_run_trains_what_it_said": STUDY,
     },
+    "test_adam_surge.py": {"test_the_lr_surge_study_end_to_end": STUDY},
     "test_critical_batch.py": {
         "test_the_staged_plan_runs_end_to_end_and_is_reused": STUDY,
         "test_the_api_takes_module_level_functions_and_answers_for_a_user_model": STUDY,
@@ -60,7 +61,7 @@ SLOW: dict[str, dict[str, str]] = {
     },
     "test_dynamics.py": {"runs": STUDY},
     "test_equivalence.py": {"test_study_end_to_end": STUDY},
-    "test_explorer.py": {"results_dir": STUDY, "browser": BROWSER},
+    "test_explorer.py": {"results_dir": STUDY, "browser": BROWSER, "surge_dir": STUDY},
     "test_fast_path.py": {"test_compiled_step_matches_the_plain_step": SUBPROCESS},
     "test_progress.py": {"test_the_cli_log_ends_with_the_stored_mean_metrics": STUDY},
     "test_ray_executor.py": {"local_ray": RAY, "local_results": STUDY},
@@ -193,6 +194,12 @@ def set_args(sets) -> list[str]:
 
 # The tiny batch-size sweep of the CLI and runner tests (2 seeds x 2 epochs of a 16-unit MLP on 1024 examples).
 TINY_SWEEP = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16, "seeds": 2}
+
+# A tiny lr-surge study: 4 batch sizes, 3 lrs per optimizer, 2 seeds, 2 steps from epoch 1 of an 8-unit MLP.
+TINY_SURGE = {"dataset": "mnist", "train_subset": 1024, "test_subset": 128, "widths": 8, "seeds": 2,
+              "batch_sizes": (8, 16, 32, 64), "sgd_lrs": (0.03, 0.1, 0.3), "adam_lrs": (0.001, 0.003, 0.01),
+              "sign_adam_lrs": (0.001, 0.003, 0.01), "window_steps": 2, "eval_examples": 256, "ref_epochs": 2,
+              "target_loss": 5.0, "bootstrap": 20, "noise_examples": 32}  # fmt: skip
 
 # A tiny training run: 256 MNIST examples, a 16-unit MLP, 8 steps per epoch, 2 epochs.
 TINY_RUN = dict(train_subset=256, test_subset=64, widths=(16,), batch_size=32, epochs=2)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_SWEEP, cli_run, local_fashion_mnist, set_args
+from conftest import TINY_SURGE, TINY_SWEEP, cli_run, local_fashion_mnist, set_args
 from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli
@@ -281,6 +281,8 @@ def tiny_profiles(monkeypatch):
             curvature |= {"target_train_acc": 0.3, "steps": 40, "every": 10, "lrs": (0.1,), "adam_lrs": (0.01,)}
             curvature |= {"train_subset": 256, "test_subset": 100, "sgd_lr": 0.1, "draws": 4}
             small |= {k: v for k, v in curvature.items() if k in study.Config.model_fields}
+        if study.name == "lr-surge":
+            small |= TINY_SURGE
         quick = study.profiles["quick"] | small
         if "epochs" in study.Config.model_fields:
             try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_run, default_sigint
+from conftest import TINY_SURGE, cli_run, default_sigint, set_args
 from conftest import one_line_error as assert_one_line_error
 
 from batchlab import cli, explorer
@@ -62,6 +62,15 @@ def results_dir(tmp_path_factory, one_thread):
     for study, sets in (("tradeoffs", TRADEOFFS), ("batch-size-sweep", SWEEP)):
         code = cli.run_cli(["run", study, "--profile", "quick", *TINY, *sets, "--out", str(out)])
         assert code == 0, study
+    assert cli.run_cli(["explore", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def surge_dir(tmp_path_factory, one_thread):
+    """A results directory holding a tiny lr-surge study only, and its explorer page."""
+    out = tmp_path_factory.mktemp("surge")
+    assert cli.run_cli(["run", "lr-surge", *set_args(TINY_SURGE), "--device", "cpu", "--out", str(out)]) == 0
     assert cli.run_cli(["explore", "--out", str(out)]) == 0
     return out
 
@@ -361,6 +370,18 @@ def test_landscape_play_pause_step_and_reset(browser, results_dir):
     click(browser, "ls-reset")
     assert text(browser, "ls-step-count") == "0" and value_of(browser, "ls-loss-0") == start
     assert severe(browser) == []
+
+
+def test_the_surge_panel_draws_the_optimal_lr_of_each_optimizer_from_the_store(browser, surge_dir, results_dir):
+    load(browser, page(surge_dir).as_uri())
+    legend = text(browser, "surge-legend")
+    assert all(name in legend for name in ("SGD", "Adam", "sign-Adam")), legend
+    dots = browser.find_elements("css selector", "#surge-chart circle")
+    censored = sum(c["censored"].count(True) for c in explorer.gather(surge_dir)["surge"]["curves"])
+    assert len(dots) == 3 * 4 - censored  # every optimum inside its lr grid, at every batch size
+    assert "Start loss" in text(browser, "surge-note") and severe(browser) == []
+    load(browser, page(results_dir).as_uri())  # without lr-surge results: the hint names the command
+    assert f"batchlab run lr-surge --out {results_dir}" in text(browser, "surge-hint")
 
 
 def test_the_tradeoffs_slider_shows_the_stored_numbers(browser, results_dir):

@@ -13,7 +13,8 @@ panels embedded as JSON in a `<script type="application/json">` tag; plain JavaS
    with the step budget and tolerance of the `lr-sensitivity` study;
 3. batch-size trade-offs: the `tradeoffs` study's table read from the store exactly as its report reads it
    (`Tradeoffs.table_rows` on the recorded config's results), and the `critical-batch` study's measured critical
-   batch size per checkpoint with B_simple and B_noise beside it (its `critical_batch` table);
+   batch size per checkpoint with B_simple and B_noise beside it (its `critical_batch` table), and the optimal lr
+   against B for SGD, Adam and sign-Adam with both fitted forms (`lr-surge`, `LrSurge.panel`);
 4. results browser: every stored training run, the studies whose recorded plans hold it, and its curves.
 
 Panels 1 and 2 need no data: without a store the page is still written, and panels 3 and 4 say what to
@@ -326,6 +327,18 @@ def critical(store: Store | None, out: Path) -> dict:
     }
 
 
+def surge(store: Store | None, out: Path) -> dict:
+    """Panel 3's third part: the `lr-surge` study's optimal lr against B per optimizer and its fits, or a hint."""
+    found = _recorded(store, "lr-surge", out)
+    if isinstance(found, dict):
+        return found
+    record, recorded = found
+    panel = REGISTRY["lr-surge"].panel(recorded.config, recorded.results)
+    if panel is None:
+        return {"hint": f"batchlab run lr-surge --out {out}", "why": "the lr-surge study has no start checkpoint yet"}
+    return json_ready(panel) | {"profile": record["profile"], "updated_at": record["updated_at"]}
+
+
 def gather(out: Path) -> dict:
     """Everything the page shows. Reads the store (if there is one) and writes nothing."""
 
@@ -333,7 +346,7 @@ def gather(out: Path) -> dict:
     store = open_store(out, readonly=True) if Store.exists(out) else None
     try:
         data = {"tradeoffs": tradeoffs(store, out), "critical": critical(store, out), "results": runs(store, out)}
-        data |= {"sharp": sharp_minima(store, out), "edge": edge(store, out)}
+        data |= {"sharp": sharp_minima(store, out), "edge": edge(store, out), "surge": surge(store, out)}
     except sqlite3.Error as e:
         raise UsageError(f"cannot read the store in {out}: {one_line(e)}{store_hint(e)}") from None
     except DamagedFileError as e:  # an array file missing, or not the bytes of its SHA-256: `run` computes it again

@@ -62,6 +62,17 @@ def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
     """Train every (lr, seed) branch from the start checkpoint for `examples` examples at the run's batch size; the
     training loss of each on a fixed draw of `eval_examples` at the branch point and at `evals` points of the window
     (`train_loss` [evals + 1, runs]), and the whole splits' loss and accuracy at its end."""
+    return train_branches(args, ctx, final_metrics=True)
+
+
+@register_task("branch-loss", BranchArgs)
+def branch_loss(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
+    """`branch` without the whole splits' metrics at the window's end: the draw's training loss only (lr-surge, whose
+    many short windows would otherwise spend most of their time evaluating every copy on the whole splits)."""
+    return train_branches(args, ctx, final_metrics=False)
+
+
+def train_branches(args: BranchArgs, ctx: TaskContext, final_metrics: bool) -> TaskOutput:
     from ..engine.data import load_for
     from ..engine.train import GroupTrainer
     from ..probes.metrics import evaluate
@@ -110,13 +121,14 @@ def branch(args: BranchArgs, ctx: TaskContext) -> TaskOutput:
         if step in at:
             trainer.freeze_nonfinite()
             rows.append(train_loss())
-    final = trainer.measure()  # the whole splits, once, at the end of the window
+    final = trainer.measure() if final_metrics else None  # the whole splits, once, at the window's end
     ok = alive()
     arrays = {"train_loss": np.stack(rows)}  # [evals + 1, runs]
-    arrays |= {
-        k: np.where(ok, final[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
-        for k in ("test_loss", "test_acc", "train_acc")
-    }
+    if final is not None:
+        arrays |= {
+            k: np.where(ok, final[k].double().cpu().numpy(), np.inf if "loss" in k else np.nan)
+            for k in ("test_loss", "test_acc", "train_acc")
+        }
     return TaskOutput(
         scalars={"batch_size": float(bs), "diverged": float((~ok).sum()), "eval_examples": float(n_eval)},
         arrays=arrays

@@ -10,8 +10,9 @@ beta2-halflife   beta2 and lr swept at each batch size (Marek et al. 2025).     
 from __future__ import annotations
 
 from ..common import Study
+from .lr_surge import LrSurge, SurgeConfig
 from .sqrt_scaling import SqrtScaling
 
-STUDIES: list[Study] = [SqrtScaling()]
+STUDIES: list[Study] = [LrSurge(), SqrtScaling()]
 
-__all__ = ["STUDIES"]
+__all__ = ["STUDIES", "LrSurge", "SqrtScaling", "SurgeConfig"]
