@@ -10,6 +10,7 @@ from its checkpoint read back from the store. What the executor can do beyond ru
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..datasets import DataError
 from ..engine import RunResult, RunSpec, partition
 from ..engine.spec import Checkpoint, TaskSpec, WorkSpec
 from ..engine.train import PartialState
 from ..env import environment
-from ..executors import Executor, LocalExecutor, TaskUnit, TrainUnit, UnitFailure, UnitsFailed, failure_message
 from ..errors import UsageError
+from ..executors import Executor, LocalExecutor, TaskUnit, TrainUnit, UnitFailure, UnitsFailed, failure_message
 from ..outputs import StudyOutput
 from ..references import USER_ERRORS, error_text, user_frame
 from ..report.overrides import overrides_label
@@ -168,7 +170,9 @@ def execute(prep: Prepared, monitor: Monitor | None = None, executor: Executor |
             prep, stage = dataclasses.replace(prep, specs=staged), stage + 1
     except BaseException as e:
         store.close()
-        where = user_frame(e) if isinstance(e, USER_ERRORS) else None
+        # a full disk, the store, memory and batchlab's own refusals have their own one line (cli.run_cli)
+        ours = (OSError, sqlite3.Error, MemoryError, UsageError, DataError, UnitsFailed)
+        where = user_frame(e) if isinstance(e, USER_ERRORS) and not isinstance(e, ours) else None
         if where is None:
             raise
         # the user's model, data or loss raised (or called exit()) while it trained, after the start-up checks
