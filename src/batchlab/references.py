@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import sysconfig
 import importlib.util
 import os
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
