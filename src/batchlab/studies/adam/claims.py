@@ -92,8 +92,9 @@ def rule_surge(
     not supported when the interval's lower end is at or above 1 - margin, or when it lies below and the surge fit
     peaks outside the batch sizes fitted: no rise-and-fall measured. (Whether B_peak's whole 95 % interval lies
     outside the grid is shown in the evidence, not judged: that condition was thought of after the quick profile's
-    first pilot, and a rule is not changed after seeing which way it turns a claim.) AS1: supported when the lower end is at or above 1 - margin (the monotone, saturating
-    form is not beaten by the margin); not supported when the whole interval lies below it."""
+    first pilot, and a rule is not changed after seeing which way it turns a claim.) AS1: supported when the lower
+    end is at or above 1 - margin (the monotone, saturating form is not beaten by the margin); not supported when
+    the whole interval lies below it."""
     rule = surge_rule(margin, level)
     if cmp is None:
         why = f"fewer than 4 batch sizes with an optimum inside the lr grid (censored: {', '.join(map(str, censored))})"
