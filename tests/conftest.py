@@ -28,6 +28,7 @@ RAY = "ray"  # starts Ray
 
 # {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
+    "test_adam_halflife.py": {"test_the_beta2_halflife_study_end_to_end": STUDY},
     "test_bad_input.py": {
         "results_dir": STUDY,
         "arrays_dir": STUDY,
