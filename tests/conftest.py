@@ -29,6 +29,7 @@ RAY = "ray"  # starts Ray
 # {test file: {test name (without parameters) or fixture name: kind}}
 SLOW: dict[str, dict[str, str]] = {
     "test_adam_sqrt_scaling.py": {"test_the_sqrt_scaling_study_end_to_end": STUDY},
+    "test_adam_halflife.py": {"test_the_beta2_halflife_study_end_to_end": STUDY},
     "test_bad_input.py": {
         "results_dir": STUDY,
         "arrays_dir": STUDY,
@@ -196,7 +197,7 @@ def set_args(sets) -> list[str]:
 TINY_SWEEP = {"epochs": 2, "train_subset": 1024, "test_subset": 200, "widths": 16, "seeds": 2}
 
 # A tiny lr-surge study: 4 batch sizes, 3 lrs per optimizer, 2 seeds, 2 steps from epoch 1 of an 8-unit MLP.
-TINY_SURGE = {"dataset": "mnist", "train_subset": 1024, "test_subset": 128, "widths": 8, "seeds": 2,
+TINY_SURGE = {"dataset": "mnist", "train_subset": 1024, "test_subset": 128, "widths": (8,), "seeds": 2,
               "batch_sizes": (8, 16, 32, 64), "sgd_lrs": (0.03, 0.1, 0.3), "adam_lrs": (0.001, 0.003, 0.01),
               "sign_adam_lrs": (0.001, 0.003, 0.01), "window_steps": 2, "eval_examples": 256, "ref_epochs": 2,
               "target_loss": 5.0, "bootstrap": 20, "noise_examples": 32}  # fmt: skip

@@ -281,6 +281,10 @@ def tiny_profiles(monkeypatch):
             curvature |= {"target_train_acc": 0.3, "steps": 40, "every": 10, "lrs": (0.1,), "adam_lrs": (0.01,)}
             curvature |= {"train_subset": 256, "test_subset": 100, "sgd_lr": 0.1, "draws": 4}
             small |= {k: v for k, v in curvature.items() if k in study.Config.model_fields}
+        if type(study).__module__.startswith("batchlab.studies.adam"):
+            adam = {"seeds": 2, "batch_sizes": (8, 32, 128), "lrs": (0.001, 0.01, 0.1), "half_lives": (1e2, 1e3, 1e4)}
+            adam |= {"ks": (1, 2), "epochs": 1, "noise_examples": 64, "noise_bootstrap": 20}
+            small |= {k: v for k, v in adam.items() if k in study.Config.model_fields}
         if study.name == "lr-surge":
             small |= TINY_SURGE
         quick = study.profiles["quick"] | small

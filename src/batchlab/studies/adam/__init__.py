@@ -10,9 +10,10 @@ beta2-halflife   beta2 and lr swept at each batch size (Marek et al. 2025).     
 from __future__ import annotations
 
 from ..common import Study
+from .beta2_halflife import Beta2HalfLife
 from .lr_surge import LrSurge, SurgeConfig
 from .sqrt_scaling import SqrtScaling
 
-STUDIES: list[Study] = [LrSurge(), SqrtScaling()]
+STUDIES: list[Study] = [LrSurge(), SqrtScaling(), Beta2HalfLife()]
 
-__all__ = ["STUDIES", "LrSurge", "SqrtScaling", "SurgeConfig"]
+__all__ = ["STUDIES", "Beta2HalfLife", "LrSurge", "SqrtScaling", "SurgeConfig"]
