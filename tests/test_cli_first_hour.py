@@ -109,7 +109,7 @@ def test_every_claim_of_the_readme_is_listed_by_exactly_one_study():
     ids = [claim.id for study in REGISTRY.values() for claim in study.claims]
     expected = [f"D{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 9)] + ["A1", "A2"]
     expected += ["G1", "G2", "G3", "G4", "V1", "N1", "N2", "V2", "L1", "S1", "S2"] + [f"C{i}" for i in range(1, 6)]
-    expected += ["K1", "K2", "K3", "ES1", "ES2", "ES3"]
+    expected += ["K1", "K2", "K3", "ES1", "ES2", "ES3"] + [f"AS{i}" for i in range(1, 7)]
     assert sorted(ids) == sorted(expected)
 
 
