@@ -22,15 +22,15 @@ reproduce: $(BIN)/.installed
 	$(BIN)/batchlab reproduce --profile $(PROFILE) --out $(OUT)
 
 # two pytest workers (pytest-xdist), one thread each, a test file per worker at a time (--dist loadfile: a file's
-# module fixtures are built once): on 2 cores, measured 5 min 17 s against 19 min 28 s for one process with the
-# default threads, both while other jobs shared the machine (2026-12-07)
+# module fixtures are built once): on 2 cores, 5 min 58 s alone (2026-12-07); one process with the default threads
+# took 11-12 min alone and 19 min 28 s while other jobs shared the machine
 test: $(BIN)/.installed
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 # one thread per process: the fast tier's workloads are tiny, and threads that wait on a busy CPU cost more than
 # they give (measured: 67 s with one thread, 233 s with two, on 2 cores shared with other jobs)
 test-fast: $(BIN)/.installed
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 # one formatter and line length for the repository (ruff, 120 columns; see pyproject.toml)
 format: $(BIN)/.installed
