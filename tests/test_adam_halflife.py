@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from conftest import cli_run, set_args
 
+from batchlab.analysis.stats import grid_argmin as refine
 from batchlab.studies.adam.beta2_halflife import CHARLM_SETUP, Beta2HalfLife
 from batchlab.studies.adam.claims import rule_as4, rule_as5, rule_as6
-from batchlab.studies.adam.optima import beta2_for, half_life_of, optimum, refine, width
+from batchlab.studies.adam.optima import beta2_for, half_life_of, optimum, width
 
 B = (4, 16, 64, 256, 1024)
 LRS = np.logspace(-3.5, -0.5, 13)

@@ -115,4 +115,27 @@ __all__ = [
     "linear_r2",
     "spearman",
     "linear_fit",
+    "grid_argmin",
 ]
+
+
+def grid_argmin(logx, profile) -> tuple[float, bool]:
+    """The minimiser of a profile over a log grid (of lrs, of half-lives): the grid argmin moved to the vertex of
+    the parabola through it and its two neighbours (clipped to between them), so that an optimum between grid points
+    is not forced onto one; +inf (a diverged point) is the worst value and NaN is skipped. Also whether the argmin
+    sits on the grid's edge (the grid does not bracket it). NaN when no point is finite."""
+    logx, profile = np.asarray(logx, dtype=float), np.asarray(profile, dtype=float)
+    if not np.any(np.isfinite(profile)):
+        return float("nan"), False
+    i = int(np.nanargmin(np.where(np.isnan(profile), np.inf, profile)))
+    if i == 0 or i == len(profile) - 1:
+        return float(logx[i]), len(profile) > 1
+    (x0, x1, x2), (y0, y1, y2) = logx[i - 1 : i + 2], profile[i - 1 : i + 2]
+    if not (np.isfinite(y0) and np.isfinite(y2)):
+        return float(logx[i]), False
+    den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+    b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / den
+    if a <= 0:
+        return float(x1), False
+    return float(np.clip(-b / (2 * a), x0, x2)), False

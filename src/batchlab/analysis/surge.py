@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .stats import grid_argmin
+
 FORMS = ("sgd", "surge")
 GRID_POINTS = 1201  # log B_noise candidates, from min(B) / 1000 to max(B) x 1000
 
@@ -69,18 +71,8 @@ def optimal_log_lr(mean_decrease, log_lrs) -> tuple[float, bool]:
     """The log lr of the largest mean decrease, refined by the vertex of the parabola through the best grid point
     and its two neighbours (kept between them); `at_edge` when the best is the grid's first or last lr (the
     optimum may lie outside: censored). NaN when no lr has a finite decrease (every one diverged somewhere)."""
-    d, x = np.asarray(mean_decrease, dtype=float), np.asarray(log_lrs, dtype=float)
-    if not np.isfinite(d).any():
-        return math.nan, False
-    i = int(np.nanargmax(np.where(np.isfinite(d), d, -np.inf)))
-    if i == 0 or i == d.size - 1:
-        return float(x[i]), True
-    xs, ys = x[i - 1 : i + 2], d[i - 1 : i + 2]
-    if not np.isfinite(ys).all():
-        return float(x[i]), False
-    a, b, _ = np.polyfit(xs, ys, 2)
-    vertex = -b / (2 * a) if a < 0 else x[i]
-    return float(np.clip(vertex, xs[0], xs[-1])), False
+    d = np.asarray(mean_decrease, dtype=float)
+    return grid_argmin(log_lrs, -np.where(np.isfinite(d), d, -np.inf))
 
 
 def optimal_lrs(decreases: Sequence[np.ndarray], log_lrs: Sequence[np.ndarray], resamples: int, seed: int) -> dict:

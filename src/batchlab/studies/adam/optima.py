@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ...analysis.stats import grid_argmin
+
 
 def beta2_for(half_life: float, batch_size: int) -> float:
     """beta2 whose second-moment half-life is `half_life` examples at batch size B: 0.5^(B / t_half)."""
@@ -26,36 +28,14 @@ def half_life_of(beta2: float, batch_size: int) -> float:
     return 0.0 if beta2 <= 0 else batch_size * math.log(0.5) / math.log(beta2)
 
 
-def refine(logx: np.ndarray, profile: np.ndarray) -> tuple[float, bool]:
-    """The minimiser of a loss profile over a log grid: the grid argmin moved to the vertex of the parabola
-    through it and its two neighbours (clipped to between them), so that an optimum between grid points is not
-    forced onto one; and whether the argmin sits on the grid's edge (the grid does not bracket it). NaN when no
-    point is finite."""
-    logx, profile = np.asarray(logx, dtype=float), np.asarray(profile, dtype=float)
-    if not np.any(np.isfinite(profile)):
-        return float("nan"), False
-    i = int(np.nanargmin(np.where(np.isnan(profile), np.inf, profile)))
-    if i == 0 or i == len(profile) - 1:
-        return float(logx[i]), len(profile) > 1
-    (x0, x1, x2), (y0, y1, y2) = logx[i - 1 : i + 2], profile[i - 1 : i + 2]
-    if not (np.isfinite(y0) and np.isfinite(y2)):
-        return float(logx[i]), False
-    den = (x0 - x1) * (x0 - x2) * (x1 - x2)
-    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
-    b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / den
-    if a <= 0:
-        return float(x1), False
-    return float(np.clip(-b / (2 * a), x0, x2)), False
-
-
 def optimum(grid: np.ndarray, lrs, half_lives) -> dict:
     """The best (lr, half-life) of one grid loss[lr, half_life]: each coordinate refined on its profile (the loss
     minimised over the other hyperparameter); `edge` names a coordinate whose argmin is on the grid's edge."""
     g = np.where(np.isnan(np.asarray(grid, dtype=float)), np.inf, grid)
     if not np.any(np.isfinite(g)):
         return {"lr": math.nan, "half_life": math.nan, "loss": math.nan, "edge": []}
-    log_lr, lr_edge = refine(np.log(lrs), g.min(axis=1))
-    log_hl, hl_edge = refine(np.log(half_lives), g.min(axis=0))
+    log_lr, lr_edge = grid_argmin(np.log(lrs), g.min(axis=1))
+    log_hl, hl_edge = grid_argmin(np.log(half_lives), g.min(axis=0))
     edge = [name for name, hit in (("lr", lr_edge), ("half-life", hl_edge)) if hit]
     return {"lr": math.exp(log_lr), "half_life": math.exp(log_hl), "loss": float(g.min()), "edge": edge}
 
