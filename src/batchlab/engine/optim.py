@@ -287,13 +287,11 @@ class StackedOptimizer:
         all_alive = consume_grads and alive.device.type == "cpu" and bool(alive.all())
         for fam, idx in self.families.items():
             rule, opts = self.rules[fam], (self.opts_all_alive if all_alive else self.opts)[fam]
-            if squares is not None:  # only Adam reads them (RunSpec allows them for adam and adamw runs only)
-                for name, p in params.items():
-                    rule.update(name, p, grads[name], self.state[name], hp, self.t, opts, squares=squares[name])
-                continue
             if idx is None:  # every run of the group has this rule: update the stacked tensors directly
                 for name, p in params.items():
-                    rule.update(name, p, grads[name], self.state[name], hp, self.t, opts)
+                    # `squares` only for Adam: its runs are a group of their own (adam_second_moment is in the key)
+                    extra = {} if squares is None else {"squares": squares[name]}
+                    rule.update(name, p, grads[name], self.state[name], hp, self.t, opts, **extra)
                 continue
             sub_hp = {k: v.index_select(0, idx) for k, v in hp.items()}
             for name, p in params.items():  # a mixed group: each family on its runs' slice

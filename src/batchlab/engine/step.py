@@ -109,20 +109,23 @@ def accumulate_squares(
     """Mean losses [R], the batch's mean gradient and the mean over micro-batches of each micro-batch's squared mean
     gradient, (1/k) sum_j g_j^2: the second-moment input of batch-size-invariant Adam (Wang & Aitchison 2024, arXiv
     2402.18824), whose expectation does not depend on the batch size when `micro_batch` is fixed. The micro-batches
-    are equal (RunSpec checks that `micro_batch` divides the batch); one micro-batch gives g and g^2."""
+    are equal (RunSpec checks that `micro_batch` divides the batch size); one micro-batch gives g and g^2. An epoch's
+    last batch, when shorter, may end in a shorter micro-batch: the loss and gradient weigh each part by its share of
+    the batch (so they stay the batch's), the squares count each part once."""
     b = batch.shape[1]
     parts = [batch[:, start : start + micro_batch] for start in range(0, b, micro_batch)]
-    share = 1.0 / len(parts)
+    once = 1.0 / len(parts)
     total_loss, total, squares = None, None, None
     for part in parts:
+        share = part.shape[1] / b
         losses, grads = value_and_grads(part)
         if total is None:
             total_loss, total = losses * share, {k: g * share for k, g in grads.items()}
-            squares = {k: g * g * share for k, g in grads.items()}
+            squares = {k: g * g * once for k, g in grads.items()}
         else:
             total_loss = total_loss + losses * share
             total = {k: total[k] + g * share for k, g in grads.items()}
-            squares = {k: squares[k] + g * g * share for k, g in grads.items()}
+            squares = {k: squares[k] + g * g * once for k, g in grads.items()}
     return total_loss, total, squares
 
 
